@@ -1,0 +1,5 @@
+"""Allow `python -m scaler`."""
+
+from scaler.cli import main
+
+raise SystemExit(main())

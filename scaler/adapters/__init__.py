@@ -1,0 +1,1 @@
+"""I/O at the edges: one module per external system."""

@@ -1,0 +1,1 @@
+"""The pure core: policy, planner, queueing, schedules. No clocks, no I/O, no asyncio."""

@@ -1,0 +1,275 @@
+"""Typed policy model: what an SRE writes in a policy file, with bounds and documented defaults.
+
+This module only declares the shape; :mod:`scaler.core.policy_file` reads YAML into it and turns
+validation errors into ``file:line: field: message`` lines.
+
+Default figures and their reasoning (see also README "Policy defaults"):
+
+* Replica capacity: an 8B model (Llama-3.1-8B, bf16) on one H100-80GB under vLLM sustains roughly
+  10,000-20,000 prompt tokens/s of prefill and 2,500-4,000 generated tokens/s in aggregate at high
+  batch sizes (vLLM's published throughput benchmarks); we default to 12,000 prefill and 2,500 decode
+  tokens/s and 64 concurrent sequences, conservative figures a latency SLO can hold at.
+* Prices: one H100 replica on a Kubernetes node at $4.00/hour (on-demand H100 list prices in 2025-26
+  range from about $2 at specialist clouds to about $7 per GPU-hour at hyperscalers); serverless GPU
+  at $0.0021 per busy GPU-second ($7.56 per busy hour, about 1.9x the replica, in line with serverless
+  GPU list prices). The replica therefore pays off above 4.00 / 7.56 = 53% utilisation.
+* Lead times: a cold replica needs an image pull and model load, 3-10 minutes for an 8B model; we
+  default to 300 s. A warm standby (model loaded, out of the Service) is promoted in ~15 s.
+  Serverless GPU cold starts are 5-30 s; we default to 15 s.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import zoneinfo
+from typing import Annotated, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+Fraction = Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
+
+MODEL_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,252}$"
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
+
+
+class _Strict(BaseModel):
+    """Base for every policy section: unknown keys are errors, values are never coerced across types."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Slo(_Strict):
+    """Latency objective: `attainment` of requests must see TTFT (and queue wait) under target."""
+
+    ttft_seconds: PositiveFloat | None = Field(
+        default=2.0, description="Time-to-first-token target in seconds (queue wait + prefill)."
+    )
+    queue_wait_seconds: PositiveFloat | None = Field(
+        default=None, description="Queue-wait target in seconds, if the SLO is stated on waiting alone."
+    )
+    attainment: Fraction = Field(default=0.99, description="Share of requests that must meet the targets.")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Self:
+        if self.ttft_seconds is None and self.queue_wait_seconds is None:
+            raise ValueError("set ttft_seconds or queue_wait_seconds (or both)")
+        return self
+
+
+class Replica(_Strict):
+    """Capacity of one Kubernetes GPU replica (and, by default, of one serverless instance)."""
+
+    prefill_tokens_per_second: PositiveFloat = Field(
+        default=12_000.0, description="Aggregate prompt (prefill) throughput of one replica, tokens/s."
+    )
+    decode_tokens_per_second: PositiveFloat = Field(
+        default=2_500.0, description="Aggregate generation (decode) throughput at full batch, tokens/s."
+    )
+    max_concurrency: PositiveInt = Field(
+        default=64, le=4096, description="Sequences one replica serves at once (vLLM max_num_seqs)."
+    )
+
+
+class LeadTimes(_Strict):
+    """How long each kind of capacity takes to become ready."""
+
+    cold_start_seconds: NonNegativeFloat = Field(
+        default=300.0, le=7200, description="Requesting a replica until it serves (pull, load, warm-up)."
+    )
+    standby_promotion_seconds: NonNegativeFloat = Field(
+        default=15.0, le=3600, description="Promoting a warm standby replica into service."
+    )
+    serverless_cold_start_seconds: NonNegativeFloat = Field(
+        default=15.0, le=3600, description="A serverless instance from zero to serving."
+    )
+
+
+class Prices(_Strict):
+    """Prices in one currency (USD by convention)."""
+
+    replica_per_hour: NonNegativeFloat = Field(
+        default=4.00, description="One Kubernetes GPU replica (or warm standby), per hour, busy or not."
+    )
+    serverless_per_gpu_second: NonNegativeFloat = Field(
+        default=0.0021, description="Serverless capacity per busy GPU-second."
+    )
+    serverless_per_million_tokens: NonNegativeFloat = Field(
+        default=0.0, description="Serverless price per million (prompt + output) tokens, if billed per token."
+    )
+    serverless_provisioned_per_hour: NonNegativeFloat = Field(
+        default=1.00, description="Keeping one serverless instance provisioned (pre-warmed), per hour."
+    )
+
+
+class Bounds(_Strict):
+    """Hard limits no decision may cross (schedules may tighten or move them, never remove them)."""
+
+    min_replicas: NonNegativeInt = Field(default=0, le=10_000)
+    max_replicas: NonNegativeInt = Field(default=16, le=10_000)
+    min_standby: NonNegativeInt = Field(default=0, le=10_000)
+    max_standby: NonNegativeInt = Field(default=2, le=10_000)
+    serverless_quota: NonNegativeInt = Field(
+        default=8, le=100_000, description="Most serverless instances that may run at once."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) > max_replicas ({self.max_replicas})")
+        if self.min_standby > self.max_standby:
+            raise ValueError(f"min_standby ({self.min_standby}) > max_standby ({self.max_standby})")
+        if self.max_replicas == 0 and self.serverless_quota == 0:
+            raise ValueError("max_replicas and serverless_quota are both 0: the model could never be served")
+        return self
+
+
+class Behavior(_Strict):
+    """How fast decisions may move."""
+
+    interval_seconds: PositiveFloat = Field(default=10.0, le=3600, description="Planning interval.")
+    max_step_up: PositiveInt = Field(default=4, description="Most replicas added by one decision.")
+    max_step_down: PositiveInt = Field(default=1, description="Most replicas removed by one decision.")
+    scale_down_delay_seconds: NonNegativeFloat = Field(
+        default=600.0, le=86_400, description="A lower target must hold this long before replicas go."
+    )
+    stabilization_seconds: NonNegativeFloat = Field(
+        default=60.0, le=86_400, description="Window over which upward targets are smoothed (max)."
+    )
+
+
+class Forecast(_Strict):
+    """Forecaster settings for this model."""
+
+    bucket_seconds: PositiveInt = Field(default=60, le=3600, description="Aggregation bucket.")
+    horizon_seconds: PositiveInt = Field(
+        default=1800, le=7 * 86_400, description="How far ahead to forecast; at least the cold start."
+    )
+    seasonalities_seconds: list[PositiveInt] = Field(
+        default_factory=lambda: [86_400],
+        max_length=2,
+        description="Season lengths (daily 86400, optionally weekly 604800).",
+    )
+    quantile: Fraction | None = Field(
+        default=None,
+        description="Override the cost-optimal fractile 1 - c_k/c_s used for replica sizing.",
+    )
+    history_seconds: PositiveInt = Field(
+        default=14 * 86_400, le=90 * 86_400, description="History to seed from (Prometheus) and keep."
+    )
+
+    @field_validator("seasonalities_seconds")
+    @classmethod
+    def _seasons_sorted(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"duplicate season lengths {value}")
+        return sorted(value)
+
+
+class Schedule(_Strict):
+    """A recurring window (days of week, local start/end time) that overrides bounds while active."""
+
+    name: Annotated[str, Field(min_length=1, max_length=63)]
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
+        default_factory=lambda: list(WEEKDAYS), min_length=1, max_length=7
+    )
+    start: str = Field(description="Local start time HH:MM.")
+    end: str = Field(description="Local end time HH:MM (before start: the window crosses midnight).")
+    timezone: str = Field(default="UTC", description="IANA time zone, e.g. Europe/Berlin.")
+    min_replicas: NonNegativeInt | None = None
+    max_replicas: NonNegativeInt | None = None
+    min_standby: NonNegativeInt | None = None
+    max_standby: NonNegativeInt | None = None
+    serverless_quota: NonNegativeInt | None = None
+
+    @field_validator("start", "end")
+    @classmethod
+    def _hhmm(cls, value: str) -> str:
+        if not _HHMM.match(value):
+            raise ValueError(f"{value!r} is not a time HH:MM (00:00-24:00)")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _window(self) -> Self:
+        if self.start == self.end:
+            raise ValueError(f"start and end are both {self.start}: the window is empty")
+        overrides = (self.min_replicas, self.max_replicas, self.min_standby, self.max_standby)
+        if all(v is None for v in overrides) and self.serverless_quota is None:
+            raise ValueError("a schedule must override at least one bound")
+        return self
+
+    def minutes(self) -> tuple[int, int]:
+        """Return (start, end) as minutes after local midnight."""
+        return _to_minutes(self.start), _to_minutes(self.end)
+
+    def tz(self) -> dt.tzinfo:
+        """Return the schedule's time zone."""
+        return zoneinfo.ZoneInfo(self.timezone)
+
+
+def _to_minutes(hhmm: str) -> int:
+    hours, minutes = hhmm.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+class ModelPolicy(_Strict):
+    """Everything Spillway needs to scale one model."""
+
+    name: str = Field(pattern=MODEL_NAME_RE, description="Model name as it appears in events.")
+    slo: Slo = Field(default_factory=Slo)
+    replica: Replica = Field(default_factory=Replica)
+    lead_times: LeadTimes = Field(default_factory=LeadTimes)
+    prices: Prices = Field(default_factory=Prices)
+    bounds: Bounds = Field(default_factory=Bounds)
+    behavior: Behavior = Field(default_factory=Behavior)
+    forecast: Forecast = Field(default_factory=Forecast)
+    schedules: list[Schedule] = Field(default_factory=list, max_length=64)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        slo = self.slo
+        prefill = 1.0 / self.replica.prefill_tokens_per_second
+        if slo.ttft_seconds is not None and slo.ttft_seconds <= prefill:
+            raise ValueError("slo.ttft_seconds is shorter than the prefill of a single token")
+        names = [s.name for s in self.schedules]
+        if len(set(names)) != len(names):
+            raise ValueError(f"schedule names must be unique, got {names}")
+        return self
+
+    @property
+    def break_even_utilisation(self) -> float:
+        """Return c_k / c_s: the busy share above which a replica is cheaper than serverless (may be > 1)."""
+        busy_hour = self.prices.serverless_per_gpu_second * 3600.0
+        if busy_hour <= 0.0:
+            return float("inf")
+        return self.prices.replica_per_hour / busy_hour
+
+
+class PolicyFile(_Strict):
+    """A policy file: one or more models."""
+
+    version: Literal[1] = Field(default=1, description="Policy file format version.")
+    models: list[ModelPolicy] = Field(min_length=1, max_length=10_000)
+
+    @model_validator(mode="after")
+    def _unique(self) -> Self:
+        seen: set[str] = set()
+        for model in self.models:
+            if model.name in seen:
+                raise ValueError(f"model {model.name!r} appears twice")
+            seen.add(model.name)
+        return self

@@ -1,0 +1,1 @@
+"""The pure simulator: workloads, cluster model, baselines, hindsight oracle, report."""
