@@ -34,7 +34,8 @@ PositiveInt = Annotated[int, Field(gt=0)]
 Fraction = Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
 
 MODEL_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,252}$"
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
 
 
@@ -175,7 +176,7 @@ class Schedule(_Strict):
     """A recurring window (days of week, local start/end time) that overrides bounds while active."""
 
     name: Annotated[str, Field(min_length=1, max_length=63)]
-    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
+    days: list[Weekday] = Field(
         default_factory=lambda: list(WEEKDAYS), min_length=1, max_length=7
     )
     start: str = Field(description="Local start time HH:MM.")

@@ -23,9 +23,8 @@ class CostBreakdown:
     @property
     def total(self) -> float:
         """Return the total cost."""
-        return (
-            self.replicas + self.standby + self.serverless_busy + self.serverless_provisioned + self.serverless_tokens
-        )
+        serverless = self.serverless_busy + self.serverless_provisioned + self.serverless_tokens
+        return self.replicas + self.standby + serverless
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
