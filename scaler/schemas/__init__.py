@@ -1,0 +1,1 @@
+"""JSON Schemas of the events Spillway consumes (shipped as package data)."""
