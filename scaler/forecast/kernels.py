@@ -1,0 +1,347 @@
+"""numba kernels: additive Holt-Winters with damped trend and up to two seasons (Taylor-style).
+
+Everything here works in place on plain numpy arrays so the Python layer can keep its buffers and
+call the kernels without allocating. One series is described by:
+
+* ``params`` = ``(alpha, beta, gamma, phi)``. The update is written in error-correction form::
+
+      pred = level + phi * trend + s1[t % m1] + s2[t % m2]
+      e = y - pred
+      level = level + phi * trend + alpha * e
+      trend = phi * trend + alpha * beta * e
+      s1[t % m1] += gamma * (1 - alpha) * e          (and the same for s2)
+
+  so ``beta`` and ``gamma`` are the classical Holt-Winters smoothing constants of trend and season.
+* ``st`` (length :data:`N_STATE`): level, trend, step index ``t`` since the origin, observed count,
+  residual count, residual write position, and the "season ready" flags.
+* ``seas`` (length ``m1 + m2``): the two seasonal vectors back to back. During the first cycle of a
+  season the vector stores the raw observations; at the end of the cycle they are turned into
+  deviations from the cycle mean (classical decomposition). Until then the season contributes 0,
+  which is how series shorter than a season fall back to a damped-trend level model.
+* ``res`` (any length, may be empty): ring of recent one-step residuals used for the quantiles; it
+  restarts when a season becomes ready, since errors of the simpler model would overstate the spread.
+
+A missing bucket is ``NaN``: the state advances (level += phi * trend, trend *= phi) with no error
+correction. ``m = 0`` switches a season off.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from scaler.core.types import FloatArray
+
+N_STATE = 8
+LEVEL, TREND, STEP, N_OBS, RES_COUNT, RES_POS, READY1, READY2 = range(N_STATE)
+
+# Search box of the fit: (low, high) per parameter, in the order alpha, beta, gamma, phi.
+LOWER = np.array([0.01, 0.0, 0.0, 0.80])
+UPPER = np.array([0.99, 0.5, 0.95, 0.995])
+DEFAULT_PARAMS = np.array([0.3, 0.05, 0.1, 0.98])
+_MIN_EMPIRICAL = 8  # residuals needed before quantiles come from them rather than a normal fallback
+
+
+@njit(cache=True)
+def reset_state(st: FloatArray, seas: FloatArray) -> None:
+    """Zero one series' state (``st`` and ``seas`` rows) in place; returns nothing."""
+    st[:] = 0.0
+    seas[:] = 0.0
+
+
+@njit(cache=True)
+def _init_first_season(seas: FloatArray, m1: int) -> float:
+    """Turn the raw first cycle ``seas[:m1]`` into deviations; return its mean (NaN when all missing)."""
+    total = 0.0
+    n = 0
+    for j in range(m1):
+        v = seas[j]
+        if not math.isnan(v):
+            total += v
+            n += 1
+    if n == 0:
+        seas[:m1] = 0.0
+        return math.nan
+    mean = total / n
+    for j in range(m1):
+        v = seas[j]
+        seas[j] = 0.0 if math.isnan(v) else v - mean
+    return mean
+
+
+@njit(cache=True)
+def _init_second_season(seas: FloatArray, m1: int, m2: int) -> None:
+    """Split the raw first long cycle ``seas[m1:m1+m2]`` into a short profile and long deviations."""
+    total = 0.0
+    n = 0
+    for j in range(m2):
+        v = seas[m1 + j]
+        if not math.isnan(v):
+            total += v
+            n += 1
+    if n == 0:
+        seas[m1:] = 0.0
+        return
+    mean = total / n
+    if m1 > 0:
+        prof = np.zeros(m1)
+        cnt = np.zeros(m1)
+        for j in range(m2):
+            v = seas[m1 + j]
+            if not math.isnan(v):
+                prof[j % m1] += v - mean
+                cnt[j % m1] += 1.0
+        for p in range(m1):
+            if cnt[p] > 0.0:
+                seas[p] = prof[p] / cnt[p]
+    for j in range(m2):
+        v = seas[m1 + j]
+        short = seas[j % m1] if m1 > 0 else 0.0
+        seas[m1 + j] = 0.0 if math.isnan(v) else v - mean - short
+
+
+@njit(cache=True)
+def step(
+    y: float,
+    alpha: float,
+    beta: float,
+    gamma: float,
+    phi: float,
+    m1: int,
+    m2: int,
+    st: FloatArray,
+    seas: FloatArray,
+    res: FloatArray,
+) -> float:
+    """Advance one series by one bucket with observation ``y`` (NaN = missing).
+
+    Returns the one-step error ``y - prediction``, or NaN when ``y`` is missing or is the first
+    observation (which only initialises the level). The error is also pushed into ``res``.
+    """
+    t = int(st[STEP])
+    level = st[LEVEL]
+    trend = st[TREND]
+    season = 0.0
+    if st[READY1] > 0.0:
+        season += seas[t % m1]
+    if st[READY2] > 0.0:
+        season += seas[m1 + t % m2]
+    err = math.nan
+    if math.isnan(y):
+        st[LEVEL] = level + phi * trend
+        st[TREND] = phi * trend
+    elif st[N_OBS] == 0.0:
+        st[LEVEL] = y - season
+        st[TREND] = 0.0
+        st[N_OBS] = 1.0
+    else:
+        err = y - (level + phi * trend + season)
+        st[LEVEL] = level + phi * trend + alpha * err
+        st[TREND] = phi * trend + alpha * beta * err
+        corr = gamma * (1.0 - alpha) * err
+        if st[READY1] > 0.0:
+            seas[t % m1] += corr
+        if st[READY2] > 0.0:
+            seas[m1 + t % m2] += corr
+        st[N_OBS] += 1.0
+        r = res.shape[0]
+        if r > 0:
+            pos = int(st[RES_POS])
+            res[pos] = err
+            st[RES_POS] = (pos + 1) % r
+            st[RES_COUNT] = min(st[RES_COUNT] + 1.0, float(r))
+    # First cycles: the seasonal vectors hold the raw values until the cycle is complete.
+    if m1 > 0 and st[READY1] == 0.0 and t < m1:
+        seas[t] = y
+    if m2 > 0 and st[READY2] == 0.0 and t < m2:
+        seas[m1 + t] = y
+    t += 1
+    st[STEP] = float(t)
+    if m1 > 0 and st[READY1] == 0.0 and t == m1:
+        mean = _init_first_season(seas, m1)
+        if not math.isnan(mean):
+            st[LEVEL] = mean
+            st[TREND] = 0.0
+        st[READY1] = 1.0
+        st[RES_COUNT] = 0.0  # residuals of the season-less model would overstate the spread
+        st[RES_POS] = 0.0
+    if m2 > 0 and st[READY2] == 0.0 and t == m2:
+        _init_second_season(seas, m1, m2)
+        st[READY2] = 1.0
+        st[RES_COUNT] = 0.0
+        st[RES_POS] = 0.0
+    return err
+
+
+@njit(cache=True)
+def run(
+    ys: FloatArray,
+    params: FloatArray,
+    m1: int,
+    m2: int,
+    st: FloatArray,
+    seas: FloatArray,
+    res: FloatArray,
+) -> None:
+    """Feed ``ys[i, :]`` through series ``i`` (rows of ``params``, ``st``, ``seas``, ``res``) in place."""
+    for i in range(ys.shape[0]):
+        a, b, g, p = params[i, 0], params[i, 1], params[i, 2], params[i, 3]
+        for k in range(ys.shape[1]):
+            step(ys[i, k], a, b, g, p, m1, m2, st[i], seas[i], res[i])
+
+
+@njit(cache=True)
+def sse(y: FloatArray, x: FloatArray, m1: int, m2: int, warm: int, st: FloatArray, seas: FloatArray) -> float:
+    """Return the sum of squared one-step errors of ``y`` under params ``x`` from step ``warm`` on."""
+    reset_state(st, seas)
+    none = np.empty(0)
+    total = 0.0
+    for k in range(y.shape[0]):
+        e = step(y[k], x[0], x[1], x[2], x[3], m1, m2, st, seas, none)
+        if k >= warm and not math.isnan(e):
+            total += e * e
+    return total if math.isfinite(total) else math.inf
+
+
+@njit(cache=True)
+def _fit_one(y: FloatArray, m1: int, m2: int, out: FloatArray) -> None:
+    """Minimise one-step SSE of ``y`` by a coarse grid then coordinate descent; write params to ``out``."""
+    n = y.shape[0]
+    valid = 0
+    for k in range(n):
+        if not math.isnan(y[k]):
+            valid += 1
+    out[:] = DEFAULT_PARAMS
+    if valid < 4:
+        return
+    warm = m1 if (m1 > 0 and n > m1 + 4) else 1
+    st = np.zeros(N_STATE)
+    seas = np.zeros(m1 + m2)
+    x = DEFAULT_PARAMS.copy()
+    best = sse(y, x, m1, m2, warm, st, seas)
+    alphas = np.array([0.05, 0.15, 0.3, 0.5, 0.8])
+    betas = np.array([0.0, 0.05, 0.2])
+    gammas = np.array([0.05, 0.2, 0.5]) if m1 > 0 else np.array([0.0])
+    phis = np.array([0.9, 0.98])
+    cand = np.empty(4)
+    for a in alphas:
+        for b in betas:
+            for g in gammas:
+                for p in phis:
+                    cand[0], cand[1], cand[2], cand[3] = a, b, g, p
+                    f = sse(y, cand, m1, m2, warm, st, seas)
+                    if f < best:
+                        best = f
+                        x[:] = cand
+    stepsize = np.array([0.08, 0.05, 0.1, 0.02])
+    for _ in range(5):
+        for j in range(4):
+            if j == 2 and m1 == 0:
+                continue
+            for sign in (1.0, -1.0):
+                cand[:] = x
+                cand[j] = min(max(x[j] + sign * stepsize[j], LOWER[j]), UPPER[j])
+                if cand[j] == x[j]:
+                    continue
+                f = sse(y, cand, m1, m2, warm, st, seas)
+                if f < best:
+                    best = f
+                    x[:] = cand
+                    break
+        stepsize *= 0.5
+    out[:] = x
+
+
+@njit(cache=True)
+def fit(ys: FloatArray, m1: int, m2: int, out: FloatArray) -> None:
+    """Fit every row of ``ys`` (NaN = missing) independently; write ``(alpha, beta, gamma, phi)`` rows to ``out``."""
+    for i in range(ys.shape[0]):
+        _fit_one(ys[i], m1, m2, out[i])
+
+
+@njit(cache=True)
+def forecast_means(
+    params: FloatArray, st: FloatArray, seas: FloatArray, m1: int, m2: int, d0: int, out: FloatArray
+) -> None:
+    """Write into ``out[i, d]`` the (unclipped) mean of series ``i`` ``d0 + d + 1`` steps ahead."""
+    horizon = out.shape[1]
+    for i in range(out.shape[0]):
+        phi = params[i, 3]
+        level = st[i, LEVEL]
+        trend = st[i, TREND]
+        t = int(st[i, STEP])
+        damp = 0.0
+        pw = 1.0
+        for h in range(d0 + horizon):
+            pw *= phi
+            damp += pw
+            if h < d0:
+                continue
+            v = level + damp * trend
+            if st[i, READY1] > 0.0:
+                v += seas[i, (t + h) % m1]
+            if st[i, READY2] > 0.0:
+                v += seas[i, m1 + (t + h) % m2]
+            out[i, h - d0] = v
+
+
+@njit(cache=True)
+def forecast_quantiles(
+    params: FloatArray,
+    st: FloatArray,
+    res: FloatArray,
+    m1: int,
+    m2: int,
+    d0: int,
+    levels: FloatArray,
+    z: FloatArray,
+    means: FloatArray,
+    out: FloatArray,
+) -> None:
+    """Write ``out[k, d]``: the ``levels[k]`` quantile, clipped at 0, ``d0 + d + 1`` steps ahead.
+
+    The one-step residual quantiles (empirical once :data:`_MIN_EMPIRICAL` residuals exist, else a
+    normal with ``z`` scores) are widened by the ETS(A,Ad,A) variance growth
+    ``1 + sum_{j<h} c_j^2`` with ``c_j = alpha (1 + beta (phi + ... + phi^j)) + gamma (1 - alpha) [m | j]``.
+    """
+    a, b, g, phi = params[0], params[1], params[2], params[3]
+    count = int(st[RES_COUNT])
+    n_levels = levels.shape[0]
+    q = np.empty(n_levels)
+    if count >= _MIN_EMPIRICAL:
+        srt = np.sort(res[:count])
+        for k in range(n_levels):
+            pos = levels[k] * (count - 1)
+            lo = int(math.floor(pos))
+            hi = min(lo + 1, count - 1)
+            q[k] = srt[lo] + (pos - lo) * (srt[hi] - srt[lo])
+    else:
+        msr = 0.0
+        for j in range(count):
+            msr += res[j] * res[j]
+        msr = msr / count if count > 0 else 0.0
+        sigma = math.sqrt(max(msr, abs(st[LEVEL]), 1.0))
+        for k in range(n_levels):
+            q[k] = z[k] * sigma
+    horizon = out.shape[1]
+    var = 1.0
+    damp = 0.0
+    pw = 1.0
+    for h in range(d0 + horizon):
+        if h > 0:
+            pw *= phi
+            damp += pw
+            c = a * (1.0 + b * damp)
+            if st[READY1] > 0.0 and h % m1 == 0:
+                c += g * (1.0 - a)
+            if st[READY2] > 0.0 and h % m2 == 0:
+                c += g * (1.0 - a)
+            var += c * c
+        if h < d0:
+            continue
+        scale = math.sqrt(var)
+        for k in range(n_levels):
+            v = means[h - d0] + q[k] * scale
+            out[k, h - d0] = v if v > 0.0 else 0.0
