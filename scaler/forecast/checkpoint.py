@@ -41,8 +41,8 @@ def dump(fc: DemandForecaster) -> bytes:
     return MAGIC + struct.pack(">I", len(raw)) + raw + buf.getvalue()
 
 
-def load(data: bytes) -> DemandForecaster:
-    """Return the forecaster in ``data``; raises ValueError when it is not a valid checkpoint of this version."""
+def load(data: bytes | bytearray | memoryview) -> DemandForecaster:
+    """Return the forecaster in ``data``; raises ValueError unless it is a valid checkpoint (this version)."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise ValueError(f"forecaster checkpoint: expected bytes, got {type(data).__name__}")
     data = bytes(data)
@@ -57,7 +57,9 @@ def load(data: bytes) -> DemandForecaster:
             raise TypeError("header is not an object")
         version = header.get("version")
         if version != VERSION:
-            raise ValueError(f"forecaster checkpoint: version {version!r} is not supported (expected {VERSION})")
+            raise ValueError(
+                f"forecaster checkpoint: version {version!r} is not supported (expected {VERSION})"
+            )
         fc = DemandForecaster(
             bucket_seconds=int(header["bucket_seconds"]),
             horizon_buckets=int(header["horizon_buckets"]),
@@ -80,7 +82,9 @@ def load(data: bytes) -> DemandForecaster:
     for name, arr in arrays.items():
         expected = getattr(fc, name).shape
         if arr.shape != expected:
-            raise ValueError(f"forecaster checkpoint: array {name} has shape {arr.shape}, expected {expected}")
+            raise ValueError(
+                f"forecaster checkpoint: array {name} has shape {arr.shape}, expected {expected}"
+            )
         if name != "hist" and not np.isfinite(arr).all():
             raise ValueError(f"forecaster checkpoint: array {name} holds non-finite values")
         setattr(fc, name, arr)

@@ -103,7 +103,7 @@ def _init_second_season(seas: FloatArray, m1: int, m2: int) -> None:
 
 
 @njit(cache=True)
-def step(
+def step(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
     y: float,
     alpha: float,
     beta: float,
@@ -176,7 +176,7 @@ def step(
 
 
 @njit(cache=True)
-def run(
+def run(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
     ys: FloatArray,
     params: FloatArray,
     m1: int,
@@ -193,7 +193,9 @@ def run(
 
 
 @njit(cache=True)
-def sse(y: FloatArray, x: FloatArray, m1: int, m2: int, warm: int, st: FloatArray, seas: FloatArray) -> float:
+def sse(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
+    y: FloatArray, x: FloatArray, m1: int, m2: int, warm: int, st: FloatArray, seas: FloatArray
+) -> float:
     """Return the sum of squared one-step errors of ``y`` under params ``x`` from step ``warm`` on."""
     reset_state(st, seas)
     none = np.empty(0)
@@ -256,13 +258,13 @@ def _fit_one(y: FloatArray, m1: int, m2: int, out: FloatArray) -> None:
 
 @njit(cache=True)
 def fit(ys: FloatArray, m1: int, m2: int, out: FloatArray) -> None:
-    """Fit every row of ``ys`` (NaN = missing) independently; write ``(alpha, beta, gamma, phi)`` rows to ``out``."""
+    """Fit each row of ``ys`` (NaN = missing) on its own; write ``(alpha, beta, gamma, phi)`` to ``out``."""
     for i in range(ys.shape[0]):
         _fit_one(ys[i], m1, m2, out[i])
 
 
 @njit(cache=True)
-def forecast_means(
+def forecast_means(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
     params: FloatArray, st: FloatArray, seas: FloatArray, m1: int, m2: int, d0: int, out: FloatArray
 ) -> None:
     """Write into ``out[i, d]`` the (unclipped) mean of series ``i`` ``d0 + d + 1`` steps ahead."""
@@ -288,7 +290,7 @@ def forecast_means(
 
 
 @njit(cache=True)
-def forecast_quantiles(
+def forecast_quantiles(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
     params: FloatArray,
     st: FloatArray,
     res: FloatArray,
@@ -314,7 +316,7 @@ def forecast_quantiles(
         srt = np.sort(res[:count])
         for k in range(n_levels):
             pos = levels[k] * (count - 1)
-            lo = int(math.floor(pos))
+            lo = math.floor(pos)
             hi = min(lo + 1, count - 1)
             q[k] = srt[lo] + (pos - lo) * (srt[hi] - srt[lo])
     else:

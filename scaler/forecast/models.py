@@ -88,7 +88,7 @@ def _check_counts(name: str, values: FloatArray) -> None:
 
 
 class DemandForecaster:
-    """Online forecaster for ONE model: three series per bucket (request count, prompt tokens, output tokens)."""
+    """Online forecaster for ONE model: three series per bucket (requests, prompt tokens, output tokens)."""
 
     def __init__(
         self,
@@ -177,10 +177,14 @@ class DemandForecaster:
             kernels.fit(np.ascontiguousarray(data), self.m1, self.m2, self.params)
         self._reset_state()
         self.origin = first
-        kernels.run(np.ascontiguousarray(data), self.params, self.m1, self.m2, self.state, self.seas, self.res)
+        kernels.run(
+            np.ascontiguousarray(data), self.params, self.m1, self.m2, self.state, self.seas, self.res
+        )
         self.since_fit = 0
 
-    def seed(self, *, start: float, requests: FloatArray, prompt_tokens: FloatArray, output_tokens: FloatArray) -> None:
+    def seed(
+        self, *, start: float, requests: FloatArray, prompt_tokens: FloatArray, output_tokens: FloatArray
+    ) -> None:
         """Replace all history with per-bucket counts starting at bucket boundary ``start`` (NaN = missing).
 
         Keeps the last ``capacity`` buckets, fits the params on them and runs the state forward.
@@ -190,8 +194,10 @@ class DemandForecaster:
         names = ("requests", "prompt_tokens", "output_tokens")
         n = arrays[0].size
         if n == 0 or any(a.size != n for a in arrays):
-            raise ValueError(f"seed: requests/prompt_tokens/output_tokens must have the same non-zero length, "
-                             f"got {[a.size for a in arrays]}")  # fmt: skip
+            sizes = [a.size for a in arrays]
+            raise ValueError(
+                f"seed: requests/prompt_tokens/output_tokens need one same non-zero length, got {sizes}"
+            )
         if not math.isfinite(start):
             raise ValueError(f"seed: start must be finite, got {start!r}")
         for name, a in zip(names, arrays, strict=True):
@@ -207,7 +213,9 @@ class DemandForecaster:
         self.n_observed = int(np.count_nonzero(~np.isnan(arrays[0])))
         self.refit()
 
-    def observe(self, *, bucket_start: float, requests: float, prompt_tokens: float, output_tokens: float) -> None:
+    def observe(
+        self, *, bucket_start: float, requests: float, prompt_tokens: float, output_tokens: float
+    ) -> None:
         """Add one completed bucket of counts (NaN = missing); skipped buckets count as missing.
 
         A bucket at or before the last observed one is ignored. Refits every ``refit_every`` buckets.
@@ -283,7 +291,16 @@ class DemandForecaster:
         kernels.forecast_means(self.params, self.state, self.seas, self.m1, self.m2, d0, means)
         quant = np.empty((self.levels.size, self.horizon_buckets))
         kernels.forecast_quantiles(
-            self.params[0], self.state[0], self.res[0], self.m1, self.m2, d0, self.levels, self._z, means[0], quant
+            self.params[0],
+            self.state[0],
+            self.res[0],
+            self.m1,
+            self.m2,
+            d0,
+            self.levels,
+            self._z,
+            means[0],
+            quant,
         )
         np.maximum(means, 0.0, out=means)
         reqs = float(means[0].sum())
