@@ -1,0 +1,249 @@
+"""Per-model aggregation of decoded events into fixed buckets in numpy ring buffers.
+
+Pure: time is an argument.
+
+A :class:`ModelAggregator` keeps, for one model:
+
+* a ring of *open* buckets (``bucket_seconds`` long, from the policy) counting arrivals, prompt tokens,
+  output tokens (credited when a request finishes) and rejects; :meth:`ModelAggregator.close` hands
+  back every bucket that ended at least ``grace_seconds`` before ``now``, empty ones included, so the
+  forecaster sees zero demand as data;
+* a ring of per-second arrival counts for burst detection between planning ticks;
+* the latest metric event of each replica.
+
+Events that fall into an already-closed bucket are *late* and events too far ahead are *early*: both
+are counted and dropped, never folded into the wrong bucket.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Final
+
+import numpy as np
+
+from scaler.core.events import MetricEvent, RequestEvent
+from scaler.core.types import DemandForecast
+
+# Columns of the open-bucket ring.
+ARRIVALS: Final = 0
+PROMPT_TOKENS: Final = 1
+OUTPUT_TOKENS: Final = 2
+REJECTS: Final = 3
+_COLUMNS: Final = 4
+MAX_CATCH_UP_BUCKETS: Final = 10_000
+SECONDS_RING: Final = 64
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ClosedBucket:
+    """Totals of one completed bucket ``[start, start + seconds)``."""
+
+    start: float
+    seconds: int
+    requests: int
+    prompt_tokens: int
+    output_tokens: int
+    rejects: int
+
+    @property
+    def rate(self) -> float:
+        """Return arrivals per second over the bucket."""
+        return self.requests / self.seconds
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ReplicaSummary:
+    """Replica metrics of one model, from each replica's latest fresh report."""
+
+    ready: int
+    starting: int
+    waiting: int
+    running: int
+    kv_cache_usage_mean: float
+
+
+class ModelAggregator:
+    """Bucket counters, per-second arrivals and latest replica metrics for one model."""
+
+    def __init__(
+        self,
+        *,
+        bucket_seconds: int,
+        open_buckets: int = 8,
+        grace_seconds: float = 2.0,
+        replica_stale_seconds: float = 60.0,
+    ) -> None:
+        """Create an empty aggregator; raise ValueError on a non-positive size."""
+        if bucket_seconds <= 0 or open_buckets <= 1:
+            raise ValueError(f"bucket_seconds ({bucket_seconds}) and open_buckets ({open_buckets}) too small")
+        self.bucket_seconds = int(bucket_seconds)
+        self.grace_seconds = float(grace_seconds)
+        self.replica_stale_seconds = float(replica_stale_seconds)
+        self._ring = np.zeros((open_buckets, _COLUMNS), dtype=np.int64)
+        self._first_open: int | None = None  # index (start // bucket_seconds) of the oldest open bucket
+        self._second_counts = np.zeros(SECONDS_RING, dtype=np.int64)
+        self._second_stamps = np.full(SECONDS_RING, -1, dtype=np.int64)
+        self._replicas: dict[str, MetricEvent] = {}
+        self.late = 0
+        self.early = 0
+        self.last_closed: ClosedBucket | None = None
+
+    # -- ingest -------------------------------------------------------------------------------------
+
+    def add_request(self, event: RequestEvent) -> bool:
+        """Count ``event`` into its bucket; return False if it was dropped as late or early."""
+        index = math.floor(event.ts / self.bucket_seconds)
+        if self._first_open is None:
+            self._first_open = index
+        offset = index - self._first_open
+        if offset < 0:
+            self.late += 1
+            return False
+        size = self._ring.shape[0]
+        if offset >= size:
+            self.early += 1
+            return False
+        row = self._ring[index % size]
+        kind = event.type
+        if kind == "arrival":
+            row[ARRIVALS] += 1
+            row[PROMPT_TOKENS] += event.prompt_tokens
+            second = math.floor(event.ts)
+            slot = second % SECONDS_RING
+            if self._second_stamps[slot] != second:
+                self._second_stamps[slot] = second
+                self._second_counts[slot] = 0
+            self._second_counts[slot] += 1
+        elif kind == "finish":
+            row[OUTPUT_TOKENS] += event.output_tokens
+        elif kind == "reject":
+            row[REJECTS] += 1
+        return True
+
+    def add_metric(self, event: MetricEvent) -> None:
+        """Keep ``event`` if it is the newest report of its replica."""
+        known = self._replicas.get(event.replica)
+        if known is None or event.ts >= known.ts:
+            self._replicas[event.replica] = event
+
+    # -- read ---------------------------------------------------------------------------------------
+
+    def close(self, *, now: float) -> list[ClosedBucket]:
+        """Return every bucket that ended ``grace_seconds`` or more before ``now``, oldest first; reset them.
+
+        After a long pause only the last :data:`MAX_CATCH_UP_BUCKETS` empty buckets are returned.
+        """
+        limit = math.floor((now - self.grace_seconds) / self.bucket_seconds)  # first bucket still open
+        if self._first_open is None:
+            self._first_open = limit
+            return []
+        if limit <= self._first_open:
+            return []
+        size = self._ring.shape[0]
+        start = max(self._first_open, limit - MAX_CATCH_UP_BUCKETS)
+        closed: list[ClosedBucket] = []
+        for index in range(start, limit):
+            offset = index - self._first_open
+            totals = [0] * _COLUMNS
+            if offset < size:  # rows past the ring were never written: those buckets are empty
+                row = self._ring[index % size]
+                totals = [int(v) for v in row]
+            closed.append(
+                ClosedBucket(
+                    start=float(index * self.bucket_seconds),
+                    seconds=self.bucket_seconds,
+                    requests=totals[ARRIVALS],
+                    prompt_tokens=totals[PROMPT_TOKENS],
+                    output_tokens=totals[OUTPUT_TOKENS],
+                    rejects=totals[REJECTS],
+                )
+            )
+        for index in range(self._first_open, min(limit, self._first_open + size)):
+            self._ring[index % size] = 0
+        self._first_open = limit
+        if closed:
+            self.last_closed = closed[-1]
+        return closed
+
+    def recent_rate(self, *, now: float, window_seconds: int) -> tuple[float, int]:
+        """Return (arrivals/s, arrivals) over the last ``window_seconds`` seconds, the current included."""
+        if not 1 <= window_seconds < SECONDS_RING:
+            raise ValueError(f"window_seconds must be in 1..{SECONDS_RING - 1}, got {window_seconds}")
+        newest = math.floor(now)
+        seconds = np.arange(newest - window_seconds + 1, newest + 1)
+        slots = seconds % SECONDS_RING
+        fresh = self._second_stamps[slots] == seconds
+        count = int(self._second_counts[slots][fresh].sum())
+        return count / window_seconds, count
+
+    def replicas(self, *, now: float) -> ReplicaSummary:
+        """Return the summary of replicas that reported within ``replica_stale_seconds`` of ``now``."""
+        fresh = [m for m in self._replicas.values() if now - m.ts <= self.replica_stale_seconds]
+        if len(fresh) < len(self._replicas):
+            self._replicas = {m.replica: m for m in fresh}
+        ready = [m for m in fresh if m.ready]
+        return ReplicaSummary(
+            ready=len(ready),
+            starting=len(fresh) - len(ready),
+            waiting=sum(m.waiting for m in fresh),
+            running=sum(m.running for m in fresh),
+            kv_cache_usage_mean=float(np.mean([m.kv_cache_usage for m in ready])) if ready else 0.0,
+        )
+
+    # -- checkpoint ---------------------------------------------------------------------------------
+
+    def open_state(self) -> dict[str, object]:
+        """Return the open buckets as JSON-ready data (for a checkpoint)."""
+        if self._first_open is None:
+            return {"bucket_seconds": self.bucket_seconds, "first_open": None, "rows": []}
+        size = self._ring.shape[0]
+        rows = [self._ring[(self._first_open + k) % size].tolist() for k in range(size)]
+        return {"bucket_seconds": self.bucket_seconds, "first_open": self._first_open, "rows": rows}
+
+    def restore_open(self, state: dict[str, object]) -> None:
+        """Add the open buckets of ``state`` (from :meth:`open_state`); raise ValueError if malformed."""
+        mine = self.bucket_seconds
+        if state.get("bucket_seconds") != mine:
+            raise ValueError(f"checkpoint bucket_seconds {state.get('bucket_seconds')} != {mine}")
+        first = state.get("first_open")
+        rows = state.get("rows")
+        if first is None:
+            return
+        if type(first) is not int or not isinstance(rows, list):
+            raise ValueError("checkpoint open buckets are malformed")
+        size = self._ring.shape[0]
+        if self._first_open is None:
+            self._first_open = first
+        for k, row in enumerate(rows):
+            index = first + k
+            offset = index - self._first_open
+            if 0 <= offset < size:
+                values = np.asarray(row, dtype=np.int64)
+                if values.shape != (_COLUMNS,) or (values < 0).any():
+                    raise ValueError(f"checkpoint bucket row {k} is malformed: {row!r}")
+                self._ring[index % size] += values
+
+
+def burst_threshold(forecast: DemandForecast, *, now: float, level: float = 0.99) -> float | None:
+    """Return the forecast's rate quantile at ``level`` (or the nearest level above it, else the highest).
+
+    The bucket is the one holding ``now``. Return None if the forecast is unusable or does not cover ``now``.
+    """
+    if not forecast.valid or forecast.rate_quantiles.size == 0:
+        return None
+    h = math.floor((now - forecast.start) / forecast.bucket_seconds)
+    h = max(h, 0)
+    if h >= forecast.rate_quantiles.shape[1]:
+        return None
+    above = np.nonzero(forecast.levels >= level - 1e-9)[0]
+    k = int(above[0]) if above.size else forecast.levels.shape[0] - 1
+    return float(forecast.rate_quantiles[k, h])
+
+
+def is_burst(*, recent_rate: float, recent_count: int, threshold: float | None, min_count: int = 5) -> bool:
+    """Return True when the recent arrival rate exceeds the forecast's high quantile, with enough evidence."""
+    if threshold is None:
+        return False
+    return recent_count >= min_count and recent_rate > threshold

@@ -1,0 +1,189 @@
+"""Aggregation timelines: which bucket each event lands in, when buckets close, bursts and replica views."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from scaler.core.aggregate import ClosedBucket, ModelAggregator, burst_threshold, is_burst
+from scaler.core.events import MetricEvent, RequestEvent
+from scaler.core.types import DemandForecast
+
+T0 = 1_750_000_020.0  # a multiple of 60
+
+
+def _arrival(ts: float, prompt: int = 100, rid: str = "r") -> RequestEvent:
+    return RequestEvent(
+        model="m", ts=ts, type="arrival", request_id=rid, prompt_tokens=prompt, output_tokens=0
+    )
+
+
+def _finish(ts: float, output: int) -> RequestEvent:
+    return RequestEvent(
+        model="m", ts=ts, type="finish", request_id="r", prompt_tokens=100, output_tokens=output
+    )
+
+
+def _reject(ts: float) -> RequestEvent:
+    return RequestEvent(model="m", ts=ts, type="reject", request_id="r", prompt_tokens=100, output_tokens=0)
+
+
+def test_a_minute_timeline_closes_buckets_with_their_own_totals() -> None:
+    agg = ModelAggregator(bucket_seconds=60, grace_seconds=2.0)
+    assert agg.close(now=T0 + 2) == []  # nothing is closed before the first bucket ends
+    agg.add_request(_arrival(T0 + 1, prompt=10))
+    agg.add_request(_arrival(T0 + 59.9, prompt=20))
+    agg.add_request(_finish(T0 + 30, output=7))
+    agg.add_request(_reject(T0 + 31))
+    agg.add_request(_arrival(T0 + 60, prompt=40))  # the next bucket
+    assert agg.close(now=T0 + 61) == []  # within the grace period, late events may still come
+    agg.add_request(_arrival(T0 + 59.5, prompt=5))  # late but within grace
+    closed = agg.close(now=T0 + 62)
+    assert closed == [
+        ClosedBucket(start=T0, seconds=60, requests=3, prompt_tokens=35, output_tokens=7, rejects=1)
+    ]
+    assert closed[0].rate == pytest.approx(3 / 60)
+    assert agg.last_closed == closed[0]
+    assert agg.close(now=T0 + 122) == [
+        ClosedBucket(start=T0 + 60, seconds=60, requests=1, prompt_tokens=40, output_tokens=0, rejects=0)
+    ]
+
+
+def test_quiet_buckets_are_reported_as_zero_demand() -> None:
+    agg = ModelAggregator(bucket_seconds=10, grace_seconds=2.0)
+    agg.close(now=T0 + 2.5)
+    agg.add_request(_arrival(T0 + 1))
+    closed = agg.close(now=T0 + 45)
+    assert [b.start - T0 for b in closed] == [0, 10, 20, 30]
+    assert [b.requests for b in closed] == [1, 0, 0, 0]
+
+
+def test_a_long_pause_reports_every_missed_bucket_once_and_the_ring_is_clean() -> None:
+    agg = ModelAggregator(bucket_seconds=1, open_buckets=4, grace_seconds=0.0)
+    agg.add_request(_arrival(T0 + 0.5))
+    agg.add_request(_arrival(T0 + 3.5))
+    closed = agg.close(now=T0 + 100)
+    assert len(closed) == 100
+    assert sum(b.requests for b in closed) == 2
+    agg.add_request(_arrival(T0 + 100.5))
+    assert [b.requests for b in agg.close(now=T0 + 101)] == [1]
+
+
+def test_late_and_far_future_events_are_counted_and_dropped() -> None:
+    agg = ModelAggregator(bucket_seconds=10, open_buckets=3, grace_seconds=0.0)
+    agg.close(now=T0)
+    assert agg.add_request(_arrival(T0 + 1))
+    agg.close(now=T0 + 10)
+    assert not agg.add_request(_arrival(T0 + 9))
+    assert not agg.add_request(_arrival(T0 + 45))
+    assert agg.add_request(_arrival(T0 + 35))
+    assert (agg.late, agg.early) == (1, 1)
+    assert [b.requests for b in agg.close(now=T0 + 40)] == [0, 0, 1]
+
+
+@given(st.lists(st.floats(0, 600, allow_nan=False), max_size=200), st.integers(1, 120))
+@settings(max_examples=100, deadline=None)
+def test_every_accepted_arrival_is_reported_exactly_once(offsets: list[float], bucket: int) -> None:
+    agg = ModelAggregator(bucket_seconds=bucket, open_buckets=1000, grace_seconds=0.0)
+    agg.close(now=T0)
+    accepted = sum(agg.add_request(_arrival(T0 + x)) for x in sorted(offsets))
+    closed = agg.close(now=T0 + 601 + bucket)
+    assert accepted == len(offsets)
+    assert sum(b.requests for b in closed) == len(offsets)
+    starts = [b.start for b in closed]
+    assert starts == sorted(set(starts))
+    assert all(b.start % bucket == 0 for b in closed)
+
+
+def test_recent_rate_counts_only_the_window_and_forgets_old_seconds() -> None:
+    agg = ModelAggregator(bucket_seconds=60)
+    for k in range(30):
+        agg.add_request(_arrival(T0 + k * 0.1))  # 30 arrivals in [T0, T0 + 3)
+    assert agg.recent_rate(now=T0 + 2.5, window_seconds=2) == (10.0, 20)
+    assert agg.recent_rate(now=T0 + 2.5, window_seconds=5) == (6.0, 30)
+    assert agg.recent_rate(now=T0 + 10, window_seconds=5) == (0.0, 0)
+    assert agg.recent_rate(now=T0 + 64 + 1, window_seconds=3) == (0.0, 0)  # ring slots reused
+    with pytest.raises(ValueError, match="window_seconds"):
+        agg.recent_rate(now=T0, window_seconds=64)
+
+
+def _forecast(p99: list[float]) -> DemandForecast:
+    return DemandForecast(
+        start=T0,
+        bucket_seconds=60.0,
+        levels=np.array([0.5, 0.9, 0.99]),
+        rate_mean=np.array(p99) / 3,
+        rate_quantiles=np.vstack([np.array(p99) / 3, np.array(p99) / 2, np.array(p99)]),
+        mean_prompt_tokens=100.0,
+        mean_output_tokens=50.0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("now", "level", "expected"),
+    [
+        (T0 + 1, 0.99, 6.0),
+        (T0 + 61, 0.99, 12.0),
+        (T0 - 5, 0.99, 6.0),  # slightly before the forecast: its first bucket
+        (T0 + 121, 0.99, None),  # beyond the horizon
+        (T0 + 61, 0.9, 6.0),
+        (T0 + 61, 0.95, 12.0),  # nearest level above
+        (T0 + 61, 0.999, 12.0),  # no level above: the highest
+    ],
+)
+def test_burst_threshold_reads_the_high_quantile_of_the_current_bucket(
+    now: float, level: float, expected: float | None
+) -> None:
+    assert burst_threshold(_forecast([6.0, 12.0]), now=now, level=level) == expected
+
+
+def test_an_unusable_forecast_never_signals_a_burst() -> None:
+    unusable = DemandForecast.unusable(start=T0, note="no data")
+    assert burst_threshold(unusable, now=T0) is None
+    assert not is_burst(recent_rate=1e9, recent_count=10**9, threshold=None)
+
+
+@pytest.mark.parametrize(
+    ("rate", "count", "threshold", "burst"),
+    [(50.0, 100, 10.0, True), (9.0, 100, 10.0, False), (50.0, 4, 0.1, False), (10.0, 20, 10.0, False)],
+)
+def test_is_burst_needs_a_rate_above_threshold_and_enough_arrivals(
+    rate: float, count: int, threshold: float, burst: bool
+) -> None:
+    assert is_burst(recent_rate=rate, recent_count=count, threshold=threshold) is burst
+
+
+def _metric(replica: str, ts: float, *, ready: bool, waiting: int = 0, running: int = 0) -> MetricEvent:
+    return MetricEvent(
+        model="m", ts=ts, replica=replica, waiting=waiting, running=running, kv_cache_usage=0.5, ready=ready
+    )
+
+
+def test_replica_view_keeps_the_newest_report_per_replica_and_drops_stale_ones() -> None:
+    agg = ModelAggregator(bucket_seconds=60, replica_stale_seconds=30)
+    agg.add_metric(_metric("a", T0, ready=False))
+    agg.add_metric(_metric("a", T0 + 5, ready=True, waiting=2, running=10))
+    agg.add_metric(_metric("a", T0 + 1, ready=False))  # out of order: older, ignored
+    agg.add_metric(_metric("b", T0 + 5, ready=False, waiting=1))
+    agg.add_metric(_metric("c", T0 - 60, ready=True))  # stale
+    view = agg.replicas(now=T0 + 10)
+    assert (view.ready, view.starting, view.waiting, view.running) == (1, 1, 3, 10)
+    assert view.kv_cache_usage_mean == 0.5
+    assert agg.replicas(now=T0 + 100).ready == 0
+
+
+def test_open_buckets_survive_a_checkpoint_round_trip() -> None:
+    agg = ModelAggregator(bucket_seconds=60)
+    agg.add_request(_arrival(T0 + 1, prompt=10))
+    agg.add_request(_arrival(T0 + 70, prompt=20))
+    other = ModelAggregator(bucket_seconds=60)
+    other.restore_open(agg.open_state())
+    other.add_request(_arrival(T0 + 2, prompt=1))
+    closed = other.close(now=T0 + 200)
+    assert [(b.requests, b.prompt_tokens) for b in closed] == [(2, 11), (1, 20), (0, 0)]
+    with pytest.raises(ValueError, match="bucket_seconds"):
+        ModelAggregator(bucket_seconds=10).restore_open(agg.open_state())
+    with pytest.raises(ValueError, match="malformed"):
+        other.restore_open({"bucket_seconds": 60, "first_open": "x", "rows": []})
