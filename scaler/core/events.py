@@ -166,9 +166,7 @@ def _show(value: object) -> str:
     return type(value).__name__
 
 
-def decode_request(
-    raw: bytes, *, known_models: Container[str], now: float, max_skew: float
-) -> RequestEvent:
+def decode_request(raw: bytes, *, known_models: Container[str], now: float, max_skew: float) -> RequestEvent:
     """Return the request event encoded in ``raw``; raise :class:`InvalidEvent` if it is not a valid one."""
     data = _parse_object(raw)
     _check_keys(data, required=_REQUEST_REQUIRED, allowed=_REQUEST_FIELDS)
@@ -196,9 +194,7 @@ def decode_request(
     )
 
 
-def decode_metric(
-    raw: bytes, *, known_models: Container[str], now: float, max_skew: float
-) -> MetricEvent:
+def decode_metric(raw: bytes, *, known_models: Container[str], now: float, max_skew: float) -> MetricEvent:
     """Return the replica metric event encoded in ``raw``; raise :class:`InvalidEvent` if it is not valid."""
     data = _parse_object(raw)
     _check_keys(data, required=_METRIC_FIELDS, allowed=_METRIC_FIELDS)

@@ -1,0 +1,349 @@
+"""Kafka adapter (aiokafka): the event source, the decision sink and the checkpoint store.
+
+* :class:`KafkaEventSource` joins a consumer group over the request and metric topics with manual
+  commits. A model's events are keyed by model, so Kafka's default partitioner puts them on one
+  partition, and the process that owns that partition of the request topic acts for that model.
+  The rebalance listener awaits ``on_revoked`` BEFORE partitions move (the caller stops acting,
+  checkpoints and commits there) and ``on_assigned`` after the new assignment.
+* :class:`KafkaDecisionSink` publishes decisions (key = model) and dead letters.
+* :class:`KafkaCheckpointStore` keeps per-model checkpoints on a compacted topic (key = model) and
+  reads them back by scanning it to its high-water mark.
+
+Lag uses ``consumer.highwater(tp)``: the tansu broker's ``end_offsets()`` is wrong when a record
+batch holds several records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
+from aiokafka.helpers import create_ssl_context
+from aiokafka.partitioner import murmur2
+
+from scaler.ports import OwnershipCallback, RawRecord
+from scaler.settings import Settings
+
+log = structlog.get_logger("scaler.kafka")
+
+
+def partition_for(key: str, partitions: int) -> int:
+    """Return the partition Kafka's default (murmur2) partitioner picks for ``key``."""
+    hashed: int = murmur2(key.encode())
+    return (hashed & 0x7FFFFFFF) % partitions
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    """Return the connection and security keyword arguments shared by every aiokafka client."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": list(settings.kafka_bootstrap_servers),
+        "client_id": settings.kafka_client_id,
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = create_ssl_context(
+            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None,
+            certfile=str(settings.kafka_ssl_certfile) if settings.kafka_ssl_certfile else None,
+            keyfile=str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None,
+        )
+    if settings.kafka_security_protocol.startswith("SASL"):
+        password = settings.kafka_sasl_password
+        options["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        options["sasl_plain_username"] = settings.kafka_sasl_username
+        options["sasl_plain_password"] = password.get_secret_value() if password else None
+    return options
+
+
+async def ensure_topics(settings: Settings) -> None:
+    """Create the daemon's topics if missing (state topic compacted); existing topics are left alone."""
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(name, settings.kafka_topic_partitions, 1, topic_configs=configs)
+            for name, configs in (
+                (settings.kafka_requests_topic, {}),
+                (settings.kafka_metrics_topic, {}),
+                (settings.kafka_decisions_topic, {}),
+                (settings.kafka_deadletter_topic, {}),
+                (settings.kafka_state_topic, {"cleanup.policy": "compact"}),
+            )
+            if name not in existing
+        ]
+        if wanted:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another replica created it first
+                await admin.create_topics(wanted)
+            log.info("topics_created", topics=[t.name for t in wanted])
+    finally:
+        await admin.close()
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    def __init__(self, source: KafkaEventSource) -> None:
+        self.source = source
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        await self.source.partitions_revoked(list(revoked))
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        await self.source.partitions_assigned(list(assigned))
+
+
+class KafkaEventSource:
+    """Consumer-group source over the request and metric topics (see module docstring)."""
+
+    def __init__(
+        self, *, settings: Settings, models: Callable[[], Iterable[str]], max_records: int = 10_000
+    ) -> None:
+        """Create a stopped source; ``models`` returns the model names with a policy, now."""
+        self.settings = settings
+        self.models = models
+        self.max_records = max_records
+        self.consumer: AIOKafkaConsumer | None = None
+        self.owned: frozenset[str] = frozenset()
+        self.assigned = False
+        self._positions: dict[TopicPartition, int] = {}
+        self._on_assigned: OwnershipCallback | None = None
+        self._on_revoked: OwnershipCallback | None = None
+
+    async def start(self, *, on_assigned: OwnershipCallback, on_revoked: OwnershipCallback) -> None:
+        """Connect and subscribe; raise ConnectionError if the bootstrap servers cannot be reached."""
+        self._on_assigned, self._on_revoked = on_assigned, on_revoked
+        s = self.settings
+        self.consumer = AIOKafkaConsumer(
+            **client_options(s),
+            group_id=s.kafka_group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=s.kafka_session_timeout_ms,
+            heartbeat_interval_ms=s.kafka_heartbeat_interval_ms,
+            rebalance_timeout_ms=max(s.kafka_session_timeout_ms, 10_000),
+        )
+        self.consumer.subscribe([s.kafka_requests_topic, s.kafka_metrics_topic], listener=_Listener(self))
+        try:
+            await self.consumer.start()
+        except KafkaError as exc:
+            await self.consumer.stop()
+            raise ConnectionError(
+                f"cannot reach Kafka at {','.join(s.kafka_bootstrap_servers)}: {exc}"
+            ) from exc
+
+    def _models_of(self, partitions: Iterable[TopicPartition]) -> frozenset[str]:
+        assert self.consumer is not None
+        topic = self.settings.kafka_requests_topic
+        owned_parts = {tp.partition for tp in partitions if tp.topic == topic}
+        count = len(self.consumer.partitions_for_topic(topic) or ())
+        if not owned_parts or count == 0:
+            return frozenset()
+        return frozenset(m for m in self.models() if partition_for(m, count) in owned_parts)
+
+    def refresh_owned(self) -> frozenset[str]:
+        """Return models owned under the current assignment (after a policy reload added or removed some)."""
+        if self.consumer is None:
+            return frozenset()
+        self.owned = self._models_of(self.consumer.assignment())
+        return self.owned
+
+    async def partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        """Hand the revoked partitions' models back before they move: the callback stops acting."""
+        models = self._models_of(revoked) & self.owned
+        self.assigned = False
+        if self._on_revoked is not None and models:
+            await self._on_revoked(models)
+        self.owned = self.owned - models
+        for tp in revoked:
+            self._positions.pop(tp, None)
+        log.info("partitions_revoked", partitions=len(revoked), models=len(models))
+
+    async def partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        """Take over the assigned partitions' models (the callback loads their checkpoints)."""
+        models = self._models_of(assigned)
+        new = models - self.owned
+        self.owned = models
+        if self._on_assigned is not None and new:
+            await self._on_assigned(new)
+        self.assigned = True
+        log.info("partitions_assigned", partitions=len(assigned), models=len(models))
+
+    async def poll(self, *, wait_seconds: float) -> list[RawRecord]:
+        """Return the next batch (possibly empty); broker errors are logged and yield an empty batch."""
+        assert self.consumer is not None, "start() first"
+        try:
+            batches = await self.consumer.getmany(
+                timeout_ms=int(wait_seconds * 1000), max_records=self.max_records
+            )
+        except KafkaError as exc:
+            log.warning("poll_failed", error=str(exc))
+            await asyncio.sleep(min(wait_seconds, 0.5))
+            return []
+        records: list[RawRecord] = []
+        for tp, batch in batches.items():
+            records.extend(RawRecord(r.topic, r.partition, r.offset, r.key, r.value or b"") for r in batch)
+            if batch:
+                self._positions[tp] = batch[-1].offset + 1
+        return records
+
+    async def commit(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109  # bounded: see module docstring
+        """Commit positions after every record returned so far; raise TimeoutError after ``timeout`` s."""
+        if self.consumer is None or not self.consumer.assignment():
+            return
+        try:
+            await asyncio.wait_for(self.consumer.commit(), timeout)
+        except CommitFailedError as exc:
+            log.warning("commit_failed", error=str(exc))
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Return messages behind the high-water mark per assigned (topic, partition), where known."""
+        if self.consumer is None:
+            return {}
+        lags: dict[tuple[str, int], int] = {}
+        for tp in self.consumer.assignment():
+            high = self.consumer.highwater(tp)
+            if high is not None:
+                lags[(tp.topic, tp.partition)] = max(0, high - self._positions.get(tp, high))
+        return lags
+
+    async def stop(self) -> None:
+        """Leave the group (revoking, so the callback checkpoints) and close; never raises."""
+        if self.consumer is None:
+            return
+        try:
+            await self.consumer.stop()
+        except Exception as exc:  # shutting down: log and go on
+            log.warning("consumer_stop_failed", error=str(exc))
+        self.consumer = None
+
+
+class KafkaDecisionSink:
+    """Producer for decisions and dead letters (and checkpoints, via :class:`KafkaCheckpointStore`)."""
+
+    def __init__(self, *, settings: Settings) -> None:
+        """Create a stopped sink."""
+        self.settings = settings
+        self.producer: AIOKafkaProducer | None = None
+        self._pending: list[asyncio.Future[Any]] = []
+
+    async def start(self) -> None:
+        """Connect the producer; raise ConnectionError if Kafka cannot be reached."""
+        self.producer = AIOKafkaProducer(**client_options(self.settings), acks="all", linger_ms=5)
+        try:
+            await self.producer.start()
+        except KafkaError as exc:
+            await self.producer.stop()
+            raise ConnectionError(f"cannot start the Kafka producer: {exc}") from exc
+
+    async def publish(self, *, model: str, payload: Mapping[str, object]) -> None:
+        """Publish a decision keyed by model and wait for the broker; raise ConnectionError on failure."""
+        assert self.producer is not None, "start() first"
+        value = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+        try:
+            await self.producer.send_and_wait(
+                self.settings.kafka_decisions_topic, value=value, key=model.encode()
+            )
+        except KafkaError as exc:
+            raise ConnectionError(f"decision for {model} not published: {exc}") from exc
+
+    async def dead_letter(self, *, record: RawRecord, reason: str, detail: str) -> None:
+        """Queue a dead letter (reason, original bytes in base64, origin); :meth:`flush` waits for it."""
+        assert self.producer is not None, "start() first"
+        letter = {
+            "reason": reason,
+            "detail": detail,
+            "topic": record.topic,
+            "partition": record.partition,
+            "offset": record.offset,
+            "key": base64.b64encode(record.key).decode() if record.key is not None else None,
+            "value": base64.b64encode(record.value).decode(),
+        }
+        value = json.dumps(letter, separators=(",", ":")).encode()
+        try:
+            future = await self.producer.send(
+                self.settings.kafka_deadletter_topic, value=value, key=record.key
+            )
+        except KafkaError as exc:
+            raise ConnectionError(f"dead letter not queued: {exc}") from exc
+        self._pending.append(future)
+
+    async def flush(self) -> None:
+        """Wait until every queued dead letter is acknowledged; raise ConnectionError if one failed."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            raise ConnectionError(f"{len(failed)} dead letters not delivered: {failed[0]}")
+
+    async def stop(self) -> None:
+        """Flush and close; never raises."""
+        if self.producer is None:
+            return
+        try:
+            await self.producer.stop()
+        except Exception as exc:  # shutting down: log and go on
+            log.warning("producer_stop_failed", error=str(exc))
+        self.producer = None
+
+
+class KafkaCheckpointStore:
+    """Checkpoints per model on a compacted topic (key = model)."""
+
+    def __init__(self, *, settings: Settings, sink: KafkaDecisionSink, read_timeout: float = 10.0) -> None:
+        """Create a store writing through ``sink``'s producer."""
+        self.settings = settings
+        self.sink = sink
+        self.read_timeout = read_timeout
+
+    async def save(self, checkpoints: Mapping[str, bytes]) -> None:
+        """Write each checkpoint and wait for the broker; raise ConnectionError on failure."""
+        producer = self.sink.producer
+        assert producer is not None, "start the sink first"
+        topic = self.settings.kafka_state_topic
+        try:
+            futures = [await producer.send(topic, value=v, key=m.encode()) for m, v in checkpoints.items()]
+            await asyncio.gather(*futures)
+        except KafkaError as exc:
+            raise ConnectionError(f"checkpoints not saved: {exc}") from exc
+
+    async def load(self, models: frozenset[str]) -> dict[str, bytes]:
+        """Return the newest checkpoint of each of ``models`` on the state topic (scanned to its end)."""
+        if not models:
+            return {}
+        consumer = AIOKafkaConsumer(**client_options(self.settings), enable_auto_commit=False, group_id=None)
+        await consumer.start()
+        found: dict[str, bytes] = {}
+        try:
+            topic = self.settings.kafka_state_topic
+            parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+            if not parts:
+                return {}
+            consumer.assign(parts)
+            await consumer.seek_to_beginning(*parts)
+            deadline = asyncio.get_running_loop().time() + self.read_timeout
+            done: set[TopicPartition] = set()
+            while len(done) < len(parts) and asyncio.get_running_loop().time() < deadline:
+                batches = await consumer.getmany(timeout_ms=200)
+                for batch in batches.values():
+                    for r in batch:
+                        key = r.key.decode(errors="replace") if r.key else ""
+                        if key in models and r.value is not None:
+                            found[key] = r.value
+                for tp in parts:
+                    high = consumer.highwater(tp)
+                    if high is not None and await consumer.position(tp) >= high:
+                        done.add(tp)
+            if len(done) < len(parts):
+                log.warning("checkpoint_scan_incomplete", partitions=len(parts), complete=len(done))
+        finally:
+            await consumer.stop()
+        return found

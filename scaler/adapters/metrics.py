@@ -1,0 +1,96 @@
+"""The daemon's Prometheus metrics, in a registry of their own (served on /metrics by the HTTP adapter)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from scaler.core.types import Decision
+
+DECISION_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class DaemonMetrics:
+    """Every metric the daemon exports; names carry units and counters end in ``_total``."""
+
+    def __init__(self) -> None:
+        """Create the metrics in a fresh registry (tests and several daemons in one process never clash)."""
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.events_consumed = Counter(
+            "scaler_events_consumed", "Events read from the log.", ["topic"], registry=r
+        )
+        self.events_rejected = Counter(
+            "scaler_events_rejected", "Events that failed validation, by reason.", ["reason"], registry=r
+        )
+        self.events_dropped = Counter(
+            "scaler_events_dropped",
+            "Valid events not aggregated: late, early, or for a model this process does not own.",
+            ["why"],
+            registry=r,
+        )
+        self.decision_latency = Histogram(
+            "scaler_decision_latency_seconds",
+            "Time to forecast, plan and publish one model's decision.",
+            buckets=DECISION_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.decisions = Counter("scaler_decisions", "Decisions published.", ["model", "trigger"], registry=r)
+        self.desired_replicas = Gauge(
+            "scaler_desired_replicas", "Kubernetes replicas decided.", ["model"], registry=r
+        )
+        self.desired_standby = Gauge(
+            "scaler_desired_standby", "Warm standby replicas decided.", ["model"], registry=r
+        )
+        self.desired_serverless = Gauge(
+            "scaler_desired_serverless_instances",
+            "Pre-warmed serverless instances decided.",
+            ["model"],
+            registry=r,
+        )
+        self.spill_fraction = Gauge(
+            "scaler_spill_fraction",
+            "Share of new requests routed to serverless (0..1).",
+            ["model"],
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "scaler_consumer_lag_messages",
+            "Messages behind the end of the log.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.owned_models = Gauge("scaler_owned_models", "Models this process acts for.", registry=r)
+        self.policy_reload_errors = Counter(
+            "scaler_policy_reload_errors", "Policy reloads rejected (last good policy kept).", registry=r
+        )
+        self.publish_errors = Counter(
+            "scaler_publish_errors", "Decisions or dead letters that could not be published.", registry=r
+        )
+        self.checkpoints_saved = Counter("scaler_checkpoints_saved", "Model checkpoints written.", registry=r)
+        self.bursts = Counter(
+            "scaler_bursts_detected",
+            "Immediate re-plans on a burst above the forecast.",
+            ["model"],
+            registry=r,
+        )
+
+    def record_decision(self, *, model: str, decision: Decision, trigger: str) -> None:
+        """Update the per-model gauges and counters for a published decision."""
+        self.decisions.labels(model=model, trigger=trigger).inc()
+        self.desired_replicas.labels(model=model).set(decision.replicas)
+        self.desired_standby.labels(model=model).set(decision.standby)
+        self.desired_serverless.labels(model=model).set(decision.serverless_provisioned)
+        self.spill_fraction.labels(model=model).set(decision.spill_fraction)
+
+    def forget_model(self, model: str) -> None:
+        """Drop the per-model gauges of a model this process no longer owns."""
+        gauges = (self.desired_replicas, self.desired_standby, self.desired_serverless, self.spill_fraction)
+        for gauge in gauges:
+            try:
+                gauge.remove(model)
+            except KeyError:
+                continue
+
+    def exposition(self) -> bytes:
+        """Return the registry in the Prometheus text format."""
+        return generate_latest(self.registry)

@@ -1,0 +1,324 @@
+"""One tick of the daemon: observe -> decide -> act, for every model this process owns.
+
+This is the only module that mixes the pure core (events, aggregation, forecaster, planner) with
+I/O (the decision sink, metrics, logs). :class:`Runtime` holds per-model state; :mod:`scaler.app`
+drives it (consume batches, tick on time, re-plan on bursts, checkpoint, hand models over).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import struct
+import time
+from collections.abc import Mapping
+from typing import Any, Final
+
+import structlog
+
+from scaler.adapters.metrics import DaemonMetrics
+from scaler.core import aggregate, events
+from scaler.core.aggregate import ModelAggregator
+from scaler.core.events import InvalidEvent
+from scaler.core.policy import ModelPolicy
+from scaler.core.types import Decision, DemandForecast, Observed
+from scaler.ports import DecisionSink, Forecaster, ForecasterFactory, ForecasterLoader, Planner, RawRecord
+
+CHECKPOINT_MAGIC: Final = b"SPW1"
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class RuntimeOptions:
+    """Knobs of the loop (from :class:`scaler.settings.Settings`)."""
+
+    requests_topic: str = "llm.requests"
+    metrics_topic: str = "llm.metrics"
+    max_skew_seconds: float = 300.0
+    burst_window_seconds: int = 2
+    dry_run: bool = False
+
+
+@dataclasses.dataclass(slots=True)
+class ModelState:
+    """What the loop keeps for one owned model."""
+
+    policy: ModelPolicy
+    aggregator: ModelAggregator
+    forecaster: Forecaster
+    previous: Decision | None = None
+    next_tick: float = 0.0
+    threshold: float | None = None
+
+
+def encode_checkpoint(state: ModelState) -> bytes:
+    """Return the checkpoint of one model: magic, header length, JSON header, forecaster bytes."""
+    header = {
+        "policy": state.policy.name,
+        "decision": dataclasses.asdict(state.previous) if state.previous is not None else None,
+        "open_buckets": state.aggregator.open_state(),
+    }
+    head = json.dumps(header, separators=(",", ":")).encode()
+    return CHECKPOINT_MAGIC + struct.pack(">I", len(head)) + head + state.forecaster.to_bytes()
+
+
+def decode_checkpoint(data: bytes) -> tuple[dict[str, Any], bytes]:
+    """Return (header, forecaster bytes) of a checkpoint; raise ValueError if it is not one."""
+    if len(data) < 8 or not data.startswith(CHECKPOINT_MAGIC):
+        raise ValueError("not a Spillway checkpoint (bad magic)")
+    (size,) = struct.unpack(">I", data[4:8])
+    if 8 + size > len(data):
+        raise ValueError("checkpoint header is truncated")
+    try:
+        header = json.loads(data[8 : 8 + size])
+    except ValueError as exc:
+        raise ValueError(f"checkpoint header is not JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise ValueError("checkpoint header is not an object")
+    return header, data[8 + size :]
+
+
+def _decision_from(data: object) -> Decision | None:
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise ValueError("checkpoint decision is not an object")
+    fields = dict(data)
+    fields["recent_targets"] = tuple((float(t), int(n)) for t, n in fields.get("recent_targets", ()))
+    try:
+        return Decision(**fields)
+    except TypeError as exc:
+        raise ValueError(f"checkpoint decision does not fit: {exc}") from None
+
+
+def decision_payload(*, model: str, decision: Decision, trigger: str, dry_run: bool) -> dict[str, object]:
+    """Return what is published on the decisions topic for one decision."""
+    spill = min(max(decision.spill_fraction, 0.0), 1.0)
+    return {
+        "model": model,
+        "at": decision.at,
+        "desired": {
+            "replicas": decision.replicas,
+            "standby": decision.standby,
+            "serverless_provisioned": decision.serverless_provisioned,
+        },
+        "routing": {"kubernetes": round(1.0 - spill, 6), "serverless": round(spill, 6)},
+        "reason": decision.reason,
+        "bound_by": decision.bound_by,
+        "quantile": round(decision.quantile, 6),
+        "cost_per_hour": {k: round(v, 6) for k, v in decision.cost_per_hour.items()},
+        "held": decision.held,
+        "trigger": trigger,
+        "dry_run": dry_run,
+    }
+
+
+class Runtime:
+    """Per-model state and the observe -> decide -> act steps over it."""
+
+    def __init__(
+        self,
+        *,
+        policies: Mapping[str, ModelPolicy],
+        sink: DecisionSink,
+        planner: Planner,
+        new_forecaster: ForecasterFactory,
+        load_forecaster: ForecasterLoader,
+        metrics: DaemonMetrics,
+        options: RuntimeOptions,
+    ) -> None:
+        """Create a runtime owning no model yet."""
+        self.policies: dict[str, ModelPolicy] = dict(policies)
+        self.sink = sink
+        self.planner = planner
+        self.new_forecaster = new_forecaster
+        self.load_forecaster = load_forecaster
+        self.metrics = metrics
+        self.options = options
+        self.owned: dict[str, ModelState] = {}
+        self.log = structlog.get_logger("scaler.loop")
+
+    # -- ownership ----------------------------------------------------------------------------------
+
+    def assign(self, models: frozenset[str], *, checkpoints: Mapping[str, bytes], now: float) -> None:
+        """Start acting for ``models`` (those with a policy), resuming each from its checkpoint if valid."""
+        for model in sorted(models):
+            policy = self.policies.get(model)
+            if policy is None or model in self.owned:
+                continue
+            state = self._fresh(policy, now=now)
+            raw = checkpoints.get(model)
+            if raw is not None:
+                try:
+                    state = self._restore(policy, raw, now=now)
+                    self.log.info("checkpoint_loaded", model=model, policy=model, bytes=len(raw))
+                except ValueError as exc:
+                    self.log.warning("checkpoint_rejected", model=model, policy=model, error=str(exc))
+            self.owned[model] = state
+        self.metrics.owned_models.set(len(self.owned))
+
+    def revoke(self, models: frozenset[str]) -> dict[str, bytes]:
+        """Stop acting for ``models``; return their final checkpoints."""
+        final = self.checkpoints(models)
+        for model in models:
+            if self.owned.pop(model, None) is not None:
+                self.metrics.forget_model(model)
+        self.metrics.owned_models.set(len(self.owned))
+        return final
+
+    def checkpoints(self, models: frozenset[str] | None = None) -> dict[str, bytes]:
+        """Return the checkpoint of each owned model (of ``models``, if given)."""
+        names = self.owned.keys() if models is None else models & self.owned.keys()
+        return {m: encode_checkpoint(self.owned[m]) for m in sorted(names)}
+
+    def set_policies(self, policies: Mapping[str, ModelPolicy], *, now: float) -> None:
+        """Apply reloaded policies: changed models keep their history unless the bucket size changed."""
+        self.policies = dict(policies)
+        for model in list(self.owned):
+            state = self.owned[model]
+            policy = self.policies.get(model)
+            if policy is None:
+                self.owned.pop(model)
+                self.metrics.forget_model(model)
+                self.log.info("model_dropped", model=model, policy=model, why="no longer in the policy files")
+            elif policy != state.policy:
+                if policy.forecast != state.policy.forecast:
+                    fresh = self._fresh(policy, now=now)
+                    fresh.previous = state.previous
+                    self.owned[model] = fresh
+                else:
+                    state.policy = policy
+                self.log.info("policy_applied", model=model, policy=model)
+        self.metrics.owned_models.set(len(self.owned))
+
+    def _fresh(self, policy: ModelPolicy, *, now: float) -> ModelState:
+        agg = ModelAggregator(bucket_seconds=policy.forecast.bucket_seconds)
+        agg.close(now=now)
+        return ModelState(
+            policy=policy, aggregator=agg, forecaster=self.new_forecaster(policy), next_tick=now
+        )
+
+    def _restore(self, policy: ModelPolicy, raw: bytes, *, now: float) -> ModelState:
+        header, blob = decode_checkpoint(raw)
+        state = self._fresh(policy, now=now)
+        state.forecaster = self.load_forecaster(blob)
+        state.previous = _decision_from(header.get("decision"))
+        open_buckets = header.get("open_buckets")
+        if isinstance(open_buckets, dict):
+            restored = ModelAggregator(bucket_seconds=policy.forecast.bucket_seconds)
+            restored.restore_open(open_buckets)
+            restored.close(now=now)
+            state.aggregator = restored
+        return state
+
+    # -- observe ------------------------------------------------------------------------------------
+
+    def ingest(self, records: list[RawRecord], *, now: float) -> list[tuple[RawRecord, InvalidEvent]]:
+        """Decode and aggregate ``records``; return the invalid ones with their error (nothing is raised)."""
+        rejected: list[tuple[RawRecord, InvalidEvent]] = []
+        policies = self.policies
+        skew = self.options.max_skew_seconds
+        requests_topic = self.options.requests_topic
+        owned = self.owned
+        consumed: dict[str, int] = {}
+        for record in records:
+            consumed[record.topic] = consumed.get(record.topic, 0) + 1
+            try:
+                if record.topic == requests_topic:
+                    request = events.decode_request(
+                        record.value, known_models=policies, now=now, max_skew=skew
+                    )
+                    state = owned.get(request.model)
+                    if state is None:
+                        self.metrics.events_dropped.labels(why="not_owned").inc()
+                    elif not state.aggregator.add_request(request):
+                        self.metrics.events_dropped.labels(why="late_or_early").inc()
+                else:
+                    metric = events.decode_metric(record.value, known_models=policies, now=now, max_skew=skew)
+                    state = owned.get(metric.model)
+                    if state is None:
+                        self.metrics.events_dropped.labels(why="not_owned").inc()
+                    else:
+                        state.aggregator.add_metric(metric)
+            except InvalidEvent as exc:
+                rejected.append((record, exc))
+                self.metrics.events_rejected.labels(reason=exc.reason).inc()
+        for topic, count in consumed.items():
+            self.metrics.events_consumed.labels(topic=topic).inc(count)
+        return rejected
+
+    # -- decide and act -----------------------------------------------------------------------------
+
+    def due(self, *, now: float) -> list[tuple[str, str]]:
+        """Return (model, trigger) for every owned model whose tick is due or that sees a burst."""
+        due: list[tuple[str, str]] = []
+        window = self.options.burst_window_seconds
+        for model, state in self.owned.items():
+            if now >= state.next_tick:
+                due.append((model, "tick"))
+                continue
+            rate, count = state.aggregator.recent_rate(now=now, window_seconds=window)
+            if aggregate.is_burst(recent_rate=rate, recent_count=count, threshold=state.threshold):
+                due.append((model, "burst"))
+        return due
+
+    async def decide(self, model: str, *, trigger: str, now: float) -> Decision | None:
+        """Forecast, plan, publish and log one model's decision; return it (None if not owned)."""
+        state = self.owned.get(model)
+        if state is None:
+            return None
+        started = time.perf_counter()
+        log = self.log.bind(model=model, policy=state.policy.name)
+        for bucket in state.aggregator.close(now=now):
+            state.forecaster.observe(
+                bucket_start=bucket.start,
+                requests=bucket.requests,
+                prompt_tokens=bucket.prompt_tokens,
+                output_tokens=bucket.output_tokens,
+            )
+        forecast = state.forecaster.forecast(now=now)
+        summary = state.aggregator.replicas(now=now)
+        last = state.aggregator.last_closed
+        observed = Observed(
+            replicas_ready=summary.ready,
+            replicas_starting=summary.starting,
+            standby_ready=0,
+            standby_starting=0,
+            serverless_provisioned=state.previous.serverless_provisioned if state.previous else 0,
+            request_rate=last.rate if last is not None else None,
+        )
+        decision = self.planner(
+            policy=state.policy, forecast=forecast, observed=observed, previous=state.previous, now=now
+        )
+        state.previous = decision
+        state.threshold = _threshold(forecast, now=now)
+        if trigger == "tick":
+            state.next_tick = now + state.policy.behavior.interval_seconds
+        else:
+            self.metrics.bursts.labels(model=model).inc()
+        payload = decision_payload(
+            model=model, decision=decision, trigger=trigger, dry_run=self.options.dry_run
+        )
+        try:
+            await self.sink.publish(model=model, payload=payload)
+        except ConnectionError as exc:
+            self.metrics.publish_errors.inc()
+            log.error("decision_not_published", error=str(exc))
+        self.metrics.record_decision(model=model, decision=decision, trigger=trigger)
+        self.metrics.decision_latency.observe(time.perf_counter() - started)
+        log.info(
+            "decision",
+            trigger=trigger,
+            replicas=decision.replicas,
+            standby=decision.standby,
+            serverless=decision.serverless_provisioned,
+            spill=round(decision.spill_fraction, 4),
+            reason=decision.reason,
+            bound_by=decision.bound_by,
+            forecast_valid=forecast.valid,
+            dry_run=self.options.dry_run,
+        )
+        return decision
+
+
+def _threshold(forecast: DemandForecast, *, now: float) -> float | None:
+    return aggregate.burst_threshold(forecast, now=now)

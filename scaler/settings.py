@@ -1,0 +1,184 @@
+"""Daemon settings: typed and validated once, from defaults < YAML file < ``SCALER_*`` env vars < flags.
+
+Every setting has one flat name used everywhere: ``kafka_group_id`` is ``kafka_group_id:`` in the
+file, ``SCALER_KAFKA_GROUP_ID`` in the environment and ``--kafka-group-id`` on the command line.
+The SASL password is accepted only from ``SCALER_KAFKA_SASL_PASSWORD`` or a file
+(``kafka_sasl_password_file``), never from the config file or a flag, and never appears in a repr
+or a log line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, Self
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+ENV_PREFIX = "SCALER_"
+SECRET_FIELDS = frozenset({"kafka_sasl_password"})
+LIST_FIELDS = frozenset({"kafka_bootstrap_servers", "policy_files"})
+
+
+class SettingsError(Exception):
+    """Settings could not be loaded; ``problems`` lists each as ``source: field: message``."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class Settings(BaseModel):
+    """Everything ``scaler run`` needs, validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kafka_bootstrap_servers: tuple[str, ...] = Field(default=("127.0.0.1:9092",), min_length=1)
+    kafka_group_id: str = Field(default="spillway-scaler", min_length=1)
+    kafka_client_id: str = Field(default="spillway-scaler", min_length=1)
+    kafka_requests_topic: str = Field(default="llm.requests", min_length=1)
+    kafka_metrics_topic: str = Field(default="llm.metrics", min_length=1)
+    kafka_decisions_topic: str = Field(default="scaler.decisions", min_length=1)
+    kafka_deadletter_topic: str = Field(default="scaler.deadletter", min_length=1)
+    kafka_state_topic: str = Field(default="scaler.state", min_length=1)
+    kafka_create_topics: bool = True
+    kafka_topic_partitions: int = Field(default=6, ge=1, le=10_000)
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=1000, le=300_000)
+    kafka_heartbeat_interval_ms: int = Field(default=3_000, ge=100, le=100_000)
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_sasl_password_file: Path | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    policy_files: tuple[Path, ...] = ()
+    policy_poll_seconds: float = Field(default=2.0, gt=0, le=3600)
+    http_listen: str = "127.0.0.1:8080"
+    dry_run: bool = False
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    max_skew_seconds: float = Field(default=300.0, gt=0, le=86_400)
+    checkpoint_interval_seconds: float = Field(default=30.0, gt=0, le=86_400)
+    burst_window_seconds: int = Field(default=2, ge=1, le=60)
+    burst_check_seconds: float = Field(default=0.25, gt=0, le=60)
+    shutdown_timeout_seconds: float = Field(default=8.0, gt=0, le=300)
+
+    @field_validator("http_listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:8080)")
+        return value
+
+    @model_validator(mode="after")
+    def _security(self) -> Self:
+        sasl = self.kafka_security_protocol.startswith("SASL")
+        if sasl and (self.kafka_sasl_mechanism is None or self.kafka_sasl_username is None):
+            raise ValueError(
+                f"{self.kafka_security_protocol} needs kafka_sasl_mechanism and kafka_sasl_username"
+            )
+        if sasl and self.kafka_sasl_password is None:
+            raise ValueError(
+                "SASL needs a password: set SCALER_KAFKA_SASL_PASSWORD or kafka_sasl_password_file"
+            )
+        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
+            raise ValueError("kafka_ssl_certfile and kafka_ssl_keyfile go together")
+        if self.kafka_heartbeat_interval_ms * 3 > self.kafka_session_timeout_ms:
+            raise ValueError(
+                "kafka_heartbeat_interval_ms must be at most a third of kafka_session_timeout_ms"
+            )
+        return self
+
+    @property
+    def http_host(self) -> str:
+        """Return the HTTP listen host."""
+        return self.http_listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def http_port(self) -> int:
+        """Return the HTTP listen port."""
+        return int(self.http_listen.rpartition(":")[2])
+
+
+@dataclasses.dataclass(frozen=True)
+class _Layer:
+    source: str
+    values: dict[str, Any]
+
+
+def _from_file(path: Path) -> _Layer:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SettingsError([f"{path}: cannot read: {exc.strerror}"]) from None
+    except yaml.YAMLError as exc:
+        raise SettingsError([f"{path}: not valid YAML: {exc}"]) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SettingsError([f"{path}: the top level must be a mapping of setting: value"])
+    secrets = sorted(SECRET_FIELDS & data.keys())
+    if secrets:
+        raise SettingsError(
+            [f"{path}: {secrets[0]}: secrets are not read from the config file; use env or a file"]
+        )
+    return _Layer(str(path), data)
+
+
+def _from_env(env: Mapping[str, str]) -> _Layer:
+    values: dict[str, Any] = {}
+    for name in Settings.model_fields:
+        raw = env.get(ENV_PREFIX + name.upper())
+        if raw is None:
+            continue
+        values[name] = [v.strip() for v in raw.split(",") if v.strip()] if name in LIST_FIELDS else raw
+    return _Layer("environment", values)
+
+
+def load_settings(*, config_file: Path | None, env: Mapping[str, str], flags: Mapping[str, Any]) -> Settings:
+    """Return settings merged from defaults, ``config_file``, ``env`` and ``flags`` (None flags are unset).
+
+    Raises SettingsError naming the source and field of each problem.
+    """
+    layers = [_from_file(config_file)] if config_file is not None else []
+    layers.append(_from_env(env))
+    flag_values = {k: v for k, v in flags.items() if v is not None}
+    if SECRET_FIELDS & flag_values.keys():
+        raise SettingsError(["flags: kafka_sasl_password: pass secrets in the environment or a file"])
+    layers.append(_Layer("flags", flag_values))
+    merged: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for layer in layers:
+        for key, value in layer.values.items():
+            merged[key] = value
+            origin[key] = layer.source
+    password_file = merged.get("kafka_sasl_password_file")
+    if password_file is not None and "kafka_sasl_password" not in merged:
+        try:
+            merged["kafka_sasl_password"] = Path(password_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            where = origin["kafka_sasl_password_file"]
+            raise SettingsError([f"{where}: kafka_sasl_password_file: cannot read: {exc.strerror}"]) from None
+    try:
+        # env values are strings: validate in lax mode so "true"/"6" convert
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "settings"
+            source = origin.get(str(err["loc"][0]), "defaults") if err["loc"] else "settings"
+            shown = "" if field in SECRET_FIELDS else f" (got {err.get('input')!r})"
+            problems.append(f"{source}: {field}: {err['msg']}{shown if err['loc'] else ''}")
+        raise SettingsError(problems) from None
