@@ -120,6 +120,13 @@ class KafkaEventSource:
         """Connect and subscribe; raise ConnectionError if the bootstrap servers cannot be reached."""
         self._on_assigned, self._on_revoked = on_assigned, on_revoked
         s = self.settings
+        if s.kafka_create_topics:
+            try:
+                await ensure_topics(s)
+            except KafkaError as exc:
+                raise ConnectionError(
+                    f"cannot create topics on {','.join(s.kafka_bootstrap_servers)}: {exc}"
+                ) from exc
         self.consumer = AIOKafkaConsumer(
             **client_options(s),
             group_id=s.kafka_group_id,
@@ -170,7 +177,7 @@ class KafkaEventSource:
         models = self._models_of(assigned)
         new = models - self.owned
         self.owned = models
-        if self._on_assigned is not None and new:
+        if self._on_assigned is not None:
             await self._on_assigned(new)
         self.assigned = True
         log.info("partitions_assigned", partitions=len(assigned), models=len(models))

@@ -1,0 +1,335 @@
+"""The daemon's lifecycle: startup -> main loop -> graceful shutdown, and the signals that drive it.
+
+Tasks of the main loop, all stopped by one event:
+
+* consume: poll a batch, decode and aggregate it under the runtime lock, dead-letter the invalid
+  events, flush, then commit (offsets only ever cover aggregated or dead-lettered events);
+* tick: every ``burst_check_seconds``, plan every owned model whose interval is due or that sees a
+  burst, and export the consumer lag;
+* checkpoint: every ``checkpoint_interval_seconds``, save each owned model's state;
+* policy watch: re-read the policy files when their mtime or size changes; a broken edit is logged
+  and counted, and the last good policies stay in force.
+
+The first SIGTERM/SIGINT stops consuming, commits and writes final checkpoints, then returns 0;
+a second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Protocol, cast
+
+import structlog
+
+from scaler.adapters.http import HttpServer
+from scaler.adapters.metrics import DaemonMetrics
+from scaler.core.policy import ModelPolicy
+from scaler.core.policy_file import PolicyError, load_policies
+from scaler.loop import Runtime, RuntimeOptions
+from scaler.ports import CheckpointStore, Clock, DecisionSink, EventSource, Planner
+from scaler.settings import Settings
+
+log = structlog.get_logger("scaler.app")
+
+
+class SystemClock:
+    """Wall-clock time."""
+
+    def now(self) -> float:
+        """Return unix time in seconds."""
+        return time.time()
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep ``seconds``."""
+        await asyncio.sleep(seconds)
+
+
+class FlushingSink(DecisionSink, Protocol):
+    """A decision sink whose queued dead letters can be awaited."""
+
+    async def flush(self) -> None:
+        """Wait until everything queued is delivered; raise ConnectionError if something was not."""
+
+
+def default_planner() -> Planner:
+    """Return :func:`scaler.core.plan.plan`; raise ImportError if the planner is not installed."""
+    return cast(Planner, importlib.import_module("scaler.core.plan").plan)
+
+
+def policy_signature(paths: Sequence[Path]) -> tuple[tuple[str, int, int], ...]:
+    """Return (path, mtime_ns, size) of each policy file ((path, -1, -1) when it cannot be read)."""
+    found = []
+    for path in paths:
+        try:
+            st = path.stat()
+            found.append((str(path), st.st_mtime_ns, st.st_size))
+        except OSError:
+            found.append((str(path), -1, -1))
+    return tuple(found)
+
+
+class Daemon:
+    """Wires a runtime to its source, sink, checkpoint store, clock and HTTP server, and runs them."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        runtime: Runtime,
+        source: EventSource,
+        sink: FlushingSink,
+        store: CheckpointStore,
+        clock: Clock,
+        metrics: DaemonMetrics,
+        http: HttpServer | None,
+        reload_policies: Callable[[], dict[str, ModelPolicy]] | None = None,
+    ) -> None:
+        """Create a daemon; nothing runs until :meth:`run`."""
+        self.settings = settings
+        self.runtime = runtime
+        self.source = source
+        self.sink = sink
+        self.store = store
+        self.clock = clock
+        self.metrics = metrics
+        self.http = http
+        self.reload_policies = reload_policies or (lambda: load_policies(settings.policy_files))
+        self.lock = asyncio.Lock()
+        self.stopping = asyncio.Event()
+        self.assigned = False
+        self._signals = 0
+        self._policy_sig = policy_signature(settings.policy_files)
+
+    # -- readiness and ownership callbacks ------------------------------------------------------
+
+    def not_ready(self) -> str | None:
+        """Return why the daemon is not ready, or None when it is."""
+        if self.stopping.is_set():
+            return "shutting down"
+        if not self.runtime.policies:
+            return "no policies loaded"
+        if not self.assigned:
+            return "waiting for the consumer group assignment"
+        return None
+
+    async def on_assigned(self, models: frozenset[str]) -> None:
+        """Load the checkpoints of newly owned models and start acting for them."""
+        checkpoints = await self.store.load(models) if models else {}
+        async with self.lock:
+            self.runtime.assign(models, checkpoints=checkpoints, now=self.clock.now())
+        self.assigned = True
+        log.info("models_assigned", models=sorted(models), resumed=sorted(checkpoints))
+
+    async def on_revoked(self, models: frozenset[str]) -> None:
+        """Stop acting for ``models`` before they move: final checkpoints, flush and commit."""
+        async with self.lock:
+            final = self.runtime.revoke(models)
+        await self._save(final)
+        await self._flush_and_commit()
+        log.info("models_revoked", models=sorted(models))
+
+    # -- tasks ------------------------------------------------------------------------------------
+
+    async def _save(self, checkpoints: dict[str, bytes]) -> None:
+        if not checkpoints:
+            return
+        try:
+            await self.store.save(checkpoints)
+            self.metrics.checkpoints_saved.inc(len(checkpoints))
+        except ConnectionError as exc:
+            log.error("checkpoint_not_saved", error=str(exc), models=len(checkpoints))
+
+    async def _flush_and_commit(self) -> None:
+        try:
+            await self.sink.flush()
+            await self.source.commit()
+        except (ConnectionError, TimeoutError) as exc:
+            log.warning("commit_skipped", error=str(exc) or type(exc).__name__)
+
+    async def _consume(self) -> None:
+        while not self.stopping.is_set():
+            records = await self.source.poll(wait_seconds=0.2)
+            if not records:
+                continue
+            async with self.lock:
+                rejected = self.runtime.ingest(records, now=self.clock.now())
+            for record, error in rejected:
+                try:
+                    await self.sink.dead_letter(record=record, reason=error.reason, detail=error.detail)
+                except ConnectionError as exc:
+                    self.metrics.publish_errors.inc()
+                    log.error("dead_letter_failed", error=str(exc), topic=record.topic, offset=record.offset)
+            await self._flush_and_commit()
+
+    async def _tick(self) -> None:
+        while not self.stopping.is_set():
+            async with self.lock:
+                now = self.clock.now()
+                for model, trigger in self.runtime.due(now=now):
+                    await self.runtime.decide(model, trigger=trigger, now=now)
+            for (topic, partition), lag in self.source.lag().items():
+                self.metrics.consumer_lag.labels(topic=topic, partition=str(partition)).set(lag)
+            await self._pause(self.settings.burst_check_seconds)
+
+    async def _checkpoint(self) -> None:
+        while not self.stopping.is_set():
+            await self._pause(self.settings.checkpoint_interval_seconds)
+            async with self.lock:
+                checkpoints = self.runtime.checkpoints()
+            await self._save(checkpoints)
+
+    async def _watch_policies(self) -> None:
+        while not self.stopping.is_set():
+            await self._pause(self.settings.policy_poll_seconds)
+            await self.check_policies()
+
+    async def check_policies(self) -> bool:
+        """Reload the policy files if they changed; return True if new policies are now in force."""
+        signature = policy_signature(self.settings.policy_files)
+        if signature == self._policy_sig:
+            return False
+        self._policy_sig = signature
+        try:
+            policies = self.reload_policies()
+        except PolicyError as exc:
+            self.metrics.policy_reload_errors.inc()
+            log.error(
+                "policy_reload_rejected", problems=[str(p) for p in exc.problems], kept="last good policies"
+            )
+            return False
+        async with self.lock:
+            self.runtime.set_policies(policies, now=self.clock.now())
+        refresh = getattr(self.source, "refresh_owned", None)
+        if refresh is not None:
+            owned = cast(frozenset[str], refresh())
+            new = owned - self.runtime.owned.keys()
+            if new:
+                await self.on_assigned(new)
+        log.info("policies_reloaded", models=len(policies))
+        return True
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), seconds)
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def request_stop(self, signum: int) -> None:
+        """Handle a signal: the first stops gracefully, a second exits at once."""
+        self._signals += 1
+        if self._signals > 1:
+            log.warning("forced_exit", signal=signal.Signals(signum).name)
+            os._exit(128 + signum)
+        log.info("shutdown_requested", signal=signal.Signals(signum).name)
+        self.stopping.set()
+
+    async def run(self, *, install_signals: bool = True) -> int:
+        """Start everything, run until stopped, shut down gracefully; return the exit code."""
+        loop = asyncio.get_running_loop()
+        if install_signals:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, self.request_stop, signum)
+        try:
+            if self.http is not None:
+                await self.http.start()
+                log.info("http_listening", address=f"{self.http.host}:{self.http.port}")
+            await self.sink_start()
+            await self.source.start(on_assigned=self.on_assigned, on_revoked=self.on_revoked)
+        except (ConnectionError, OSError) as exc:
+            log.error("startup_failed", error=str(exc))
+            await self._close()
+            return 1
+        log.info("started", models=len(self.runtime.policies), dry_run=self.settings.dry_run)
+        tasks = [
+            asyncio.create_task(coro(), name=coro.__name__)
+            for coro in (self._consume, self._tick, self._checkpoint, self._watch_policies)
+        ]
+        stopper = asyncio.create_task(self.stopping.wait())
+        done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+        code = 0
+        for task in done:
+            if task is not stopper and task.exception() is not None:
+                log.error("task_failed", task=task.get_name(), error=repr(task.exception()))
+                code = 1
+        self.stopping.set()
+        try:
+            await asyncio.wait_for(self._shutdown(tasks), self.settings.shutdown_timeout_seconds)
+        except TimeoutError:
+            log.error("shutdown_timed_out", seconds=self.settings.shutdown_timeout_seconds)
+            code = code or 1
+        log.info("stopped", code=code)
+        return code
+
+    async def sink_start(self) -> None:
+        """Start the sink if it has a ``start`` coroutine (the Kafka producer does)."""
+        start = cast(Callable[[], Awaitable[None]] | None, getattr(self.sink, "start", None))
+        if start is not None:
+            await start()
+
+    async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
+        _, pending = await asyncio.wait(tasks, timeout=1.0)  # let the consumer finish its batch
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        async with self.lock:
+            final = self.runtime.checkpoints()
+        await self._save(final)
+        await self._flush_and_commit()
+        await self._close()
+
+    async def _close(self) -> None:
+        await self.source.stop()
+        stop = cast(Callable[[], Awaitable[None]] | None, getattr(self.sink, "stop", None))
+        if stop is not None:
+            await stop()
+        if self.http is not None:
+            await self.http.stop()
+
+
+def build_kafka_daemon(*, settings: Settings, policies: dict[str, ModelPolicy]) -> Daemon:
+    """Return a daemon reading and writing Kafka as ``settings`` say, with the real forecaster and planner."""
+    from scaler.adapters import kafka  # noqa: PLC0415  # keeps aiokafka out of the sandbox's imports
+    from scaler.forecast.models import DemandForecaster  # noqa: PLC0415  # compiles numba kernels
+
+    metrics = DaemonMetrics()
+    runtime = Runtime(
+        policies=policies,
+        sink=(sink := kafka.KafkaDecisionSink(settings=settings)),
+        planner=default_planner(),
+        new_forecaster=DemandForecaster.from_policy,
+        load_forecaster=DemandForecaster.from_bytes,
+        metrics=metrics,
+        options=runtime_options(settings),
+    )
+    daemon = Daemon(
+        settings=settings,
+        runtime=runtime,
+        source=kafka.KafkaEventSource(settings=settings, models=lambda: list(runtime.policies)),
+        sink=sink,
+        store=kafka.KafkaCheckpointStore(settings=settings, sink=sink),
+        clock=SystemClock(),
+        metrics=metrics,
+        http=None,
+    )
+    daemon.http = HttpServer(
+        host=settings.http_host, port=settings.http_port, metrics=metrics, ready=daemon.not_ready
+    )
+    return daemon
+
+
+def runtime_options(settings: Settings) -> RuntimeOptions:
+    """Return the loop's options from the settings."""
+    return RuntimeOptions(
+        requests_topic=settings.kafka_requests_topic,
+        metrics_topic=settings.kafka_metrics_topic,
+        max_skew_seconds=settings.max_skew_seconds,
+        burst_window_seconds=settings.burst_window_seconds,
+        dry_run=settings.dry_run,
+    )

@@ -1,0 +1,139 @@
+"""``scaler run``: the autoscaler daemon."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from scaler.settings import Settings, SettingsError, load_settings
+
+DESCRIPTION = """\
+Run the Spillway autoscaler daemon.
+
+Consumes request and replica-metric events from Kafka (keyed by model), forecasts each model's
+demand, and publishes one decision per model and interval to the decisions topic: desired
+replicas, warm standby, pre-warmed serverless instances and routing weights, with the reason.
+Events that fail validation go to the dead-letter topic with theirs. Several daemons in one
+consumer group split the models between them.
+
+Every flag can also be set in the --config file (as its setting name, e.g. kafka_group_id) or
+in the environment (SCALER_<SETTING>, e.g. SCALER_KAFKA_GROUP_ID). Flags win over the environment,
+which wins over the file. The SASL password is read only from SCALER_KAFKA_SASL_PASSWORD or
+--sasl-password-file.
+"""
+
+EPILOG = """\
+Examples:
+  # Advisory mode against a local broker: decisions are published and logged, nothing is scaled
+  scaler run --policy policies/llama-8b.yaml --bootstrap-servers 127.0.0.1:9092 --dry-run
+
+  # Settings from a file, the password from the environment
+  SCALER_KAFKA_SASL_PASSWORD=... scaler run --config /etc/spillway/scaler.yaml
+
+Endpoints (default 127.0.0.1:8080): /healthz, /readyz, /metrics.
+Exit codes: 0 stopped cleanly (SIGTERM or SIGINT), 1 failed at run time, 2 bad settings or policies.
+"""
+
+# flag -> (setting, help); every flag defaults to None so unset flags never override env or file
+FLAGS: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
+    ("--bootstrap-servers", "kafka_bootstrap_servers", "Kafka bootstrap servers, comma-separated.", {}),
+    ("--group-id", "kafka_group_id", "Consumer group shared by the daemon's replicas.", {}),
+    ("--requests-topic", "kafka_requests_topic", "Topic of request events.", {}),
+    ("--metrics-topic", "kafka_metrics_topic", "Topic of replica metric events.", {}),
+    ("--decisions-topic", "kafka_decisions_topic", "Topic decisions are published to.", {}),
+    ("--deadletter-topic", "kafka_deadletter_topic", "Topic invalid events are sent to.", {}),
+    ("--state-topic", "kafka_state_topic", "Compacted topic of per-model checkpoints.", {}),
+    ("--security-protocol", "kafka_security_protocol", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.", {}),
+    ("--sasl-mechanism", "kafka_sasl_mechanism", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.", {}),
+    ("--sasl-username", "kafka_sasl_username", "SASL user name.", {}),
+    ("--sasl-password-file", "kafka_sasl_password_file", "File holding the SASL password.", {}),
+    ("--ssl-cafile", "kafka_ssl_cafile", "CA bundle for TLS to the brokers.", {}),
+    ("--ssl-certfile", "kafka_ssl_certfile", "Client certificate for mutual TLS.", {}),
+    ("--ssl-keyfile", "kafka_ssl_keyfile", "Client key for mutual TLS.", {}),
+    ("--session-timeout-ms", "kafka_session_timeout_ms", "Consumer group session timeout.", {"type": int}),
+    ("--listen", "http_listen", "HOST:PORT of /healthz, /readyz, /metrics (default 127.0.0.1:8080).", {}),
+    ("--log-level", "log_level", "debug, info, warning or error (default info).", {}),
+    ("--checkpoint-interval", "checkpoint_interval_seconds", "Seconds between checkpoints.", {"type": float}),
+)
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``run`` command to the CLI."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "run",
+        add_help=False,
+        help="Run the autoscaler daemon",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="scaler run [flags]",
+    )
+    flags = parser.add_argument_group("Flags")
+    flags.add_argument("-h", "--help", action="help", help="Show this help and exit.")
+    flags.add_argument("--config", type=Path, metavar="FILE", help="YAML file of settings.")
+    flags.add_argument(
+        "--policy",
+        action="append",
+        type=Path,
+        metavar="FILE",
+        dest="policy_files",
+        help="Policy file (repeat for several).",
+    )
+    flags.add_argument(
+        "--dry-run",
+        action="store_const",
+        const=True,
+        default=None,
+        help="Advisory mode: publish and log decisions, act on nothing.",
+    )
+    for flag, setting, text, extra in FLAGS:
+        flags.add_argument(
+            flag, dest=setting, default=None, metavar=setting.split("_")[-1].upper(), help=text, **extra
+        )
+    parser.set_defaults(func=handler)
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Return settings from ``args`` flags, the environment and the --config file; raise SettingsError."""
+    flags: dict[str, Any] = {setting: getattr(args, setting, None) for _, setting, _, _ in FLAGS}
+    flags["dry_run"] = args.dry_run
+    flags["policy_files"] = args.policy_files
+    servers = flags["kafka_bootstrap_servers"]
+    if servers is not None:
+        flags["kafka_bootstrap_servers"] = [s.strip() for s in servers.split(",") if s.strip()]
+    return load_settings(config_file=args.config, env=os.environ, flags=flags)
+
+
+def handler(args: argparse.Namespace) -> int:
+    """Run the daemon until it is stopped; return the exit code."""
+    from scaler.adapters import logging as scaler_logging  # noqa: PLC0415  # keep `scaler --help` fast
+    from scaler.core.policy_file import PolicyError, load_policies  # noqa: PLC0415
+
+    try:
+        settings = settings_from_args(args)
+    except SettingsError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 2
+    scaler_logging.configure(level=settings.log_level)
+    if not settings.policy_files:
+        print("error: no policy files: pass --policy FILE (or set policy_files)", file=sys.stderr)
+        return 2
+    try:
+        policies = load_policies(settings.policy_files)
+    except PolicyError as exc:
+        for policy_problem in exc.problems:
+            print(f"error: {policy_problem}", file=sys.stderr)
+        return 2
+    from scaler import app  # noqa: PLC0415  # imports aiokafka, numba
+
+    try:
+        daemon = app.build_kafka_daemon(settings=settings, policies=policies)
+    except ImportError as exc:
+        print(f"error: the daemon cannot start: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(daemon.run())
