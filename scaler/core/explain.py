@@ -98,9 +98,7 @@ def _economics(policy: ModelPolicy) -> list[str]:
     optimal = 1.0 - ratio if ratio < 1.0 else None
     quantile = policy.forecast.quantile
     if quantile is not None:
-        best = (
-            f" (the cost-optimal fractile 1 - c_k/c_s would be {optimal:.2f})" if optimal is not None else ""
-        )
+        best = f"; cost-optimal fractile 1 - c_k/c_s is {optimal:.2f}" if optimal is not None else ""
         facts.append(f"replicas are sized to the {quantile:.2f} quantile of demand (forecast.quantile){best}")
     elif optimal is not None:
         facts.append(
@@ -153,15 +151,24 @@ def _lead_times(policy: ModelPolicy) -> list[str]:
     standby = policy.prices.replica_per_hour
     horizon = policy.forecast.horizon_seconds
     cold = lead.cold_start_seconds
+    standby_cost = (
+        f"{bounds.min_standby}-{bounds.max_standby} standby replicas cost "
+        f"{_money(standby * bounds.min_standby)}-{_money(standby * bounds.max_standby)}/h"
+        if bounds.max_standby > 0
+        else "this policy keeps none (max_standby 0)"
+    )
+    floor = (
+        f"the floor of {bounds.min_replicas} costs {_money(standby * bounds.min_replicas)}/h with no traffic"
+        if bounds.min_replicas > 0
+        else "with no traffic no replica runs"
+    )
     return [
         f"a cold replica takes {cold / 60:.1f} min to serve, so the forecast must see at least "
         f"{cold / 60:.1f} min ahead (forecast.horizon_seconds = {horizon}, {horizon / 60:.1f} min)",
         f"a warm standby costs {_money(standby)}/h each and serves in {lead.standby_promotion_seconds:g} s "
-        f"instead of {cold:g} s; {bounds.min_standby}-{bounds.max_standby} standby replicas cost "
-        f"{_money(standby * bounds.min_standby)}-{_money(standby * bounds.max_standby)}/h",
+        f"instead of {cold:g} s; {standby_cost}",
         f"bounds: {bounds.min_replicas}-{bounds.max_replicas} replicas, at most {bounds.serverless_quota} "
-        f"serverless instances; the floor of {bounds.min_replicas} costs "
-        f"{_money(standby * bounds.min_replicas)}/h even with no traffic",
+        f"serverless instances; {floor}",
     ]
 
 
