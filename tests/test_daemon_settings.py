@@ -1,0 +1,199 @@
+"""Daemon settings: precedence (flags > env > file > defaults), validation messages, secrets kept secret."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from scaler.cli import build_parser
+from scaler.commands.run import settings_from_args
+from scaler.settings import Settings, SettingsError, load_settings
+
+
+def _load(config: Path | None = None, env: dict[str, str] | None = None, **flags: object) -> Settings:
+    return load_settings(config_file=config, env=env or {}, flags=flags)
+
+
+def test_defaults_bind_loopback_and_use_the_documented_topics() -> None:
+    s = _load()
+    assert (s.http_host, s.http_port) == ("127.0.0.1", 8080)
+    assert (s.kafka_requests_topic, s.kafka_metrics_topic) == ("llm.requests", "llm.metrics")
+    assert (s.kafka_decisions_topic, s.kafka_deadletter_topic, s.kafka_state_topic) == (
+        "scaler.decisions",
+        "scaler.deadletter",
+        "scaler.state",
+    )
+    assert s.dry_run is False
+
+
+def test_flags_beat_env_which_beats_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "scaler.yaml"
+    config.write_text(
+        "kafka_group_id: from-file\nkafka_client_id: file-client\nhttp_listen: 127.0.0.1:9000\n"
+    )
+    env = {"SCALER_KAFKA_GROUP_ID": "from-env", "SCALER_HTTP_LISTEN": "127.0.0.1:9100", "OTHER": "x"}
+    s = _load(config, env, http_listen="127.0.0.1:9200", kafka_group_id=None)
+    assert s.kafka_group_id == "from-env"
+    assert s.kafka_client_id == "file-client"
+    assert s.http_port == 9200
+
+
+def test_env_lists_and_booleans_are_parsed() -> None:
+    env = {
+        "SCALER_KAFKA_BOOTSTRAP_SERVERS": "a:9092, b:9092",
+        "SCALER_DRY_RUN": "true",
+        "SCALER_POLICY_FILES": "p1.yaml,p2.yaml",
+        "SCALER_KAFKA_TOPIC_PARTITIONS": "12",
+    }
+    s = _load(env=env)
+    assert s.kafka_bootstrap_servers == ("a:9092", "b:9092")
+    assert s.dry_run is True
+    assert s.policy_files == (Path("p1.yaml"), Path("p2.yaml"))
+    assert s.kafka_topic_partitions == 12
+
+
+@pytest.mark.parametrize(
+    ("env", "flags", "expected"),
+    [
+        (
+            {"SCALER_HTTP_LISTEN": "8080"},
+            {},
+            "environment: http_listen: Value error, '8080' is not HOST:PORT",
+        ),
+        ({}, {"kafka_topic_partitions": 0}, "flags: kafka_topic_partitions: Input should be greater than"),
+        ({"SCALER_LOG_LEVEL": "loud"}, {}, "environment: log_level: Input should be 'debug'"),
+        ({}, {"kafka_group_idd": "x"}, "flags: kafka_group_idd: Extra inputs are not permitted"),
+        (
+            {"SCALER_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"},
+            {},
+            "needs kafka_sasl_mechanism and kafka_sasl_username",
+        ),
+    ],
+)
+def test_bad_settings_name_their_source_and_field(
+    env: dict[str, str], flags: dict[str, object], expected: str
+) -> None:
+    with pytest.raises(SettingsError) as caught:
+        _load(env=env, **flags)
+    assert any(expected in p for p in caught.value.problems), caught.value.problems
+
+
+def test_a_bad_config_file_is_reported_with_its_path(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(SettingsError, match=r"nope\.yaml: cannot read"):
+        _load(missing)
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- a\n- b\n")
+    with pytest.raises(SettingsError, match=r"list\.yaml: the top level must be a mapping"):
+        _load(listing)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("a: [\n")
+    with pytest.raises(SettingsError, match=r"broken\.yaml: not valid YAML"):
+        _load(broken)
+
+
+def test_the_password_is_refused_from_the_file_and_flags(tmp_path: Path) -> None:
+    config = tmp_path / "scaler.yaml"
+    config.write_text("kafka_sasl_password: hunter2\n")
+    with pytest.raises(SettingsError, match="secrets are not read from the config file") as caught:
+        _load(config)
+    assert "hunter2" not in str(caught.value)
+    with pytest.raises(SettingsError, match="pass secrets in the environment"):
+        _load(kafka_sasl_password="hunter2")
+
+
+def _sasl_env(**extra: str) -> dict[str, str]:
+    return {
+        "SCALER_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "SCALER_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "SCALER_KAFKA_SASL_USERNAME": "scaler",
+        **extra,
+    }
+
+
+def test_the_password_from_env_or_file_never_shows_in_repr_or_errors(tmp_path: Path) -> None:
+    s = _load(env=_sasl_env(SCALER_KAFKA_SASL_PASSWORD="hunter2"))
+    assert s.kafka_sasl_password is not None
+    assert s.kafka_sasl_password.get_secret_value() == "hunter2"
+    assert "hunter2" not in repr(s)
+    assert "hunter2" not in str(s.model_dump())
+    secret = tmp_path / "password"
+    secret.write_text("s3cret\n")
+    s = _load(env=_sasl_env(), kafka_sasl_password_file=secret)
+    assert s.kafka_sasl_password is not None
+    assert s.kafka_sasl_password.get_secret_value() == "s3cret"
+    with pytest.raises(SettingsError) as caught:
+        _load(env=_sasl_env(SCALER_KAFKA_SASL_PASSWORD="hunter2", SCALER_KAFKA_SESSION_TIMEOUT_MS="5"))
+    assert "hunter2" not in str(caught.value)
+
+
+def test_sasl_without_a_password_is_refused() -> None:
+    with pytest.raises(SettingsError, match="SASL needs a password"):
+        _load(env=_sasl_env())
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    return build_parser().parse_args(["run", *argv])
+
+
+def test_run_flags_map_onto_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SCALER_KAFKA_GROUP_ID", "env-group")
+    monkeypatch.setenv("SCALER_LOG_LEVEL", "debug")
+    args = _args(
+        "--bootstrap-servers",
+        "k1:9092,k2:9092",
+        "--policy",
+        "a.yaml",
+        "--policy",
+        "b.yaml",
+        "--dry-run",
+        "--listen",
+        "127.0.0.1:0",
+        "--log-level",
+        "warning",
+    )
+    s = settings_from_args(args)
+    assert s.kafka_bootstrap_servers == ("k1:9092", "k2:9092")
+    assert s.policy_files == (Path("a.yaml"), Path("b.yaml"))
+    assert s.dry_run is True
+    assert s.kafka_group_id == "env-group"
+    assert s.log_level == "warning"
+
+
+def test_run_with_bad_settings_exits_2_with_a_message(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SCALER_HTTP_LISTEN", "nowhere")
+    args = _args("--policy", "a.yaml")
+    assert args.func(args) == 2
+    assert "error: environment: http_listen:" in capsys.readouterr().err
+
+
+def test_run_without_policies_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("SCALER_POLICY_FILES", raising=False)
+    args = _args()
+    assert args.func(args) == 2
+    assert "no policy files" in capsys.readouterr().err
+
+
+def test_run_with_a_broken_policy_exits_2_naming_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy = tmp_path / "bad.yaml"
+    policy.write_text("models:\n  - name: m\n    bounds: {min_replicas: 5, max_replicas: 1}\n")
+    args = _args("--policy", str(policy))
+    assert args.func(args) == 2
+    assert "bad.yaml" in capsys.readouterr().err
+
+
+def test_run_help_reads_like_kubectl() -> None:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    text = sub.choices["run"].format_help()
+    assert text.startswith("usage: scaler run [flags]")
+    for part in ("Flags:", "Examples:", "--bootstrap-servers", "--dry-run", "SCALER_KAFKA_GROUP_ID"):
+        assert part in text
