@@ -18,7 +18,7 @@ call the kernels without allocating. One series is described by:
   season the vector stores the raw observations; at the end of the cycle they are turned into
   deviations from the cycle mean (classical decomposition). Until then the season contributes 0,
   which is how series shorter than a season fall back to a damped-trend level model.
-* ``res`` (any length, may be empty): ring of recent one-step residuals used for the quantiles; it
+* ``res`` (any length, may be empty): ring of recent scaled one-step residuals for the quantiles; it
   restarts when a season becomes ready, since errors of the simpler model would overstate the spread.
 
 A missing bucket is ``NaN``: the state advances (level += phi * trend, trend *= phi) with no error
@@ -40,7 +40,7 @@ LEVEL, TREND, STEP, N_OBS, RES_COUNT, RES_POS, READY1, READY2 = range(N_STATE)
 # Search box of the fit: (low, high) per parameter, in the order alpha, beta, gamma, phi.
 LOWER = np.array([0.01, 0.0, 0.0, 0.80])
 UPPER = np.array([0.99, 0.5, 0.95, 0.995])
-DEFAULT_PARAMS = np.array([0.3, 0.05, 0.1, 0.98])
+DEFAULT_PARAMS = np.array([0.3, 0.0, 0.1, 0.9])  # used until a fit has data (and on ties)
 _MIN_EMPIRICAL = 8  # residuals needed before quantiles come from them rather than a normal fallback
 
 
@@ -49,6 +49,29 @@ def reset_state(st: FloatArray, seas: FloatArray) -> None:
     """Zero one series' state (``st`` and ``seas`` rows) in place; returns nothing."""
     st[:] = 0.0
     seas[:] = 0.0
+
+
+@njit(cache=True)
+def _fill_circular(v: FloatArray) -> None:
+    """Replace NaNs in the cyclic vector ``v`` by interpolating between observed neighbours (0 if none)."""
+    m = v.shape[0]
+    first = -1
+    for j in range(m):
+        if not math.isnan(v[j]):
+            first = j
+            break
+    if first < 0:
+        v[:] = 0.0
+        return
+    prev = first
+    for off in range(1, m + 1):
+        j = (first + off) % m
+        if math.isnan(v[j]):
+            continue
+        gap = (j - prev) % m if j != prev else m
+        for g in range(1, gap):
+            v[(prev + g) % m] = v[prev] + (v[j] - v[prev]) * g / gap
+        prev = j
 
 
 @njit(cache=True)
@@ -66,8 +89,8 @@ def _init_first_season(seas: FloatArray, m1: int) -> float:
         return math.nan
     mean = total / n
     for j in range(m1):
-        v = seas[j]
-        seas[j] = 0.0 if math.isnan(v) else v - mean
+        seas[j] -= mean
+    _fill_circular(seas[:m1])
     return mean
 
 
@@ -97,9 +120,8 @@ def _init_second_season(seas: FloatArray, m1: int, m2: int) -> None:
             if cnt[p] > 0.0:
                 seas[p] = prof[p] / cnt[p]
     for j in range(m2):
-        v = seas[m1 + j]
-        short = seas[j % m1] if m1 > 0 else 0.0
-        seas[m1 + j] = 0.0 if math.isnan(v) else v - mean - short
+        seas[m1 + j] -= mean + (seas[j % m1] if m1 > 0 else 0.0)
+    _fill_circular(seas[m1:])
 
 
 @njit(cache=True)
@@ -118,7 +140,8 @@ def step(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
     """Advance one series by one bucket with observation ``y`` (NaN = missing).
 
     Returns the one-step error ``y - prediction``, or NaN when ``y`` is missing or is the first
-    observation (which only initialises the level). The error is also pushed into ``res``.
+    observation (which only initialises the level). The error divided by
+    ``sqrt(max(|prediction|, 1))`` is pushed into ``res`` (count noise grows with the level).
     """
     t = int(st[STEP])
     level = st[LEVEL]
@@ -137,7 +160,8 @@ def step(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
         st[TREND] = 0.0
         st[N_OBS] = 1.0
     else:
-        err = y - (level + phi * trend + season)
+        pred = level + phi * trend + season
+        err = y - pred
         st[LEVEL] = level + phi * trend + alpha * err
         st[TREND] = phi * trend + alpha * beta * err
         corr = gamma * (1.0 - alpha) * err
@@ -149,7 +173,7 @@ def step(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
         r = res.shape[0]
         if r > 0:
             pos = int(st[RES_POS])
-            res[pos] = err
+            res[pos] = err / math.sqrt(max(abs(pred), 1.0))
             st[RES_POS] = (pos + 1) % r
             st[RES_COUNT] = min(st[RES_COUNT] + 1.0, float(r))
     # First cycles: the seasonal vectors hold the raw values until the cycle is complete.
@@ -176,6 +200,77 @@ def step(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
 
 
 @njit(cache=True)
+def _cycle_profile(y: FloatArray, m: int, seas: FloatArray, dst: int, m_short: int) -> bool:
+    """Write into ``seas[dst:dst+m]`` the mean deviation from its cycle's mean at each phase.
+
+    Averages over the complete cycles of ``y`` (NaN skipped); with ``m_short > 0`` the short profile
+    ``seas[t % m_short]`` is taken out first. Returns False when no complete cycle holds data.
+    """
+    acc = np.zeros(m)
+    cnt = np.zeros(m)
+    for c in range(y.shape[0] // m):
+        total = 0.0
+        k = 0
+        for p in range(m):
+            v = y[c * m + p]
+            if not math.isnan(v):
+                total += v
+                k += 1
+        if k == 0:
+            continue
+        mean = total / k
+        for p in range(m):
+            v = y[c * m + p]
+            if not math.isnan(v):
+                d = v - mean
+                if m_short > 0:
+                    d -= seas[(c * m + p) % m_short]
+                acc[p] += d
+                cnt[p] += 1.0
+    found = False
+    for p in range(m):
+        if cnt[p] > 0.0:
+            seas[dst + p] = acc[p] / cnt[p]
+            found = True
+        else:
+            seas[dst + p] = math.nan
+    _fill_circular(seas[dst : dst + m])
+    return found
+
+
+@njit(cache=True)
+def start(y: FloatArray, m1: int, m2: int, st: FloatArray, seas: FloatArray) -> None:
+    """Reset one series' state before a batch run over ``y``, initialising seasons from ``y``.
+
+    Each season with at least one complete cycle in ``y`` starts from its average profile over
+    all complete cycles (classical decomposition, as batch Holt-Winters does); a season with no
+    complete cycle is left to the online first-cycle initialisation of :func:`step`.
+    """
+    reset_state(st, seas)
+    if m1 > 0 and y.shape[0] >= m1 and _cycle_profile(y, m1, seas, 0, 0):
+        st[READY1] = 1.0
+        if m2 > 0 and y.shape[0] >= m2 and _cycle_profile(y, m2, seas, m1, m1):
+            st[READY2] = 1.0
+
+
+@njit(cache=True)
+def run_fresh(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
+    ys: FloatArray,
+    params: FloatArray,
+    m1: int,
+    m2: int,
+    st: FloatArray,
+    seas: FloatArray,
+    res: FloatArray,
+) -> None:
+    """Restart every series from :func:`start` on ``ys[i, :]`` and feed it through (in place)."""
+    for i in range(ys.shape[0]):
+        start(ys[i], m1, m2, st[i], seas[i])
+        res[i, :] = 0.0
+    run(ys, params, m1, m2, st, seas, res)
+
+
+@njit(cache=True)
 def run(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
     ys: FloatArray,
     params: FloatArray,
@@ -197,7 +292,7 @@ def sse(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
     y: FloatArray, x: FloatArray, m1: int, m2: int, warm: int, st: FloatArray, seas: FloatArray
 ) -> float:
     """Return the sum of squared one-step errors of ``y`` under params ``x`` from step ``warm`` on."""
-    reset_state(st, seas)
+    start(y, m1, m2, st, seas)
     none = np.empty(0)
     total = 0.0
     for k in range(y.shape[0]):
@@ -218,7 +313,7 @@ def _fit_one(y: FloatArray, m1: int, m2: int, out: FloatArray) -> None:
     out[:] = DEFAULT_PARAMS
     if valid < 4:
         return
-    warm = m1 if (m1 > 0 and n > m1 + 4) else 1
+    warm = 1
     st = np.zeros(N_STATE)
     seas = np.zeros(m1 + m2)
     x = DEFAULT_PARAMS.copy()
@@ -226,7 +321,7 @@ def _fit_one(y: FloatArray, m1: int, m2: int, out: FloatArray) -> None:
     alphas = np.array([0.05, 0.15, 0.3, 0.5, 0.8])
     betas = np.array([0.0, 0.05, 0.2])
     gammas = np.array([0.05, 0.2, 0.5]) if m1 > 0 else np.array([0.0])
-    phis = np.array([0.9, 0.98])
+    phis = np.array([0.8, 0.9, 0.98])
     cand = np.empty(4)
     for a in alphas:
         for b in betas:
@@ -304,9 +399,11 @@ def forecast_quantiles(  # noqa: PLR0917 - numba kernels take no keyword-only pa
 ) -> None:
     """Write ``out[k, d]``: the ``levels[k]`` quantile, clipped at 0, ``d0 + d + 1`` steps ahead.
 
-    The one-step residual quantiles (empirical once :data:`_MIN_EMPIRICAL` residuals exist, else a
-    normal with ``z`` scores) are widened by the ETS(A,Ad,A) variance growth
-    ``1 + sum_{j<h} c_j^2`` with ``c_j = alpha (1 + beta (phi + ... + phi^j)) + gamma (1 - alpha) [m | j]``.
+    The quantiles of the scaled one-step residuals (empirical once :data:`_MIN_EMPIRICAL` exist,
+    else a normal with ``z`` scores and at least Poisson spread) are multiplied by
+    ``sqrt(v_h * max(|mean_h|, 1))``: ``v_h = 1 + sum_{j<h} c_j^2`` is the ETS(A,Ad,A) variance growth
+    with ``c_j = alpha (1 + beta (phi + ... + phi^j)) + gamma (1 - alpha) [m | j]``, and the level
+    factor undoes the residual scaling (spread grows with the level, as for counts).
     """
     a, b, g, phi = params[0], params[1], params[2], params[3]
     count = int(st[RES_COUNT])
@@ -324,7 +421,7 @@ def forecast_quantiles(  # noqa: PLR0917 - numba kernels take no keyword-only pa
         for j in range(count):
             msr += res[j] * res[j]
         msr = msr / count if count > 0 else 0.0
-        sigma = math.sqrt(max(msr, abs(st[LEVEL]), 1.0))
+        sigma = math.sqrt(max(msr, 1.0))
         for k in range(n_levels):
             q[k] = z[k] * sigma
     horizon = out.shape[1]
@@ -343,7 +440,7 @@ def forecast_quantiles(  # noqa: PLR0917 - numba kernels take no keyword-only pa
             var += c * c
         if h < d0:
             continue
-        scale = math.sqrt(var)
+        scale = math.sqrt(var * max(abs(means[h - d0]), 1.0))
         for k in range(n_levels):
             v = means[h - d0] + q[k] * scale
             out[k, h - d0] = v if v > 0.0 else 0.0

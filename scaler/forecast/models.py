@@ -3,9 +3,10 @@
 :class:`DemandForecaster` keeps three series per model (requests, prompt tokens, output tokens) in
 fixed buckets, a bounded ring of history (about two of the longest seasons), and the Holt-Winters
 state of :mod:`scaler.forecast.kernels`. Parameters are refitted from the retained history every
-``refit_every`` buckets; a refit replays the retained history, so the state is always a function of
-(params, retained history) and :meth:`DemandForecaster.seed` equals observing bucket by bucket and
-then calling :meth:`DemandForecaster.refit`.
+``refit_every`` buckets and the state carries on with them, keeping its long memory.
+:meth:`DemandForecaster.seed` fits and runs over a whole batch history; it equals observing the
+same buckets one by one and then calling :meth:`DemandForecaster.rebuild`, as long as the history
+fits in the ring.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ DEFAULT_LEVELS: tuple[float, ...] = (
     0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.975, 0.99, 0.995,
 )  # fmt: skip
 N_SERIES = 3  # requests, prompt tokens, output tokens
-_MAX_RESIDUALS = 512
+_MAX_RESIDUALS = 256
 _TOKEN_TAIL = 64  # buckets used for the fallback tokens-per-request
 
 
@@ -171,23 +172,32 @@ class DemandForecaster:
         self._cache = None
 
     def refit(self) -> None:
-        """Refit params on the retained history (one batch call) and replay it to rebuild the state."""
-        first, data = self._retained()
+        """Refit params on the retained history (one batch call); the state carries on with them."""
+        _, data = self._retained()
         if np.count_nonzero(~np.isnan(data[0])) >= 4:
             kernels.fit(np.ascontiguousarray(data), self.m1, self.m2, self.params)
-        self._reset_state()
+        self._cache = None
+        self.since_fit = 0
+
+    def rebuild(self) -> None:
+        """Refit params, then rebuild the state from the retained history alone (seasons from its cycles)."""
+        self.refit()
+        first, data = self._retained()
+        self._replay(first, data)
+
+    def _replay(self, first: int, data: FloatArray) -> None:
         self.origin = first
-        kernels.run(
+        kernels.run_fresh(
             np.ascontiguousarray(data), self.params, self.m1, self.m2, self.state, self.seas, self.res
         )
-        self.since_fit = 0
 
     def seed(
         self, *, start: float, requests: FloatArray, prompt_tokens: FloatArray, output_tokens: FloatArray
     ) -> None:
         """Replace all history with per-bucket counts starting at bucket boundary ``start`` (NaN = missing).
 
-        Keeps the last ``capacity`` buckets, fits the params on them and runs the state forward.
+        Keeps the last ``capacity`` buckets and fits the params on them, then runs the state over all
+        of the history (seasons start from their average profile over its complete cycles).
         Raises ValueError for arrays of different or zero length, or negative/infinite counts.
         """
         arrays = [np.asarray(a, dtype=np.float64).ravel() for a in (requests, prompt_tokens, output_tokens)]
@@ -212,6 +222,7 @@ class DemandForecaster:
             self.hist[i, cols] = a[n - keep :]
         self.n_observed = int(np.count_nonzero(~np.isnan(arrays[0])))
         self.refit()
+        self._replay(0, np.vstack(arrays))
 
     def observe(
         self, *, bucket_start: float, requests: float, prompt_tokens: float, output_tokens: float

@@ -1,0 +1,253 @@
+"""Benchmark the numba Holt-Winters forecaster against seasonal-naive and statsmodels on real traces.
+
+Prints, per trace: MASE (ours, seasonal-naive, statsmodels ExponentialSmoothing), one-sided coverage
+of our p90 and p95 quantiles, and the wall time of a whole rolling evaluation (fit + online updates
++ forecasts) for both implementations, median of several repeats, numba's first call reported apart.
+
+Rolling scheme (the same for both): fit on the training part, then at every origin forecast the next
+``horizon`` buckets and observe one bucket. Ours refits its params every ``refit_every`` buckets
+from its retained history (as in the daemon). statsmodels is refitted (optimized) at the same
+cadence on the history so far, and between refits re-filtered with its fixed params and initial
+states over the history so far (it has no online update).
+
+    .venv/bin/python bench/forecast.py [--traces DIR] [--json OUT] [--repeats N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from scaler.core.types import FloatArray  # noqa: E402
+from scaler.forecast.models import DemandForecaster  # noqa: E402
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    name: str
+    y: FloatArray  # requests per bucket
+    prompt: FloatArray
+    output: FloatArray
+    bucket_seconds: int
+    train: int
+    horizon: int
+    seasons: tuple[int, ...]
+    naive_period: int  # period of the seasonal-naive baseline and the MASE scale
+
+
+def load_servegen(traces: Path) -> FloatArray:
+    path = traces / "servegen-m-large" / "language_m-large_total_rate_10min.csv"
+    data = np.loadtxt(path, delimiter=",", skiprows=1, usecols=(0, 1))
+    return np.asarray(data[:, 1] * 600.0)
+
+
+def load_azure(traces: Path, kind: str, bucket: int) -> tuple[FloatArray, FloatArray, FloatArray]:
+    path = traces / "azure-llm-2023" / f"AzureLLMInferenceTrace_{kind}.csv"
+    raw = np.loadtxt(path, delimiter=",", skiprows=1, dtype=str)
+    stamps = raw[:, 0].astype("datetime64[us]")
+    secs = (stamps - stamps.min()).astype(np.int64) / 1e6
+    idx = (secs // bucket).astype(np.int64)
+    n = int(idx.max()) + 1
+    reqs = np.bincount(idx, minlength=n).astype(np.float64)
+    prompt = np.bincount(idx, weights=raw[:, 1].astype(np.float64), minlength=n).astype(np.float64)
+    output = np.bincount(idx, weights=raw[:, 2].astype(np.float64), minlength=n).astype(np.float64)
+    return reqs, prompt, output
+
+
+def mase_scale(y: FloatArray, period: int) -> float:
+    return float(np.mean(np.abs(y[period:] - y[:-period])))
+
+
+def rolling_ours(case: Case) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Return (mean, p90, p95) forecasts, shape (origins, horizon), in requests per bucket."""
+    bs = case.bucket_seconds
+    fc = DemandForecaster(bucket_seconds=bs, horizon_buckets=case.horizon, season_buckets=case.seasons)
+    n, tr = case.y.size, case.train
+    fc.seed(start=0.0, requests=case.y[:tr], prompt_tokens=case.prompt[:tr], output_tokens=case.output[:tr])
+    levels = list(fc.levels)
+    k90, k95 = levels.index(0.9), levels.index(0.95)
+    origins = n - tr
+    mean = np.empty((origins, case.horizon))
+    p90 = np.empty_like(mean)
+    p95 = np.empty_like(mean)
+    for j, k in enumerate(range(tr, n)):
+        f = fc.forecast(now=k * bs)
+        mean[j] = f.rate_mean * bs
+        p90[j] = f.rate_quantiles[k90] * bs
+        p95[j] = f.rate_quantiles[k95] * bs
+        fc.observe(
+            bucket_start=k * bs,
+            requests=case.y[k],
+            prompt_tokens=case.prompt[k],
+            output_tokens=case.output[k],
+        )
+    return mean, p90, p95
+
+
+def rolling_statsmodels(case: Case, refit_every: int) -> FloatArray:
+    """Return statsmodels ExponentialSmoothing mean forecasts, shape (origins, horizon)."""
+    from statsmodels.tsa.holtwinters import ExponentialSmoothing  # noqa: PLC0415 - optional dev dependency
+
+    season = max(case.seasons) if case.seasons else None
+    kind = "add" if season else None
+    n, tr = case.y.size, case.train
+    out = np.empty((n - tr, case.horizon))
+    params: dict[str, object] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for j, k in enumerate(range(tr, n)):
+            hist = case.y[:k]
+            if j % refit_every == 0:
+                res = ExponentialSmoothing(
+                    hist, trend="add", damped_trend=True, seasonal=kind, seasonal_periods=season
+                ).fit()
+                params = dict(res.params)
+            else:
+                init = {"initial_seasonal": params["initial_seasons"]} if season else {}
+                res = ExponentialSmoothing(
+                    hist,
+                    trend="add",
+                    damped_trend=True,
+                    seasonal=kind,
+                    seasonal_periods=season,
+                    initialization_method="known",
+                    initial_level=params["initial_level"],
+                    initial_trend=params["initial_trend"],
+                    **init,
+                ).fit(
+                    smoothing_level=params["smoothing_level"],
+                    smoothing_trend=params["smoothing_trend"],
+                    smoothing_seasonal=params["smoothing_seasonal"] if season else None,
+                    damping_trend=params["damping_trend"],
+                    optimized=False,
+                )
+            out[j] = res.forecast(case.horizon)
+    return np.maximum(out, 0.0)
+
+
+def rolling_naive(case: Case) -> FloatArray:
+    n, tr, m = case.y.size, case.train, case.naive_period
+    out = np.empty((n - tr, case.horizon))
+    for j, k in enumerate(range(tr, n)):
+        for h in range(case.horizon):
+            back = m * (h // m + 1)
+            out[j, h] = case.y[k + h - back]
+    return out
+
+
+def targets(case: Case) -> tuple[FloatArray, FloatArray]:
+    """Return (actuals, mask) of shape (origins, horizon); mask False where the target is past the data."""
+    n, tr = case.y.size, case.train
+    act = np.full((n - tr, case.horizon), np.nan)
+    for j, k in enumerate(range(tr, n)):
+        stop = min(k + case.horizon, n)
+        act[j, : stop - k] = case.y[k:stop]
+    return act, ~np.isnan(act)
+
+
+def timed(fn: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def evaluate(case: Case, repeats: int) -> dict[str, float | str]:
+    refit_every = DemandForecaster(
+        bucket_seconds=case.bucket_seconds, horizon_buckets=case.horizon, season_buckets=case.seasons
+    ).refit_every
+    act, ok = targets(case)
+    scale = mase_scale(case.y[: case.train], case.naive_period)
+    mean, p90, p95 = rolling_ours(case)
+    sm = rolling_statsmodels(case, refit_every)
+    naive = rolling_naive(case)
+
+    def mase(pred: FloatArray) -> float:
+        return float(np.mean(np.abs(pred[ok] - act[ok])) / scale)
+
+    t_ours = timed(lambda: rolling_ours(case), repeats)
+    t_sm = timed(lambda: rolling_statsmodels(case, refit_every), max(1, repeats // 2))
+    return {
+        "trace": case.name,
+        "buckets": f"{case.y.size} x {case.bucket_seconds}s",
+        "train": case.train,
+        "horizon": case.horizon,
+        "seasons": ",".join(map(str, case.seasons)) or "none",
+        "mase_ours": mase(mean),
+        "mase_seasonal_naive": mase(naive),
+        "mase_statsmodels": mase(sm),
+        "cover_p90": float(np.mean(act[ok] <= p90[ok])),
+        "cover_p95": float(np.mean(act[ok] <= p95[ok])),
+        "seconds_ours": t_ours,
+        "seconds_statsmodels": t_sm,
+        "speedup": t_sm / t_ours,
+        "us_per_origin_ours": t_ours / (case.y.size - case.train) * 1e6,
+    }
+
+
+def first_call_seconds() -> float:
+    """Return the wall time of the first forecaster use in this process (numba compile or cache load)."""
+    t0 = time.perf_counter()
+    fc = DemandForecaster(bucket_seconds=60, horizon_buckets=4, season_buckets=[8, 16])
+    z = np.arange(40, dtype=np.float64) % 8
+    fc.seed(start=0.0, requests=z, prompt_tokens=z, output_tokens=z)
+    fc.observe(bucket_start=40 * 60.0, requests=1.0, prompt_tokens=1.0, output_tokens=1.0)
+    fc.forecast(now=41 * 60.0)
+    return time.perf_counter() - t0
+
+
+def main() -> int:
+    default = os.environ.get("SCALER_TRACES_DIR", str(REPO.parent / "shared" / "traces"))
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument(
+        "--traces", type=Path, default=Path(default), help="trace directory (default: %(default)s)"
+    )
+    ap.add_argument("--json", type=Path, help="also write the figures as JSON to this file")
+    ap.add_argument("--repeats", type=int, default=5, help="timing repeats (median; statsmodels half)")
+    args = ap.parse_args()
+    if not args.traces.is_dir():
+        print(f"error: trace directory {args.traces} not found (set --traces or SCALER_TRACES_DIR)")
+        return 2
+    first = first_call_seconds()
+    y = load_servegen(args.traces)
+    nan = np.full_like(y, np.nan)
+    cases = [Case("servegen-m-large", y, nan, nan, 600, 1440, 6, (144,), 144)]
+    for kind in ("conv", "code"):
+        reqs, prompt, output = load_azure(args.traces, kind, 10)
+        cases.append(Case(f"azure-2023-{kind}", reqs, prompt, output, 10, 240, 6, (), 1))
+    rows = [evaluate(c, args.repeats) for c in cases]
+    cols = [
+        ("trace", "{}"), ("seasons", "{}"), ("mase_ours", "{:.3f}"), ("mase_statsmodels", "{:.3f}"),
+        ("mase_seasonal_naive", "{:.3f}"), ("cover_p90", "{:.1%}"), ("cover_p95", "{:.1%}"),
+        ("seconds_ours", "{:.3f}"), ("seconds_statsmodels", "{:.2f}"), ("speedup", "{:.0f}x"),
+        ("us_per_origin_ours", "{:.0f}"),
+    ]  # fmt: skip
+    cells = [[c for c, _ in cols]] + [[fmt.format(r[c]) for c, fmt in cols] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
+    for n, row in enumerate(cells):
+        print("| " + " | ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) + " |")
+        if n == 0:
+            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    print(f"\nfirst forecaster call in this process (numba compile or cache load): {first:.2f} s")
+    if args.json:
+        args.json.write_text(json.dumps({"first_call_seconds": first, "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
