@@ -192,7 +192,7 @@ class Runtime:
 
     def _fresh(self, policy: ModelPolicy, *, now: float) -> ModelState:
         agg = ModelAggregator(bucket_seconds=policy.forecast.bucket_seconds)
-        agg.close(now=now)
+        agg.begin(now=now)
         return ModelState(
             policy=policy, aggregator=agg, forecaster=self.new_forecaster(policy), next_tick=now
         )

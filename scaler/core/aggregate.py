@@ -128,6 +128,14 @@ class ModelAggregator:
         if known is None or event.ts >= known.ts:
             self._replicas[event.replica] = event
 
+    def begin(self, *, now: float) -> None:
+        """Start counting at the first bucket beginning at or after ``now`` (a partial one under-reports).
+
+        Events before it are counted as late. Has no effect once counting has begun.
+        """
+        if self._first_open is None:
+            self._first_open = math.ceil(now / self.bucket_seconds)
+
     # -- read ---------------------------------------------------------------------------------------
 
     def close(self, *, now: float) -> list[ClosedBucket]:

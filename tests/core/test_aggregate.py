@@ -187,3 +187,12 @@ def test_open_buckets_survive_a_checkpoint_round_trip() -> None:
         ModelAggregator(bucket_seconds=10).restore_open(agg.open_state())
     with pytest.raises(ValueError, match="malformed"):
         other.restore_open({"bucket_seconds": 60, "first_open": "x", "rows": []})
+
+
+def test_begin_skips_the_partial_bucket_the_daemon_started_in() -> None:
+    agg = ModelAggregator(bucket_seconds=60, grace_seconds=0.0)
+    agg.begin(now=T0 + 30)
+    assert not agg.add_request(_arrival(T0 + 31))  # the first half of this bucket was never seen
+    assert agg.add_request(_arrival(T0 + 61))
+    assert [(b.start, b.requests) for b in agg.close(now=T0 + 120)] == [(T0 + 60, 1)]
+    assert agg.late == 1
