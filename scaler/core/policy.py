@@ -111,10 +111,12 @@ class Prices(_Strict):
 class Bounds(_Strict):
     """Hard limits no decision may cross (schedules may tighten or move them, never remove them)."""
 
-    min_replicas: NonNegativeInt = Field(default=0, le=10_000)
-    max_replicas: NonNegativeInt = Field(default=16, le=10_000)
-    min_standby: NonNegativeInt = Field(default=0, le=10_000)
-    max_standby: NonNegativeInt = Field(default=2, le=10_000)
+    min_replicas: NonNegativeInt = Field(default=0, le=10_000, description="Fewest replicas in service.")
+    max_replicas: NonNegativeInt = Field(default=16, le=10_000, description="Most replicas in service.")
+    min_standby: NonNegativeInt = Field(
+        default=0, le=10_000, description="Fewest warm standby replicas (model loaded, out of the Service)."
+    )
+    max_standby: NonNegativeInt = Field(default=2, le=10_000, description="Most warm standby replicas.")
     serverless_quota: NonNegativeInt = Field(
         default=8, le=100_000, description="Most serverless instances that may run at once."
     )
@@ -179,8 +181,11 @@ class Schedule(_Strict):
     days: list[Weekday] = Field(
         default_factory=lambda: list(WEEKDAYS), min_length=1, max_length=7
     )
-    start: str = Field(description="Local start time HH:MM.")
-    end: str = Field(description="Local end time HH:MM (before start: the window crosses midnight).")
+    start: str = Field(description="Local start time HH:MM.", json_schema_extra={"pattern": _HHMM.pattern})
+    end: str = Field(
+        description="Local end time HH:MM (before start: the window crosses midnight).",
+        json_schema_extra={"pattern": _HHMM.pattern},
+    )
     timezone: str = Field(default="UTC", description="IANA time zone, e.g. Europe/Berlin.")
     min_replicas: NonNegativeInt | None = None
     max_replicas: NonNegativeInt | None = None
