@@ -293,8 +293,10 @@ class Daemon:
             await self.http.stop()
 
 
-def build_kafka_daemon(*, settings: Settings, policies: dict[str, ModelPolicy]) -> Daemon:
-    """Return a daemon reading and writing Kafka as ``settings`` say, with the real forecaster and planner."""
+def build_kafka_daemon(
+    *, settings: Settings, policies: dict[str, ModelPolicy], planner: Planner | None = None
+) -> Daemon:
+    """Return a daemon on Kafka as ``settings`` say; ``planner`` defaults to the real planner."""
     from scaler.adapters import kafka  # noqa: PLC0415  # keeps aiokafka out of the sandbox's imports
     from scaler.forecast.models import DemandForecaster  # noqa: PLC0415  # compiles numba kernels
 
@@ -302,7 +304,7 @@ def build_kafka_daemon(*, settings: Settings, policies: dict[str, ModelPolicy]) 
     runtime = Runtime(
         policies=policies,
         sink=(sink := kafka.KafkaDecisionSink(settings=settings)),
-        planner=default_planner(),
+        planner=planner or default_planner(),
         new_forecaster=DemandForecaster.from_policy,
         load_forecaster=DemandForecaster.from_bytes,
         metrics=metrics,

@@ -1,0 +1,138 @@
+"""The Kafka adapter against a real tansu broker: ownership by key, manual commits, sinks, checkpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+
+import pytest
+from conftest import Broker
+from integration_fixtures import kafka_settings, produce, read_topic
+
+from scaler.adapters import kafka
+from scaler.ports import RawRecord
+from scaler.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+MODELS = [f"model-{i}" for i in range(12)]
+
+
+def test_partition_for_matches_the_producers_default_partitioner(broker: Broker) -> None:
+    settings = kafka_settings(broker.bootstrap)
+
+    async def run() -> list[int]:
+        await kafka.ensure_topics(settings)
+        return await produce(broker.bootstrap, settings.kafka_requests_topic, [(m, b"{}") for m in MODELS])
+
+    landed = asyncio.run(run())
+    assert landed == [kafka.partition_for(m, settings.kafka_topic_partitions) for m in MODELS]
+    assert len(set(landed)) > 1  # the models really spread over partitions
+
+
+async def _drain(source: kafka.KafkaEventSource, *, want: int, seconds: float = 20.0) -> list[RawRecord]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    got: list[RawRecord] = []
+    while len(got) < want and loop.time() < deadline:
+        got.extend(await source.poll(wait_seconds=0.2))
+    return got
+
+
+def test_a_source_owns_the_models_of_its_partitions_and_resumes_after_its_commit(broker: Broker) -> None:
+    settings = kafka_settings(broker.bootstrap)
+    owned: list[frozenset[str]] = []
+
+    async def assigned(models: frozenset[str]) -> None:
+        owned.append(models)
+
+    async def revoked(models: frozenset[str]) -> None:
+        owned.append(frozenset())
+
+    async def session(want: int) -> list[RawRecord]:
+        source = kafka.KafkaEventSource(settings=settings, models=lambda: MODELS)
+        await source.start(on_assigned=assigned, on_revoked=revoked)
+        try:
+            records = await _drain(source, want=want, seconds=10.0 if want else 3.0)
+            assert source.lag() == {} or all(v >= 0 for v in source.lag().values())
+            await source.commit()
+        finally:
+            await source.stop()
+        return records
+
+    async def run() -> tuple[list[RawRecord], list[RawRecord], list[RawRecord]]:
+        await kafka.ensure_topics(settings)
+        await produce(broker.bootstrap, settings.kafka_requests_topic, [(m, m.encode()) for m in MODELS[:6]])
+        first = await session(6)
+        again = await session(0)
+        await produce(broker.bootstrap, settings.kafka_metrics_topic, [("model-7", b"late")])
+        later = await session(1)
+        return first, again, later
+
+    first, again, later = asyncio.run(run())
+    assert sorted(r.value for r in first) == sorted(m.encode() for m in MODELS[:6])
+    assert all(r.key == r.value for r in first)
+    assert owned[0] == frozenset(MODELS)  # a single member owns every partition, so every model
+    assert again == []  # committed: nothing is read twice
+    assert [(r.topic, r.value) for r in later] == [(settings.kafka_metrics_topic, b"late")]
+
+
+def test_decisions_and_dead_letters_are_published_keyed_by_model(broker: Broker) -> None:
+    settings = kafka_settings(broker.bootstrap)
+    bad = RawRecord(settings.kafka_requests_topic, 2, 41, b"model-1", b"\xff not json")
+
+    async def run() -> tuple[list[object], list[object]]:
+        await kafka.ensure_topics(settings)
+        sink = kafka.KafkaDecisionSink(settings=settings)
+        await sink.start()
+        try:
+            await sink.publish(model="model-1", payload={"model": "model-1", "desired": {"replicas": 3}})
+            await sink.dead_letter(record=bad, reason="not_utf8", detail="invalid byte at offset 0")
+            await sink.flush()
+        finally:
+            await sink.stop()
+        decisions = await read_topic(broker.bootstrap, settings.kafka_decisions_topic, at_least=1)
+        letters = await read_topic(broker.bootstrap, settings.kafka_deadletter_topic, at_least=1)
+        return decisions, letters
+
+    decisions, letters = asyncio.run(run())
+    assert [(r.key, json.loads(r.value)) for r in decisions] == [  # type: ignore[attr-defined]
+        (b"model-1", {"model": "model-1", "desired": {"replicas": 3}})
+    ]
+    letter = json.loads(letters[0].value)  # type: ignore[attr-defined]
+    assert letter["reason"] == "not_utf8"
+    assert (letter["topic"], letter["partition"], letter["offset"]) == (bad.topic, 2, 41)
+    assert base64.b64decode(letter["value"]) == bad.value
+
+
+def test_checkpoints_read_back_the_newest_per_model(broker: Broker) -> None:
+    settings = kafka_settings(broker.bootstrap)
+
+    async def run() -> tuple[dict[str, bytes], dict[str, bytes]]:
+        await kafka.ensure_topics(settings)
+        sink = kafka.KafkaDecisionSink(settings=settings)
+        await sink.start()
+        store = kafka.KafkaCheckpointStore(settings=settings, sink=sink)
+        try:
+            empty = await store.load(frozenset({"a"}))
+            await store.save({"a": b"a1", "b": b"b1"})
+            await store.save({"a": b"a2"})
+            return empty, await store.load(frozenset({"a", "b", "c"}))
+        finally:
+            await sink.stop()
+
+    empty, loaded = asyncio.run(run())
+    assert empty == {}
+    assert loaded == {"a": b"a2", "b": b"b1"}
+
+
+def test_an_unreachable_broker_is_a_connection_error_naming_it() -> None:
+    settings = Settings(kafka_bootstrap_servers=("127.0.0.1:1",), kafka_create_topics=False)
+
+    async def run() -> None:
+        sink = kafka.KafkaDecisionSink(settings=settings)
+        await sink.start()
+
+    with pytest.raises(ConnectionError, match="Kafka producer"):
+        asyncio.run(run())

