@@ -3,8 +3,8 @@
 Each problem prints as ``file:line: field: message`` and names the offending value, so an SRE can fix
 the file from that line alone. The YAML is composed into a node tree first (safe tags only), which
 gives line numbers for pydantic's error locations, catches duplicate keys (YAML would silently keep
-the last one) and refuses non-text keys. Plain scalars follow YAML 1.2 for numbers and times:
-``17:00`` is text (YAML 1.1 would read it as the base-60 integer 1020) and ``1e-5`` is a number.
+the last one) and refuses non-text keys and tags. Plain scalars follow YAML 1.2: ``17:00`` is text
+(YAML 1.1 reads the base-60 integer 1020), ``010`` is not octal 8, ``2025-01-01`` is not a date.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import json
 import re
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +25,9 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from scaler.core.policy import ModelPolicy, PolicyFile
 
-MAX_POLICY_BYTES = 1024 * 1024
-"""Files larger than this are refused before parsing (a policy for 100 models is about 50 KB)."""
-
-MAX_YAML_NODES = 200_000
-"""Most YAML nodes a file may expand to (aliases counted each time they are used)."""
-
-EXTENSION_PREFIX = "x-"
-"""Top-level keys starting with this are ignored: a place for YAML anchors shared by several models."""
+MAX_POLICY_BYTES = 1024 * 1024  # refused before parsing; a policy for 100 models is about 50 KB
+MAX_YAML_NODES = 200_000  # values a file may expand to, aliases counted each time they are used
+EXTENSION_PREFIX = "x-"  # top-level keys ignored: a place for anchors shared by several models
 
 SCHEMA_URL = "https://json-schema.org/draft/2020-12/schema"
 
@@ -40,12 +35,12 @@ _STR = "tag:yaml.org,2002:str"
 _INT = "tag:yaml.org,2002:int"
 _FLOAT = "tag:yaml.org,2002:float"
 _MERGE = "tag:yaml.org,2002:merge"
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
 _KIND = {
     "tag:yaml.org,2002:bool": "a boolean",
     "tag:yaml.org,2002:null": "null",
     _INT: "an integer",
     _FLOAT: "a number",
-    "tag:yaml.org,2002:timestamp": "a date",
     _STR: "text",
 }
 _SHOWN_MAX = 60
@@ -85,16 +80,16 @@ class FileResult:
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2-style numbers: no base-60 integers, exponents without a dot."""
+    """SafeLoader with YAML 1.2 plain scalars: no base-60 or 0-octal integers, no dates; 1e-5 is a float."""
 
 
 _Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag not in (_INT, _FLOAT)]
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_INT, _FLOAT, _TIMESTAMP)]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _Loader.add_implicit_resolver(
     _INT,
-    re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
+    re.compile(r"^(?:[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
     list("-+0123456789"),
 )
 _Loader.add_implicit_resolver(
@@ -238,7 +233,7 @@ def _compose(text: str, *, source: str) -> tuple[MappingNode, dict[Any, Any]] | 
             return fail("file is empty; expected a mapping with a 'models' list")
         if not isinstance(root, MappingNode):
             return fail(f"top level must be a mapping with a 'models' list, got {_shown(root)}", _line(root))
-        problems = _check_nodes(root, source=source)
+        problems = _check_nodes(root, loader=loader, source=source)
         if problems:
             return problems
         data = loader.construct_document(root)
@@ -281,8 +276,8 @@ def _duplicate_names(root: Node, *, source: str) -> list[Problem]:
     return problems
 
 
-def _check_nodes(root: Node, *, source: str) -> list[Problem]:
-    """Return problems YAML itself lets through: duplicate keys, non-text keys, alias bombs."""
+def _check_nodes(root: Node, *, loader: _Loader, source: str) -> list[Problem]:
+    """Return problems YAML itself lets through: duplicate keys, non-text keys, tags, alias bombs."""
     problems: list[Problem] = []
     stack: list[tuple[Node, tuple[str | int, ...]]] = [(root, ())]
     count = 0
@@ -292,7 +287,11 @@ def _check_nodes(root: Node, *, source: str) -> list[Problem]:
         if count > MAX_YAML_NODES:
             message = f"file expands to more than {MAX_YAML_NODES} YAML values (check anchors and aliases)"
             return [*problems, Problem(source, None, "", message)]
-        if isinstance(node, SequenceNode):
+        tag = _explicit_tag(node, loader)
+        if tag is not None:
+            message = f"YAML tag {tag} is not allowed in a policy file; write the value without it"
+            problems.append(Problem(source, _line(node), _field(path), message))
+        elif isinstance(node, SequenceNode):
             stack.extend((item, (*path, i)) for i, item in enumerate(node.value))
         elif isinstance(node, MappingNode):
             seen: dict[str, int] = {}
@@ -313,6 +312,17 @@ def _check_nodes(root: Node, *, source: str) -> list[Problem]:
                 seen[key.value] = _line(key)
                 stack.append((value, (*path, key.value)))
     return sorted(set(problems), key=lambda p: (p.line or 0, p.field))
+
+
+def _explicit_tag(node: Node, loader: _Loader) -> str | None:
+    """Return the tag written on ``node`` (as !!name) unless it is the plain default or !!str."""
+    if isinstance(node, ScalarNode):
+        resolve: Callable[[type[Node], str, tuple[bool, bool]], str] = loader.resolve
+        default = resolve(ScalarNode, node.value, (node.style is None, node.style is not None))
+        allowed = {default, _STR}
+    else:
+        allowed = {"tag:yaml.org,2002:seq" if isinstance(node, SequenceNode) else "tag:yaml.org,2002:map"}
+    return None if node.tag in allowed else str(node.tag).replace("tag:yaml.org,2002:", "!!")
 
 
 def _line(node: Node) -> int:
@@ -429,6 +439,8 @@ def _hint(kind: str, node: Node | None) -> str:
         return ""
     if kind == "int_type" and node.tag == _FLOAT:
         return " (write it without a decimal point)"
+    if kind in ("float_type", "int_type") and node.style is None and node.value[:1] == "0":
+        return " (text: a number must not start with 0)"
     if kind in ("float_type", "int_type") and node.style in ("'", '"'):
         return " (quoted, so it is text: remove the quotes)"
     if kind == "string_type" and node.tag in _KIND:
