@@ -1,0 +1,182 @@
+"""Hindsight oracle: the cheapest capacity schedule for a workload known in advance (the physical limit).
+
+Method. From the whole workload compute the instance requirement ``r_t`` of every second: the mean
+number of busy instances (busy slots / ``C``) if every request started the moment it arrived and held
+its slot for ``S = C * (P/Tp + O/Td)``. Decompose it by capacity level: level ``k`` carries the work
+``clip(r_t - (k-1), 0, 1)``. For each level an exact dynamic programme
+(:func:`scaler.sim.oracle_kernels.levels`) chooses, second by second, a replica (paid every second it
+exists, plus a cold start paid before it serves; no replica before ``cold_start_seconds`` except the
+``bounds.min_replicas`` levels that start warm, as in the simulator; none above ``max_replicas``) or
+serverless (paid per busy instance-second, plus its share of the per-token price). Keeping a replica
+through an idle gap versus releasing it and paying a new cold start is exactly the trade-off the
+programme solves. Standby and provisioned serverless are never needed with hindsight.
+
+Exact or bound? The schedule is optimal for a relaxed problem, so its cost is a *lower bound* for
+policies that serve every request on arrival, not an achievable schedule: capacity is fractional
+per second, serverless has no cold start and no quota (relaxations that can only lower the cost),
+and there is no queueing. The last point cuts the other way: a policy that lets requests wait within
+the SLO, or uses the SLO's miss allowance, needs slightly less capacity than ``r_t``, so on saturated
+loads such a policy may undercut the oracle by a small margin. Its summary reports zero queue wait,
+TTFT = prefill time, and ``slo_attainment`` = the policy's attainment goal (what it was built to meet).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from scaler.core.policy import ModelPolicy
+from scaler.sim import oracle_kernels as ok
+from scaler.sim.cluster import Outcome, hold_seconds, percentiles, timeline_edges
+from scaler.sim.engine import summarise
+from scaler.sim.fluid import bin_sums
+from scaler.sim.results import CostBreakdown, FloatArray, SimResult, Timeline
+from scaler.sim.workload import RateWorkload, Workload
+
+POLICY_NAME = "oracle"
+
+
+def requirement(starts: FloatArray, holds: FloatArray, weights: FloatArray, *, seconds: int) -> FloatArray:
+    """Return the busy slot-seconds in each second ``[0, seconds)``.
+
+    ``weights[i]`` requests are busy over ``[starts[i], starts[i] + holds[i])``; work past the last
+    second is cut off.
+    """
+    n_bins = seconds + 1
+    s = np.clip(starts, 0.0, float(seconds))
+    e = np.clip(starts + holds, 0.0, float(seconds))
+    i_s = s.astype(np.int64)
+    i_e = e.astype(np.int64)
+    diff = np.bincount(i_s, weights=weights, minlength=n_bins) - np.bincount(
+        i_e, weights=weights, minlength=n_bins
+    )
+    corr = np.bincount(i_e, weights=weights * (e - i_e), minlength=n_bins) - np.bincount(
+        i_s, weights=weights * (s - i_s), minlength=n_bins
+    )
+    return np.asarray((np.cumsum(diff) + corr)[:seconds], dtype=np.float64)
+
+
+def hindsight_oracle(workload: Workload | RateWorkload, *, policy: ModelPolicy) -> SimResult:
+    """Return the oracle's summary (policy ``"oracle"``) and timeline for ``workload`` under ``policy``.
+
+    The cost is a lower bound in the sense of the module docstring. Raises ValueError for a rate
+    workload with negative or non-finite counts.
+    """
+    c = policy.replica.max_concurrency
+    tp = policy.replica.prefill_tokens_per_second
+    if isinstance(workload, Workload):
+        prompt = workload.prompt_tokens.astype(np.float64)
+        output = workload.output_tokens.astype(np.float64)
+        starts = np.asarray(workload.arrivals, dtype=np.float64)
+        holds = hold_seconds(policy, prompt, output)
+        weights = np.ones(starts.shape[0])
+        tokens = float(prompt.sum() + output.sum())
+        ttft = percentiles(prompt / tp)
+        model = "per-request"
+    else:
+        counts = np.asarray(workload.counts, dtype=np.float64)
+        if not np.all(np.isfinite(counts)) or np.any(counts < 0):
+            raise ValueError(f"workload {workload.name!r}: counts must be finite and non-negative")
+        mean_p, mean_o = float(workload.mean_prompt_tokens), float(workload.mean_output_tokens)
+        starts = np.arange(counts.shape[0], dtype=np.float64) + 0.5
+        holds = np.full(
+            counts.shape[0], float(hold_seconds(policy, np.array([mean_p]), np.array([mean_o]))[0])
+        )
+        weights = counts
+        tokens = float(counts.sum()) * (mean_p + mean_o)
+        ttft = (mean_p / tp,) * 3
+        model = "fluid"
+    seconds = max(1, math.ceil(workload.duration))
+    r = requirement(starts, holds, weights, seconds=seconds) / c
+    total_work = float(r.sum())
+    prices = policy.prices
+    c_rep = prices.replica_per_hour / 3600.0
+    per_work_tokens = tokens / 1e6 * prices.serverless_per_million_tokens / total_work if total_work else 0.0
+    c_sv = prices.serverless_per_gpu_second + per_work_tokens
+    rep_on, rep_starting, k8s_work, sv_work, unserved = (np.zeros(seconds) for _ in range(5))
+    totals = np.zeros(3)
+    cold = policy.lead_times.cold_start_seconds
+    bounds = policy.bounds
+    ok.levels(
+        r, c_rep, c_sv, cold, math.ceil(cold), bounds.min_replicas, bounds.max_replicas,
+        bounds.serverless_quota > 0, rep_on, rep_starting, k8s_work, sv_work, unserved, totals,
+    )  # fmt: skip
+    return _result(
+        workload,
+        policy=policy,
+        model=model,
+        ttft=ttft,
+        rep_on=rep_on,
+        rep_starting=rep_starting,
+        k8s_work=k8s_work,
+        sv_work=sv_work,
+        unserved=unserved,
+        totals=totals,
+        per_work_tokens=per_work_tokens,
+    )
+
+
+def _result(
+    workload: Workload | RateWorkload,
+    *,
+    policy: ModelPolicy,
+    model: str,
+    ttft: tuple[float, float, float],
+    rep_on: FloatArray,
+    rep_starting: FloatArray,
+    k8s_work: FloatArray,
+    sv_work: FloatArray,
+    unserved: FloatArray,
+    totals: FloatArray,
+    per_work_tokens: float,
+) -> SimResult:
+    """Return the oracle's SimResult from its per-second schedule."""
+    prices = policy.prices
+    paid_seconds = float(totals[ok.ON_SECONDS] + totals[ok.STARTING_SECONDS])
+    sv_total = float(sv_work.sum())
+    work = float(k8s_work.sum()) + sv_total + float(unserved.sum())
+    n = workload.requests
+    served_sv = round(n * sv_total / work) if work else 0
+    dropped = round(n * float(unserved.sum()) / work) if work else 0
+    cost = CostBreakdown(
+        replicas=paid_seconds * prices.replica_per_hour / 3600.0,
+        standby=0.0,
+        serverless_busy=sv_total * prices.serverless_per_gpu_second,
+        serverless_provisioned=0.0,
+        serverless_tokens=sv_total * per_work_tokens,
+    )
+    edges = timeline_edges(workload.duration, 60.0)
+    widths = np.diff(edges)
+    if isinstance(workload, Workload):
+        arrivals = np.histogram(workload.arrivals, bins=edges)[0].astype(np.float64)
+    else:
+        arrivals = bin_sums(np.asarray(workload.counts, dtype=np.float64), edges)
+    level_total = rep_on + rep_starting
+    outcome = Outcome(
+        cost=cost,
+        requests=n,
+        served_kubernetes=n - served_sv - dropped,
+        served_serverless=served_sv,
+        dropped=dropped,
+        slo_attainment=policy.slo.attainment,
+        wait=(0.0, 0.0, 0.0),
+        ttft=ttft,
+        idle_replica_hours=max(0.0, (paid_seconds - float(k8s_work.sum())) / 3600.0),
+        timeline=Timeline(
+            step=60.0,
+            t=edges[:-1],
+            arrival_rate=arrivals / widths,
+            replicas_ready=bin_sums(rep_on, edges) / widths,
+            replicas_starting=bin_sums(rep_starting, edges) / widths,
+            standby_ready=np.zeros(widths.shape[0]),
+            serverless_instances=bin_sums(sv_work, edges) / widths,
+            slo_misses=np.zeros(widths.shape[0]),
+        ),
+    )
+    actions = int(np.count_nonzero(np.diff(level_total)))
+    note = "lower bound: fractional per-second capacity, no queueing, no serverless cold start or quota"
+    summary = summarise(
+        outcome, policy=POLICY_NAME, workload=workload.name, actions=actions, model=model, note=note
+    )
+    return SimResult(summary=summary, timeline=outcome.timeline)
