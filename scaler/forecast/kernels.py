@@ -289,10 +289,28 @@ def run(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
 
 @njit(cache=True)
 def sse(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
-    y: FloatArray, x: FloatArray, m1: int, m2: int, warm: int, st: FloatArray, seas: FloatArray
+    y: FloatArray,
+    x: FloatArray,
+    m1: int,
+    m2: int,
+    warm: int,
+    seas0: FloatArray,
+    ready0: FloatArray,
+    st: FloatArray,
+    seas: FloatArray,
 ) -> float:
-    """Return the sum of squared one-step errors of ``y`` under params ``x`` from step ``warm`` on."""
-    start(y, m1, m2, st, seas)
+    """Return the sum of squared one-step errors of ``y`` under params ``x`` from step ``warm`` on.
+
+    Seasons start from ``seas0`` when ``ready0[0] > 0`` (flags ``ready0`` for short and long), else
+    from the profiles of ``y`` (:func:`start`).
+    """
+    if ready0[0] > 0.0:
+        reset_state(st, seas)
+        seas[:] = seas0
+        st[READY1] = ready0[0]
+        st[READY2] = ready0[1]
+    else:
+        start(y, m1, m2, st, seas)
     none = np.empty(0)
     total = 0.0
     for k in range(y.shape[0]):
@@ -303,7 +321,9 @@ def sse(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
 
 
 @njit(cache=True)
-def _fit_one(y: FloatArray, m1: int, m2: int, out: FloatArray) -> None:
+def _fit_one(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
+    y: FloatArray, m1: int, m2: int, seas0: FloatArray, ready0: FloatArray, out: FloatArray
+) -> None:
     """Minimise one-step SSE of ``y`` by a coarse grid then coordinate descent; write params to ``out``."""
     n = y.shape[0]
     valid = 0
@@ -317,7 +337,7 @@ def _fit_one(y: FloatArray, m1: int, m2: int, out: FloatArray) -> None:
     st = np.zeros(N_STATE)
     seas = np.zeros(m1 + m2)
     x = DEFAULT_PARAMS.copy()
-    best = sse(y, x, m1, m2, warm, st, seas)
+    best = sse(y, x, m1, m2, warm, seas0, ready0, st, seas)
     alphas = np.array([0.05, 0.15, 0.3, 0.5, 0.8])
     betas = np.array([0.0, 0.05, 0.2])
     gammas = np.array([0.05, 0.2, 0.5]) if m1 > 0 else np.array([0.0])
@@ -328,7 +348,7 @@ def _fit_one(y: FloatArray, m1: int, m2: int, out: FloatArray) -> None:
             for g in gammas:
                 for p in phis:
                     cand[0], cand[1], cand[2], cand[3] = a, b, g, p
-                    f = sse(y, cand, m1, m2, warm, st, seas)
+                    f = sse(y, cand, m1, m2, warm, seas0, ready0, st, seas)
                     if f < best:
                         best = f
                         x[:] = cand
@@ -342,7 +362,7 @@ def _fit_one(y: FloatArray, m1: int, m2: int, out: FloatArray) -> None:
                 cand[j] = min(max(x[j] + sign * stepsize[j], LOWER[j]), UPPER[j])
                 if cand[j] == x[j]:
                     continue
-                f = sse(y, cand, m1, m2, warm, st, seas)
+                f = sse(y, cand, m1, m2, warm, seas0, ready0, st, seas)
                 if f < best:
                     best = f
                     x[:] = cand
@@ -352,10 +372,16 @@ def _fit_one(y: FloatArray, m1: int, m2: int, out: FloatArray) -> None:
 
 
 @njit(cache=True)
-def fit(ys: FloatArray, m1: int, m2: int, out: FloatArray) -> None:
-    """Fit each row of ``ys`` (NaN = missing) on its own; write ``(alpha, beta, gamma, phi)`` to ``out``."""
+def fit(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
+    ys: FloatArray, m1: int, m2: int, seas0: FloatArray, ready0: FloatArray, out: FloatArray
+) -> None:
+    """Fit each row of ``ys`` (NaN = missing) on its own; write ``(alpha, beta, gamma, phi)`` to ``out``.
+
+    Row ``i`` starts its seasons from ``seas0[i]`` when ``ready0[i, 0] > 0`` (the seasons a running
+    forecaster already holds, aligned to ``ys[i, 0]``), else from the profiles of ``ys[i]``.
+    """
     for i in range(ys.shape[0]):
-        _fit_one(ys[i], m1, m2, out[i])
+        _fit_one(ys[i], m1, m2, seas0[i], ready0[i], out[i])
 
 
 @njit(cache=True)

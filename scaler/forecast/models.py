@@ -76,7 +76,8 @@ def fit_many(series: FloatArray, *, season_buckets: Sequence[int]) -> list[HWPar
     if np.isinf(ys).any():
         raise ValueError("series: contains infinite values (use NaN for missing buckets)")
     out = np.empty((ys.shape[0], 4))
-    kernels.fit(ys, m1, m2, out)
+    n = ys.shape[0]
+    kernels.fit(ys, m1, m2, np.zeros((n, m1 + m2)), np.zeros((n, 2)), out)
     return [HWParams(*(float(v) for v in row)) for row in out]
 
 
@@ -171,17 +172,30 @@ class DemandForecaster:
         self.res[:] = 0.0
         self._cache = None
 
-    def refit(self) -> None:
-        """Refit params on the retained history (one batch call); the state carries on with them."""
-        _, data = self._retained()
+    def refit(self, *, fresh: bool = False) -> None:
+        """Refit params on the retained history (one batch call); the state carries on with them.
+
+        The fit starts the seasons the state already holds (so params suit the state they will
+        drive), or with ``fresh`` the seasonal profiles of the retained history itself.
+        """
+        first, data = self._retained()
         if np.count_nonzero(~np.isnan(data[0])) >= 4:
-            kernels.fit(np.ascontiguousarray(data), self.m1, self.m2, self.params)
+            seas0 = np.zeros_like(self.seas)
+            ready0 = np.zeros((N_SERIES, 2))
+            if not fresh:
+                shift = first - self.origin
+                if self.m1:
+                    seas0[:, : self.m1] = np.roll(self.seas[:, : self.m1], -shift, axis=1)
+                if self.m2:
+                    seas0[:, self.m1 :] = np.roll(self.seas[:, self.m1 :], -shift, axis=1)
+                ready0[:] = self.state[:, [kernels.READY1, kernels.READY2]]
+            kernels.fit(np.ascontiguousarray(data), self.m1, self.m2, seas0, ready0, self.params)
         self._cache = None
         self.since_fit = 0
 
     def rebuild(self) -> None:
         """Refit params, then rebuild the state from the retained history alone (seasons from its cycles)."""
-        self.refit()
+        self.refit(fresh=True)
         first, data = self._retained()
         self._replay(first, data)
 
@@ -221,7 +235,7 @@ class DemandForecaster:
         for i, a in enumerate(arrays):
             self.hist[i, cols] = a[n - keep :]
         self.n_observed = int(np.count_nonzero(~np.isnan(arrays[0])))
-        self.refit()
+        self.refit(fresh=True)
         self._replay(0, np.vstack(arrays))
 
     def observe(
