@@ -25,8 +25,14 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from scaler.core.policy import ModelPolicy, PolicyFile
 
+try:
+    from yaml import CSafeLoader as _BaseLoader
+except ImportError:  # PyYAML built without libyaml: same results, about 5x slower
+    from yaml import SafeLoader as _BaseLoader  # type: ignore[assignment]
+
 MAX_POLICY_BYTES = 1024 * 1024  # refused before parsing; a policy for 100 models is about 50 KB
 MAX_YAML_NODES = 200_000  # values a file may expand to, aliases counted each time they are used
+MAX_PROBLEMS = 50  # per file: past that, one line says how many more
 EXTENSION_PREFIX = "x-"  # top-level keys ignored: a place for anchors shared by several models
 
 SCHEMA_URL = "https://json-schema.org/draft/2020-12/schema"
@@ -79,13 +85,13 @@ class FileResult:
     name_lines: list[int | None] = dataclasses.field(default_factory=list)
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(_BaseLoader):
     """SafeLoader with YAML 1.2 plain scalars: no base-60 or 0-octal integers, no dates; 1e-5 is a float."""
 
 
 _Loader.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers if tag not in (_INT, _FLOAT, _TIMESTAMP)]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    for first, resolvers in _BaseLoader.yaml_implicit_resolvers.items()
 }
 _Loader.add_implicit_resolver(
     _INT,
@@ -203,7 +209,7 @@ def _parse(text: str, *, source: str) -> FileResult:
         return FileResult(source, None, [Problem(source, None, "", message)])
     composed = _compose(text, source=source)
     if not isinstance(composed, tuple):
-        return FileResult(source, None, composed)
+        return FileResult(source, None, _capped(composed))
     root, data = composed
     data = {k: v for k, v in data.items() if not (isinstance(k, str) and k.startswith(EXTENSION_PREFIX))}
     duplicates = _duplicate_names(root, source=source)
@@ -212,11 +218,20 @@ def _parse(text: str, *, source: str) -> FileResult:
     except ValidationError as exc:
         # the only top-level check is for duplicate model names, located precisely above
         errors = [e for e in exc.errors() if not (duplicates and e["loc"] == ())]
-        return FileResult(source, None, duplicates + [_problem(e, root=root, source=source) for e in errors])
+        problems = duplicates + [_problem(e, root=root, source=source) for e in errors]
+        return FileResult(source, None, _capped(problems))
     except RecursionError:
         return FileResult(source, None, [Problem(source, None, "", "YAML is nested too deeply")])
     name_lines: list[int | None] = [_line_at(root, ("models", i, "name")) for i in range(len(policy.models))]
     return FileResult(source, policy, [], name_lines)
+
+
+def _capped(problems: list[Problem]) -> list[Problem]:
+    """Return at most MAX_PROBLEMS problems, the last saying how many more there were."""
+    if len(problems) <= MAX_PROBLEMS:
+        return problems
+    more = Problem(problems[0].source, None, "", f"... and {len(problems) - MAX_PROBLEMS + 1} more problems")
+    return [*problems[: MAX_PROBLEMS - 1], more]
 
 
 def _compose(text: str, *, source: str) -> tuple[MappingNode, dict[Any, Any]] | list[Problem]:
@@ -318,7 +333,7 @@ def _explicit_tag(node: Node, loader: _Loader) -> str | None:
     """Return the tag written on ``node`` (as !!name) unless it is the plain default or !!str."""
     if isinstance(node, ScalarNode):
         resolve: Callable[[type[Node], str, tuple[bool, bool]], str] = loader.resolve
-        default = resolve(ScalarNode, node.value, (node.style is None, node.style is not None))
+        default = resolve(ScalarNode, node.value, (not node.style, bool(node.style)))
         allowed = {default, _STR}
     else:
         allowed = {"tag:yaml.org,2002:seq" if isinstance(node, SequenceNode) else "tag:yaml.org,2002:map"}
@@ -439,7 +454,7 @@ def _hint(kind: str, node: Node | None) -> str:
         return ""
     if kind == "int_type" and node.tag == _FLOAT:
         return " (write it without a decimal point)"
-    if kind in ("float_type", "int_type") and node.style is None and node.value[:1] == "0":
+    if kind in ("float_type", "int_type") and not node.style and node.value[:1] == "0":
         return " (text: a number must not start with 0)"
     if kind in ("float_type", "int_type") and node.style in ("'", '"'):
         return " (quoted, so it is text: remove the quotes)"
