@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from scaler.core.explain import explain
-from scaler.core.policy_file import duplicate_models, policy_json_schema_text, read_policy_file
+from scaler.core.policy import policy_json_schema
+from scaler.core.policy_file import duplicate_models, read_policy_file
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -129,7 +131,7 @@ def validate_command(args: argparse.Namespace) -> int:
 
 def schema_command(args: argparse.Namespace) -> int:
     """Print the policy file JSON Schema; return 0."""
-    sys.stdout.write(policy_json_schema_text())
+    sys.stdout.write(json.dumps(policy_json_schema(), indent=2) + "\n")
     return EXIT_OK
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import zoneinfo
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -36,6 +36,8 @@ Fraction = Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
 MODEL_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,252}$"
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+EXTENSION_PREFIX = "x-"  # top-level keys a policy file may add and the loader ignores (YAML anchors)
+SCHEMA_URL = "https://json-schema.org/draft/2020-12/schema"
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
 
 
@@ -279,3 +281,15 @@ class PolicyFile(_Strict):
                 raise ValueError(f"model {model.name!r} appears twice")
             seen.add(model.name)
         return self
+
+
+def policy_json_schema() -> dict[str, Any]:
+    """Return the JSON Schema (draft 2020-12) of a policy file, for editors and CI checks."""
+    schema = PolicyFile.model_json_schema()
+    return {
+        "$schema": SCHEMA_URL,
+        "title": "Spillway policy file",
+        "description": "Scaling policies for one or more models (see: scaler policy explain FILE).",
+        **{k: v for k, v in schema.items() if k not in ("title", "description")},
+        "patternProperties": {f"^{EXTENSION_PREFIX}": {"description": "Ignored: anchors for aliases."}},
+    }

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import re
 import types
 import typing
@@ -23,7 +22,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from scaler.core.policy import ModelPolicy, PolicyFile
+from scaler.core.policy import EXTENSION_PREFIX, ModelPolicy, PolicyFile
 
 try:
     from yaml import CSafeLoader as _BaseLoader
@@ -33,9 +32,7 @@ except ImportError:  # PyYAML built without libyaml: same results, about 5x slow
 MAX_POLICY_BYTES = 1024 * 1024  # refused before parsing; a policy for 100 models is about 50 KB
 MAX_YAML_NODES = 200_000  # values a file may expand to, aliases counted each time they are used
 MAX_PROBLEMS = 50  # per file: past that, one line says how many more
-EXTENSION_PREFIX = "x-"  # top-level keys ignored: a place for anchors shared by several models
 
-SCHEMA_URL = "https://json-schema.org/draft/2020-12/schema"
 
 _STR = "tag:yaml.org,2002:str"
 _INT = "tag:yaml.org,2002:int"
@@ -180,23 +177,6 @@ def read_policy_file(path: Path) -> FileResult:
         line = data[: exc.start].count(b"\n") + 1
         return fail(f"not UTF-8 text: byte 0x{data[exc.start]:02x} cannot be decoded", line)
     return _parse(text, source=source)
-
-
-def policy_json_schema() -> dict[str, Any]:
-    """Return the JSON Schema (draft 2020-12) of a policy file, for editors and CI checks."""
-    schema = PolicyFile.model_json_schema()
-    return {
-        "$schema": SCHEMA_URL,
-        "title": "Spillway policy file",
-        "description": "Scaling policies for one or more models (see: scaler policy explain FILE).",
-        **{k: v for k, v in schema.items() if k not in ("title", "description")},
-        "patternProperties": {f"^{EXTENSION_PREFIX}": {"description": "Ignored: anchors for aliases."}},
-    }
-
-
-def policy_json_schema_text() -> str:
-    """Return the JSON Schema of a policy file as pretty-printed JSON."""
-    return json.dumps(policy_json_schema(), indent=2, sort_keys=False) + "\n"
 
 
 # --- parsing -------------------------------------------------------------------------------------
