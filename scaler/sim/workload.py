@@ -58,3 +58,42 @@ class RateWorkload:
     def requests(self) -> int:
         """Return the (rounded) number of requests."""
         return round(float(self.counts.sum()))
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class TokenSizes:
+    """Lognormal per-request token sizes: arithmetic means and the standard deviation of the logs.
+
+    Used where a workload has no token counts of its own (ServeGen rate files, synthetic scenarios).
+    """
+
+    mean_prompt: float
+    mean_output: float
+    sigma_prompt: float
+    sigma_output: float
+
+    def __post_init__(self) -> None:
+        for field in ("mean_prompt", "mean_output"):
+            if not getattr(self, field) >= 1.0:
+                raise ValueError(f"TokenSizes.{field} must be at least 1, got {getattr(self, field)!r}")
+        for field in ("sigma_prompt", "sigma_output"):
+            if not 0.0 <= getattr(self, field) <= 5.0:
+                raise ValueError(f"TokenSizes.{field} must be in [0, 5], got {getattr(self, field)!r}")
+
+
+# Fitted on the Azure LLM 2023 conv trace (Patel et al., ISCA 2024): means 1,155 prompt / 211 output
+# tokens (traces README), log standard deviations 0.99 / 0.86 (measured on the same file).
+AZURE_CONV_TOKENS = TokenSizes(mean_prompt=1155.0, mean_output=211.0, sigma_prompt=0.99, sigma_output=0.86)
+
+
+def sample_tokens(sizes: TokenSizes, n: int, rng: np.random.Generator) -> tuple[IntArray, IntArray]:
+    """Return ``(prompt_tokens, output_tokens)``: ``n`` lognormal draws each, rounded, at least 1 token.
+
+    The lognormal's log-mean is ``ln(mean) - sigma²/2`` so the arithmetic mean is ``sizes.mean_*``.
+    """
+    prompt = rng.lognormal(np.log(sizes.mean_prompt) - sizes.sigma_prompt**2 / 2, sizes.sigma_prompt, n)
+    output = rng.lognormal(np.log(sizes.mean_output) - sizes.sigma_output**2 / 2, sizes.sigma_output, n)
+    return (
+        np.maximum(np.rint(prompt), 1.0).astype(np.int64),
+        np.maximum(np.rint(output), 1.0).astype(np.int64),
+    )
