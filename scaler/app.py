@@ -278,8 +278,8 @@ class Daemon:
         for task in pending:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        async with self.lock:
-            final = self.runtime.checkpoints()
+        async with self.lock:  # stop acting for every model before leaving the group
+            final = self.runtime.revoke(frozenset(self.runtime.owned))
         await self._save(final)
         await self._flush_and_commit()
         await self._close()

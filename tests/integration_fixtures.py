@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 import uuid
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from scaler.core.policy import ModelPolicy
+from scaler.core.types import Decision, DemandForecast, Observed
 from scaler.settings import Settings
 
 
@@ -84,3 +88,53 @@ async def read_topic(bootstrap: str, topic: str, *, at_least: int, seconds: floa
     finally:
         await consumer.stop()
     return records
+
+
+def policy_yaml(models: list[str]) -> str:
+    """Return a policy file for ``models`` with 1 s buckets and intervals (fast tests)."""
+    lines = ["models:"]
+    for m in models:
+        lines += [
+            f"  - name: {m}",
+            "    behavior: {interval_seconds: 1}",
+            "    forecast: {bucket_seconds: 1, horizon_seconds: 30, seasonalities_seconds: [60]}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def request_event(model: str, ts: float, n: int) -> bytes:
+    """Return the wire bytes of an arrival event."""
+    return json.dumps(
+        {
+            "model": model,
+            "ts": ts,
+            "type": "arrival",
+            "request_id": f"{model}-{n}",
+            "prompt_tokens": 200,
+            "output_tokens": 0,
+        }
+    ).encode()
+
+
+def fake_plan(
+    *,
+    policy: ModelPolicy,
+    forecast: DemandForecast,
+    observed: Observed,
+    previous: Decision | None,
+    now: float,
+) -> Decision:
+    """A stand-in planner: one replica per 10 req/s of the forecast's mean (else of the last bucket)."""
+    rate = float(forecast.rate_mean[0]) if forecast.valid else (observed.request_rate or 0.0)
+    return Decision(
+        at=now,
+        replicas=min(policy.bounds.max_replicas, math.ceil(rate / 10)),
+        standby=1,
+        serverless_provisioned=2,
+        spill_fraction=0.25,
+        reason=f"rate {rate:.2f}/s",
+        bound_by="none",
+        quantile=0.9,
+        cost_per_hour={"kubernetes": 4.0},
+        recent_targets=((now, 1),),
+    )
