@@ -1,8 +1,11 @@
 """Benchmark the numba Holt-Winters forecaster against seasonal-naive and statsmodels on real traces.
 
 Prints, per trace: MASE (ours, seasonal-naive, statsmodels ExponentialSmoothing), one-sided coverage
-of our p90 and p95 quantiles, and the wall time of a whole rolling evaluation (fit + online updates
-+ forecasts) for both implementations, median of several repeats, numba's first call reported apart.
+of our p90 and p95 quantiles, and wall times for both implementations, median of several repeats,
+numba's first call reported apart: a whole rolling evaluation (fit + online updates + forecasts)
+and a single fit on the training part plus one forecast ("fit_ms"; ours fits all three series,
+requests and both token counts, where the trace has tokens). Then the per-call cost of observe()
+and forecast() at the daemon's default settings.
 
 Rolling scheme (the same for both): fit on the training part, then at every origin forecast the next
 ``horizon`` buckets and observe one bucket. Ours refits its params every ``refit_every`` buckets
@@ -180,6 +183,33 @@ def evaluate(case: Case, repeats: int) -> dict[str, float | str]:
     def mase(pred: FloatArray) -> float:
         return float(np.mean(np.abs(pred[ok] - act[ok])) / scale)
 
+    def fit_once_ours() -> None:
+        fc = DemandForecaster(
+            bucket_seconds=case.bucket_seconds, horizon_buckets=case.horizon, season_buckets=case.seasons
+        )
+        tr = case.train
+        fc.seed(
+            start=0.0, requests=case.y[:tr], prompt_tokens=case.prompt[:tr], output_tokens=case.output[:tr]
+        )
+        fc.forecast(now=tr * case.bucket_seconds)
+
+    def fit_once_statsmodels() -> None:
+        from statsmodels.tsa.holtwinters import ExponentialSmoothing  # noqa: PLC0415 - optional dev dependency
+
+        season = max(case.seasons) if case.seasons else None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = ExponentialSmoothing(
+                case.y[: case.train],
+                trend="add",
+                damped_trend=True,
+                seasonal="add" if season else None,
+                seasonal_periods=season,
+            )
+            model.fit().forecast(case.horizon)
+
+    t_fit_ours = timed(fit_once_ours, repeats)
+    t_fit_sm = timed(fit_once_statsmodels, repeats)
     t_ours = timed(lambda: rolling_ours(case), repeats)
     t_sm = timed(lambda: rolling_statsmodels(case, refit_every), max(1, repeats // 2))
     return {
@@ -197,6 +227,9 @@ def evaluate(case: Case, repeats: int) -> dict[str, float | str]:
         "seconds_statsmodels": t_sm,
         "speedup": t_sm / t_ours,
         "us_per_origin_ours": t_ours / (case.y.size - case.train) * 1e6,
+        "fit_ms_ours": t_fit_ours * 1e3,
+        "fit_ms_statsmodels": t_fit_sm * 1e3,
+        "fit_speedup": t_fit_sm / t_fit_ours,
     }
 
 
@@ -209,6 +242,32 @@ def first_call_seconds() -> float:
     fc.observe(bucket_start=40 * 60.0, requests=1.0, prompt_tokens=1.0, output_tokens=1.0)
     fc.forecast(now=41 * 60.0)
     return time.perf_counter() - t0
+
+
+def per_call_micros(*, seasons: tuple[int, ...], n: int = 3000) -> dict[str, float]:
+    """Return microseconds per observe() (refits amortised), per forecast(), and per refit.
+
+    Daemon defaults: 60 s buckets, 30-bucket horizon; a synthetic daily wave with Poisson noise.
+    """
+    rng = np.random.default_rng(0)
+    longest = max(seasons) if seasons else 1440
+    total = 2 * longest + n
+    t = np.arange(total)
+    y = rng.poisson(50 + 30 * np.sin(2 * np.pi * t / 1440)).astype(np.float64)
+    fc = DemandForecaster(bucket_seconds=60, horizon_buckets=30, season_buckets=seasons)
+    seed = 2 * longest
+    fc.seed(start=0.0, requests=y[:seed], prompt_tokens=y[:seed] * 500, output_tokens=y[:seed] * 80)
+    obs = fcast = 0.0
+    for k in range(seed, total):
+        t0 = time.perf_counter()
+        fc.observe(bucket_start=k * 60.0, requests=y[k], prompt_tokens=y[k] * 500, output_tokens=y[k] * 80)
+        t1 = time.perf_counter()
+        fc.forecast(now=(k + 1) * 60.0 + 5.0)
+        t2 = time.perf_counter()
+        obs += t1 - t0
+        fcast += t2 - t1
+    refit = timed(fc.refit, 5)
+    return {"observe_us": obs / n * 1e6, "forecast_us": fcast / n * 1e6, "refit_ms": refit * 1e3}
 
 
 def main() -> int:
@@ -235,7 +294,8 @@ def main() -> int:
         ("trace", "{}"), ("seasons", "{}"), ("mase_ours", "{:.3f}"), ("mase_statsmodels", "{:.3f}"),
         ("mase_seasonal_naive", "{:.3f}"), ("cover_p90", "{:.1%}"), ("cover_p95", "{:.1%}"),
         ("seconds_ours", "{:.3f}"), ("seconds_statsmodels", "{:.2f}"), ("speedup", "{:.0f}x"),
-        ("us_per_origin_ours", "{:.0f}"),
+        ("us_per_origin_ours", "{:.0f}"), ("fit_ms_ours", "{:.1f}"), ("fit_ms_statsmodels", "{:.0f}"),
+        ("fit_speedup", "{:.0f}x"),
     ]  # fmt: skip
     cells = [[c for c, _ in cols]] + [[fmt.format(r[c]) for c, fmt in cols] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
@@ -244,8 +304,16 @@ def main() -> int:
         if n == 0:
             print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     print(f"\nfirst forecaster call in this process (numba compile or cache load): {first:.2f} s")
+    calls = {}
+    for label, seasons in (("daily", (1440,)), ("daily+weekly", (1440, 10080))):
+        calls[label] = c = per_call_micros(seasons=seasons)
+        print(
+            f"per call, 60 s buckets, 30-bucket horizon, {label} seasons: observe {c['observe_us']:.0f} us "
+            f"(refits amortised), forecast {c['forecast_us']:.0f} us, one refit {c['refit_ms']:.1f} ms"
+        )
     if args.json:
-        args.json.write_text(json.dumps({"first_call_seconds": first, "rows": rows}, indent=2))
+        report = {"first_call_seconds": first, "rows": rows, "per_call": calls}
+        args.json.write_text(json.dumps(report, indent=2))
     return 0
 
 

@@ -1,7 +1,8 @@
 """numba kernels: additive Holt-Winters with damped trend and up to two seasons (Taylor-style).
 
-Everything here works in place on plain numpy arrays so the Python layer can keep its buffers and
-call the kernels without allocating. One series is described by:
+Everything here works in place on plain numpy arrays, so the Python layer keeps its buffers and
+calls the kernels without allocating; the kernels release the GIL, so a daemon may refit in a
+worker thread. One series is described by:
 
 * ``params`` = ``(alpha, beta, gamma, phi)``. The update is written in error-correction form::
 
@@ -44,14 +45,14 @@ DEFAULT_PARAMS = np.array([0.3, 0.0, 0.1, 0.9])  # used until a fit has data (an
 _MIN_EMPIRICAL = 8  # residuals needed before quantiles come from them rather than a normal fallback
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def reset_state(st: FloatArray, seas: FloatArray) -> None:
     """Zero one series' state (``st`` and ``seas`` rows) in place; returns nothing."""
     st[:] = 0.0
     seas[:] = 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _fill_circular(v: FloatArray) -> None:
     """Replace NaNs in the cyclic vector ``v`` by interpolating between observed neighbours (0 if none)."""
     m = v.shape[0]
@@ -74,7 +75,7 @@ def _fill_circular(v: FloatArray) -> None:
         prev = j
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _init_first_season(seas: FloatArray, m1: int) -> float:
     """Turn the raw first cycle ``seas[:m1]`` into deviations; return its mean (NaN when all missing)."""
     total = 0.0
@@ -94,7 +95,7 @@ def _init_first_season(seas: FloatArray, m1: int) -> float:
     return mean
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _init_second_season(seas: FloatArray, m1: int, m2: int) -> None:
     """Split the raw first long cycle ``seas[m1:m1+m2]`` into a short profile and long deviations."""
     total = 0.0
@@ -124,7 +125,7 @@ def _init_second_season(seas: FloatArray, m1: int, m2: int) -> None:
     _fill_circular(seas[m1:])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def step(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
     y: float,
     alpha: float,
@@ -199,7 +200,7 @@ def step(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
     return err
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _cycle_profile(y: FloatArray, m: int, seas: FloatArray, dst: int, m_short: int) -> bool:
     """Write into ``seas[dst:dst+m]`` the mean deviation from its cycle's mean at each phase.
 
@@ -238,7 +239,7 @@ def _cycle_profile(y: FloatArray, m: int, seas: FloatArray, dst: int, m_short: i
     return found
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def start(y: FloatArray, m1: int, m2: int, st: FloatArray, seas: FloatArray) -> None:
     """Reset one series' state before a batch run over ``y``, initialising seasons from ``y``.
 
@@ -253,7 +254,7 @@ def start(y: FloatArray, m1: int, m2: int, st: FloatArray, seas: FloatArray) -> 
             st[READY2] = 1.0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def run_fresh(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
     ys: FloatArray,
     params: FloatArray,
@@ -270,7 +271,7 @@ def run_fresh(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
     run(ys, params, m1, m2, st, seas, res)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def run(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
     ys: FloatArray,
     params: FloatArray,
@@ -287,7 +288,7 @@ def run(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
             step(ys[i, k], a, b, g, p, m1, m2, st[i], seas[i], res[i])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def sse(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
     y: FloatArray,
     x: FloatArray,
@@ -320,7 +321,7 @@ def sse(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
     return total if math.isfinite(total) else math.inf
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _fit_one(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
     y: FloatArray, m1: int, m2: int, seas0: FloatArray, ready0: FloatArray, out: FloatArray
 ) -> None:
@@ -371,7 +372,7 @@ def _fit_one(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
     out[:] = x
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def fit(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
     ys: FloatArray, m1: int, m2: int, seas0: FloatArray, ready0: FloatArray, out: FloatArray
 ) -> None:
@@ -384,7 +385,7 @@ def fit(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
         _fit_one(ys[i], m1, m2, seas0[i], ready0[i], out[i])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def forecast_means(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
     params: FloatArray, st: FloatArray, seas: FloatArray, m1: int, m2: int, d0: int, out: FloatArray
 ) -> None:
@@ -410,7 +411,7 @@ def forecast_means(  # noqa: PLR0917 - numba kernels take no keyword-only parame
             out[i, h - d0] = v
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def forecast_quantiles(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
     params: FloatArray,
     st: FloatArray,
