@@ -5,13 +5,14 @@ are a fluid of average size: ``S = C * (P/Tp + O/Td)`` with the workload's mean 
 Approximations (documented, measured against the per-request model by ``bench``):
 
 * Time advances in whole seconds; capacity that becomes ready during a second serves from the next.
-* Busy slots complete at rate ``1/S`` (a share ``1 - exp(-1/S)`` per second), not after exactly ``S``.
+* Busy slots complete at rate ``1/S`` (a share ``1 - exp(-1/S)`` per second), not after exactly ``S``;
+  slot counts are scaled so that a full instance holds ``C`` slots busy on average over each second.
 * Requests that arrive while nobody waits and a slot is free wait 0; queued requests wait in
   per-second cohorts, FIFO, and a cohort admitted ``k`` seconds after it arrived waits ``k`` seconds, so
   queue waits are whole seconds (no sub-second queueing). Cohorts older than the give-up time drop.
-* Serverless: warm instances are the provisioned ones plus the most instances needed during the last
-  keep-alive window; a request joining a starting instance waits 0 (only new instances wait the full
-  cold start).
+* Serverless: instances are whole; the serverless cold start is rounded up to whole seconds; idle
+  ready instances expire once the keep-alive window has passed without them being busy; provisioned
+  instances are warm at once (no cold start when provisioned).
 * TTFT is queue wait plus the mean prefill ``P/Tp``; wait percentiles come from a histogram with
   :data:`WAIT_BIN_SECONDS` bins. Counts in the summary are rounded fluid amounts, so served + dropped
   may differ from the request count by rounding.
@@ -75,16 +76,19 @@ class FluidCluster:
         self._mean_o = float(workload.mean_output_tokens)
         self._hold = float(hold_seconds(policy, np.array([self._mean_p]), np.array([self._mean_o]))[0])
         self._decay = math.exp(-1.0 / self._hold) if self._hold > 0 else 0.0
+        # busy slots are recorded at the end of a second; their mean over it is this share of that
+        self._occupancy = self._hold * (1.0 - self._decay) if self._hold > 0 else 1.0
         self._t_end = self._counts.shape[0]
         self._give_up = int(GIVE_UP_SECONDS)
-        cold = policy.lead_times.serverless_cold_start_seconds
-        self._cold_steps = max(1, math.ceil(cold))
+        self._cold_steps = max(1, math.ceil(policy.lead_times.serverless_cold_start_seconds))
+        cold = float(self._cold_steps)
         total = self._t_end + self._give_up + self._cold_steps + 2
         self._total = total
         self._t = 0
-        self._st = np.zeros(3)
+        self._st = np.zeros(5)
         self._cohorts = np.zeros(self._give_up + 1)
         self._pending = np.zeros(self._cold_steps + 1)
+        self._starting = np.zeros(self._cold_steps + 1)
         self._need = np.zeros(max(1, int(KEEPALIVE_SECONDS)))
         self._hist = np.zeros(math.ceil((GIVE_UP_SECONDS + cold) / WAIT_BIN_SECONDS) + 2)
         self._busy_k = np.zeros(total)
@@ -123,13 +127,12 @@ class FluidCluster:
             self._counts,
             self._t,
             t1,
-            self._c,
+            self._c / self._occupancy if self._occupancy > 0 else float(self._c),
             self._decay,
             np.sort(np.asarray(ready, dtype=np.float64)),
             self._n_prov,
             self._policy.bounds.serverless_quota,
             self._enabled,
-            self._policy.lead_times.serverless_cold_start_seconds,
             self._cold_steps,
             self._give_up,
             self._wait_lim,
@@ -137,6 +140,7 @@ class FluidCluster:
             self._st,
             self._cohorts,
             self._pending,
+            self._starting,
             self._need,
             self._hist,
             self._busy_k,
@@ -154,7 +158,7 @@ class FluidCluster:
         arrivals = round(float(self._counts[lo:hi].sum()))
         span = max(1, hi - lo)
         ready, starting, sb_ready, sb_starting = self.fleet.counts(now=now)
-        in_flight = float(self._st.sum())
+        in_flight = float(self._st[: fk.RESERVED + 1].sum())
         return TickObservation(
             now=now,
             interval=interval,
@@ -167,7 +171,7 @@ class FluidCluster:
             standby_starting=sb_starting,
             serverless_provisioned=self._n_prov,
             serverless_active=round(float(self._sv_inst[hi - 1])) if hi > 0 else 0,
-            busy_slots=float(self._busy_k[lo:hi].sum()) / span,
+            busy_slots=float(self._busy_k[lo:hi].sum()) * self._occupancy / span,
             slots_per_replica=self._c,
             queue_length=round(float(self._cohorts.sum())),
             in_flight=round(in_flight),
@@ -193,7 +197,7 @@ class FluidCluster:
             * prices.serverless_per_million_tokens,
         )
         paid_hours = (seg.billed_seconds(0) + seg.billed_seconds(1)) / 3600.0
-        busy_hours = float(self._busy_k[: self._t_end].sum()) / c / 3600.0
+        busy_hours = float(self._busy_k[: self._t_end].sum()) * self._occupancy / c / 3600.0
         edges = timeline_edges(end, timeline_step)
         ready, starting, sb_ready = replica_series(seg, edges)
         widths = np.diff(edges)
