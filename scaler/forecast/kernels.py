@@ -201,14 +201,62 @@ def step(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
 
 
 @njit(cache=True, nogil=True)
-def _cycle_profile(y: FloatArray, m: int, seas: FloatArray, dst: int, m_short: int) -> bool:
-    """Write into ``seas[dst:dst+m]`` the mean deviation from its cycle's mean at each phase.
+def _moving_average_profile(y: FloatArray, m: int, seas: FloatArray, dst: int) -> bool:
+    """Write into ``seas[dst:dst+m]`` the centred mean deviation from a one-cycle moving average.
 
-    Averages over the complete cycles of ``y`` (NaN skipped); with ``m_short > 0`` the short profile
-    ``seas[t % m_short]`` is taken out first. Returns False when no complete cycle holds data.
+    Classical decomposition: unlike cycle means, the moving average follows a level that changes
+    within a cycle. Returns False when no bucket has a full window of data.
     """
     acc = np.zeros(m)
     cnt = np.zeros(m)
+    n_all = y.shape[0]
+    half = m // 2
+    csum = np.zeros(n_all + 1)
+    ccnt = np.zeros(n_all + 1)
+    for k in range(n_all):
+        v = y[k]
+        ok = not math.isnan(v)
+        csum[k + 1] = csum[k] + (v if ok else 0.0)
+        ccnt[k + 1] = ccnt[k] + (1.0 if ok else 0.0)
+    for k in range(half, n_all - half):
+        v = y[k]
+        if math.isnan(v):
+            continue
+        lo = k - half
+        hi = k + half + 1 if m % 2 == 1 else k + half
+        c = ccnt[hi] - ccnt[lo]
+        if c <= 0.0:
+            continue
+        acc[k % m] += v - (csum[hi] - csum[lo]) / c
+        cnt[k % m] += 1.0
+    total = 0.0
+    n_ok = 0
+    for p in range(m):
+        if cnt[p] > 0.0:
+            acc[p] /= cnt[p]
+            total += acc[p]
+            n_ok += 1
+    if n_ok == 0:
+        return False
+    for p in range(m):
+        seas[dst + p] = acc[p] - total / n_ok if cnt[p] > 0.0 else math.nan
+    _fill_circular(seas[dst : dst + m])
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _cycle_profile(y: FloatArray, m: int, seas: FloatArray, dst: int, m_short: int) -> bool:
+    """Write into ``seas[dst:dst+m]`` the mean deviation at each phase of the cycle.
+
+    With two or more cycles of data and no shorter season, deviations are from a moving average
+    (:func:`_moving_average_profile`); otherwise from each complete cycle's mean, with the short
+    profile ``seas[t % m_short]`` taken out first when ``m_short > 0``. NaN is skipped. Returns
+    False when no complete cycle holds data.
+    """
+    acc = np.zeros(m)
+    cnt = np.zeros(m)
+    if m_short == 0 and y.shape[0] >= 2 * m and _moving_average_profile(y, m, seas, dst):
+        return True
     for c in range(y.shape[0] // m):
         total = 0.0
         k = 0
