@@ -1,0 +1,381 @@
+"""The planner: from a demand forecast, the observed state and the policy, the cheapest capacity mix.
+
+:func:`plan` is pure (time is ``now=``). Steps, in order:
+
+1. No usable forecast: hold the previous decision (or the observed state), never scale to zero.
+2. Rate quantiles become instance needs through the Erlang C sizing table (:mod:`scaler.core.queueing`);
+   over a window of buckets, demand is the mixture of the buckets' distributions (:mod:`scaler.core.sizing`).
+3. Replicas (newsvendor): the n-th replica pays off when the time-averaged probability that demand
+   needs >= n instances over its lifetime ``[now + cold_start, now + cold_start + max(scale_down_delay,
+   bucket)]`` exceeds ``c_k / c_s``: n* is the ``q* = 1 - c_k/c_s`` quantile of that mixture
+   (``forecast.quantile`` overrides q*). Serverless never dearer than a busy replica: n* = min bound.
+   Without serverless (unavailable, or quota 0) replicas cover the SLO quantile (``slo.attainment``);
+   with it, replicas cover at least the SLO-quantile need minus the serverless quota.
+4. Provisioned serverless: on-demand serverless starts cold. When that cold start is longer than the
+   SLO wait budget W, requests landing on a cold instance miss the SLO, so the instances needed over
+   the next serverless cold start with probability >= 1 - attainment (the SLO-quantile need minus
+   replicas ready now, and ready standby if it is promoted faster than serverless starts) are kept
+   warm, up to the quota. When the cold start fits in W, provisioning only adds cost: none.
+   ``spill_fraction`` is the share of the current rate above what ready replicas sustain.
+5. Warm standby covers what neither replicas nor serverless can within a replica cold start.
+6. Behaviour: max of recent unclamped targets (stabilisation and scale-down delay), step limits,
+   then the schedule-effective bounds clamp every output.
+7. Explanation: one reason line, the binding term, the fractile and the $/h of the alternatives.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from scaler.core import queueing, schedule, sizing
+from scaler.core.policy import Bounds, ModelPolicy
+from scaler.core.types import Decision, DemandForecast, Observed, Unavailable
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Needs:
+    """Instance needs read off the forecast for one decision."""
+
+    fractile: int  # q* quantile over the replica lifetime (0 when replicas never pay)
+    slo_life: int  # attainment quantile over the replica lifetime
+    slo_serverless: int  # attainment quantile over the next serverless cold start
+    slo_cold: int  # attainment quantile over the next replica cold start
+    mean_rate: float  # forecast mean rate over the replica lifetime
+
+
+def plan(
+    *,
+    policy: ModelPolicy,
+    forecast: DemandForecast,
+    observed: Observed,
+    previous: Decision | None,
+    now: float,
+) -> Decision:
+    """Return the desired replicas, standby, provisioned serverless and spill share, with the reason.
+
+    Never raises on a valid policy, forecast and observation; every output lies within the bounds in
+    force at ``now`` (see :func:`scaler.core.schedule.effective_bounds`).
+    """
+    bounds, active = schedule.effective_bounds(policy, now=now)
+    if not forecast.valid or forecast.rate_mean.shape[0] == 0:
+        return _hold(bounds=bounds, forecast=forecast, observed=observed, previous=previous, now=now)
+
+    table = queueing.sizing_table(
+        policy, mean_prompt=forecast.mean_prompt_tokens, mean_output=forecast.mean_output_tokens
+    )
+    serverless_ok = Unavailable.SERVERLESS not in observed.unavailable and bounds.serverless_quota > 0
+    kubernetes_ok = Unavailable.KUBERNETES not in observed.unavailable
+    q_star = _fractile(policy)
+    life = _lifetime(policy, forecast=forecast, now=now)
+    needs = _needs(policy, forecast=forecast, table=table, q_star=q_star, life=life, now=now)
+    target, driver, quantile = _replica_target(
+        policy, needs=needs, bounds=bounds, q_star=q_star, observed=observed, serverless_ok=serverless_ok
+    )
+
+    memory = _remember(policy, previous=previous, target=target, now=now)
+    held_up, held_by = _held_target(policy, memory=memory, target=target, now=now)
+    bound_by = held_by if held_up > target else driver
+    base = previous.replicas if previous is not None else observed.replicas_ready + observed.replicas_starting
+    if kubernetes_ok:
+        replicas, bound_by = _step(policy, value=held_up, base=base, bound_by=bound_by)
+    else:
+        replicas, bound_by = base, "kubernetes-unavailable"
+    replicas, bound_by = _clamp(
+        replicas, policy=policy, bounds=bounds, active=active, field="replicas", bound_by=bound_by
+    )
+    provisioned, spill = _serverless(
+        policy, forecast=forecast, table=table, needs=needs, bounds=bounds, observed=observed,
+        serverless_ok=serverless_ok,
+    )
+    if kubernetes_ok:
+        standby = needs.slo_cold - replicas - (bounds.serverless_quota if serverless_ok else 0)
+    elif previous is not None:
+        standby = previous.standby
+    else:
+        standby = observed.standby_ready + observed.standby_starting
+    standby = min(max(standby, bounds.min_standby), bounds.max_standby)
+
+    last_down = previous.last_scale_down_at if previous is not None else None
+    return Decision(
+        at=now,
+        replicas=replicas,
+        standby=standby,
+        serverless_provisioned=provisioned,
+        spill_fraction=spill,
+        reason=_reason(
+            policy, life=life, now=now, quantile=quantile, replicas=replicas, target=target, driver=driver,
+            bound_by=bound_by, provisioned=provisioned, standby=standby, serverless_ok=serverless_ok,
+        ),
+        bound_by=bound_by,
+        quantile=quantile,
+        cost_per_hour=_costs(
+            policy, forecast=forecast, table=table, needs=needs, replicas=replicas, standby=standby,
+            provisioned=provisioned,
+        ),
+        recent_targets=memory,
+        last_scale_down_at=now if replicas < base else last_down,
+    )
+
+
+def _replica_target(
+    policy: ModelPolicy,
+    *,
+    needs: _Needs,
+    bounds: Bounds,
+    q_star: float | None,
+    observed: Observed,
+    serverless_ok: bool,
+) -> tuple[int, str, float]:
+    """Return the unclamped replica target, what drove it, and the quantile it was sized at."""
+    if not serverless_ok:
+        # No spill-over exists: replicas alone must meet the SLO.
+        cause = "slo" if Unavailable.SERVERLESS not in observed.unavailable else "serverless-unavailable"
+        return needs.slo_life, cause, policy.slo.attainment
+    if q_star is None:
+        return bounds.min_replicas, "fractile", 0.0
+    floor = needs.slo_life - bounds.serverless_quota
+    if floor > needs.fractile:
+        return floor, "quota", q_star
+    return needs.fractile, "fractile", q_star
+
+
+def _step(policy: ModelPolicy, *, value: int, base: int, bound_by: str) -> tuple[int, str]:
+    """Return ``value`` limited to max_step_up/max_step_down from ``base``, and the binding term."""
+    behavior = policy.behavior
+    if value > base + behavior.max_step_up:
+        return base + behavior.max_step_up, "step_up"
+    if value < base - behavior.max_step_down:
+        return base - behavior.max_step_down, "step_down"
+    return value, bound_by
+
+
+def _serverless(
+    policy: ModelPolicy,
+    *,
+    forecast: DemandForecast,
+    table: queueing.SizingTable,
+    needs: _Needs,
+    bounds: Bounds,
+    observed: Observed,
+    serverless_ok: bool,
+) -> tuple[int, float]:
+    """Return (provisioned serverless instances, spill share of the current rate)."""
+    if not serverless_ok:
+        return 0, 0.0
+    lead = policy.lead_times
+    wait = queueing.wait_budget(policy, mean_prompt=forecast.mean_prompt_tokens)
+    fast_standby = lead.standby_promotion_seconds <= lead.serverless_cold_start_seconds
+    ready = observed.replicas_ready + (observed.standby_ready if fast_standby else 0)
+    provisioned = 0
+    if lead.serverless_cold_start_seconds > wait:
+        provisioned = min(max(needs.slo_serverless - ready, 0), bounds.serverless_quota)
+    rate = observed.request_rate if observed.request_rate is not None else float(forecast.rate_mean[0])
+    if rate <= 0.0:
+        return provisioned, 0.0
+    spill = (rate - table.max_rate(observed.replicas_ready)) / rate
+    return provisioned, min(max(spill, 0.0), 1.0)
+
+
+def _fractile(policy: ModelPolicy) -> float | None:
+    """Return the replica sizing quantile (override or 1 - c_k/c_s), None if replicas never pay off."""
+    if policy.forecast.quantile is not None:
+        return policy.forecast.quantile
+    ratio = policy.break_even_utilisation
+    return 1.0 - ratio if ratio < 1.0 else None
+
+
+def _lifetime(policy: ModelPolicy, *, forecast: DemandForecast, now: float) -> tuple[float, float]:
+    """Return the window a replica requested now would serve: [now + cold start, + max(delay, bucket)]."""
+    start = now + policy.lead_times.cold_start_seconds
+    return start, start + max(policy.behavior.scale_down_delay_seconds, forecast.bucket_seconds)
+
+
+def _needs(
+    policy: ModelPolicy,
+    *,
+    forecast: DemandForecast,
+    table: queueing.SizingTable,
+    q_star: float | None,
+    life: tuple[float, float],
+    now: float,
+) -> _Needs:
+    """Return the instance needs of the forecast over the windows the planner looks at."""
+    lead = policy.lead_times
+    attainment = policy.slo.attainment
+    bucket = forecast.bucket_seconds
+    life_w = sizing.window_weights(forecast, t0=life[0], t1=life[1])
+    serverless_w = sizing.window_weights(
+        forecast, t0=now, t1=now + max(lead.serverless_cold_start_seconds, bucket)
+    )
+    cold_w = sizing.window_weights(forecast, t0=now, t1=now + max(lead.cold_start_seconds, bucket))
+    rates = np.array(
+        [
+            sizing.rate_quantile(forecast, weights=life_w, q=q_star) if q_star is not None else 0.0,
+            sizing.rate_quantile(forecast, weights=life_w, q=attainment),
+            sizing.rate_quantile(forecast, weights=serverless_w, q=attainment),
+            sizing.rate_quantile(forecast, weights=cold_w, q=attainment),
+        ]
+    )
+    n = table.instances(rates)
+    return _Needs(
+        fractile=int(n[0]),
+        slo_life=int(n[1]),
+        slo_serverless=int(n[2]),
+        slo_cold=int(n[3]),
+        mean_rate=sizing.mean_rate(forecast, weights=life_w),
+    )
+
+
+def _remember(
+    policy: ModelPolicy, *, previous: Decision | None, target: int, now: float
+) -> tuple[tuple[float, int], ...]:
+    """Return the recent (time, unclamped target) memory with this target added.
+
+    Entries older than the longer of the two windows go, and so does any entry a later entry
+    matches or exceeds (it can never be the maximum of a window again), so the memory stays short.
+    """
+    window = max(policy.behavior.stabilization_seconds, policy.behavior.scale_down_delay_seconds)
+    recent = () if previous is None else previous.recent_targets
+    kept = [(t, v) for t, v in recent if now - window <= t <= now and v > target]
+    kept.append((now, target))
+    return tuple(kept)
+
+
+def _held_target(
+    policy: ModelPolicy, *, memory: tuple[tuple[float, int], ...], target: int, now: float
+) -> tuple[int, str]:
+    """Return the max of recent targets over the stabilisation and scale-down windows, and which held it."""
+    delay = policy.behavior.scale_down_delay_seconds
+    stab = policy.behavior.stabilization_seconds
+    in_delay = max((v for t, v in memory if now - t <= delay), default=target)
+    in_stab = max((v for t, v in memory if now - t <= stab), default=target)
+    held = max(target, in_delay, in_stab)
+    return held, "scale_down_delay" if in_delay >= in_stab else "stabilization"
+
+
+def _clamp(
+    value: int, *, policy: ModelPolicy, bounds: Bounds, active: str | None, field: str, bound_by: str
+) -> tuple[int, str]:
+    """Return ``value`` clamped into the effective ``min_<field>``/``max_<field>`` and the binding term."""
+    low, high = getattr(bounds, f"min_{field}"), getattr(bounds, f"max_{field}")
+    if value < low:
+        moved = active is not None and low != getattr(policy.bounds, f"min_{field}")
+        return low, f"schedule:{active}" if moved else f"min_{field}"
+    if value > high:
+        moved = active is not None and high != getattr(policy.bounds, f"max_{field}")
+        return high, f"schedule:{active}" if moved else f"max_{field}"
+    return value, bound_by
+
+
+def _serverless_cost(policy: ModelPolicy, *, rate: float, work: float, tokens: float) -> float:
+    """Return $/h of serving ``rate`` requests/s on serverless (busy GPU time plus tokens)."""
+    prices = policy.prices
+    busy = rate * work * 3600.0 * prices.serverless_per_gpu_second
+    return busy + rate * tokens * 3600.0 / 1e6 * prices.serverless_per_million_tokens
+
+
+def _costs(
+    policy: ModelPolicy,
+    *,
+    forecast: DemandForecast,
+    table: queueing.SizingTable,
+    needs: _Needs,
+    replicas: int,
+    standby: int,
+    provisioned: int,
+) -> dict[str, float]:
+    """Return expected $/h, at the forecast mean over the replica lifetime, of the mix and alternatives."""
+    prices = policy.prices
+    work = queueing.work_seconds(
+        policy, mean_prompt=forecast.mean_prompt_tokens, mean_output=forecast.mean_output_tokens
+    )
+    tokens = max(forecast.mean_prompt_tokens, 0.0) + max(forecast.mean_output_tokens, 0.0)
+    rate = needs.mean_rate
+    overflow = max(rate - table.max_rate(replicas), 0.0)
+    chosen = (replicas + standby) * prices.replica_per_hour
+    chosen += provisioned * prices.serverless_provisioned_per_hour
+    chosen += _serverless_cost(policy, rate=overflow, work=work, tokens=tokens)
+    return {
+        "chosen": chosen,
+        "all_kubernetes": needs.slo_life * prices.replica_per_hour,
+        "all_serverless": _serverless_cost(policy, rate=rate, work=work, tokens=tokens),
+    }
+
+
+def _pct(q: float) -> str:
+    return f"p{q * 100:.4g}"
+
+
+def _reason(
+    policy: ModelPolicy,
+    *,
+    life: tuple[float, float],
+    now: float,
+    quantile: float,
+    replicas: int,
+    target: int,
+    driver: str,
+    bound_by: str,
+    provisioned: int,
+    standby: int,
+    serverless_ok: bool,
+) -> str:
+    """Return the one-line explanation of a decision."""
+    window = f"[t+{life[0] - now:.0f}s, t+{life[1] - now:.0f}s]"
+    if driver == "fractile" and quantile == 0.0:
+        head = f"serverless is never dearer than a busy replica: replicas at the minimum {target}"
+    elif driver == "quota":
+        head = f"{_pct(policy.slo.attainment)} over {window} exceeds the serverless quota: {target} replicas"
+    else:
+        head = f"forecast {_pct(quantile)} over {window} needs {target} replicas"
+    parts = [head]
+    if serverless_ok:
+        covers = _pct(policy.slo.attainment)
+        parts.append(f"serverless covers up to {covers} ({provisioned} instances provisioned)")
+    else:
+        parts.append("no serverless spill-over")
+    parts.append(f"standby {standby} covers the cold start")
+    if bound_by != driver or replicas != target:
+        parts.append(f"{replicas} replicas bound by {bound_by}")
+    return "; ".join(parts)
+
+
+def _hold(
+    *,
+    bounds: Bounds,
+    forecast: DemandForecast,
+    observed: Observed,
+    previous: Decision | None,
+    now: float,
+) -> Decision:
+    """Return the previous decision (or the observed state) held, clamped into the bounds in force."""
+    note = forecast.note or "no data"
+    if previous is not None:
+        replicas, standby = previous.replicas, previous.standby
+        provisioned, spill = previous.serverless_provisioned, previous.spill_fraction
+        quantile, costs, memory = previous.quantile, dict(previous.cost_per_hour), previous.recent_targets
+        what = "the previous decision"
+    else:
+        replicas = observed.replicas_ready + observed.replicas_starting
+        standby = observed.standby_ready + observed.standby_starting
+        provisioned, spill, quantile, costs, memory = observed.serverless_provisioned, 0.0, 0.0, {}, ()
+        what = "the observed state"
+    replicas = min(max(replicas, bounds.min_replicas), bounds.max_replicas)
+    standby = min(max(standby, bounds.min_standby), bounds.max_standby)
+    provisioned = min(max(provisioned, 0), bounds.serverless_quota)
+    return Decision(
+        at=now,
+        replicas=replicas,
+        standby=standby,
+        serverless_provisioned=provisioned,
+        spill_fraction=min(max(spill, 0.0), 1.0),
+        reason=f"no usable forecast ({note}): holding {what}, {replicas} replicas",
+        bound_by="no-data",
+        quantile=quantile,
+        cost_per_hour=costs,
+        held=True,
+        recent_targets=memory,
+        last_scale_down_at=previous.last_scale_down_at if previous is not None else None,
+    )

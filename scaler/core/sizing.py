@@ -1,0 +1,98 @@
+"""Demand distributions over a time window: the quantile of a mixture of per-bucket forecasts.
+
+Each forecast bucket gives the request rate at a few quantile levels. Its CDF is taken as linear
+between levels, with the tails clamped: no mass below the lowest quantile value, none above the
+highest (so a level above the top one maps to the top value). Over a window of buckets, demand is
+the *mixture* of the buckets' distributions, weighted by how much of each bucket the window covers:
+``G(x) = sum_h w_h F_h(x)``. Because instances_needed is monotone, the q-quantile of the instance
+need over the window is instances_needed(G^-1(q)).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from scaler.core.types import DemandForecast, FloatArray
+
+
+@njit(cache=True)
+def _cdf(x: float, values: FloatArray, levels: FloatArray) -> float:  # pragma: no cover - compiled
+    """Return P(rate <= x) for one bucket's quantile ``values`` at ``levels`` (right-continuous)."""
+    k = values.shape[0]
+    if x < values[0]:
+        return 0.0
+    if x >= values[k - 1]:
+        return 1.0
+    for i in range(k - 1):
+        if x < values[i + 1]:
+            lo, hi = values[i], values[i + 1]
+            share: float = (x - lo) / (hi - lo)
+            return float(levels[i] + (levels[i + 1] - levels[i]) * share)
+    return 1.0
+
+
+@njit(cache=True)
+def _mixture_quantile(
+    quantiles: FloatArray, levels: FloatArray, weights: FloatArray, q: float
+) -> float:  # pragma: no cover - compiled
+    """Return the smallest rate x with sum_h weights[h] * F_h(x) >= q (weights sum to 1)."""
+    n_levels, n_buckets = quantiles.shape
+    lo = np.inf
+    hi = 0.0
+    for h in range(n_buckets):
+        if weights[h] > 0.0:
+            lo = min(lo, quantiles[0, h])
+            hi = max(hi, quantiles[n_levels - 1, h])
+    if not hi > lo:
+        return hi
+    column = np.empty(n_levels)
+    for _ in range(100):
+        if hi - lo <= 1e-9 * max(hi, 1e-12):
+            break
+        mid = 0.5 * (lo + hi)
+        total = 0.0
+        for h in range(n_buckets):
+            if weights[h] > 0.0:
+                for k in range(n_levels):
+                    column[k] = quantiles[k, h]
+                total += weights[h] * _cdf(mid, column, levels)
+        if total >= q:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def window_weights(forecast: DemandForecast, *, t0: float, t1: float) -> FloatArray:
+    """Return per-bucket weights (summing to 1) of the window ``[t0, t1)`` over the forecast's buckets.
+
+    The window is clipped to the horizon; a window wholly outside it falls on the nearest bucket.
+    Raises ValueError for an empty forecast.
+    """
+    n = forecast.rate_mean.shape[0]
+    if n == 0:
+        raise ValueError("the forecast has no buckets")
+    b = forecast.bucket_seconds
+    edges = forecast.start + b * np.arange(n + 1, dtype=np.float64)
+    overlap = np.clip(np.minimum(edges[1:], t1) - np.maximum(edges[:-1], t0), 0.0, None)
+    total = float(overlap.sum())
+    if total <= 0.0:
+        weights = np.zeros(n)
+        mid = 0.5 * (t0 + t1)
+        weights[min(max(math.floor((mid - forecast.start) / b), 0), n - 1)] = 1.0
+        return weights
+    weights_out: FloatArray = overlap / total
+    return weights_out
+
+
+def rate_quantile(forecast: DemandForecast, *, weights: FloatArray, q: float) -> float:
+    """Return the ``q`` quantile of the request rate over the buckets weighted by ``weights``."""
+    return float(_mixture_quantile(forecast.rate_quantiles, forecast.levels, weights, q))
+
+
+def mean_rate(forecast: DemandForecast, *, weights: FloatArray) -> float:
+    """Return the forecast mean request rate over the weighted buckets."""
+    return float(np.dot(forecast.rate_mean, weights))
