@@ -1,0 +1,111 @@
+"""`scaler simulate` end to end: the table, the files it writes, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from scaler.cli import main
+from scaler.sim import synthetic
+from scaler.sim.baselines import BASELINES
+
+SMALL = ["--duration", "1200", "--seed", "1"]
+
+
+def test_simulate_prints_every_policy_and_the_oracle_and_writes_json_and_png(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_json, out_png = tmp_path / "sim.json", tmp_path / "sim.png"
+    code = main(["simulate", *SMALL, "--json", str(out_json), "--plot", str(out_png)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    for name in ("spillway", *BASELINES, "oracle"):
+        assert name in captured.out
+    doc = json.loads(out_json.read_text())
+    assert [p["policy"] for p in doc["policies"]] == ["spillway", *BASELINES]
+    assert doc["oracle"]["policy"] == "oracle"
+    assert all(p["requests"] == doc["oracle"]["requests"] > 0 for p in doc["policies"])
+    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_simulate_runs_only_the_baselines_asked_for_on_the_fluid_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_json = tmp_path / "sim.json"
+    scenario = synthetic.SCENARIOS[-1]
+    code = main(
+        ["simulate", *SMALL, "--scenario", scenario, "--baselines", "hpa", "--fluid", "--json", str(out_json)]
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    doc = json.loads(out_json.read_text())
+    assert [p["policy"] for p in doc["policies"]] == ["spillway", "hpa"]
+    assert {p["model"] for p in doc["policies"]} == {"fluid"}
+    assert "keda" not in captured.out
+
+
+def _error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ")
+    assert "Traceback" not in err
+    return err
+
+
+def test_a_missing_trace_is_one_line_and_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nope.csv"
+    assert main(["simulate", "--trace", str(missing)]) == 1
+    err = _error_line(capsys)
+    assert len(err.splitlines()) == 1
+    assert str(missing) in err
+
+
+def test_a_bad_trace_file_is_refused_with_its_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("not,a,trace\n1,2,3\n")
+    assert main(["simulate", "--trace", str(bad)]) == 1
+    err = _error_line(capsys)
+    assert len(err.splitlines()) == 1
+    assert "bad.csv" in err
+
+
+def test_a_bad_policy_prints_its_problems_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy = tmp_path / "p.yaml"
+    policy.write_text("models:\n  - name: m\n    bounds:\n      max_replicas: -3\n")
+    assert main(["simulate", "--policy", str(policy), *SMALL]) == 1
+    err = _error_line(capsys)
+    assert err.splitlines()[0] == f"error: --policy {policy}: invalid policy file"
+    assert "max_replicas" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--baselines", "hpa,bogus"], "unknown bogus"),
+        (["--scenario", "no-such-scenario"], "no-such-scenario"),
+        (["--model", "ghost"], "ghost"),
+        (["--duration", "0"], "--duration"),
+        (["--policy", "/nonexistent/p.yaml"], "no such file"),
+    ],
+)
+def test_bad_flags_give_one_line_errors(
+    args: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["simulate", *args]) == 1
+    err = _error_line(capsys)
+    assert len(err.splitlines()) == 1
+    assert needle in err
+
+
+def test_help_has_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["simulate", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "Examples:" in out
+    assert "--trace" in out
