@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import importlib
 import os
 import signal
@@ -29,6 +30,7 @@ from typing import Protocol, cast
 import structlog
 
 from scaler.adapters.http import HttpServer
+from scaler.adapters.memory import MemorySink, MemoryStore, ReplaySource, VirtualClock
 from scaler.adapters.metrics import DaemonMetrics
 from scaler.core.policy import ModelPolicy
 from scaler.core.policy_file import PolicyError, load_policies
@@ -335,3 +337,73 @@ def runtime_options(settings: Settings) -> RuntimeOptions:
         burst_window_seconds=settings.burst_window_seconds,
         dry_run=settings.dry_run,
     )
+
+
+def build_sandbox_daemon(
+    *,
+    settings: Settings,
+    policies: dict[str, ModelPolicy],
+    speed: float,
+    base_rate: float,
+    planner: Planner | None = None,
+) -> tuple[Daemon, ReplaySource, MemorySink]:
+    """Return a daemon on in-memory ports replaying a synthetic workload ``speed`` times faster than real."""
+    from scaler.forecast.models import DemandForecaster  # noqa: PLC0415  # compiles numba kernels
+
+    for policy in list(policies.values())[:1]:  # compile the kernels before virtual time starts to run
+        warm = DemandForecaster.from_policy(policy)
+        for k in range(4):
+            warm.observe(
+                bucket_start=k * policy.forecast.bucket_seconds, requests=1, prompt_tokens=1, output_tokens=1
+            )
+        warm.forecast(now=4.0 * policy.forecast.bucket_seconds)
+    clock = VirtualClock(speed=speed)
+    metrics = DaemonMetrics()
+    sink = MemorySink()
+    runtime = Runtime(
+        policies=policies,
+        sink=sink,
+        planner=planner or default_planner(),
+        new_forecaster=DemandForecaster.from_policy,
+        load_forecaster=DemandForecaster.from_bytes,
+        metrics=metrics,
+        # the replay delivers each virtual second once it has ended: a longer window sees bursts
+        options=dataclasses.replace(
+            runtime_options(settings), burst_window_seconds=max(settings.burst_window_seconds, 4)
+        ),
+    )
+    source = ReplaySource(
+        models=dict.fromkeys(policies, base_rate), clock=clock, topic=settings.kafka_requests_topic
+    )
+    daemon = Daemon(
+        settings=settings,
+        runtime=runtime,
+        source=source,
+        sink=sink,
+        store=MemoryStore(),
+        clock=clock,
+        metrics=metrics,
+        http=None,
+    )
+    daemon.http = HttpServer(
+        host=settings.http_host, port=settings.http_port, metrics=metrics, ready=daemon.not_ready
+    )
+    return daemon, source, sink
+
+
+async def run_for(daemon: Daemon, *, virtual_seconds: float, install_signals: bool = True) -> int:
+    """Run ``daemon`` until its clock advanced ``virtual_seconds`` or a signal stopped it; return its code."""
+    start = daemon.clock.now()
+
+    async def stop_later() -> None:
+        left = virtual_seconds - (daemon.clock.now() - start)
+        while left > 0:
+            await daemon.clock.sleep(min(left, 60.0))
+            left = virtual_seconds - (daemon.clock.now() - start)
+        daemon.stopping.set()
+
+    stopper = asyncio.create_task(stop_later())
+    try:
+        return await daemon.run(install_signals=install_signals)
+    finally:
+        stopper.cancel()

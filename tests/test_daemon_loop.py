@@ -138,17 +138,21 @@ def test_a_step_burst_triggers_a_decision_before_the_next_tick() -> None:
     rt = _runtime(_policies("m", interval=60.0), sink)
     rt.assign(frozenset({"m"}), checkpoints={}, now=T0)
 
+    # 5 req/s, then 200 req/s from T0 + 125; each tenth of a second delivers what arrived in it
+    arrivals = _steady("m", start=T0, seconds=125, per_second=5)
+    arrivals += _steady("m", start=T0 + 125, seconds=25, per_second=200)
+
     async def run() -> list[tuple[float, str]]:
         seen: list[tuple[float, str]] = []
-        for tenth in range(1500):
+        pending = arrivals
+        for tenth in range(1, 1500):
             now = T0 + tenth / 10
-            rate = 5 if now < T0 + 125 else 200
-            burst_start = tenth % 10 == 0
-            if burst_start:
-                rt.ingest(_steady("m", start=now, seconds=1, per_second=rate), now=now)
-            for model, trigger in rt.due(now=now + 0.05):
-                await rt.decide(model, trigger=trigger, now=now + 0.05)
-                seen.append((now + 0.05 - T0, trigger))
+            cut = next((i for i, r in enumerate(pending) if json.loads(r.value)["ts"] >= now), len(pending))
+            rt.ingest(pending[:cut], now=now)
+            pending = pending[cut:]
+            for model, trigger in rt.due(now=now):
+                await rt.decide(model, trigger=trigger, now=now)
+                seen.append((now - T0, trigger))
         return seen
 
     seen = asyncio.run(run())

@@ -31,6 +31,9 @@ Examples:
   # Advisory mode against a local broker: decisions are published and logged, nothing is scaled
   scaler run --policy policies/llama-8b.yaml --bootstrap-servers 127.0.0.1:9092 --dry-run
 
+  # An hour of synthetic traffic through the real loop in a minute, no Kafka needed
+  scaler run --sandbox --speed 60 --duration 3600
+
   # Settings from a file, the password from the environment
   SCALER_KAFKA_SASL_PASSWORD=... scaler run --config /etc/spillway/scaler.yaml
 
@@ -90,6 +93,21 @@ def register(subparsers: Any) -> None:
         default=None,
         help="Advisory mode: publish and log decisions, act on nothing.",
     )
+    sandbox = parser.add_argument_group("Sandbox (no Kafka: the same daemon on a synthetic workload)")
+    sandbox.add_argument("--sandbox", action="store_true", help="Replay a synthetic workload in memory.")
+    sandbox.add_argument(
+        "--speed", type=float, default=60.0, metavar="X", help="Virtual seconds per real second (default 60)."
+    )
+    sandbox.add_argument(
+        "--duration",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="Virtual seconds to run (default 3600).",
+    )
+    sandbox.add_argument(
+        "--base-rate", type=float, default=20.0, metavar="RPS", help="Mean requests/s per model (default 20)."
+    )
     for flag, setting, text, extra in FLAGS:
         flags.add_argument(
             flag, dest=setting, default=None, metavar=setting.split("_")[-1].upper(), help=text, **extra
@@ -120,6 +138,10 @@ def handler(args: argparse.Namespace) -> int:
             print(f"error: {problem}", file=sys.stderr)
         return 2
     scaler_logging.configure(level=settings.log_level)
+    log = scaler_logging.get_logger()
+    log.info("settings", **settings.model_dump(mode="json"))  # secrets dump as "**********"
+    if args.sandbox:
+        return _sandbox(args, settings)
     if not settings.policy_files:
         print("error: no policy files: pass --policy FILE (or set policy_files)", file=sys.stderr)
         return 2
@@ -137,3 +159,47 @@ def handler(args: argparse.Namespace) -> int:
         print(f"error: the daemon cannot start: {exc}", file=sys.stderr)
         return 2
     return asyncio.run(daemon.run())
+
+
+def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the daemon on the in-memory ports; print a per-model summary; return the exit code."""
+    from scaler import app  # noqa: PLC0415  # imports numba
+    from scaler.core.policy import ModelPolicy  # noqa: PLC0415
+    from scaler.core.policy_file import PolicyError, load_policies  # noqa: PLC0415
+
+    if args.speed <= 0 or args.duration <= 0 or args.base_rate < 0:
+        print("error: --speed and --duration must be > 0 and --base-rate >= 0", file=sys.stderr)
+        return 2
+    try:
+        policies = load_policies(settings.policy_files) if settings.policy_files else {}
+    except PolicyError as exc:
+        for policy_problem in exc.problems:
+            print(f"error: {policy_problem}", file=sys.stderr)
+        return 2
+    if not policies:
+        policies = {"llama-3.1-8b": ModelPolicy(name="llama-3.1-8b")}
+    try:
+        daemon, source, sink = app.build_sandbox_daemon(
+            settings=settings, policies=policies, speed=args.speed, base_rate=args.base_rate
+        )
+    except ImportError as exc:
+        print(f"error: the daemon cannot start: {exc}", file=sys.stderr)
+        return 2
+    code = asyncio.run(app.run_for(daemon, virtual_seconds=args.duration))
+    print(f"sandbox: {source.produced} events replayed over {args.duration:g} virtual seconds")
+    columns = ("decisions", "bursts", "replicas", "standby", "serverless", "spill")
+    print(f"{'model':<28} " + " ".join(f"{c:>10}" for c in columns))
+    for model in sorted(policies):
+        mine = [p for m, p in sink.decisions if m == model]
+        bursts = sum(1 for p in mine if p.get("trigger") == "burst")
+        last = mine[-1] if mine else {}
+        desired = last.get("desired", {})
+        routing = last.get("routing", {})
+        assert isinstance(desired, dict)
+        assert isinstance(routing, dict)
+        print(
+            f"{model:<28} {len(mine):>10} {bursts:>10} {desired.get('replicas', '-'):>10} "
+            f"{desired.get('standby', '-'):>10} {desired.get('serverless_provisioned', '-'):>10} "
+            f"{routing.get('serverless', '-'):>10}"
+        )
+    return code

@@ -176,7 +176,11 @@ class ModelAggregator:
         return closed
 
     def recent_rate(self, *, now: float, window_seconds: int) -> tuple[float, int]:
-        """Return (arrivals/s, arrivals) over the last ``window_seconds`` seconds, the current included."""
+        """Return (arrivals/s, arrivals) over the last ``window_seconds`` seconds, the current one included.
+
+        The rate divides by the time those seconds have actually covered so far (the current second
+        only up to ``now``), at least half a second, so a burst shows at its rate within the second.
+        """
         if not 1 <= window_seconds < SECONDS_RING:
             raise ValueError(f"window_seconds must be in 1..{SECONDS_RING - 1}, got {window_seconds}")
         newest = math.floor(now)
@@ -184,7 +188,8 @@ class ModelAggregator:
         slots = seconds % SECONDS_RING
         fresh = self._second_stamps[slots] == seconds
         count = int(self._second_counts[slots][fresh].sum())
-        return count / window_seconds, count
+        span = max(window_seconds - 1 + (now - newest), 0.5)
+        return count / span, count
 
     def replicas(self, *, now: float) -> ReplicaSummary:
         """Return the summary of replicas that reported within ``replica_stale_seconds`` of ``now``."""
@@ -251,7 +256,13 @@ def burst_threshold(forecast: DemandForecast, *, now: float, level: float = 0.99
 
 
 def is_burst(*, recent_rate: float, recent_count: int, threshold: float | None, min_count: int = 5) -> bool:
-    """Return True when the recent arrival rate exceeds the forecast's high quantile, with enough evidence."""
-    if threshold is None:
+    """Return True when recent arrivals are too many for the forecast's high quantile to explain.
+
+    Counts over a few seconds are noisy: the count must exceed what a Poisson process at the
+    ``threshold`` rate reaches with probability about 1e-3 (mean + 3.1 sd + 1) and ``min_count``.
+    """
+    if threshold is None or recent_count < min_count or recent_rate <= 0.0:
         return False
-    return recent_count >= min_count and recent_rate > threshold
+    span = recent_count / recent_rate
+    expected = threshold * span
+    return recent_count > expected + 3.1 * math.sqrt(expected) + 1.0

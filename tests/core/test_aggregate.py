@@ -101,9 +101,11 @@ def test_recent_rate_counts_only_the_window_and_forgets_old_seconds() -> None:
     agg = ModelAggregator(bucket_seconds=60)
     for k in range(30):
         agg.add_request(_arrival(T0 + k * 0.1))  # 30 arrivals in [T0, T0 + 3)
-    assert agg.recent_rate(now=T0 + 2.5, window_seconds=2) == (10.0, 20)
-    assert agg.recent_rate(now=T0 + 2.5, window_seconds=5) == (6.0, 30)
+    assert agg.recent_rate(now=T0 + 3.0, window_seconds=2) == (10.0, 10)  # seconds T0+2 and T0+3 (just begun)
+    assert agg.recent_rate(now=T0 + 3.0, window_seconds=5) == (7.5, 30)
+    assert agg.recent_rate(now=T0 + 2.5, window_seconds=3) == (30 / 2.5, 30)  # 2.5 s covered so far
     assert agg.recent_rate(now=T0 + 10, window_seconds=5) == (0.0, 0)
+    assert agg.recent_rate(now=T0 + 0.1, window_seconds=1) == (10 / 0.5, 10)  # at least half a second
     assert agg.recent_rate(now=T0 + 64 + 1, window_seconds=3) == (0.0, 0)  # ring slots reused
     with pytest.raises(ValueError, match="window_seconds"):
         agg.recent_rate(now=T0, window_seconds=64)
@@ -147,9 +149,17 @@ def test_an_unusable_forecast_never_signals_a_burst() -> None:
 
 @pytest.mark.parametrize(
     ("rate", "count", "threshold", "burst"),
-    [(50.0, 100, 10.0, True), (9.0, 100, 10.0, False), (50.0, 4, 0.1, False), (10.0, 20, 10.0, False)],
+    [
+        (50.0, 100, 10.0, True),  # 100 arrivals in 2 s where about 20 are expected
+        (9.0, 100, 10.0, False),
+        (50.0, 4, 0.1, False),  # too few arrivals to tell
+        (10.0, 20, 10.0, False),
+        (14.0, 28, 10.0, False),  # 28 where 20 expected: Poisson noise, not a burst
+        (20.0, 40, 10.0, True),  # 40 where 20 expected: beyond noise
+        (0.0, 0, 0.0, False),
+    ],
 )
-def test_is_burst_needs_a_rate_above_threshold_and_enough_arrivals(
+def test_is_burst_needs_more_arrivals_than_noise_at_the_threshold_explains(
     rate: float, count: int, threshold: float, burst: bool
 ) -> None:
     assert is_burst(recent_rate=rate, recent_count=count, threshold=threshold) is burst
