@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scaler.sim.workload import Workload
+from scaler.sim.workload import IntArray, Workload
 
 TRACES_ENV = "SCALER_TRACES_DIR"
 DEFAULT_TRACES_DIR = Path("..") / "shared" / "traces"
@@ -114,7 +114,7 @@ def _azure_row(line: str, number: int, path: Path) -> tuple[str, int, int] | Tra
     return stamp, values[0], values[1]
 
 
-def _to_nanoseconds(stamps: list[str], lines: list[int], path: Path) -> tuple[np.ndarray, list[TraceProblem]]:
+def _to_nanoseconds(stamps: list[str], lines: list[int], path: Path) -> tuple[IntArray, list[TraceProblem]]:
     """Return the stamps as int64 ns (NaT-free) and problems for those numpy cannot read (e.g. month 13)."""
     try:
         return np.array(stamps, dtype="datetime64[ns]").astype(np.int64), []
