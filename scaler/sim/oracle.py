@@ -11,13 +11,17 @@ serverless (paid per busy instance-second, plus its share of the per-token price
 through an idle gap versus releasing it and paying a new cold start is exactly the trade-off the
 programme solves. Standby and provisioned serverless are never needed with hindsight.
 
-Exact or bound? The schedule is optimal for a relaxed problem, so its cost is a *lower bound* for
-policies that serve every request on arrival, not an achievable schedule: capacity is fractional
-per second, serverless has no cold start and no quota (relaxations that can only lower the cost),
-and there is no queueing. The last point cuts the other way: a policy that lets requests wait within
-the SLO, or uses the SLO's miss allowance, needs slightly less capacity than ``r_t``, so on saturated
-loads such a policy may undercut the oracle by a small margin. Its summary reports zero queue wait,
-TTFT = prefill time, and ``slo_attainment`` = the policy's attainment goal (what it was built to meet).
+The SLO's miss allowance is used too: the ``1 - slo.attainment`` share of the work taken from the
+highest peaks (``r_t`` is capped at the level where the work above it equals that share) is left to
+miss the SLO at no cost, as a policy may serve it late on capacity it has anyway.
+
+Exact or bound? The schedule is optimal for a relaxed problem, so its cost is a *lower bound*, not
+an achievable schedule: capacity is fractional per second, serverless has no cold start and no quota,
+and the shaved peaks are free (relaxations that can only lower the cost). One point cuts the other
+way: requests are not queued within the SLO's wait slack, so a saturated policy that leans on short
+waits could in principle undercut it slightly (not seen in the tests' fixed policies once the miss
+allowance is used). The summary reports zero queue wait, TTFT = prefill time, and ``slo_attainment``
+= the policy's attainment goal (what it was built to meet).
 """
 
 from __future__ import annotations
@@ -57,6 +61,25 @@ def requirement(starts: FloatArray, holds: FloatArray, weights: FloatArray, *, s
     return np.asarray((np.cumsum(diff) + corr)[:seconds], dtype=np.float64)
 
 
+def shave_peaks(r: FloatArray, *, budget: float) -> FloatArray:
+    """Return ``min(r, h)`` with the level ``h`` at which the work above it equals ``budget`` (or 0).
+
+    Raises nothing; a budget at least the total work returns zeros.
+    """
+    if budget <= 0.0 or r.shape[0] == 0:
+        return r
+    lo, hi = 0.0, float(r.max())
+    if float(r.sum()) <= budget:
+        return np.zeros_like(r)
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if float(np.maximum(r - mid, 0.0).sum()) > budget:
+            lo = mid
+        else:
+            hi = mid
+    return np.minimum(r, hi)
+
+
 def hindsight_oracle(workload: Workload | RateWorkload, *, policy: ModelPolicy) -> SimResult:
     """Return the oracle's summary (policy ``"oracle"``) and timeline for ``workload`` under ``policy``.
 
@@ -88,8 +111,9 @@ def hindsight_oracle(workload: Workload | RateWorkload, *, policy: ModelPolicy) 
         ttft = (mean_p / tp,) * 3
         model = "fluid"
     seconds = max(1, math.ceil(workload.duration))
-    r = requirement(starts, holds, weights, seconds=seconds) / c
-    total_work = float(r.sum())
+    full = requirement(starts, holds, weights, seconds=seconds) / c
+    total_work = float(full.sum())
+    r = shave_peaks(full, budget=(1.0 - policy.slo.attainment) * total_work)
     prices = policy.prices
     c_rep = prices.replica_per_hour / 3600.0
     per_work_tokens = tokens / 1e6 * prices.serverless_per_million_tokens / total_work if total_work else 0.0
@@ -135,7 +159,7 @@ def _result(
     prices = policy.prices
     paid_seconds = float(totals[ok.ON_SECONDS] + totals[ok.STARTING_SECONDS])
     sv_total = float(sv_work.sum())
-    work = float(k8s_work.sum()) + sv_total + float(unserved.sum())
+    work = float(k8s_work.sum()) + sv_total + float(unserved.sum())  # the shaved work counts as served late
     n = workload.requests
     served_sv = round(n * sv_total / work) if work else 0
     dropped = round(n * float(unserved.sum()) / work) if work else 0
@@ -175,7 +199,7 @@ def _result(
         ),
     )
     actions = int(np.count_nonzero(np.diff(level_total)))
-    note = "lower bound: fractional per-second capacity, no queueing, no serverless cold start or quota"
+    note = "lower bound: fractional capacity, miss allowance free, no serverless cold start or quota"
     summary = summarise(
         outcome, policy=POLICY_NAME, workload=workload.name, actions=actions, model=model, note=note
     )
