@@ -18,7 +18,7 @@ from scaler.core.policy import ModelPolicy, PolicyFile
 from scaler.core.policy_file import PolicyError, load_policy_file
 from scaler.sim import report, servegen, synthetic, traces
 from scaler.sim import workload as wl
-from scaler.sim.baselines import BASELINES
+from scaler.sim.baselines import BASELINES, peak_instances
 from scaler.sim.engine import simulate
 from scaler.sim.oracle import hindsight_oracle
 from scaler.sim.protocol import Controller
@@ -153,10 +153,14 @@ def truncate(workload: wl.Workload | wl.RateWorkload, seconds: float) -> wl.Work
     if seconds >= workload.duration:
         return workload
     if isinstance(workload, wl.RateWorkload):
-        return dataclasses.replace(workload, counts=workload.counts[: max(1, math.ceil(seconds))])
+        return dataclasses.replace(
+            workload,
+            name=f"{workload.name} first {seconds:g} s",
+            counts=workload.counts[: max(1, math.ceil(seconds))],
+        )
     keep = int(np.searchsorted(workload.arrivals, seconds, side="left"))
     return wl.Workload(
-        name=workload.name,
+        name=f"{workload.name} first {seconds:g} s",
         arrivals=workload.arrivals[:keep],
         prompt_tokens=workload.prompt_tokens[:keep],
         output_tokens=workload.output_tokens[:keep],
@@ -206,6 +210,21 @@ def load_workload(args: argparse.Namespace, *, warn: Callable[[str], None]) -> w
     if args.fluid and isinstance(workload, wl.Workload):
         workload = to_rates(workload)
     return workload
+
+
+def check_capacity(
+    workload: wl.Workload | wl.RateWorkload, *, policy: ModelPolicy, warn: Callable[[str], None]
+) -> None:
+    """Warn when the workload's busiest minute needs more instances than the policy can ever run."""
+    need = peak_instances(workload, policy=policy)
+    bounds = policy.bounds
+    most = bounds.max_replicas + bounds.serverless_quota
+    if need > most:
+        warn(
+            f"warning: the busiest minute needs ~{need:.0f} instances but policy {policy.name} allows at "
+            f"most {most} (max_replicas {bounds.max_replicas} + serverless_quota {bounds.serverless_quota}): "
+            "every policy will drop requests, and the oracle (which ignores the quota) is no fair yardstick"
+        )
 
 
 @contextlib.contextmanager
@@ -262,6 +281,7 @@ def run(args: argparse.Namespace) -> int:
     except UsageError as exc:
         warn(f"error: {exc}")
         return 1
+    check_capacity(workload, policy=policy, warn=warn)
     show = not args.no_progress and err.is_terminal and workload.requests >= PROGRESS_MIN_REQUESTS
     results: list[SimResult] = []
     with _progress(show, err) as progress:
