@@ -249,13 +249,19 @@ class Runtime:
     # -- decide and act -----------------------------------------------------------------------------
 
     def due(self, *, now: float) -> list[tuple[str, str]]:
-        """Return (model, trigger) for every owned model whose tick is due or that sees a burst."""
+        """Return (model, trigger) for every owned model whose tick is due or that sees a burst.
+
+        Completed buckets go to the forecaster here too, so the burst threshold follows every
+        bucket, not only the planning interval.
+        """
         due: list[tuple[str, str]] = []
         window = self.options.burst_window_seconds
         for model, state in self.owned.items():
             if now >= state.next_tick:
                 due.append((model, "tick"))
                 continue
+            if _observe_closed(state, now=now):
+                state.threshold = _threshold(state.forecaster.forecast(now=now), now=now)
             rate, count = state.aggregator.recent_rate(now=now, window_seconds=window)
             if aggregate.is_burst(recent_rate=rate, recent_count=count, threshold=state.threshold):
                 due.append((model, "burst"))
@@ -268,13 +274,7 @@ class Runtime:
             return None
         started = time.perf_counter()
         log = self.log.bind(model=model, policy=state.policy.name)
-        for bucket in state.aggregator.close(now=now):
-            state.forecaster.observe(
-                bucket_start=bucket.start,
-                requests=bucket.requests,
-                prompt_tokens=bucket.prompt_tokens,
-                output_tokens=bucket.output_tokens,
-            )
+        _observe_closed(state, now=now)
         forecast = state.forecaster.forecast(now=now)
         summary = state.aggregator.replicas(now=now)
         last = state.aggregator.last_closed
@@ -318,6 +318,19 @@ class Runtime:
             dry_run=self.options.dry_run,
         )
         return decision
+
+
+def _observe_closed(state: ModelState, *, now: float) -> bool:
+    """Hand every completed bucket to the forecaster; return True if there was one."""
+    closed = state.aggregator.close(now=now)
+    for bucket in closed:
+        state.forecaster.observe(
+            bucket_start=bucket.start,
+            requests=bucket.requests,
+            prompt_tokens=bucket.prompt_tokens,
+            output_tokens=bucket.output_tokens,
+        )
+    return bool(closed)
 
 
 def _threshold(forecast: DemandForecast, *, now: float) -> float | None:

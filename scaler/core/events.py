@@ -169,6 +169,34 @@ def _show(value: object) -> str:
 def decode_request(raw: bytes, *, known_models: Container[str], now: float, max_skew: float) -> RequestEvent:
     """Return the request event encoded in ``raw``; raise :class:`InvalidEvent` if it is not a valid one."""
     data = _parse_object(raw)
+    keys = data.keys()
+    if keys in (_REQUEST_REQUIRED, _REQUEST_FIELDS):
+        # Fast path: one pass of cheap checks for a valid event; any doubt falls through to the
+        # field-by-field checks below, which name what is wrong.
+        model = data["model"]
+        ts = data["ts"]
+        kind = data["type"]
+        rid = data["request_id"]
+        prompt = data["prompt_tokens"]
+        output = data["output_tokens"]
+        backend = data.get("backend")
+        if (
+            type(model) is str
+            and model in known_models
+            and (type(ts) is float or type(ts) is int)
+            and abs(ts - now) <= max_skew
+            and type(kind) is str
+            and kind in REQUEST_TYPES
+            and type(rid) is str
+            and 0 < len(rid) <= MAX_ID_CHARS
+            and 0 < len(model) <= MAX_ID_CHARS
+            and type(prompt) is int
+            and 0 <= prompt <= MAX_COUNT
+            and type(output) is int
+            and 0 <= output <= MAX_COUNT
+            and (backend is None or (type(backend) is str and backend in BACKENDS))
+        ):
+            return RequestEvent(model, float(ts), kind, rid, prompt, output, backend)  # type: ignore[arg-type]
     _check_keys(data, required=_REQUEST_REQUIRED, allowed=_REQUEST_FIELDS)
     kind = data["type"]
     if type(kind) is not str:
