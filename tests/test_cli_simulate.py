@@ -109,3 +109,17 @@ def test_help_has_examples(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "Examples:" in out
     assert "--trace" in out
+
+
+def test_a_policy_too_small_for_the_workload_is_warned_about(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy = tmp_path / "tiny.yaml"
+    policy.write_text(
+        "models:\n  - name: tiny\n    bounds:\n      max_replicas: 1\n      serverless_quota: 0\n"
+    )
+    code = main(["simulate", *SMALL, "--policy", str(policy), "--baselines", "none"])
+    err = capsys.readouterr().err
+    assert code == 0
+    assert "warning: the busiest minute needs" in err
+    assert "allows at most 1 " in err
