@@ -174,12 +174,14 @@ class RequestCluster:
         for i in range(count, self._n_prov):
             self._sv_last_end[i] = max(self._sv_last_end[i], now)
         self._n_prov = count
-        if self._life.shape[0] - self._counters[0] < 2 * self._quota + 4:
-            self._life = np.concatenate([self._life, np.zeros_like(self._life)])
 
     def advance(self, *, until: float) -> None:
         """Route every request arriving before ``until`` and serve the queue up to then; returns nothing."""
         limit = self._quota if self._sv_enabled else self._n_prov
+        # every lifetime closed from here on belongs to an instance on now or to a cold start to come
+        room = int(self._counters[0]) + self._quota + (self._arr.shape[0] - self._next) + 4
+        if self._life.shape[0] < room:
+            self._life = np.concatenate([self._life, np.zeros((max(room, 2 * self._life.shape[0]), 2))])
         lead = self._policy.lead_times
         self._next = kernels.route(
             self._arr,

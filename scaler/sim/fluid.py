@@ -209,7 +209,7 @@ class FluidCluster:
             served_kubernetes=round(served_k),
             served_serverless=round(served_s),
             dropped=round(dropped),
-            slo_attainment=1.0 - missed / requests if requests > 0 else 1.0,
+            slo_attainment=min(1.0, max(0.0, 1.0 - missed / requests)) if requests > 0 else 1.0,
             wait=wait,
             ttft=(wait[0] + self._prefill, wait[1] + self._prefill, wait[2] + self._prefill),
             idle_replica_hours=max(0.0, paid_hours - busy_hours),

@@ -113,9 +113,10 @@ def expire(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
     if i < n_prov or sv_last_end[i] + keepalive >= now:
         return False
     k = counters[0]
-    life[k, 0] = sv_since[i]
-    life[k, 1] = sv_last_end[i] + keepalive
-    counters[0] = k + 1
+    if k < life.shape[0]:  # the owner keeps room; never write past the end regardless
+        life[k, 0] = sv_since[i]
+        life[k, 1] = sv_last_end[i] + keepalive
+        counters[0] = k + 1
     sv_on[i] = 0
     return True
 

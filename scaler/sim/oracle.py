@@ -80,12 +80,16 @@ def shave_peaks(r: FloatArray, *, budget: float) -> FloatArray:
     return np.minimum(r, hi)
 
 
-def hindsight_oracle(workload: Workload | RateWorkload, *, policy: ModelPolicy) -> SimResult:
+def hindsight_oracle(
+    workload: Workload | RateWorkload, *, policy: ModelPolicy, timeline_step: float = 60.0
+) -> SimResult:
     """Return the oracle's summary (policy ``"oracle"``) and timeline for ``workload`` under ``policy``.
 
     The cost is a lower bound in the sense of the module docstring. Raises ValueError for a rate
-    workload with negative or non-finite counts.
+    workload with negative or non-finite counts, or a non-positive ``timeline_step``.
     """
+    if not timeline_step > 0:
+        raise ValueError(f"timeline_step must be > 0, got {timeline_step}")
     c = policy.replica.max_concurrency
     tp = policy.replica.prefill_tokens_per_second
     if isinstance(workload, Workload):
@@ -138,6 +142,7 @@ def hindsight_oracle(workload: Workload | RateWorkload, *, policy: ModelPolicy) 
         unserved=unserved,
         totals=totals,
         per_work_tokens=per_work_tokens,
+        step=timeline_step,
     )
 
 
@@ -154,6 +159,7 @@ def _result(
     unserved: FloatArray,
     totals: FloatArray,
     per_work_tokens: float,
+    step: float,
 ) -> SimResult:
     """Return the oracle's SimResult from its per-second schedule."""
     prices = policy.prices
@@ -170,7 +176,7 @@ def _result(
         serverless_provisioned=0.0,
         serverless_tokens=sv_total * per_work_tokens,
     )
-    edges = timeline_edges(workload.duration, 60.0)
+    edges = timeline_edges(workload.duration, step)
     widths = np.diff(edges)
     if isinstance(workload, Workload):
         arrivals = np.histogram(workload.arrivals, bins=edges)[0].astype(np.float64)
@@ -188,7 +194,7 @@ def _result(
         ttft=ttft,
         idle_replica_hours=max(0.0, (paid_seconds - float(k8s_work.sum())) / 3600.0),
         timeline=Timeline(
-            step=60.0,
+            step=step,
             t=edges[:-1],
             arrival_rate=arrivals / widths,
             replicas_ready=bin_sums(rep_on, edges) / widths,
