@@ -1,0 +1,304 @@
+"""The planner: fractile tables, serverless and quota cases, bounds, and timelines of decisions."""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from scaler.core import queueing
+from scaler.core.plan import plan
+from scaler.core.policy import ModelPolicy
+from scaler.core.types import Decision, DemandForecast, Observed, Unavailable
+
+LEVELS = np.array([0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99])
+Z = np.array([statistics.NormalDist().inv_cdf(q) for q in LEVELS])
+PROMPT, OUTPUT = 1000.0, 200.0
+
+
+def policy(**sections: Any) -> ModelPolicy:
+    return ModelPolicy.model_validate({"name": "m", **sections})
+
+
+def forecast(
+    mean: Callable[[float], float] | float,
+    *,
+    start: float,
+    sd: float = 0.1,
+    bucket: float = 60.0,
+    buckets: int = 30,
+) -> DemandForecast:
+    """Return a forecast from ``start``: normal quantiles around ``mean(t)`` (sd as a share of the mean)."""
+    times = start + bucket * np.arange(buckets)
+    means = np.array([mean(t) if callable(mean) else mean for t in times], dtype=np.float64)
+    quantiles = np.maximum(means[None, :] * (1 + sd * Z[:, None]), 0.0)
+    return DemandForecast(
+        start=start, bucket_seconds=bucket, levels=LEVELS, rate_mean=means, rate_quantiles=quantiles,
+        mean_prompt_tokens=PROMPT, mean_output_tokens=OUTPUT,
+    )
+
+
+def observed(ready: int = 0, *, rate: float | None = None, starting: int = 0, **more: Any) -> Observed:
+    fields: dict[str, Any] = {
+        "replicas_ready": ready, "replicas_starting": starting, "standby_ready": 0, "standby_starting": 0,
+        "serverless_provisioned": 0, "request_rate": rate,
+    }
+    return Observed(**{**fields, **more})
+
+
+def rate_for(p: ModelPolicy, instances: int, share: float = 0.5) -> float:
+    """Return a rate strictly between what ``instances - 1`` and ``instances`` sustain."""
+    lo = queueing.max_rate(instances - 1, policy=p, mean_prompt=PROMPT, mean_output=OUTPUT)
+    hi = queueing.max_rate(instances, policy=p, mean_prompt=PROMPT, mean_output=OUTPUT)
+    return lo + share * (hi - lo)
+
+
+# --- tables -------------------------------------------------------------------------------------
+
+# A hand-made demand distribution, the same in every bucket: pairs of levels fall inside one
+# instance count, so the quantile between them needs exactly that many instances.
+STEP_LEVELS = np.array([0.05, 0.2, 0.3, 0.45, 0.55, 0.7, 0.8, 0.95])
+STEP_NEEDS = [1, 3, 3, 5, 5, 8, 8, 10]
+STEP_SHARES = [0.5, 0.3, 0.7, 0.3, 0.7, 0.3, 0.7, 0.5]
+
+
+def step_forecast(p: ModelPolicy, *, start: float = 0.0) -> DemandForecast:
+    column = np.array([rate_for(p, n, s) for n, s in zip(STEP_NEEDS, STEP_SHARES, strict=True)])
+    quantiles = np.repeat(column[:, None], 30, axis=1)
+    return DemandForecast(
+        start=start, bucket_seconds=60.0, levels=STEP_LEVELS, rate_mean=quantiles[3].copy(),
+        rate_quantiles=quantiles, mean_prompt_tokens=PROMPT, mean_output_tokens=OUTPUT,
+    )
+
+
+def priced(ratio: float, **sections: Any) -> ModelPolicy:
+    """Return a policy whose c_k / c_s is ``ratio`` (busy serverless hour = $7.20)."""
+    prices = {"serverless_per_gpu_second": 0.002, "replica_per_hour": ratio * 7.2}
+    bounds = {"max_replicas": 20, "serverless_quota": 20, "max_standby": 0}
+    return policy(prices=prices, bounds=bounds, behavior={"max_step_up": 20}, **sections)
+
+
+@pytest.mark.parametrize(
+    ("ratio", "fractile", "replicas"),
+    [(0.75, 0.25, 3), (0.5, 0.5, 5), (0.25, 0.75, 8)],
+)
+def test_replicas_are_the_cost_optimal_fractile(ratio: float, fractile: float, replicas: int) -> None:
+    p = priced(ratio)
+    d = plan(policy=p, forecast=step_forecast(p), observed=observed(), previous=None, now=0.0)
+    assert d.quantile == pytest.approx(fractile)
+    assert (d.replicas, d.bound_by) == (replicas, "fractile")
+    assert f"p{fractile * 100:.4g}" in d.reason
+
+
+def test_quantile_override_replaces_the_fractile() -> None:
+    p = priced(0.5, forecast={"quantile": 0.75})
+    d = plan(policy=p, forecast=step_forecast(p), observed=observed(), previous=None, now=0.0)
+    assert (d.quantile, d.replicas) == (0.75, 8)
+
+
+@pytest.mark.parametrize(("min_replicas", "expected"), [(0, 0), (2, 2)])
+def test_all_serverless_when_serverless_is_cheaper(min_replicas: int, expected: int) -> None:
+    p = policy(
+        prices={"serverless_per_gpu_second": 0.0005, "replica_per_hour": 4.0},
+        bounds={"min_replicas": min_replicas},
+    )
+    obs = observed(rate=30.0)
+    d = plan(policy=p, forecast=forecast(30.0, start=0.0), observed=obs, previous=None, now=0.0)
+    assert d.replicas == expected
+    assert d.spill_fraction > 0.0
+    assert d.cost_per_hour["all_serverless"] < d.cost_per_hour["all_kubernetes"]
+
+
+def test_more_replicas_when_the_quota_binds() -> None:
+    roomy = priced(0.5)
+    tight = priced(0.5, **{})  # same prices, then a quota of 1
+    tight = tight.model_copy(update={"bounds": tight.bounds.model_copy(update={"serverless_quota": 1})})
+    d_roomy = plan(policy=roomy, forecast=step_forecast(roomy), observed=observed(), previous=None, now=0.0)
+    d_tight = plan(policy=tight, forecast=step_forecast(tight), observed=observed(), previous=None, now=0.0)
+    assert d_roomy.replicas == 5
+    # The SLO quantile (p99: clamped to the top level, 10 instances) minus the quota of 1.
+    assert (d_tight.replicas, d_tight.bound_by) == (9, "quota")
+
+
+def test_without_serverless_replicas_cover_the_slo_quantile() -> None:
+    p = priced(0.5)
+    obs = observed(rate=10.0, unavailable=Unavailable.SERVERLESS)
+    d = plan(policy=p, forecast=step_forecast(p), observed=obs, previous=None, now=0.0)
+    assert (d.replicas, d.bound_by, d.quantile) == (10, "serverless-unavailable", p.slo.attainment)
+    assert (d.serverless_provisioned, d.spill_fraction) == (0, 0.0)
+
+
+def test_quota_zero_sizes_replicas_for_the_slo() -> None:
+    p = priced(0.5)
+    p = p.model_copy(update={"bounds": p.bounds.model_copy(update={"serverless_quota": 0})})
+    d = plan(policy=p, forecast=step_forecast(p), observed=observed(rate=10.0), previous=None, now=0.0)
+    assert (d.replicas, d.bound_by, d.spill_fraction) == (10, "slo", 0.0)
+
+
+def test_kubernetes_unavailable_holds_replicas_and_spills_the_rest() -> None:
+    p = priced(0.5)
+    obs = observed(2, rate=rate_for(p, 6), unavailable=Unavailable.KUBERNETES)
+    d = plan(policy=p, forecast=step_forecast(p), observed=obs, previous=None, now=0.0)
+    assert (d.replicas, d.bound_by) == (2, "kubernetes-unavailable")
+    assert d.spill_fraction > 0.5
+    assert d.serverless_provisioned > 0
+
+
+@pytest.mark.parametrize(
+    ("bounds", "expected", "bound_by"),
+    [
+        ({"max_replicas": 3}, 3, "max_replicas"),
+        ({"min_replicas": 7}, 7, "min_replicas"),
+    ],
+)
+def test_bounds_clamp_the_target(bounds: dict[str, int], expected: int, bound_by: str) -> None:
+    p = policy(prices={"serverless_per_gpu_second": 0.002, "replica_per_hour": 3.6},
+               bounds=bounds, behavior={"max_step_up": 20})
+    d = plan(policy=p, forecast=step_forecast(p), observed=observed(), previous=None, now=0.0)
+    assert (d.replicas, d.bound_by) == (expected, bound_by)
+
+
+def test_an_active_schedule_clamps_and_is_named() -> None:
+    p = policy(
+        prices={"serverless_per_gpu_second": 0.002, "replica_per_hour": 3.6},
+        behavior={"max_step_up": 20},
+        schedules=[{"name": "night", "start": "00:00", "end": "06:00", "max_replicas": 2, "max_standby": 0}],
+    )
+    at_night = plan(policy=p, forecast=step_forecast(p, start=3600.0), observed=observed(),
+                    previous=None, now=3600.0)
+    at_noon = plan(policy=p, forecast=step_forecast(p, start=43200.0), observed=observed(),
+                   previous=None, now=43200.0)
+    assert (at_night.replicas, at_night.bound_by, at_night.standby) == (2, "schedule:night", 0)
+    assert (at_noon.replicas, at_noon.bound_by) == (5, "fractile")
+
+
+def test_costs_compare_the_mix_with_the_alternatives() -> None:
+    p = policy()
+    d = plan(policy=p, forecast=forecast(40.0, start=0.0), observed=observed(8, rate=40.0),
+             previous=None, now=0.0)
+    assert set(d.cost_per_hour) == {"chosen", "all_kubernetes", "all_serverless"}
+    costs = d.cost_per_hour
+    assert costs["chosen"] <= max(costs["all_kubernetes"], costs["all_serverless"])
+    work = queueing.work_seconds(p, mean_prompt=PROMPT, mean_output=OUTPUT)
+    assert d.cost_per_hour["all_serverless"] == pytest.approx(40.0 * work * 3600 * 0.0021)
+
+
+# --- timelines ----------------------------------------------------------------------------------
+
+def run(
+    p: ModelPolicy,
+    *,
+    mean_at: Callable[[float, float], float],
+    rate_at: Callable[[float], float] | None = None,
+    ready_at: Callable[[Decision | None], int] | None = None,
+    until: float,
+    sd: float = 0.1,
+    noise: Callable[[], float] | None = None,
+) -> list[Decision]:
+    """Plan every 10 s from 0 to ``until``; ``mean_at(now, t)`` is the forecast made at ``now`` for ``t``."""
+    decisions: list[Decision] = []
+    previous: Decision | None = None
+    for now in np.arange(0.0, until, 10.0):
+        factor = noise() if noise is not None else 1.0
+        fc = forecast(lambda t, now=now, f=factor: mean_at(now, t) * f, start=float(now), sd=sd)
+        ready = ready_at(previous) if ready_at is not None else (previous.replicas if previous else 0)
+        obs = observed(ready, rate=rate_at(now) if rate_at else None)
+        previous = plan(policy=p, forecast=fc, observed=obs, previous=previous, now=float(now))
+        decisions.append(previous)
+    return decisions
+
+
+def test_an_unforeseen_step_is_answered_by_serverless_in_the_same_tick() -> None:
+    p = policy()
+    low, high, step = 3.0, 60.0, 600.0
+
+    def mean_at(now: float, t: float) -> float:  # the forecaster learns the step when it happens
+        return high if now >= step else low
+
+    decisions = run(p, mean_at=mean_at, rate_at=lambda now: high if now >= step else low,
+                    ready_at=lambda prev: prev.replicas if prev else 0, until=step + 10)
+    before, at_step = decisions[-2], decisions[-1]
+    assert before.spill_fraction == 0.0
+    assert at_step.spill_fraction > 0.5
+    assert at_step.serverless_provisioned > before.serverless_provisioned
+    assert at_step.replicas == before.replicas + p.behavior.max_step_up  # replicas start now too
+
+
+def test_a_foreseen_step_starts_replicas_a_cold_start_ahead() -> None:
+    p = policy()
+    low, high, step = 5.0, 60.0, 3600.0
+    decisions = run(p, mean_at=lambda now, t: high if t >= step else low, until=step + 10)
+    low_target = decisions[0].replicas
+    first_rise = next(d.at for d in decisions if d.replicas > low_target)
+    assert first_rise <= step - p.lead_times.cold_start_seconds
+    assert decisions[-1].replicas >= queueing.instances_needed(
+        high, policy=p, mean_prompt=PROMPT, mean_output=OUTPUT
+    ) - p.bounds.serverless_quota
+
+
+def test_noisy_steady_load_does_not_flap() -> None:
+    p = policy()
+    rng = np.random.default_rng(7)
+    decisions = run(p, mean_at=lambda now, t: 40.0, until=4500.0,
+                    noise=lambda: float(rng.normal(1.0, 0.08)))
+    settled = [d.replicas for d in decisions if d.at >= 900.0]  # one hour after 15 min of settling
+    changes = sum(a != b for a, b in itertools.pairwise(settled))
+    down = sum(b < a for a, b in itertools.pairwise(settled))
+    assert changes <= 2
+    assert down == 0
+
+
+def test_scale_down_waits_for_its_delay_then_steps() -> None:
+    p = policy(behavior={"max_step_down": 1, "scale_down_delay_seconds": 600})
+    drop = 1200.0
+    decisions = run(p, mean_at=lambda now, t: 60.0 if now < drop else 5.0, until=drop + 1500)
+    high = next(d.replicas for d in decisions if d.at == drop - 10)
+    low = decisions[-1].replicas
+    assert high > low + 2
+    during = [d for d in decisions if drop <= d.at < drop + 600]
+    assert all(d.replicas == high for d in during)
+    assert all(d.bound_by == "scale_down_delay" for d in during)
+    after = [d.replicas for d in decisions if d.at >= drop + 600]
+    steps = [a - b for a, b in itertools.pairwise(after)]
+    assert after[0] == high - 1
+    assert set(steps) <= {0, 1}
+
+
+def test_no_data_holds_the_previous_decision() -> None:
+    p = policy()
+    first = plan(policy=p, forecast=forecast(40.0, start=0.0), observed=observed(4, rate=40.0),
+                 previous=None, now=0.0)
+    held = plan(policy=p, forecast=DemandForecast.unusable(start=10.0, note="metrics source down"),
+                observed=observed(0), previous=first, now=10.0)
+    assert held.held
+    assert held.bound_by == "no-data"
+    assert "metrics source down" in held.reason
+    assert (held.replicas, held.standby, held.serverless_provisioned) == (
+        first.replicas, first.standby, first.serverless_provisioned
+    )
+
+
+@pytest.mark.parametrize(
+    ("bounds", "ready", "starting", "expected"),
+    [({}, 3, 1, 4), ({"min_replicas": 5}, 3, 1, 5), ({}, 0, 0, 0), ({"max_replicas": 2}, 3, 1, 2)],
+)
+def test_no_data_without_history_holds_the_observed_state(
+    bounds: dict[str, int], ready: int, starting: int, expected: int
+) -> None:
+    p = policy(bounds=bounds)
+    d = plan(policy=p, forecast=DemandForecast.unusable(start=0.0, note="cold start of the forecaster"),
+             observed=observed(ready, starting=starting), previous=None, now=0.0)
+    assert (d.replicas, d.held, d.bound_by) == (expected, True, "no-data")
+
+
+def test_empty_but_valid_forecast_holds_too() -> None:
+    p = policy()
+    empty = DemandForecast(start=0.0, bucket_seconds=60.0, levels=LEVELS, rate_mean=np.zeros(0),
+                           rate_quantiles=np.zeros((LEVELS.size, 0)), mean_prompt_tokens=PROMPT,
+                           mean_output_tokens=OUTPUT)
+    d = plan(policy=p, forecast=empty, observed=observed(3), previous=None, now=0.0)
+    assert (d.replicas, d.bound_by) == (3, "no-data")
