@@ -115,7 +115,7 @@ class RequestCluster:
         self._sv_ready = np.zeros(max(quota, 1))
         self._sv_last_end = np.zeros(max(quota, 1))
         self._sv_since = np.zeros(max(quota, 1))
-        self._life = np.zeros((n + 2 * quota + 16, 2))
+        self._life = np.zeros((2 * quota + 16, 2))
         self._counters = np.zeros(1, dtype=np.int64)
         self._n_prov = 0
         self._sv_enabled = False
@@ -178,8 +178,9 @@ class RequestCluster:
     def advance(self, *, until: float) -> None:
         """Route every request arriving before ``until`` and serve the queue up to then; returns nothing."""
         limit = self._quota if self._sv_enabled else self._n_prov
-        # every lifetime closed from here on belongs to an instance on now or to a cold start to come
-        room = int(self._counters[0]) + self._quota + (self._arr.shape[0] - self._next) + 4
+        # lifetimes closed in this call belong to instances on now or to cold starts of its arrivals
+        upto = int(np.searchsorted(self._arr, until, side="left")) if until < math.inf else self._arr.shape[0]
+        room = int(self._counters[0]) + self._quota + (upto - self._next) + 4
         if self._life.shape[0] < room:
             self._life = np.concatenate([self._life, np.zeros((max(room, 2 * self._life.shape[0]), 2))])
         lead = self._policy.lead_times

@@ -281,3 +281,13 @@ def test_every_request_is_served_once_or_dropped(case: tuple[Workload, Scripted,
         busy += delta
         peak = max(peak, busy)
     assert peak <= cluster.fleet.id_capacity * c  # replicas ever created, times their slots
+
+
+def test_timeline_shows_a_serverless_instance_for_its_cold_start_work_and_keep_alive() -> None:
+    # one request at t=0: the instance starts at 0, serves 10..12, stays warm until 12 + keep-alive
+    policy = make_policy(sv_cold=10.0)
+    result = simulate(workload([0.0], duration=180.0), fixed(0, serverless=True), policy=policy)
+    alive_until = 12.0 + KEEPALIVE_SECONDS
+    expected = [1.0, (alive_until - 60.0) / 60.0, 0.0]
+    assert result.timeline.serverless_instances == pytest.approx(expected)
+    assert result.timeline.slo_misses == pytest.approx([1.0, 0.0, 0.0])  # its TTFT of 11 s missed 2 s
