@@ -136,6 +136,8 @@ class Runtime:
         self.options = options
         self.owned: dict[str, ModelState] = {}
         self.log = structlog.get_logger("scaler.loop")
+        self._not_owned = metrics.events_dropped.labels(why="not_owned")  # resolved once: hot path
+        self._late_or_early = metrics.events_dropped.labels(why="late_or_early")
 
     # -- ownership ----------------------------------------------------------------------------------
 
@@ -219,9 +221,7 @@ class Runtime:
         skew = self.options.max_skew_seconds
         requests_topic = self.options.requests_topic
         owned = self.owned
-        consumed: dict[str, int] = {}
         for record in records:
-            consumed[record.topic] = consumed.get(record.topic, 0) + 1
             try:
                 if record.topic == requests_topic:
                     request = events.decode_request(
@@ -229,20 +229,22 @@ class Runtime:
                     )
                     state = owned.get(request.model)
                     if state is None:
-                        self.metrics.events_dropped.labels(why="not_owned").inc()
+                        self._not_owned.inc()
                     elif not state.aggregator.add_request(request):
-                        self.metrics.events_dropped.labels(why="late_or_early").inc()
+                        self._late_or_early.inc()
                 else:
                     metric = events.decode_metric(record.value, known_models=policies, now=now, max_skew=skew)
                     state = owned.get(metric.model)
                     if state is None:
-                        self.metrics.events_dropped.labels(why="not_owned").inc()
+                        self._not_owned.inc()
                     else:
                         state.aggregator.add_metric(metric)
             except InvalidEvent as exc:
                 rejected.append((record, exc))
                 self.metrics.events_rejected.labels(reason=exc.reason).inc()
-        for topic, count in consumed.items():
+        topics = {r.topic for r in records}
+        for topic in topics:
+            count = len(records) if len(topics) == 1 else sum(1 for r in records if r.topic == topic)
             self.metrics.events_consumed.labels(topic=topic).inc(count)
         return rejected
 

@@ -7,17 +7,15 @@ the in-memory implementations used by ``scaler run --sandbox`` and the tests are
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from scaler.core.policy import ModelPolicy
 from scaler.core.types import Decision, DemandForecast, Observed
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class RawRecord:
-    """One record as it came off the event log, before decoding."""
+class RawRecord(NamedTuple):
+    """One record as it came off the event log, before decoding (a tuple: cheap on the ingest path)."""
 
     topic: str
     partition: int

@@ -84,6 +84,10 @@ def _reject_constant(name: str) -> float:
     raise InvalidEvent("bad_value", f"{name} is not a finite number")
 
 
+_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)  # built once: json.loads(...,
+# parse_constant=...) would build a decoder per call
+
+
 def _parse_object(raw: bytes) -> dict[str, Any]:
     if len(raw) > MAX_EVENT_BYTES:
         raise InvalidEvent("too_large", f"{len(raw)} bytes, limit {MAX_EVENT_BYTES}")
@@ -94,7 +98,7 @@ def _parse_object(raw: bytes) -> dict[str, Any]:
     except AttributeError:
         raise InvalidEvent("wrong_type", f"payload is {type(raw).__name__}, not bytes") from None
     try:
-        data = json.loads(text, parse_constant=_reject_constant)
+        data = _DECODER.decode(text)
     except InvalidEvent:
         raise
     except RecursionError:
