@@ -106,6 +106,19 @@ def test_the_step_run_misses_the_slo_only_while_serverless_cold_starts(
     assert 0 < summary.serverless_share < 0.5
 
 
+def test_the_forecaster_sees_exactly_the_load_that_arrived() -> None:
+    workload = _step_workload()
+    ctl = SpillwayController(_policy())
+    simulate(workload, ctl, policy=_policy())
+    first, seen = ctl.forecaster._retained()  # the forecaster's own history, bucket by bucket
+    reqs, prompt, output = bucket_counts(workload, bucket_seconds=60)
+    n = seen.shape[1]
+    assert n >= reqs.shape[0] - 1  # every bucket but the one still open at the end
+    np.testing.assert_allclose(seen[0], reqs[first : first + n])
+    np.testing.assert_allclose(seen[1], prompt[first : first + n])
+    np.testing.assert_allclose(seen[2], output[first : first + n])
+
+
 def test_buckets_are_handed_to_the_forecaster_as_they_complete() -> None:
     ctl = SpillwayController(_policy())
     seen = []
