@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 
 def free_port() -> int:
@@ -118,3 +119,10 @@ def own_broker() -> Iterator[Broker]:
         yield instance
     finally:
         instance.stop()
+
+
+@pytest.fixture(autouse=True)
+def _reset_structlog() -> Iterator[None]:
+    """Undo a test's structlog configuration (``scaler run`` configures it process-wide)."""
+    yield
+    structlog.reset_defaults()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import pytest
@@ -197,3 +198,20 @@ def test_run_help_reads_like_kubectl() -> None:
     assert text.startswith("usage: scaler run [flags]")
     for part in ("Flags:", "Examples:", "--bootstrap-servers", "--dry-run", "SCALER_KAFKA_GROUP_ID"):
         assert part in text
+
+
+def test_run_logs_its_settings_as_json_with_the_password_masked(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    for name, value in _sasl_env(SCALER_KAFKA_SASL_PASSWORD="hunter2").items():
+        monkeypatch.setenv(name, value)
+    args = _args("--policy", str(tmp_path / "missing.yaml"))
+    assert args.func(args) == 2
+    err = capsys.readouterr().err
+    assert "hunter2" not in err
+    entry = next(json.loads(line) for line in err.splitlines() if line.startswith("{"))
+    assert entry["event"] == "settings"
+    assert entry["kafka_sasl_password"] == "**********"
+    assert entry["kafka_sasl_username"] == "scaler"
+    assert entry["level"] == "info"
+    assert "timestamp" in entry
