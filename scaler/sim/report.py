@@ -125,24 +125,30 @@ def plot(results: Sequence[SimResult], *, path: Path, title: str | None = None) 
         load_ax.plot(first.t / scale, first.arrival_rate, color="black", linewidth=0.9)
         load_ax.set_ylabel("arrivals (req/s)")
         load_ax.set_title(title or f"{results[0].summary.workload}: load, capacity and SLO misses")
-        colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        colours = [c for c in plt.rcParams["axes.prop_cycle"].by_key()["color"] if c != "#7f7f7f"]
         for k, result in enumerate(results):
             tl = result.timeline
-            colour = colours[k % len(colours)]
-            x = tl.t / scale
             name = result.summary.policy
-            cap_ax.plot(x, tl.replicas_ready, color=colour, linewidth=1.2, label=f"{name} replicas")
+            # the oracle in black, Spillway (first) bold, baselines thinner so the two stand out
+            colour = "black" if name == "oracle" else colours[k % len(colours)]
+            width = 2.0 if k == 0 else 1.0
+            alpha = 1.0 if k == 0 or name == "oracle" else 0.75
+            style = {"color": colour, "alpha": alpha}
+            x = tl.t / scale
+            cap_ax.plot(x, tl.replicas_ready, linewidth=width, label=f"{name}", **style)
             if tl.standby_ready.any():
-                cap_ax.plot(x, tl.standby_ready, color=colour, linestyle="--", linewidth=0.9)
+                cap_ax.plot(x, tl.standby_ready, linestyle="--", linewidth=width * 0.7, **style)
             if tl.serverless_instances.any():
-                cap_ax.plot(x, tl.serverless_instances, color=colour, linestyle=":", linewidth=1.2)
+                cap_ax.plot(x, tl.serverless_instances, linestyle=":", linewidth=width, **style)
             per_minute = tl.slo_misses * (60.0 / tl.step)
-            miss_ax.plot(x, per_minute, color=colour, linewidth=1.0, label=name)
+            miss_ax.plot(x, per_minute, linewidth=width, label=name, **style)
         cap_ax.set_ylabel("instances")
-        cap_ax.plot([], [], color="grey", linestyle="--", label="standby (dashed)")
-        cap_ax.plot([], [], color="grey", linestyle=":", label="serverless (dotted)")
-        cap_ax.legend(loc="upper left", fontsize="small", ncol=2)
+        cap_ax.plot([], [], color="grey", label="replicas ready (solid)")
+        cap_ax.plot([], [], color="grey", linestyle="--", label="warm standby (dashed)")
+        cap_ax.plot([], [], color="grey", linestyle=":", label="serverless instances (dotted)")
+        cap_ax.legend(loc="upper left", fontsize="small", ncol=3)
         miss_ax.set_ylabel("SLO misses / min")
+        miss_ax.set_yscale("symlog", linthresh=10.0)  # a few misses stay visible next to a burst of thousands
         miss_ax.set_xlabel(f"time ({unit})")
         miss_ax.legend(loc="upper left", fontsize="small", ncol=3)
         for ax in axes:
