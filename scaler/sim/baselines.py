@@ -21,6 +21,10 @@ from scaler.core.policy import ModelPolicy
 from scaler.sim.protocol import CapacityTarget, Controller, TickObservation
 from scaler.sim.workload import RateWorkload, Workload
 
+# Sources: Kubernetes docs "Horizontal Pod Autoscaling" (kubernetes.io, autoscaling/v2 behavior
+# defaults); KEDA docs "ScaledObject specification" and "Apache Kafka" scaler (keda.sh); Knative docs
+# "Configuring the autoscaler" / config-autoscaler ConfigMap (knative.dev). Figures only, no code.
+#
 # Kubernetes HorizontalPodAutoscaler (autoscaling/v2) defaults: controller sync period 15 s
 # (--horizontal-pod-autoscaler-sync-period), tolerance 0.1 (--horizontal-pod-autoscaler-tolerance),
 # scale-up: no stabilisation, policies "4 pods per 15 s" and "100 % per 15 s", the larger wins;
@@ -246,11 +250,19 @@ class Hpa:
         return CapacityTarget(replicas=replicas, serverless_enabled=self._serverless, reason=reason)
 
 
-def reactive_hybrid(*, policy: ModelPolicy, target: float = 0.7) -> Hpa:
-    """Return Spock-style reactive hybrid (Gunasekaran et al., IEEE CLOUD 2019): the HPA on replicas
-    plus serverless overflow for whatever the replicas cannot take at once.
+class ReactiveHybrid(Hpa):
+    """Spock-style reactive hybrid (Gunasekaran et al., "Spock", IEEE CLOUD 2019): the HPA above on
+    replicas, plus serverless overflow for whatever the replicas cannot take at once.
     """
-    return Hpa(policy=policy, target=target, serverless=True, name="reactive-hybrid")
+
+    def __init__(self, *, policy: ModelPolicy, target: float = 0.7, name: str = "reactive-hybrid") -> None:
+        """Create the controller; raises ValueError unless 0 < target <= 1."""
+        super().__init__(policy=policy, target=target, serverless=True, name=name)
+
+
+def reactive_hybrid(*, policy: ModelPolicy, target: float = 0.7) -> ReactiveHybrid:
+    """Return a :class:`ReactiveHybrid` with the HPA's default 70 % target."""
+    return ReactiveHybrid(policy=policy, target=target)
 
 
 class Keda:
@@ -389,6 +401,6 @@ BASELINES: dict[str, Callable[[ModelPolicy, Workload | RateWorkload], Controller
     "keda": lambda policy, workload: Keda(policy=policy),
     "knative-kpa": lambda policy, workload: KnativeKpa(policy=policy),
     "serverless-only": lambda policy, workload: ServerlessOnly(),
-    "reactive-hybrid": lambda policy, workload: reactive_hybrid(policy=policy),
+    "reactive-hybrid": lambda policy, workload: ReactiveHybrid(policy=policy),
 }
 """Every baseline by report name: a factory taking the policy and the workload (only static-peak uses it)."""
