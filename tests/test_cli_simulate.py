@@ -123,3 +123,14 @@ def test_a_policy_too_small_for_the_workload_is_warned_about(
     assert code == 0
     assert "warning: the busiest minute needs" in err
     assert "allows at most 1 " in err
+
+
+def test_outside_the_repo_the_built_in_default_policy_is_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no policies/default.yaml here
+    assert main(["simulate", *SMALL, "--baselines", "none"]) == 0
+    out = capsys.readouterr().out
+    assert "policy llama-3.1-8b-instruct" in out
+    assert "spillway" in out
+    assert "oracle" in out
