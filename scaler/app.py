@@ -357,6 +357,10 @@ def build_sandbox_daemon(
                 bucket_start=k * policy.forecast.bucket_seconds, requests=1, prompt_tokens=1, output_tokens=1
             )
         warm.forecast(now=4.0 * policy.forecast.bucket_seconds)
+    # the daemon's task pauses are wall-clock time: scale the burst/tick check to virtual time
+    settings = settings.model_copy(
+        update={"burst_check_seconds": max(0.002, settings.burst_check_seconds / max(speed, 1.0))}
+    )
     clock = VirtualClock(speed=speed)
     metrics = DaemonMetrics()
     sink = MemorySink()
