@@ -10,7 +10,10 @@
    bucket)]`` exceeds ``c_k / c_s``: n* is the ``q* = 1 - c_k/c_s`` quantile of that mixture
    (``forecast.quantile`` overrides q*). Serverless never dearer than a busy replica: n* = min bound.
    Without serverless (unavailable, or quota 0) replicas cover the SLO quantile (``slo.attainment``);
-   with it, replicas cover at least the SLO-quantile need minus the serverless quota.
+   with it, replicas cover at least the SLO-quantile need minus the serverless quota. A trickle is
+   left to serverless: when even one replica's expected busy share over its lifetime,
+   ``E[min(rate * s, 1)]``, is under the break-even ``c_k / c_s``, the fractile asks for no replica
+   (a rate of 0.01 req/s "needs one instance" with high probability, but keeps it 0.2% busy).
 4. Provisioned serverless: on-demand serverless starts cold. When that cold start is longer than the
    SLO wait budget W, requests landing on a cold instance miss the SLO, so the instances needed over
    the next serverless cold start with probability >= 1 - attainment (the SLO-quantile need minus
@@ -43,6 +46,7 @@ class _Needs:
     slo_serverless: int  # attainment quantile over the next serverless cold start
     slo_cold: int  # attainment quantile over the next replica cold start
     mean_rate: float  # forecast mean rate over the replica lifetime
+    single_busy: float  # expected busy share of one replica over its lifetime, E[min(rate * s, 1)]
 
 
 def plan(
@@ -135,10 +139,13 @@ def _replica_target(
         return needs.slo_life, cause, policy.slo.attainment
     if q_star is None:
         return bounds.min_replicas, "fractile", 0.0
+    fractile, driver = needs.fractile, "fractile"
+    if policy.forecast.quantile is None and needs.single_busy < policy.break_even_utilisation:
+        fractile, driver = 0, "break_even"  # a trickle: even one replica would idle below break-even
     floor = needs.slo_life - bounds.serverless_quota
-    if floor > needs.fractile:
+    if floor > fractile:
         return floor, "quota", q_star
-    return needs.fractile, "fractile", q_star
+    return fractile, driver, q_star
 
 
 def _step(policy: ModelPolicy, *, value: int, base: int, bound_by: str) -> tuple[int, str]:
@@ -225,6 +232,7 @@ def _needs(
         slo_serverless=int(n[2]),
         slo_cold=int(n[3]),
         mean_rate=sizing.mean_rate(forecast, weights=life_w),
+        single_busy=sizing.capped_mean_rate(forecast, weights=life_w, cap=1.0 / table.work) * table.work,
     )
 
 
@@ -326,6 +334,9 @@ def _reason(
     window = f"[t+{life[0] - now:.0f}s, t+{life[1] - now:.0f}s]"
     if driver == "fractile" and quantile == 0.0:
         head = f"serverless is never dearer than a busy replica: replicas at the minimum {target}"
+    elif driver == "break_even":
+        share = f"{policy.break_even_utilisation:.0%}"
+        head = f"a replica over {window} would be busy under the {share} break-even: serverless serves it"
     elif driver == "quota":
         head = f"{_pct(policy.slo.attainment)} over {window} exceeds the serverless quota: {target} replicas"
     else:

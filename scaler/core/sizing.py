@@ -66,6 +66,33 @@ def _mixture_quantile(
     return hi
 
 
+@njit(cache=True)
+def _mixture_capped_mean(
+    quantiles: FloatArray, levels: FloatArray, weights: FloatArray, cap: float
+) -> float:  # pragma: no cover - compiled
+    """Return E[min(rate, cap)] under the weighted mixture (exact for the piecewise-linear quantiles)."""
+    n_levels, n_buckets = quantiles.shape
+    total = 0.0
+    for h in range(n_buckets):
+        if weights[h] <= 0.0:
+            continue
+        # Tails: the lowest value below the first level, the highest above the last one.
+        acc = levels[0] * min(quantiles[0, h], cap)
+        acc += (1.0 - levels[n_levels - 1]) * min(quantiles[n_levels - 1, h], cap)
+        for k in range(n_levels - 1):
+            width = levels[k + 1] - levels[k]
+            v0, v1 = quantiles[k, h], quantiles[k + 1, h]
+            if v1 <= cap:
+                acc += width * 0.5 * (v0 + v1)
+            elif v0 >= cap:
+                acc += width * cap
+            else:
+                f = (cap - v0) / (v1 - v0)
+                acc += width * (f * 0.5 * (v0 + cap) + (1.0 - f) * cap)
+        total += weights[h] * acc
+    return total
+
+
 def window_weights(forecast: DemandForecast, *, t0: float, t1: float) -> FloatArray:
     """Return per-bucket weights (summing to 1) of the window ``[t0, t1)`` over the forecast's buckets.
 
@@ -90,7 +117,16 @@ def window_weights(forecast: DemandForecast, *, t0: float, t1: float) -> FloatAr
 
 def rate_quantile(forecast: DemandForecast, *, weights: FloatArray, q: float) -> float:
     """Return the ``q`` quantile of the request rate over the buckets weighted by ``weights``."""
-    return float(_mixture_quantile(forecast.rate_quantiles, forecast.levels, weights, q))
+    quantiles = np.ascontiguousarray(forecast.rate_quantiles, dtype=np.float64)
+    levels = np.ascontiguousarray(forecast.levels, dtype=np.float64)
+    return float(_mixture_quantile(quantiles, levels, weights, q))
+
+
+def capped_mean_rate(forecast: DemandForecast, *, weights: FloatArray, cap: float) -> float:
+    """Return E[min(rate, cap)] over the weighted buckets' distributions (as the module defines them)."""
+    quantiles = np.ascontiguousarray(forecast.rate_quantiles, dtype=np.float64)
+    levels = np.ascontiguousarray(forecast.levels, dtype=np.float64)
+    return float(_mixture_capped_mean(quantiles, levels, weights, cap))
 
 
 def mean_rate(forecast: DemandForecast, *, weights: FloatArray) -> float:

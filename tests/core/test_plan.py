@@ -113,6 +113,22 @@ def test_all_serverless_when_serverless_is_cheaper(min_replicas: int, expected: 
     assert d.cost_per_hour["all_serverless"] < d.cost_per_hour["all_kubernetes"]
 
 
+@pytest.mark.parametrize(
+    ("busy_share", "replicas", "bound_by"),
+    [(0.05, 0, "break_even"), (0.4, 0, "break_even"), (0.7, 1, "fractile")],
+)
+def test_a_trickle_is_left_to_serverless(busy_share: float, replicas: int, bound_by: str) -> None:
+    # Default prices: a replica pays off above 53% busy. The rate below keeps one replica this busy.
+    p = policy()
+    rate = busy_share / queueing.work_seconds(p, mean_prompt=PROMPT, mean_output=OUTPUT)
+    d = plan(policy=p, forecast=forecast(rate, start=0.0, sd=0.05), observed=observed(rate=rate),
+             previous=None, now=0.0)
+    assert (d.replicas, d.bound_by) == (replicas, bound_by)
+    if replicas == 0:
+        assert d.spill_fraction == 1.0
+        assert d.serverless_provisioned == 1  # its cold start (15 s) would break the 2 s TTFT
+
+
 def test_more_replicas_when_the_quota_binds() -> None:
     roomy = priced(0.5)
     tight = priced(0.5, **{})  # same prices, then a quota of 1
@@ -214,7 +230,7 @@ def run(
 
 def test_an_unforeseen_step_is_answered_by_serverless_in_the_same_tick() -> None:
     p = policy()
-    low, high, step = 3.0, 60.0, 600.0
+    low, high, step = 4.5, 60.0, 600.0
 
     def mean_at(now: float, t: float) -> float:  # the forecaster learns the step when it happens
         return high if now >= step else low
