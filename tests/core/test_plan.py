@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from scaler.core import queueing
+from scaler.core import queueing, sizing
 from scaler.core.plan import plan
 from scaler.core.policy import ModelPolicy
 from scaler.core.types import Decision, DemandForecast, Observed, Unavailable
@@ -318,3 +318,50 @@ def test_empty_but_valid_forecast_holds_too() -> None:
                            mean_output_tokens=OUTPUT)
     d = plan(policy=p, forecast=empty, observed=observed(3), previous=None, now=0.0)
     assert (d.replicas, d.bound_by) == (3, "no-data")
+
+
+def test_standby_covers_what_replicas_and_serverless_cannot_within_a_cold_start() -> None:
+    def falling(t: float) -> float:  # a peak now that the forecast sees fading before a replica is up
+        return 40.0 if t < 300.0 else 5.0
+
+    def decide(quota: int) -> Decision:
+        p = policy(bounds={"serverless_quota": quota, "max_standby": 3})
+        return plan(policy=p, forecast=forecast(falling, start=0.0), observed=observed(rate=40.0),
+                    previous=None, now=0.0)
+
+    roomy, tight = decide(8), decide(1)
+    assert roomy.standby == 0
+    assert tight.standby == 3  # clamped to max_standby
+    assert "standby 3" in tight.reason
+
+
+# --- the mixture over a window ---------------------------------------------------------------
+
+def test_window_weights_follow_the_overlap_with_each_bucket() -> None:
+    fc = forecast(1.0, start=100.0, buckets=4)
+    assert list(sizing.window_weights(fc, t0=130.0, t1=220.0)) == pytest.approx([1 / 3, 2 / 3, 0, 0])
+    assert list(sizing.window_weights(fc, t0=1000.0, t1=2000.0)) == [0, 0, 0, 1]  # past the horizon
+    assert list(sizing.window_weights(fc, t0=0.0, t1=50.0)) == [1, 0, 0, 0]  # before the start
+
+
+@pytest.mark.parametrize(("q", "expected"), [(0.25, 10.0), (0.49, 10.0), (0.75, 50.0), (0.99, 50.0)])
+def test_quantile_of_a_mixture_of_two_buckets(q: float, expected: float) -> None:
+    # Half the window at ~10 req/s, half at ~50: below the median the low bucket, above it the high one.
+    fc = forecast(lambda t: 10.0 if t < 60.0 else 50.0, start=0.0, sd=0.01, buckets=2)
+    weights = sizing.window_weights(fc, t0=0.0, t1=120.0)
+    assert sizing.rate_quantile(fc, weights=weights, q=q) == pytest.approx(expected, rel=0.05)
+
+
+def test_mixture_quantile_interpolates_between_levels_and_clamps_tails() -> None:
+    fc = DemandForecast(start=0.0, bucket_seconds=60.0, levels=np.array([0.2, 0.8]),
+                        rate_mean=np.array([15.0]), rate_quantiles=np.array([[10.0], [20.0]]),
+                        mean_prompt_tokens=PROMPT, mean_output_tokens=OUTPUT)
+    w = np.array([1.0])
+    assert sizing.rate_quantile(fc, weights=w, q=0.5) == pytest.approx(15.0)
+    assert sizing.rate_quantile(fc, weights=w, q=0.35) == pytest.approx(12.5)
+    assert sizing.rate_quantile(fc, weights=w, q=0.95) == pytest.approx(20.0)
+    assert sizing.rate_quantile(fc, weights=w, q=0.05) == pytest.approx(10.0)
+    # E[min(rate, cap)]: 0.2 * 10 + 0.6 * 15 + 0.2 * 20 = 15 uncapped; capped at 12 by hand:
+    # 0.2 * 10 + 0.6 * (0.2 * 11 + 0.8 * 12) + 0.2 * 12 = 11.48
+    assert sizing.capped_mean_rate(fc, weights=w, cap=1e9) == pytest.approx(15.0)
+    assert sizing.capped_mean_rate(fc, weights=w, cap=12.0) == pytest.approx(11.48)
