@@ -394,3 +394,41 @@ def test_revocation_checkpoints_and_commits_before_returning(tmp_path: Path) -> 
     assert "m" not in daemon.runtime.owned
     assert "m" in store.saved
     assert (source.commits, sink.flushes) == (1, 1)
+
+
+def test_the_burst_threshold_follows_closed_buckets_between_long_ticks() -> None:
+    sink = RecordingSink()
+    rt = _runtime(_policies("m", interval=600.0, bucket=1), sink)
+    rt.assign(frozenset({"m"}), checkpoints={}, now=T0)
+    arrivals = _steady("m", start=T0, seconds=20, per_second=5)
+    arrivals += _steady("m", start=T0 + 20, seconds=5, per_second=100)
+
+    async def run() -> list[tuple[float, str]]:
+        seen: list[tuple[float, str]] = []
+        pending = arrivals
+        for tenth in range(1, 250):
+            now = T0 + tenth / 10
+            cut = next((i for i, r in enumerate(pending) if json.loads(r.value)["ts"] >= now), len(pending))
+            rt.ingest(pending[:cut], now=now)
+            pending = pending[cut:]
+            for model, trigger in rt.due(now=now):
+                await rt.decide(model, trigger=trigger, now=now)
+                seen.append((now - T0, trigger))
+        return seen
+
+    seen = asyncio.run(run())
+    assert [trig for _, trig in seen].count("tick") == 1  # the first tick had no data; the next is 600 s away
+    bursts = [t for t, trig in seen if trig == "burst"]
+    assert bursts
+    assert 20 <= bursts[0] < 21
+
+
+def test_a_second_signal_exits_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    daemon, _, _, _ = _daemon(tmp_path, [])
+    exits: list[int] = []
+    monkeypatch.setattr("scaler.app.os._exit", exits.append)
+    daemon.request_stop(15)
+    assert daemon.stopping.is_set()
+    assert exits == []
+    daemon.request_stop(2)
+    assert exits == [130]
