@@ -175,7 +175,10 @@ class Daemon:
             async with self.lock:
                 now = self.clock.now()
                 for model, trigger in self.runtime.due(now=now):
-                    await self.runtime.decide(model, trigger=trigger, now=now)
+                    try:
+                        await self.runtime.decide(model, trigger=trigger, now=now)
+                    except Exception:  # one model's failure must not stop the others
+                        log.exception("decision_failed", model=model, policy=model, trigger=trigger)
             for (topic, partition), lag in self.source.lag().items():
                 self.metrics.consumer_lag.labels(topic=topic, partition=str(partition)).set(lag)
             await self._pause(self.settings.burst_check_seconds)

@@ -203,6 +203,11 @@ class Runtime:
         header, blob = decode_checkpoint(raw)
         state = self._fresh(policy, now=now)
         state.forecaster = self.load_forecaster(blob)
+        saved_bucket = getattr(state.forecaster, "bucket_seconds", policy.forecast.bucket_seconds)
+        if saved_bucket != policy.forecast.bucket_seconds:
+            raise ValueError(
+                f"checkpoint bucket {saved_bucket} s, policy now {policy.forecast.bucket_seconds} s"
+            )
         state.previous = _decision_from(header.get("decision"))
         open_buckets = header.get("open_buckets")
         if isinstance(open_buckets, dict):

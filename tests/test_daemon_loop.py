@@ -432,3 +432,46 @@ def test_a_second_signal_exits_at_once(tmp_path: Path, monkeypatch: pytest.Monke
     assert exits == []
     daemon.request_stop(2)
     assert exits == [130]
+
+
+def test_a_checkpoint_with_another_bucket_size_is_not_resumed() -> None:
+    old = _runtime(_policies("m", bucket=10), RecordingSink())
+    old.assign(frozenset({"m"}), checkpoints={}, now=T0)
+    asyncio.run(old.decide("m", trigger="tick", now=T0 + 1))
+    saved = old.revoke(frozenset({"m"}))
+    new = _runtime(_policies("m", bucket=60), RecordingSink())
+    with capture_logs() as logs:
+        new.assign(frozenset({"m"}), checkpoints=saved, now=T0 + 5)
+    assert new.owned["m"].previous is None
+    assert new.owned["m"].forecaster.bucket_seconds == 60  # type: ignore[attr-defined]
+    assert any(e["event"] == "checkpoint_rejected" and "bucket" in e["error"] for e in logs)
+
+
+def test_a_planner_failure_for_one_model_does_not_stop_the_others(tmp_path: Path) -> None:
+    daemon, _, sink, _ = _daemon(tmp_path, [])
+    daemon.runtime.policies = _policies("m", "broken")
+
+    def planner(**kwargs: object) -> Decision:
+        if getattr(kwargs["policy"], "name", "") == "broken":
+            raise RuntimeError("planner bug")
+        return fake_plan(**kwargs)  # type: ignore[arg-type]
+
+    daemon.runtime.planner = planner
+
+    async def run() -> int:
+        daemon.source.models = frozenset({"m", "broken"})  # type: ignore[attr-defined]
+        task = asyncio.create_task(daemon.run(install_signals=False))
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if sink.decisions:
+                break
+        await asyncio.sleep(0.05)
+        daemon.request_stop(15)
+        return await task
+
+    with capture_logs() as logs:
+        assert asyncio.run(run()) == 0
+    assert {m for m, _ in sink.decisions} == {"m"}
+    failed = [e for e in logs if e["event"] == "decision_failed"]
+    assert failed
+    assert failed[0]["model"] == "broken"
