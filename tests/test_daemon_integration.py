@@ -103,6 +103,9 @@ def test_events_in_decisions_and_dead_letters_out(broker: Broker, tmp_path: Path
     assert f'scaler_events_consumed_total{{topic="{topic}"}} 32.0' in metrics
     assert 'scaler_events_rejected_total{reason="not_json"} 1.0' in metrics
     assert "scaler_decision_latency_seconds_bucket" in metrics
+    lags = [line for line in metrics.splitlines() if line.startswith("scaler_consumer_lag_messages{")]
+    assert any(f'topic="{topic}"' in line for line in lags)
+    assert all(float(line.rsplit(" ", 1)[1]) >= 0 for line in lags)
 
 
 def test_a_restart_resumes_from_committed_offsets_and_checkpoints(broker: Broker, tmp_path: Path) -> None:
