@@ -65,6 +65,11 @@ def plan(
     bounds, active = schedule.effective_bounds(policy, now=now)
     if not forecast.valid or forecast.rate_mean.shape[0] == 0:
         return _hold(bounds=bounds, forecast=forecast, observed=observed, previous=previous, now=now)
+    if not (np.isfinite(forecast.rate_quantiles).all() and np.isfinite(forecast.rate_mean).all()):
+        return _hold(
+            bounds=bounds, forecast=forecast, observed=observed, previous=previous, now=now,
+            note="the forecast holds non-finite rates",
+        )
 
     table = queueing.sizing_table(
         policy, mean_prompt=forecast.mean_prompt_tokens, mean_output=forecast.mean_output_tokens
@@ -360,9 +365,10 @@ def _hold(
     observed: Observed,
     previous: Decision | None,
     now: float,
+    note: str = "",
 ) -> Decision:
     """Return the previous decision (or the observed state) held, clamped into the bounds in force."""
-    note = forecast.note or "no data"
+    note = note or forecast.note or "no data"
     if previous is not None:
         replicas, standby = previous.replicas, previous.standby
         provisioned, spill = previous.serverless_provisioned, previous.spill_fraction

@@ -311,6 +311,15 @@ def test_no_data_without_history_holds_the_observed_state(
     assert (d.replicas, d.held, d.bound_by) == (expected, True, "no-data")
 
 
+def test_non_finite_forecast_holds() -> None:
+    p = policy()
+    fc = forecast(40.0, start=0.0)
+    fc.rate_quantiles[-1, 3] = np.nan
+    d = plan(policy=p, forecast=fc, observed=observed(3), previous=None, now=0.0)
+    assert (d.replicas, d.bound_by, d.held) == (3, "no-data", True)
+    assert "non-finite" in d.reason
+
+
 def test_empty_but_valid_forecast_holds_too() -> None:
     p = policy()
     empty = DemandForecast(start=0.0, bucket_seconds=60.0, levels=LEVELS, rate_mean=np.zeros(0),
