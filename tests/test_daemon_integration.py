@@ -108,6 +108,7 @@ def test_events_in_decisions_and_dead_letters_out(broker: Broker, tmp_path: Path
     assert all(float(line.rsplit(" ", 1)[1]) >= 0 for line in lags)
 
 
+@pytest.mark.slow
 def test_a_restart_resumes_from_committed_offsets_and_checkpoints(broker: Broker, tmp_path: Path) -> None:
     settings = _settings(broker, tmp_path)
 
@@ -142,6 +143,7 @@ def test_a_restart_resumes_from_committed_offsets_and_checkpoints(broker: Broker
     assert resumed == len(MODELS)  # every model resumed from its checkpoint (previous decision kept)
 
 
+@pytest.mark.slow
 def test_two_daemons_split_the_models_and_never_both_own_one(broker: Broker, tmp_path: Path) -> None:
     settings = _settings(broker, tmp_path)
     overlaps: list[set[str]] = []
@@ -180,6 +182,7 @@ def test_two_daemons_split_the_models_and_never_both_own_one(broker: Broker, tmp
     assert final_a == set(MODELS)  # the survivor takes the models back
 
 
+@pytest.mark.slow
 def test_a_broker_kill_and_restart_is_survived(own_broker: Broker, tmp_path: Path) -> None:
     settings = _settings(own_broker, tmp_path)
 
