@@ -19,6 +19,7 @@
    the next serverless cold start with probability >= 1 - attainment (the SLO-quantile need minus
    replicas ready now, and ready standby if it is promoted faster than serverless starts) are kept
    warm, up to the quota. When the cold start fits in W, provisioning only adds cost: none.
+   Provisioning falls only past a deadband (a quarter of what is provisioned) to avoid churn.
    ``spill_fraction`` is the share of the current rate above what ready replicas sustain.
 5. Warm standby covers what neither replicas nor serverless can within a replica cold start.
 6. Behaviour: max of recent unclamped targets (stabilisation and scale-down delay), step limits,
@@ -29,6 +30,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
@@ -96,7 +98,7 @@ def plan(
     )
     provisioned, spill = _serverless(
         policy, forecast=forecast, table=table, needs=needs, bounds=bounds, observed=observed,
-        serverless_ok=serverless_ok,
+        serverless_ok=serverless_ok, before=previous.serverless_provisioned if previous is not None else None,
     )
     if kubernetes_ok:
         standby = needs.slo_cold - replicas - (bounds.serverless_quota if serverless_ok else 0)
@@ -172,8 +174,13 @@ def _serverless(
     bounds: Bounds,
     observed: Observed,
     serverless_ok: bool,
+    before: int | None,
 ) -> tuple[int, float]:
-    """Return (provisioned serverless instances, spill share of the current rate)."""
+    """Return (provisioned serverless instances, spill share of the current rate).
+
+    Provisioning rises at once; it falls only when the gap has dropped by more than a deadband of a
+    quarter of what is provisioned (at least 1), so noise in the forecast does not churn it.
+    """
     if not serverless_ok:
         return 0, 0.0
     lead = policy.lead_times
@@ -183,6 +190,9 @@ def _serverless(
     provisioned = 0
     if lead.serverless_cold_start_seconds > wait:
         provisioned = min(max(needs.slo_serverless - ready, 0), bounds.serverless_quota)
+        held = before if before is not None and before <= bounds.serverless_quota else 0
+        if 0 < held - provisioned <= max(1, math.ceil(held / 4)):
+            provisioned = held
     rate = observed.request_rate if observed.request_rate is not None else float(forecast.rate_mean[0])
     if rate <= 0.0:
         return provisioned, 0.0

@@ -374,3 +374,21 @@ def test_mixture_quantile_interpolates_between_levels_and_clamps_tails() -> None
     # 0.2 * 10 + 0.6 * (0.2 * 11 + 0.8 * 12) + 0.2 * 12 = 11.48
     assert sizing.capped_mean_rate(fc, weights=w, cap=1e9) == pytest.approx(15.0)
     assert sizing.capped_mean_rate(fc, weights=w, cap=12.0) == pytest.approx(11.48)
+
+
+def test_provisioned_serverless_rises_at_once_and_falls_past_a_deadband() -> None:
+    p = policy(bounds={"serverless_quota": 40, "max_replicas": 2})
+
+    def decide(rate: float, previous: Decision | None, now: float) -> Decision:
+        return plan(policy=p, forecast=forecast(rate, start=now), observed=observed(0, rate=rate),
+                    previous=previous, now=now)
+
+    high = decide(100.0, None, 0.0)
+    assert high.serverless_provisioned > 8
+    slightly_lower = decide(95.0, high, 10.0)
+    assert slightly_lower.serverless_provisioned == high.serverless_provisioned  # within the deadband
+    much_lower = decide(40.0, slightly_lower, 20.0)
+    fresh = decide(40.0, None, 20.0)
+    assert much_lower.serverless_provisioned == fresh.serverless_provisioned < high.serverless_provisioned
+    higher = decide(120.0, much_lower, 30.0)
+    assert higher.serverless_provisioned > high.serverless_provisioned
