@@ -34,7 +34,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import numpy as np
 
@@ -183,7 +182,7 @@ def _serverless(
     """Return (provisioned serverless instances, spill share of the current rate).
 
     Provisioning rises at once; it falls only when the gap has dropped by more than a deadband of a
-    quarter of what is provisioned (at least 1), so noise in the forecast does not churn it.
+    quarter of what is provisioned (rounded down: none below 4), so forecast noise does not churn it.
     """
     if not serverless_ok:
         return 0, 0.0
@@ -195,7 +194,7 @@ def _serverless(
     if lead.serverless_cold_start_seconds > wait:
         provisioned = min(max(needs.slo_serverless - ready, 0), bounds.serverless_quota)
         held = before if before is not None and before <= bounds.serverless_quota else 0
-        if 0 < held - provisioned <= max(1, math.ceil(held / 4)):
+        if 0 < held - provisioned <= held // 4:
             provisioned = held
     rate = observed.request_rate if observed.request_rate is not None else float(forecast.rate_mean[0])
     if rate <= 0.0:

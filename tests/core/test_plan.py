@@ -392,3 +392,7 @@ def test_provisioned_serverless_rises_at_once_and_falls_past_a_deadband() -> Non
     assert much_lower.serverless_provisioned == fresh.serverless_provisioned < high.serverless_provisioned
     higher = decide(120.0, much_lower, 30.0)
     assert higher.serverless_provisioned > high.serverless_provisioned
+    # Small counts have no deadband: the last provisioned instance goes when it is not needed.
+    one = decide(0.5, None, 40.0)
+    none = decide(0.0, one, 50.0)
+    assert (one.serverless_provisioned, none.serverless_provisioned) == (1, 0)
