@@ -5,10 +5,14 @@
 1. No usable forecast: hold the previous decision (or the observed state), never scale to zero.
 2. Rate quantiles become instance needs through the Erlang C sizing table (:mod:`scaler.core.queueing`);
    over a window of buckets, demand is the mixture of the buckets' distributions (:mod:`scaler.core.sizing`).
-3. Replicas (newsvendor): the n-th replica pays off when the time-averaged probability that demand
-   needs >= n instances over its lifetime ``[now + cold_start, now + cold_start + max(scale_down_delay,
-   bucket)]`` exceeds ``c_k / c_s``: n* is the ``q* = 1 - c_k/c_s`` quantile of that mixture
-   (``forecast.quantile`` overrides q*). Serverless never dearer than a busy replica: n* = min bound.
+3. Replicas (newsvendor): the n-th replica pays off when its expected busy share over its lifetime
+   ``[now + cold_start, now + cold_start + max(scale_down_delay, bucket)]``,
+   ``E[clip(rate * s - (n - 1), 0, 1)]`` under the mixture, is at least ``c_k / c_s`` (with instant
+   spill-over to serverless a replica needs no queueing headroom; for a steady distribution this is
+   the ``q* = 1 - c_k/c_s`` quantile of demand in instance units). A deadband of 10% of demand
+   either side keeps the running count when demand sits on the break-even (no flapping).
+   ``forecast.quantile`` instead sizes replicas at that quantile of the SLO-sized instance need.
+   Serverless never dearer than a busy replica: n* = min bound.
    Without serverless (unavailable, or quota 0) replicas cover the SLO quantile (``slo.attainment``);
    with it, replicas cover at least the SLO-quantile need minus the serverless quota. A trickle is
    left to serverless: when even one replica's expected busy share over its lifetime,
@@ -40,6 +44,8 @@ import numpy as np
 from scaler.core import queueing, schedule, sizing
 from scaler.core.policy import Bounds, ModelPolicy
 from scaler.core.types import Decision, DemandForecast, Observed, Unavailable
+
+TOLERANCE = 0.1  # demand deadband for adding or letting go of a replica (HPA's tolerance is 10% too)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -83,7 +89,11 @@ def plan(
     kubernetes_ok = Unavailable.KUBERNETES not in observed.unavailable
     q_star = _fractile(policy)
     life = _lifetime(policy, forecast=forecast, now=now)
-    needs = _needs(policy, forecast=forecast, table=table, q_star=q_star, life=life, now=now)
+    running = observed.replicas_ready + observed.replicas_starting
+    current = previous.replicas if previous is not None else running
+    needs = _needs(
+        policy, forecast=forecast, table=table, q_star=q_star, life=life, now=now, current=current
+    )
     target, driver, quantile = _replica_target(
         policy, needs=needs, bounds=bounds, q_star=q_star, observed=observed, serverless_ok=serverless_ok
     )
@@ -225,6 +235,7 @@ def _needs(
     q_star: float | None,
     life: tuple[float, float],
     now: float,
+    current: int,
 ) -> _Needs:
     """Return the instance needs of the forecast over the windows the planner looks at."""
     lead = policy.lead_times
@@ -244,8 +255,23 @@ def _needs(
         ]
     )
     n = table.instances(rates)
+    fractile = int(n[0])
+    if q_star is not None and policy.forecast.quantile is None:
+        # Spill-over to serverless is instant, so a replica needs no queueing headroom to pay off:
+        # count replicas by their expected busy share against the break-even (marginal newsvendor).
+        # Deadband (like HPA's tolerance): a replica is added when it would pay off at demand
+        # TOLERANCE lower, and kept while it would at demand TOLERANCE higher, so demand sitting on
+        # the break-even does not flap it.
+        ratio = policy.break_even_utilisation
+        add = sizing.replicas_worth_paying(
+            forecast, weights=life_w, work=table.work * (1.0 - TOLERANCE), ratio=ratio
+        )
+        keep = sizing.replicas_worth_paying(
+            forecast, weights=life_w, work=table.work * (1.0 + TOLERANCE), ratio=ratio
+        )
+        fractile = min(max(current, add), keep)
     return _Needs(
-        fractile=int(n[0]),
+        fractile=fractile,
         slo_life=int(n[1]),
         slo_serverless=int(n[2]),
         slo_cold=int(n[3]),

@@ -132,3 +132,35 @@ def capped_mean_rate(forecast: DemandForecast, *, weights: FloatArray, cap: floa
 def mean_rate(forecast: DemandForecast, *, weights: FloatArray) -> float:
     """Return the forecast mean request rate over the weighted buckets."""
     return float(np.dot(forecast.rate_mean, weights))
+
+
+def replicas_worth_paying(forecast: DemandForecast, *, weights: FloatArray, work: float, ratio: float) -> int:
+    """Return the most replicas whose last one is expected busy at least ``ratio`` of the time.
+
+    Demand in instance units is ``a = rate * work``; the n-th replica is busy
+    ``E[clip(a - (n - 1), 0, 1)] = work * (E[min(rate, n/work)] - E[min(rate, (n-1)/work)])`` of the
+    time over the weighted buckets, which falls as n grows. It pays off (newsvendor) while that share
+    is at least ``ratio = c_k / c_s``. Raises ValueError for a non-positive ``work``.
+    """
+    if work <= 0.0:
+        raise ValueError(f"work per request must be > 0 seconds, got {work}")
+    quantiles = np.ascontiguousarray(forecast.rate_quantiles, dtype=np.float64)
+    levels = np.ascontiguousarray(forecast.levels, dtype=np.float64)
+    top = float(np.max(quantiles[-1, weights > 0.0], initial=0.0))
+    upper = math.ceil(top * work)
+    if ratio <= 0.0:
+        return upper
+
+    def busy(n: int) -> float:
+        high = _mixture_capped_mean(quantiles, levels, weights, n / work)
+        low = _mixture_capped_mean(quantiles, levels, weights, (n - 1) / work)
+        return float(work * (high - low))
+
+    lo, hi = 0, upper + 1  # busy(lo) >= ratio by convention for lo = 0; busy(hi) = 0 < ratio
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if busy(mid) >= ratio:
+            lo = mid
+        else:
+            hi = mid
+    return lo

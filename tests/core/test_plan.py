@@ -82,16 +82,67 @@ def priced(ratio: float, **sections: Any) -> ModelPolicy:
     return policy(prices=prices, bounds=bounds, behavior={"max_step_up": 20}, **sections)
 
 
+def uniform_work_forecast(p: ModelPolicy, *, low: float, high: float) -> DemandForecast:
+    """Return a forecast whose demand, in instance units (rate x work), is uniform on [low, high]."""
+    work = queueing.work_seconds(p, mean_prompt=PROMPT, mean_output=OUTPUT)
+    levels = np.linspace(0.0001, 0.9999, 81)
+    column = (low + (high - low) * levels) / work
+    quantiles = np.repeat(column[:, None], 30, axis=1)
+    return DemandForecast(
+        start=0.0, bucket_seconds=60.0, levels=levels, rate_mean=quantiles[40].copy(),
+        rate_quantiles=quantiles, mean_prompt_tokens=PROMPT, mean_output_tokens=OUTPUT,
+    )
+
+
+def whole_window(f: DemandForecast) -> np.ndarray:
+    return sizing.window_weights(f, t0=f.start, t1=f.start + f.horizon_seconds)
+
+
+# Demand uniform on [2, 6] instances: the n-th replica is busy E[clip(a - (n-1), 0, 1)] of the time,
+# by hand 1, 1, 0.875, 0.625, 0.375, 0.125, 0 for n = 1..7. It pays off while that is >= c_k/c_s.
 @pytest.mark.parametrize(
-    ("ratio", "fractile", "replicas"),
-    [(0.75, 0.25, 3), (0.5, 0.5, 5), (0.25, 0.75, 8)],
+    ("ratio", "replicas"),
+    [(0.95, 2), (0.75, 3), (0.5, 4), (0.25, 5), (0.1, 6), (0.0, 6)],
 )
-def test_replicas_are_the_cost_optimal_fractile(ratio: float, fractile: float, replicas: int) -> None:
+def test_a_replica_pays_off_while_its_busy_share_beats_the_break_even(ratio: float, replicas: int) -> None:
+    p = priced(0.5)
+    f = uniform_work_forecast(p, low=2.0, high=6.0)
+    work = queueing.work_seconds(p, mean_prompt=PROMPT, mean_output=OUTPUT)
+    assert sizing.replicas_worth_paying(f, weights=whole_window(f), work=work, ratio=ratio) == replicas
+
+
+@pytest.mark.parametrize(("ratio", "replicas"), [(0.4, 5), (0.6, 4)])
+def test_a_half_busy_replica_pays_off_only_below_a_half_break_even(ratio: float, replicas: int) -> None:
+    p = priced(0.5)  # steady demand of 4.5 instances: the fifth replica would be busy half the time
+    f = uniform_work_forecast(p, low=4.5, high=4.5)
+    work = queueing.work_seconds(p, mean_prompt=PROMPT, mean_output=OUTPUT)
+    assert sizing.replicas_worth_paying(f, weights=whole_window(f), work=work, ratio=ratio) == replicas
+
+
+# The planner adds a replica when it pays off at 10% less demand (uniform on [1.8, 5.4]: shares
+# 1, .94, .81, .53, .25, .02 by hand) and keeps one while it pays off at 10% more ([2.2, 6.6]:
+# the third is busy .93, the fourth .70, the sixth .25, the seventh .04).
+@pytest.mark.parametrize(
+    ("ratio", "running", "replicas", "bound_by"),
+    [
+        (0.75, 0, 3, "fractile"),
+        (0.5, 0, 4, "fractile"),
+        (0.1, 0, 5, "fractile"),
+        (0.1, 6, 6, "fractile"),  # inside the deadband: kept
+        (0.1, 7, 6, "fractile"),
+        (0.75, 4, 3, "fractile"),
+        (0.75, 5, 4, "step_down"),  # wants 3, one step at a time
+    ],
+)
+def test_replicas_follow_the_break_even_with_a_deadband(
+    ratio: float, running: int, replicas: int, bound_by: str
+) -> None:
     p = priced(ratio)
-    d = plan(policy=p, forecast=step_forecast(p), observed=observed(), previous=None, now=0.0)
-    assert d.quantile == pytest.approx(fractile)
-    assert (d.replicas, d.bound_by) == (replicas, "fractile")
-    assert f"p{fractile * 100:.4g}" in d.reason
+    d = plan(policy=p, forecast=uniform_work_forecast(p, low=2.0, high=6.0), observed=observed(running),
+             previous=None, now=0.0)
+    assert d.quantile == pytest.approx(1 - ratio)
+    assert (d.replicas, d.bound_by) == (replicas, bound_by)
+    assert f"p{(1 - ratio) * 100:.4g}" in d.reason
 
 
 def test_quantile_override_replaces_the_fractile() -> None:
@@ -129,13 +180,21 @@ def test_a_trickle_is_left_to_serverless(busy_share: float, replicas: int, bound
         assert d.serverless_provisioned == 1  # its cold start (15 s) would break the 2 s TTFT
 
 
+def worth_paying(p: ModelPolicy, f: DemandForecast, *, now: float = 0.0) -> int:
+    """Return the replicas the marginal rule (tested by hand above) gives over a replica's lifetime."""
+    start = now + p.lead_times.cold_start_seconds
+    weights = sizing.window_weights(f, t0=start, t1=start + p.behavior.scale_down_delay_seconds)
+    work = queueing.work_seconds(p, mean_prompt=PROMPT, mean_output=OUTPUT)
+    return sizing.replicas_worth_paying(f, weights=weights, work=work, ratio=p.break_even_utilisation)
+
+
 def test_more_replicas_when_the_quota_binds() -> None:
     roomy = priced(0.5)
     tight = priced(0.5, **{})  # same prices, then a quota of 1
     tight = tight.model_copy(update={"bounds": tight.bounds.model_copy(update={"serverless_quota": 1})})
     d_roomy = plan(policy=roomy, forecast=step_forecast(roomy), observed=observed(), previous=None, now=0.0)
     d_tight = plan(policy=tight, forecast=step_forecast(tight), observed=observed(), previous=None, now=0.0)
-    assert d_roomy.replicas == 5
+    assert d_roomy.replicas == worth_paying(roomy, step_forecast(roomy))
     # The SLO quantile (p99: clamped to the top level, 10 instances) minus the quota of 1.
     assert (d_tight.replicas, d_tight.bound_by) == (9, "quota")
 
@@ -189,7 +248,9 @@ def test_an_active_schedule_clamps_and_is_named() -> None:
     at_noon = plan(policy=p, forecast=step_forecast(p, start=43200.0), observed=observed(),
                    previous=None, now=43200.0)
     assert (at_night.replicas, at_night.bound_by, at_night.standby) == (2, "schedule:night", 0)
-    assert (at_noon.replicas, at_noon.bound_by) == (5, "fractile")
+    expected = worth_paying(p, step_forecast(p, start=43200.0), now=43200.0)
+    assert expected > 2
+    assert (at_noon.replicas, at_noon.bound_by) == (expected, "fractile")
 
 
 def test_costs_compare_the_mix_with_the_alternatives() -> None:
