@@ -14,7 +14,8 @@
    ``forecast.quantile`` instead sizes replicas at that quantile of the SLO-sized instance need.
    Serverless never dearer than a busy replica: n* = min bound.
    Without serverless (unavailable, or quota 0) replicas cover the SLO quantile (``slo.attainment``);
-   with it, replicas cover at least the SLO-quantile need minus the serverless quota. A trickle is
+   with it, replicas are at least the fewest that keep the requests expected beyond replicas plus the
+   serverless quota within the SLO's miss allowance. A trickle is
    left to serverless: when even one replica's expected busy share over its lifetime,
    ``E[min(rate * s, 1)]``, is under the break-even ``c_k / c_s``, the fractile asks for no replica
    (a rate of 0.01 req/s "needs one instance" with high probability, but keeps it 0.2% busy).
@@ -54,6 +55,7 @@ class _Needs:
 
     fractile: int  # q* quantile over the replica lifetime (0 when replicas never pay)
     slo_life: int  # attainment quantile over the replica lifetime
+    quota_floor: int  # fewest replicas keeping the expected share beyond replicas + quota within the SLO
     slo_serverless: int  # attainment quantile over the next serverless cold start
     slo_cold: int  # attainment quantile over the next replica cold start
     mean_rate: float  # forecast mean rate over the replica lifetime
@@ -92,7 +94,8 @@ def plan(
     running = observed.replicas_ready + observed.replicas_starting
     current = previous.replicas if previous is not None else running
     needs = _needs(
-        policy, forecast=forecast, table=table, q_star=q_star, life=life, now=now, current=current
+        policy, forecast=forecast, table=table, q_star=q_star, life=life, now=now, current=current,
+        quota=bounds.serverless_quota,
     )
     target, driver, quantile = _replica_target(
         policy, needs=needs, bounds=bounds, q_star=q_star, observed=observed, serverless_ok=serverless_ok
@@ -162,7 +165,7 @@ def _replica_target(
     fractile, driver = needs.fractile, "fractile"
     if policy.forecast.quantile is None and needs.single_busy < policy.break_even_utilisation:
         fractile, driver = 0, "break_even"  # a trickle: even one replica would idle below break-even
-    floor = needs.slo_life - bounds.serverless_quota
+    floor = needs.quota_floor
     if floor > fractile:
         return floor, "quota", q_star
     return fractile, driver, q_star
@@ -236,6 +239,7 @@ def _needs(
     life: tuple[float, float],
     now: float,
     current: int,
+    quota: int,
 ) -> _Needs:
     """Return the instance needs of the forecast over the windows the planner looks at."""
     lead = policy.lead_times
@@ -271,6 +275,9 @@ def _needs(
         )
         fractile = min(max(current, add), keep)
     return _Needs(
+        quota_floor=_quota_floor(
+            policy, forecast=forecast, table=table, weights=life_w, quota=quota, most=int(n[1]) - quota
+        ),
         fractile=fractile,
         slo_life=int(n[1]),
         slo_serverless=int(n[2]),
@@ -278,6 +285,35 @@ def _needs(
         mean_rate=sizing.mean_rate(forecast, weights=life_w),
         single_busy=sizing.capped_mean_rate(forecast, weights=life_w, cap=1.0 / table.work) * table.work,
     )
+
+
+def _quota_floor(
+    policy: ModelPolicy,
+    *,
+    forecast: DemandForecast,
+    table: queueing.SizingTable,
+    weights: np.ndarray,
+    quota: int,
+    most: int,
+) -> int:
+    """Return the fewest replicas for which the requests expected beyond replicas + serverless quota stay
+    within the SLO's miss allowance (1 - attainment) over the replica lifetime; at most ``most``.
+
+    The SLO counts requests, so this bounds the expected overflow share, E[(rate - cap)+] / E[rate],
+    rather than a quantile of the rate: a wide upper tail after a burst does not pin replicas at the top.
+    """
+    allowance = 1.0 - policy.slo.attainment
+    lo, hi = -1, max(most, 0)  # share(hi) within the allowance (p-attainment sizing); share(lo) is not
+    if sizing.overflow_share(forecast, weights=weights, capacity_rate=table.max_rate(hi + quota)) > allowance:
+        return hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        share = sizing.overflow_share(forecast, weights=weights, capacity_rate=table.max_rate(mid + quota))
+        if share <= allowance:
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
 def _remember(

@@ -164,3 +164,14 @@ def replicas_worth_paying(forecast: DemandForecast, *, weights: FloatArray, work
         else:
             hi = mid
     return lo
+
+
+def overflow_share(forecast: DemandForecast, *, weights: FloatArray, capacity_rate: float) -> float:
+    """Return the expected share of requests above ``capacity_rate``: E[(rate - c)+] / E[rate]."""
+    quantiles = np.ascontiguousarray(forecast.rate_quantiles, dtype=np.float64)
+    levels = np.ascontiguousarray(forecast.levels, dtype=np.float64)
+    total = float(_mixture_capped_mean(quantiles, levels, weights, np.inf))
+    if total <= 0.0:
+        return 0.0
+    served = float(_mixture_capped_mean(quantiles, levels, weights, capacity_rate))
+    return max(total - served, 0.0) / total

@@ -190,13 +190,32 @@ def worth_paying(p: ModelPolicy, f: DemandForecast, *, now: float = 0.0) -> int:
 
 def test_more_replicas_when_the_quota_binds() -> None:
     roomy = priced(0.5)
-    tight = priced(0.5, **{})  # same prices, then a quota of 1
-    tight = tight.model_copy(update={"bounds": tight.bounds.model_copy(update={"serverless_quota": 1})})
-    d_roomy = plan(policy=roomy, forecast=step_forecast(roomy), observed=observed(), previous=None, now=0.0)
-    d_tight = plan(policy=tight, forecast=step_forecast(tight), observed=observed(), previous=None, now=0.0)
-    assert d_roomy.replicas == worth_paying(roomy, step_forecast(roomy))
-    # The SLO quantile (p99: clamped to the top level, 10 instances) minus the quota of 1.
+    tight = roomy.model_copy(update={"bounds": roomy.bounds.model_copy(update={"serverless_quota": 1})})
+    rate = rate_for(tight, 10)  # steady, between what 9 and 10 instances sustain (~5% above 9's)
+    d_roomy = plan(policy=roomy, forecast=forecast(rate, start=0.0, sd=0.0), observed=observed(),
+                   previous=None, now=0.0)
+    d_tight = plan(policy=tight, forecast=forecast(rate, start=0.0, sd=0.0), observed=observed(),
+                   previous=None, now=0.0)
+    assert d_roomy.bound_by == "fractile"
+    # 9 replicas + 1 serverless instance hold the rate; 8 + 1 would leave ~5% of requests over the
+    # quota, beyond the SLO's 1% allowance.
     assert (d_tight.replicas, d_tight.bound_by) == (9, "quota")
+
+
+def test_the_quota_floor_counts_expected_overflow_not_the_tail() -> None:
+    # A wide upper tail (p99 at 4x the mean, as after a burst) does not pin replicas at the p99 need:
+    # the floor keeps the expected share of requests beyond replicas + quota within 1%.
+    p = priced(0.5)
+    p = p.model_copy(update={"bounds": p.bounds.model_copy(update={"serverless_quota": 2})})
+    f = forecast(20.0, start=0.0, sd=1.3)
+    d = plan(policy=p, forecast=f, observed=observed(), previous=None, now=0.0)
+    p99_need = queueing.instances_needed(float(f.rate_quantiles[-1, 0]), policy=p, mean_prompt=PROMPT,
+                                         mean_output=OUTPUT)
+    assert d.replicas < p99_need - 2
+    start = p.lead_times.cold_start_seconds
+    weights = sizing.window_weights(f, t0=start, t1=start + p.behavior.scale_down_delay_seconds)
+    table = queueing.sizing_table(p, mean_prompt=PROMPT, mean_output=OUTPUT)
+    assert sizing.overflow_share(f, weights=weights, capacity_rate=table.max_rate(d.replicas + 2)) <= 0.01
 
 
 def test_without_serverless_replicas_cover_the_slo_quantile() -> None:
@@ -457,3 +476,19 @@ def test_provisioned_serverless_rises_at_once_and_falls_past_a_deadband() -> Non
     one = decide(0.5, None, 40.0)
     none = decide(0.0, one, 50.0)
     assert (one.serverless_provisioned, none.serverless_provisioned) == (1, 0)
+
+
+@pytest.mark.parametrize(("cap", "share"), [(8.0, 0.2), (10.0, 0.0), (0.0, 1.0), (12.0, 0.0)])
+def test_overflow_share_of_a_steady_rate(cap: float, share: float) -> None:
+    f = forecast(10.0, start=0.0, sd=0.0)
+    assert sizing.overflow_share(f, weights=whole_window(f), capacity_rate=cap) == pytest.approx(share)
+
+
+def test_overflow_share_of_a_uniform_rate() -> None:
+    # Rate uniform on [0, 10] (mean 5): above 5 lies E[(r - 5)+] = 1.25, a quarter of the demand.
+    levels = np.linspace(0.0001, 0.9999, 201)
+    column = 10.0 * levels
+    f = DemandForecast(start=0.0, bucket_seconds=60.0, levels=levels, rate_mean=np.array([5.0]),
+                       rate_quantiles=column[:, None], mean_prompt_tokens=PROMPT, mean_output_tokens=OUTPUT)
+    share = sizing.overflow_share(f, weights=np.array([1.0]), capacity_rate=5.0)
+    assert share == pytest.approx(0.25, abs=1e-3)
