@@ -234,6 +234,79 @@ def _to_minutes(hhmm: str) -> int:
     return int(hours) * 60 + int(minutes)
 
 
+# -- actuation targets (issue 5): the only resources the actuators may touch ---------------------------
+
+K8S_NAME_RE = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+K8S_NAMESPACE_RE = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+AWS_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,139}$"
+
+
+class KubernetesTarget(_Strict):
+    """The Kubernetes workload serving the model, and its warm standby pool."""
+
+    namespace: str = Field(pattern=K8S_NAMESPACE_RE, description="Namespace of the workloads.")
+    kind: Literal["Deployment", "StatefulSet"] = Field(
+        default="Deployment", description="Kind of the serving workload (and of the standby one)."
+    )
+    name: str = Field(pattern=K8S_NAME_RE, description="Serving workload, behind the model's Service.")
+    standby_name: str | None = Field(
+        default=None,
+        pattern=K8S_NAME_RE,
+        description="Warm standby workload of the same model whose pods are NOT behind the Service.",
+    )
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Self:
+        if self.standby_name == self.name:
+            raise ValueError("standby_name must differ from name")
+        return self
+
+
+class ServerlessTarget(_Strict):
+    """The serverless burst capacity of the model: a Lambda alias or a SageMaker endpoint variant."""
+
+    backend: Literal["lambda", "sagemaker"] = Field(description="Which AWS service runs the model.")
+    function_name: str | None = Field(
+        default=None, pattern=AWS_NAME_RE, description="Lambda function name (backend lambda)."
+    )
+    alias: str | None = Field(
+        default=None, pattern=AWS_NAME_RE, description="Lambda alias carrying provisioned concurrency."
+    )
+    endpoint_name: str | None = Field(
+        default=None, pattern=AWS_NAME_RE, description="SageMaker endpoint name (backend sagemaker)."
+    )
+    variant_name: str | None = Field(
+        default=None, pattern=AWS_NAME_RE, description="SageMaker production variant name."
+    )
+    region: str | None = Field(
+        default=None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d$", description="AWS region, if not the default."
+    )
+
+    @model_validator(mode="after")
+    def _backend_fields(self) -> Self:
+        if self.backend == "lambda":
+            if self.function_name is None or self.alias is None:
+                raise ValueError("backend lambda needs function_name and alias")
+            if self.endpoint_name is not None or self.variant_name is not None:
+                raise ValueError("endpoint_name and variant_name are for backend sagemaker")
+        else:
+            if self.endpoint_name is None or self.variant_name is None:
+                raise ValueError("backend sagemaker needs endpoint_name and variant_name")
+            if self.function_name is not None or self.alias is not None:
+                raise ValueError("function_name and alias are for backend lambda")
+        return self
+
+
+class Targets(_Strict):
+    """What the actuators change for this model; a missing part is never actuated."""
+
+    kubernetes: KubernetesTarget | None = Field(default=None, description="Replicas and warm standby.")
+    serverless: ServerlessTarget | None = Field(default=None, description="Pre-warmed serverless capacity.")
+
+
+# -- end of actuation targets -----------------------------------------------------------------------------
+
+
 class ModelPolicy(_Strict):
     """Everything Spillway needs to scale one model."""
 
@@ -246,6 +319,9 @@ class ModelPolicy(_Strict):
     behavior: Behavior = Field(default_factory=Behavior)
     forecast: Forecast = Field(default_factory=Forecast)
     schedules: list[Schedule] = Field(default_factory=list, max_length=64)
+    targets: Targets | None = Field(
+        default=None, description="Resources the actuators change; none: decisions are only published."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
