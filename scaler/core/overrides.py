@@ -1,0 +1,283 @@
+"""Alert-driven overrides (pure): parse Alertmanager webhook payloads, keep active overrides, apply them.
+
+An alert whose labels carry ``spillway_action`` becomes a time-bounded override for the model in its
+``model`` label (or for every model when it has none):
+
+* ``freeze``: no scale-down (replicas, standby and provisioned serverless stay at least as before);
+* ``boost``: raise the replica floor to ``spillway_min_replicas`` (or the default boost);
+* ``serverless_off``: keep everything on Kubernetes (serverless is treated as unavailable);
+* ``kubernetes_off``: burst to serverless (Kubernetes is treated as unavailable).
+
+An override ends when its alert is resolved, at the alert's ``endsAt``, or after the maximum duration,
+whichever comes first. Applying overrides never crosses the policy's hard bounds. Time is an argument.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import enum
+import math
+import re
+from collections.abc import Iterable, Mapping
+from typing import Final
+
+from scaler.core.policy import ModelPolicy
+from scaler.core.types import Decision, Observed, Unavailable
+
+ACTION_LABEL: Final = "spillway_action"
+MODEL_LABEL: Final = "model"
+MIN_REPLICAS_LABEL: Final = "spillway_min_replicas"
+_UNSET_TIME: Final = "0001-01-01T00:00:00Z"
+_FRACTION = re.compile(r"\.(\d{6})\d+")
+_MAX_LABEL = 1024
+
+
+class OverrideError(ValueError):
+    """A webhook payload that cannot be used; ``reason`` is ``malformed`` or ``unknown_action``."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        """Create the error; ``detail`` names what was wrong and where."""
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+class Action(enum.StrEnum):
+    """What an override does."""
+
+    FREEZE = "freeze"
+    BOOST = "boost"
+    SERVERLESS_OFF = "serverless_off"
+    KUBERNETES_OFF = "kubernetes_off"
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Override:
+    """One active override: from alert ``key`` (its fingerprint), for ``model`` (None = all models)."""
+
+    key: str
+    alert: str
+    action: Action
+    model: str | None
+    ends_at: float
+    min_replicas: int | None = None
+
+    def describe(self) -> str:
+        """Return a short human-readable form for decision reasons."""
+        extra = f" min={self.min_replicas}" if self.min_replicas is not None else ""
+        return f"{self.action.value}{extra} (alert {self.alert} until {self.ends_at:.0f})"
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class WebhookUpdate:
+    """What one webhook delivery says: overrides that fire, and keys of alerts that resolved."""
+
+    firing: tuple[Override, ...]
+    resolved: frozenset[str]
+
+
+def parse_time(text: object, *, where: str) -> float | None:
+    """Return an RFC 3339 time as unix seconds (None for Alertmanager's unset time); raise OverrideError."""
+    if not isinstance(text, str) or len(text) > 64:
+        raise OverrideError("malformed", f"{where}: expected an RFC 3339 time string, got {_show(text)}")
+    if text in ("", _UNSET_TIME):
+        return None
+    cleaned = _FRACTION.sub(r".\1", text.strip()).replace("z", "Z")
+    try:
+        stamp = datetime.datetime.fromisoformat(cleaned)
+    except ValueError:
+        raise OverrideError("malformed", f"{where}: not an RFC 3339 time: {_show(text)}") from None
+    if stamp.tzinfo is None:
+        raise OverrideError("malformed", f"{where}: time without a zone: {_show(text)}")
+    if stamp.year < 1970:
+        return None
+    return stamp.timestamp()
+
+
+def parse_webhook(
+    payload: object, *, now: float, max_duration_seconds: float, default_boost: int
+) -> WebhookUpdate:
+    """Return the overrides an Alertmanager (version 4) webhook payload asks for.
+
+    Alerts without a ``spillway_action`` label are not for Spillway and are skipped.
+    Raises OverrideError (``malformed``) when the payload is not a version 4 webhook or a field has
+    the wrong type or value, and (``unknown_action``) for an action Spillway does not know.
+    """
+    if not isinstance(payload, dict):
+        raise OverrideError("malformed", f"payload: expected a JSON object, got {_show(payload)}")
+    version = payload.get("version")
+    if version != "4":
+        raise OverrideError("malformed", f'payload.version: expected "4", got {_show(version)}')
+    alerts = payload.get("alerts")
+    if not isinstance(alerts, list):
+        raise OverrideError("malformed", f"payload.alerts: expected a list, got {_show(alerts)}")
+    firing: list[Override] = []
+    resolved: set[str] = set()
+    for i, alert in enumerate(alerts):
+        where = f"alerts[{i}]"
+        override = _parse_alert(
+            alert,
+            where=where,
+            now=now,
+            max_duration_seconds=max_duration_seconds,
+            default_boost=default_boost,
+        )
+        if override is None:
+            continue
+        status, parsed = override
+        if status == "resolved":
+            resolved.add(parsed.key)
+        else:
+            firing.append(parsed)
+    return WebhookUpdate(firing=tuple(firing), resolved=frozenset(resolved))
+
+
+def _parse_alert(
+    alert: object, *, where: str, now: float, max_duration_seconds: float, default_boost: int
+) -> tuple[str, Override] | None:
+    if not isinstance(alert, dict):
+        raise OverrideError("malformed", f"{where}: expected an object, got {_show(alert)}")
+    labels = _labels(alert.get("labels"), where=f"{where}.labels")
+    raw_action = labels.get(ACTION_LABEL)
+    if raw_action is None:
+        return None
+    try:
+        action = Action(raw_action)
+    except ValueError:
+        known = ", ".join(a.value for a in Action)
+        raise OverrideError(
+            "unknown_action",
+            f"{where}.labels.{ACTION_LABEL}: unknown action {_show(raw_action)} (known: {known})",
+        ) from None
+    status = alert.get("status")
+    if status not in ("firing", "resolved"):
+        raise OverrideError("malformed", f"{where}.status: expected firing or resolved, got {_show(status)}")
+    ends = parse_time(alert.get("endsAt", _UNSET_TIME), where=f"{where}.endsAt")
+    deadline = now + max_duration_seconds
+    if ends is not None and ends > now and status == "firing":
+        deadline = min(deadline, ends)
+    min_replicas: int | None = None
+    if action is Action.BOOST:
+        text = labels.get(MIN_REPLICAS_LABEL)
+        if text is None:
+            min_replicas = default_boost
+        elif text.isdigit() and len(text) <= 6:
+            min_replicas = int(text)
+        else:
+            raise OverrideError(
+                "malformed",
+                f"{where}.labels.{MIN_REPLICAS_LABEL}: expected a non-negative integer, got {_show(text)}",
+            )
+    fingerprint = alert.get("fingerprint")
+    if isinstance(fingerprint, str) and fingerprint:
+        key = fingerprint[:_MAX_LABEL]
+    else:
+        key = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    model = labels.get(MODEL_LABEL) or None
+    override = Override(
+        key=key,
+        alert=labels.get("alertname", "unnamed"),
+        action=action,
+        model=model,
+        ends_at=deadline,
+        min_replicas=min_replicas,
+    )
+    return str(status), override
+
+
+def _labels(value: object, *, where: str) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise OverrideError("malformed", f"{where}: expected an object of strings, got {_show(value)}")
+    labels: dict[str, str] = {}
+    for k, v in value.items():
+        if not isinstance(v, str) or len(v) > _MAX_LABEL or len(k) > _MAX_LABEL:
+            raise OverrideError("malformed", f"{where}.{_show(k)}: expected a short string, got {_show(v)}")
+        labels[k] = v
+    return labels
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class OverrideBook:
+    """The overrides in force, keyed by alert; expired ones are dropped when looked up."""
+
+    def __init__(self) -> None:
+        """Create an empty book."""
+        self._by_key: dict[str, Override] = {}
+
+    def update(self, update: WebhookUpdate) -> None:
+        """Add or refresh the firing overrides and lift the resolved ones."""
+        for key in update.resolved:
+            self._by_key.pop(key, None)
+        for override in update.firing:
+            self._by_key[override.key] = override
+
+    def active(self, *, now: float, model: str | None = None) -> list[Override]:
+        """Return the overrides in force at ``now`` (for ``model``, when given), dropping expired ones."""
+        for key in [k for k, o in self._by_key.items() if o.ends_at <= now]:
+            del self._by_key[key]
+        found = [o for o in self._by_key.values() if model is None or o.model in (None, model)]
+        return sorted(found, key=lambda o: (o.action.value, o.key))
+
+
+def adjust_observed(observed: Observed, overrides: Iterable[Override]) -> Observed:
+    """Return ``observed`` with the capacity the overrides switch off marked unavailable."""
+    off = observed.unavailable
+    for override in overrides:
+        if override.action is Action.SERVERLESS_OFF:
+            off |= Unavailable.SERVERLESS
+        elif override.action is Action.KUBERNETES_OFF:
+            off |= Unavailable.KUBERNETES
+    if off == observed.unavailable:
+        return observed
+    return dataclasses.replace(observed, unavailable=off)
+
+
+def adjust_decision(
+    decision: Decision, *, overrides: Iterable[Override], previous: Decision | None, policy: ModelPolicy
+) -> Decision:
+    """Return ``decision`` with freeze and boost applied, within the policy's hard bounds.
+
+    Every active override is named in the reason; ``bound_by`` says ``override-<action>`` when one
+    changed the outcome.
+    """
+    active = list(overrides)
+    if not active:
+        return decision
+    bounds = policy.bounds
+    replicas, standby, serverless = decision.replicas, decision.standby, decision.serverless_provisioned
+    bound_by = decision.bound_by
+    for override in active:
+        if override.action is Action.FREEZE and previous is not None:
+            floor = min(previous.replicas, bounds.max_replicas)
+            if floor > replicas:
+                replicas, bound_by = floor, "override-freeze"
+            standby = max(standby, min(previous.standby, bounds.max_standby))
+            serverless = max(serverless, min(previous.serverless_provisioned, bounds.serverless_quota))
+        elif override.action is Action.BOOST and override.min_replicas is not None:
+            floor = min(override.min_replicas, bounds.max_replicas)
+            if floor > replicas:
+                replicas, bound_by = floor, "override-boost"
+    named = "; ".join(o.describe() for o in active)
+    spill = decision.spill_fraction if math.isfinite(decision.spill_fraction) else 0.0
+    return dataclasses.replace(
+        decision,
+        replicas=replicas,
+        standby=standby,
+        serverless_provisioned=serverless,
+        spill_fraction=spill,
+        bound_by=bound_by,
+        reason=f"{decision.reason} [overrides: {named}]",
+    )
+
+
+def summary(overrides: Iterable[Override]) -> Mapping[str, list[str]]:
+    """Return action -> sorted models ('*' = all) of the given overrides (for the metrics gauge)."""
+    found: dict[str, set[str]] = {}
+    for override in overrides:
+        found.setdefault(override.action.value, set()).add(override.model or "*")
+    return {action: sorted(models) for action, models in sorted(found.items())}
