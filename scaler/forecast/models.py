@@ -141,7 +141,11 @@ class DemandForecaster:
 
     @classmethod
     def from_policy(cls, policy: ModelPolicy) -> DemandForecaster:
-        """Return a forecaster configured from ``policy.forecast`` (bucket, horizon, seasons >= 2 buckets)."""
+        """Return a forecaster configured from ``policy.forecast`` (bucket, horizon, seasons >= 2 buckets).
+
+        It forecasts from the first completed bucket on (a level with Poisson-like spread): a model that
+        starts taking traffic gets provisioned capacity after one bucket, not after several.
+        """
         fc = policy.forecast
         bucket = int(fc.bucket_seconds)
         seasons = [s // bucket for s in fc.seasonalities_seconds if s // bucket >= 2]
@@ -149,6 +153,7 @@ class DemandForecaster:
             bucket_seconds=bucket,
             horizon_buckets=math.ceil(fc.horizon_seconds / bucket),
             season_buckets=seasons,
+            min_buckets=1,
         )
 
     @property

@@ -315,3 +315,15 @@ def test_from_policy_maps_bucket_horizon_and_seasons() -> None:
     assert fc.horizon_buckets == 31
     assert fc.season_buckets == (1440,)  # 90 s is under two buckets: dropped
     assert tuple(fc.levels) == DEFAULT_LEVELS
+
+
+def test_a_policy_forecaster_is_usable_after_one_bucket() -> None:
+    # A model that starts taking traffic must get provisioned capacity after one bucket, not three.
+    fc = DemandForecaster.from_policy(ModelPolicy.model_validate({"name": "m"}))
+    assert not fc.forecast(now=30.0).valid
+    fc.observe(bucket_start=0.0, requests=600.0, prompt_tokens=600_000.0, output_tokens=120_000.0)
+    f = fc.forecast(now=61.0)
+    assert f.valid
+    assert f.rate_mean[0] == pytest.approx(10.0, rel=0.05)  # 600 requests in a 60 s bucket
+    assert f.rate_quantiles[-1, 0] > f.rate_mean[0] > f.rate_quantiles[0, 0]
+    assert (f.mean_prompt_tokens, f.mean_output_tokens) == pytest.approx((1000.0, 200.0))
