@@ -29,6 +29,7 @@ from typing import Protocol, cast
 
 import structlog
 
+from scaler.adapters import alerts
 from scaler.adapters.http import HttpServer
 from scaler.adapters.memory import MemorySink, MemoryStore, ReplaySource, VirtualClock
 from scaler.adapters.metrics import DaemonMetrics
@@ -327,6 +328,14 @@ def build_kafka_daemon(
     )
     daemon.http = HttpServer(
         host=settings.http_host, port=settings.http_port, metrics=metrics, ready=daemon.not_ready
+    )
+    # Alertmanager webhook: POST /alerts feeds the runtime's override book
+    alerts.install_receiver(
+        settings=settings,
+        app=daemon.http.app,
+        book=runtime.overrides,
+        clock=daemon.clock.now,
+        registry=metrics.registry,
     )
     return daemon
 

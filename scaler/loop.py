@@ -20,6 +20,7 @@ from scaler.adapters.metrics import DaemonMetrics
 from scaler.core import aggregate, events
 from scaler.core.aggregate import ModelAggregator
 from scaler.core.events import InvalidEvent
+from scaler.core.overrides import OverrideBook, adjust_decision, adjust_observed
 from scaler.core.policy import ModelPolicy
 from scaler.core.types import Decision, DemandForecast, Observed
 from scaler.ports import DecisionSink, Forecaster, ForecasterFactory, ForecasterLoader, Planner, RawRecord
@@ -135,6 +136,7 @@ class Runtime:
         self.metrics = metrics
         self.options = options
         self.owned: dict[str, ModelState] = {}
+        self.overrides = OverrideBook()  # alert overrides (filled by scaler.adapters.alerts)
         self.log = structlog.get_logger("scaler.loop")
         self._not_owned = metrics.events_dropped.labels(why="not_owned")  # resolved once: hot path
         self._late_or_early = metrics.events_dropped.labels(why="late_or_early")
@@ -293,9 +295,12 @@ class Runtime:
             serverless_provisioned=state.previous.serverless_provisioned if state.previous else 0,
             request_rate=last.rate if last is not None else None,
         )
+        active = self.overrides.active(now=now, model=model)  # alert overrides: bounded by the policy
+        observed = adjust_observed(observed, active)
         decision = self.planner(
             policy=state.policy, forecast=forecast, observed=observed, previous=state.previous, now=now
         )
+        decision = adjust_decision(decision, overrides=active, previous=state.previous, policy=state.policy)
         state.previous = decision
         state.threshold = _threshold(forecast, now=now)
         if trigger == "tick":

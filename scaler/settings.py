@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 ENV_PREFIX = "SCALER_"
-SECRET_FIELDS = frozenset({"kafka_sasl_password"})
+SECRET_FIELDS = frozenset({"kafka_sasl_password", "alerts_token"})
 LIST_FIELDS = frozenset({"kafka_bootstrap_servers", "policy_files"})
 
 
@@ -73,6 +73,13 @@ class Settings(BaseModel):
     burst_window_seconds: int = Field(default=2, ge=1, le=60)
     burst_check_seconds: float = Field(default=0.25, gt=0, le=60)
     shutdown_timeout_seconds: float = Field(default=8.0, gt=0, le=300)
+    # -- Alertmanager webhook (POST /alerts; scaler.adapters.alerts) --
+    alerts_token: SecretStr | None = None  # bearer token; env SCALER_ALERTS_TOKEN or alerts_token_file
+    alerts_token_file: Path | None = None
+    alerts_max_override_seconds: float = Field(default=3600.0, gt=0, le=7 * 86_400)
+    alerts_default_boost_replicas: int = Field(default=2, ge=0, le=10_000)
+    alerts_max_body_bytes: int = Field(default=262_144, ge=1024, le=16 * 1024 * 1024)
+    # -- end Alertmanager webhook --
 
     @field_validator("http_listen")
     @classmethod

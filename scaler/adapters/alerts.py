@@ -1,0 +1,208 @@
+"""Alertmanager webhook receiver: ``POST /alerts`` on the daemon's aiohttp server.
+
+Requests need ``Authorization: Bearer <token>``; without a configured token the endpoint refuses
+everything (503). Unauthenticated (401), oversized (413), malformed (400) and unknown-action (422)
+deliveries are refused and counted in ``scaler_alerts_rejected_total{reason}``. Accepted alerts update
+the :class:`scaler.core.overrides.OverrideBook` the loop applies to every decision; the overrides in
+force are exported as ``scaler_override_active{model,action}`` (model ``*`` = all models).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from scaler.core import overrides
+from scaler.core.overrides import OverrideBook, OverrideError
+from scaler.settings import Settings
+
+log = structlog.get_logger("scaler.alerts")
+REJECT_REASONS = ("unauthenticated", "disabled", "too_large", "malformed", "unknown_action")
+
+
+def load_token(settings: Settings) -> str | None:
+    """Return the webhook bearer token (setting, else the token file), None when none is configured.
+
+    Raises ValueError naming the file when ``alerts_token_file`` cannot be read or is empty.
+    """
+    if settings.alerts_token is not None:
+        token = settings.alerts_token.get_secret_value().strip()
+        return token or None
+    path = settings.alerts_token_file
+    if path is None:
+        return None
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ValueError(f"alerts_token_file {path}: cannot read: {exc.strerror}") from None
+    if not token:
+        raise ValueError(f"alerts_token_file {path}: the file is empty")
+    return token
+
+
+class _ActiveOverrides(Collector):
+    """Reads the book at scrape time, so expired overrides vanish from /metrics on their own."""
+
+    def __init__(self, book: OverrideBook, clock: Callable[[], float]) -> None:
+        self.book = book
+        self.clock = clock
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "scaler_override_active",
+            "Alert overrides in force (1), by model ('*' = all models) and action.",
+            labels=["model", "action"],
+        )
+        for action, models in overrides.summary(self.book.active(now=self.clock())).items():
+            for model in models:
+                family.add_metric([model, action], 1.0)
+        yield family
+
+
+class AlertReceiver:
+    """Authenticates, parses and applies Alertmanager deliveries to an override book."""
+
+    def __init__(
+        self,
+        *,
+        token: str | None,
+        book: OverrideBook,
+        clock: Callable[[], float],
+        registry: CollectorRegistry,
+        max_body_bytes: int = 262_144,
+        max_override_seconds: float = 3600.0,
+        default_boost: int = 2,
+    ) -> None:
+        """Create a receiver whose metrics live in ``registry``; ``token`` None refuses every request."""
+        self._token = token.encode() if token else None
+        self.book = book
+        self.clock = clock
+        self.max_body_bytes = max_body_bytes
+        self.max_override_seconds = max_override_seconds
+        self.default_boost = default_boost
+        self.rejected = Counter(
+            "scaler_alerts_rejected", "Webhook deliveries refused, by reason.", ["reason"], registry=registry
+        )
+        for reason in REJECT_REASONS:
+            self.rejected.labels(reason=reason)
+        self.accepted = Counter(
+            "scaler_alerts_received", "Spillway alerts accepted, by status.", ["status"], registry=registry
+        )
+        registry.register(_ActiveOverrides(book, clock))
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        book: OverrideBook,
+        clock: Callable[[], float],
+        registry: CollectorRegistry,
+    ) -> AlertReceiver:
+        """Return a receiver configured by ``settings``; raise ValueError if the token file is unusable."""
+        return cls(
+            token=load_token(settings),
+            book=book,
+            clock=clock,
+            registry=registry,
+            max_body_bytes=settings.alerts_max_body_bytes,
+            max_override_seconds=settings.alerts_max_override_seconds,
+            default_boost=settings.alerts_default_boost_replicas,
+        )
+
+    @property
+    def enabled(self) -> bool:
+        """Return True when a token is configured (otherwise every request is refused)."""
+        return self._token is not None
+
+    def install(self, app: web.Application) -> None:
+        """Add ``POST /alerts`` to ``app`` (before it starts)."""
+        app.router.add_post("/alerts", self.handle)
+
+    def _refuse(self, status: int, reason: str, message: str) -> web.Response:
+        self.rejected.labels(reason=reason).inc()
+        log.warning("alerts_rejected", status=status, reason=reason, detail=message)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return web.json_response({"error": reason, "detail": message}, status=status, headers=headers)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        """Apply one delivery; return 200 with the overrides it set, or the refusal's status and reason."""
+        if self._token is None:
+            return self._refuse(
+                503, "disabled", "no alerts token configured (set SCALER_ALERTS_TOKEN or alerts_token_file)"
+            )
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self._token):
+            return self._refuse(401, "unauthenticated", "missing or wrong bearer token")
+        if request.content_length is not None and request.content_length > self.max_body_bytes:
+            return self._refuse(413, "too_large", f"body over {self.max_body_bytes} bytes")
+        body = bytearray()
+        async for chunk in request.content.iter_chunked(65_536):
+            body += chunk
+            if len(body) > self.max_body_bytes:
+                return self._refuse(413, "too_large", f"body over {self.max_body_bytes} bytes")
+        try:
+            payload = json.loads(body)
+        except (ValueError, RecursionError) as exc:
+            return self._refuse(400, "malformed", f"body is not JSON: {str(exc)[:120]}")
+        now = self.clock()
+        try:
+            update = overrides.parse_webhook(
+                payload,
+                now=now,
+                max_duration_seconds=self.max_override_seconds,
+                default_boost=self.default_boost,
+            )
+        except OverrideError as exc:
+            status = 422 if exc.reason == "unknown_action" else 400
+            return self._refuse(status, exc.reason, exc.detail)
+        self.book.update(update)
+        if update.firing:
+            self.accepted.labels(status="firing").inc(len(update.firing))
+        if update.resolved:
+            self.accepted.labels(status="resolved").inc(len(update.resolved))
+        active = self.book.active(now=now)
+        log.info(
+            "alert_overrides_updated",
+            firing=[o.describe() + f" model={o.model or '*'}" for o in update.firing],
+            resolved=len(update.resolved),
+            active=len(active),
+        )
+        return web.json_response(
+            {
+                "active": [
+                    {"action": o.action.value, "model": o.model or "*", "ends_at": o.ends_at} for o in active
+                ]
+            }
+        )
+
+
+def install_receiver(
+    *,
+    settings: Settings,
+    app: web.Application,
+    book: OverrideBook,
+    clock: Callable[[], float],
+    registry: CollectorRegistry,
+) -> AlertReceiver:
+    """Add ``POST /alerts`` to ``app``; return the receiver.
+
+    An unusable token file is logged and leaves the endpoint refusing everything (never open).
+    """
+    try:
+        receiver = AlertReceiver.from_settings(settings, book=book, clock=clock, registry=registry)
+    except ValueError as exc:
+        log.error("alerts_disabled", error=str(exc))
+        receiver = AlertReceiver(token=None, book=book, clock=clock, registry=registry)
+    if not receiver.enabled:
+        log.info("alerts_endpoint_refusing", why="no alerts token configured")
+    receiver.install(app)
+    return receiver
