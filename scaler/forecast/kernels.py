@@ -43,6 +43,7 @@ LOWER = np.array([0.01, 0.0, 0.0, 0.80])
 UPPER = np.array([0.99, 0.5, 0.95, 0.995])
 DEFAULT_PARAMS = np.array([0.3, 0.0, 0.1, 0.9])  # used until a fit has data (and on ties)
 _MIN_EMPIRICAL = 8  # residuals needed before quantiles come from them rather than a normal fallback
+_MIN_TAIL = 5.0  # residuals needed beyond a level for its empirical quantile; further out, a normal tail
 
 
 @njit(cache=True, nogil=True)
@@ -460,6 +461,16 @@ def forecast_means(  # noqa: PLR0917 - numba kernels take no keyword-only parame
 
 
 @njit(cache=True, nogil=True)
+def _sorted_quantile(srt: FloatArray, level: float) -> float:
+    """Return the ``level`` quantile of the ascending ``srt`` (linear between order statistics)."""
+    count = srt.shape[0]
+    pos = level * (count - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, count - 1)
+    return float(srt[lo] + (pos - lo) * (srt[hi] - srt[lo]))
+
+
+@njit(cache=True, nogil=True)
 def forecast_quantiles(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
     params: FloatArray,
     st: FloatArray,
@@ -487,10 +498,23 @@ def forecast_quantiles(  # noqa: PLR0917 - numba kernels take no keyword-only pa
     if count >= _MIN_EMPIRICAL:
         srt = np.sort(res[:count])
         for k in range(n_levels):
-            pos = levels[k] * (count - 1)
-            lo = math.floor(pos)
-            hi = min(lo + 1, count - 1)
-            q[k] = srt[lo] + (pos - lo) * (srt[hi] - srt[lo])
+            q[k] = _sorted_quantile(srt, levels[k])
+        # Tails: a level with fewer than _MIN_TAIL residuals beyond it would be the one or two most extreme
+        # residuals (after a burst, p99 would sit at the burst for as long as the ring remembers it).
+        # Such levels extend the furthest well-supported level with a normal tail of robust scale.
+        spread = (_sorted_quantile(srt, 0.75) - _sorted_quantile(srt, 0.25)) / 1.349
+        top, bottom = -1, -1
+        for k in range(n_levels):
+            if (1.0 - levels[k]) * count >= _MIN_TAIL:
+                top = k
+            if bottom < 0 and levels[k] * count >= _MIN_TAIL:
+                bottom = k
+        if top >= 0:
+            for k in range(top + 1, n_levels):
+                q[k] = max(q[top] + (z[k] - z[top]) * spread, q[k - 1])
+        if bottom >= 0:
+            for k in range(bottom - 1, -1, -1):
+                q[k] = min(q[bottom] - (z[bottom] - z[k]) * spread, q[k + 1])
     else:
         msr = 0.0
         for j in range(count):

@@ -327,3 +327,32 @@ def test_a_policy_forecaster_is_usable_after_one_bucket() -> None:
     assert f.rate_mean[0] == pytest.approx(10.0, rel=0.05)  # 600 requests in a 60 s bucket
     assert f.rate_quantiles[-1, 0] > f.rate_mean[0] > f.rate_quantiles[0, 0]
     assert (f.mean_prompt_tokens, f.mean_output_tokens) == pytest.approx((1000.0, 200.0))
+
+
+def _fed(counts: np.ndarray) -> DemandForecaster:
+    fc = DemandForecaster(bucket_seconds=60, horizon_buckets=5, season_buckets=[])
+    for i, n in enumerate(counts):
+        fc.observe(
+            bucket_start=60.0 * i, requests=float(n), prompt_tokens=1000.0 * n, output_tokens=200.0 * n
+        )
+    return fc
+
+
+def test_one_burst_does_not_pin_the_upper_quantiles_at_its_size() -> None:
+    # 60 calm buckets, one 10x burst, 30 calm buckets: a single residual is no evidence for a 1% tail.
+    rng = np.random.default_rng(3)
+    counts = np.concatenate([rng.poisson(600, 60), [6000], rng.poisson(600, 30)])
+    f = _fed(counts).forecast(now=60.0 * counts.size)
+    p99 = f.rate_quantiles[list(DEFAULT_LEVELS).index(0.99), 0]
+    assert p99 < 1.5 * f.rate_mean[0]
+    assert p99 > f.rate_mean[0]
+
+
+def test_frequent_bursts_do_widen_the_upper_quantiles() -> None:
+    # One bucket in ten at 3x: the p95 must see them (enough residuals support it).
+    rng = np.random.default_rng(4)
+    counts = rng.poisson(600, 200).astype(float)
+    counts[::10] *= 3.0
+    f = _fed(counts).forecast(now=60.0 * counts.size)
+    p95 = f.rate_quantiles[list(DEFAULT_LEVELS).index(0.95), 0]
+    assert p95 > 1.5 * f.rate_mean[0]
