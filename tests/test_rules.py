@@ -16,9 +16,7 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
     binary = shutil.which("promtool")
     if binary is None:
         pytest.fail("promtool not found: run .ci/setup (installs the Debian prometheus package)")
-    return subprocess.run(  # noqa: S603  # fixed arguments
-        [binary, *args], cwd=RULES, capture_output=True, text=True, timeout=60, check=False
-    )
+    return subprocess.run([binary, *args], cwd=RULES, capture_output=True, text=True, timeout=60, check=False)
 
 
 def test_promtool_accepts_the_rules() -> None:
