@@ -1,0 +1,333 @@
+"""The Helm chart: lint, render, strict schemas, values schema, RBAC, security context, probes, policies."""
+
+from __future__ import annotations
+
+import copy
+import importlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from chart_render import CHART, EVERYTHING_ON, KUBE_VERSION, MINIMAL, manifests, one, render
+
+pytest.importorskip("helm_python")
+kubernetes_validate = pytest.importorskip("kubernetes_validate")
+
+CASES = {"defaults": {}, "minimal": MINIMAL, "everything-on": EVERYTHING_ON}
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
+REPO = CHART.parents[1]
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def rendered(request: pytest.FixtureRequest) -> tuple[str, list[dict[str, Any]]]:
+    return request.param, manifests(CASES[request.param])
+
+
+def test_chart_lints_without_errors() -> None:
+    import helm_python  # noqa: PLC0415
+
+    for values in CASES.values():
+        result = helm_python.lint(CHART, values, strict=False, namespace="ml", kube_version=KUBE_VERSION)
+        assert result["errors"] == [], result
+        assert all(m["severity"] < 2 for m in result["messages"]), result["messages"]  # info only
+
+
+def test_every_manifest_validates_strictly(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+    case, objects = rendered
+    assert objects, case
+    for obj in objects:
+        if obj["kind"] in CRD_KINDS:
+            continue  # custom resources: their shape is checked below
+        try:
+            kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{case}: {obj['kind']}/{obj['metadata']['name']}: {exc.message} at {list(exc.path)}")
+
+
+def test_default_render_has_the_expected_objects() -> None:
+    kinds = sorted(o["kind"] for o in manifests({}))
+    assert kinds == sorted(
+        [
+            "ConfigMap",
+            "Deployment",
+            "NetworkPolicy",
+            "PodDisruptionBudget",
+            "Role",
+            "RoleBinding",
+            "Service",
+            "ServiceAccount",
+        ]
+    )
+
+
+def _container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    return container
+
+
+def _env(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def test_security_context_and_probes(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+    case, objects = rendered
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True, case
+    assert pod["securityContext"]["runAsUser"] == 10001
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    container = _container(objects)
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["resources"]["limits"]["memory"]
+    # read-only root: numba's cache (NUMBA_CACHE_DIR=/tmp/... in the image) needs a writable /tmp
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    tmp = next(v for v in pod["volumes"] if v["name"] == mounts["/tmp"]["name"])
+    assert "emptyDir" in tmp
+    # the daemon listens on all interfaces in the pod, on the port the probes and Service use
+    assert _env(container)["SCALER_HTTP_LISTEN"] == f"0.0.0.0:{container['ports'][0]['containerPort']}"
+
+
+def test_policies_are_mounted_as_a_directory_for_hot_reload() -> None:
+    objects = manifests({})
+    container = _container(objects)
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/etc/spillway/policies")
+    assert "subPath" not in mount  # a subPath mount never sees the kubelet's ConfigMap updates
+    assert mount["readOnly"] is True
+    cm = one(objects, "ConfigMap")
+    paths = _env(container)["SCALER_POLICY_FILES"].split(",")
+    assert paths == [f"/etc/spillway/policies/{key}" for key in sorted(cm["data"])]
+
+
+def test_rendered_policies_pass_scaler_policy_validate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from scaler.cli import main  # noqa: PLC0415
+
+    values = {
+        "policies": {
+            "files": {
+                f"{p.stem}.yaml": p.read_text(encoding="utf-8")
+                for p in sorted((REPO / "policies").glob("*.yaml"))
+            }
+        }
+    }
+    for case in ({}, values):
+        data = one(manifests(case), "ConfigMap")["data"]
+        files = []
+        for key, text in data.items():
+            target = tmp_path / key
+            target.write_text(text, encoding="utf-8")
+            files.append(str(target))
+        assert main(["policy", "validate", *files]) == 0, capsys.readouterr()
+        assert capsys.readouterr().out.count(": ok") == len(files)
+
+
+def test_existing_configmap_is_referenced_not_created() -> None:
+    objects = manifests(MINIMAL)
+    assert not [o for o in objects if o["kind"] == "ConfigMap"]
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "policies")
+    assert volume["configMap"]["name"] == "sre-policies"
+    assert _env(_container(objects))["SCALER_POLICY_FILES"] == (
+        "/etc/spillway/policies/llama.yaml,/etc/spillway/policies/mistral.yaml"
+    )
+    assert pod["serviceAccountName"] == "existing-sa"
+
+
+def test_secrets_are_only_referenced() -> None:
+    objects = manifests(EVERYTHING_ON)
+    assert not [o for o in objects if o["kind"] == "Secret"]
+    container = _container(objects)
+    env = _env(container)
+    assert env["SCALER_KAFKA_SASL_PASSWORD_FILE"] == "/etc/spillway/kafka-sasl/password"
+    assert env["SCALER_ALERTS_TOKEN_FILE"] == "/etc/spillway/alerts/token"
+    assert env["AWS_SECRET_ACCESS_KEY"] == {
+        "secretKeyRef": {"name": "aws-static", "key": "AWS_SECRET_ACCESS_KEY"}
+    }
+    assert "SCALER_KAFKA_SASL_PASSWORD" not in env
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    secrets = {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    assert secrets == {"kafka-sasl", "kafka-tls", "spillway-alerts"}
+    sa = one(objects, "ServiceAccount")
+    assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith(":role/spillway")
+    # the defaults reference no Secret at all
+    default_pod = one(manifests({}), "Deployment")["spec"]["template"]["spec"]
+    assert not [v for v in default_pod["volumes"] if "secret" in v]
+
+
+def _normalise(rules: Any) -> set[tuple[str, str, str]]:
+    """Return {(apiGroup, resource, verb)} of PolicyRule-like mappings or (group, resource, verbs) tuples."""
+    found: set[tuple[str, str, str]] = set()
+    for rule in rules:
+        if isinstance(rule, dict):
+            groups, resources, verbs = rule["apiGroups"], rule["resources"], rule["verbs"]
+        else:
+            group, resource, verbs = rule
+            groups, resources = [group], [resource] if isinstance(resource, str) else resource
+        found |= {(g, r, v) for g in groups for r in resources for v in verbs}
+    return found
+
+
+def _rbac_rules(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    (role,) = [o for o in objects if o["kind"] in {"Role", "ClusterRole"}]
+    rules: list[dict[str, Any]] = role["rules"]
+    return rules
+
+
+def test_rbac_is_least_privilege(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+    case, objects = rendered
+    if case == "minimal":
+        assert not [
+            o for o in objects if o["kind"] in {"Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"}
+        ]
+        return
+    assert not [o for o in objects if o["kind"] == "ClusterRoleBinding"]  # bound per namespace only
+    for rule in _rbac_rules(objects):
+        for field in ("verbs", "resources", "apiGroups"):
+            assert "*" not in rule[field], rule
+        assert not {"secrets", "pods/exec", "serviceaccounts/token"} & set(rule["resources"]), rule
+        assert not {"escalate", "bind", "impersonate", "delete", "deletecollection"} & set(rule["verbs"]), (
+            rule
+        )
+
+
+def test_rbac_grants_exactly_what_the_actuators_call() -> None:
+    declared = yaml.safe_load((CHART / "files" / "rbac-rules.yaml").read_text(encoding="utf-8"))
+    assert _normalise(_rbac_rules(manifests({}))) == _normalise(declared)
+    try:
+        adapter = importlib.import_module("scaler.adapters.kubernetes")
+    except ImportError:
+        pytest.skip("scaler.adapters.kubernetes (the actuators) is not in this checkout yet")
+    assert _normalise(adapter.RBAC_RULES) == _normalise(declared), (
+        "helm/spillway/files/rbac-rules.yaml must list exactly scaler.adapters.kubernetes.RBAC_RULES"
+    )
+
+
+def test_rbac_targets_restrict_scaling_by_name_in_each_namespace() -> None:
+    objects = manifests(EVERYTHING_ON)
+    role = one(objects, "ClusterRole")  # two namespaces: one ClusterRole ...
+    bindings = [o for o in objects if o["kind"] == "RoleBinding"]  # ... bound in each of them only
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["inference-a", "inference-b"]
+    assert all(b["roleRef"]["kind"] == "ClusterRole" for b in bindings)
+    assert all(b["subjects"][0]["namespace"] == "ml" for b in bindings)
+    named = {r["resources"][0]: r["resourceNames"] for r in role["rules"] if "resourceNames" in r}
+    assert named == {
+        "deployments": ["llama-8b", "mistral-7b"],
+        "deployments/scale": ["llama-8b", "mistral-7b"],
+        "statefulsets": ["llama-70b"],
+        "statefulsets/scale": ["llama-70b"],
+    }
+    for rule in role["rules"]:
+        if {"deployments", "statefulsets"} & {res.split("/")[0] for res in rule["resources"]}:
+            assert "resourceNames" in rule, rule  # nothing unrestricted on workloads once targets are known
+    # only deployments listed: statefulsets cannot be scaled at all
+    only = copy.deepcopy(EVERYTHING_ON)
+    only["rbac"]["targets"] = {"deployments": ["llama-8b"], "statefulsets": []}
+    granted = _normalise(_rbac_rules(manifests(only)))
+    assert not {t for t in granted if t[1] == "statefulsets/scale"}
+    # the release namespace alone: a namespaced Role, no ClusterRole
+    kinds = {o["kind"] for o in manifests({})}
+    assert "Role" in kinds
+    assert "ClusterRole" not in kinds
+
+
+def test_custom_resources_have_their_shape() -> None:
+    objects = manifests(EVERYTHING_ON)
+    monitor = one(objects, "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    service = one(objects, "Service")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["spec"]["selector"].items()
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == service["spec"]["ports"][0]["name"]
+    assert endpoint["path"] == "/metrics"
+
+
+def test_network_policy_admits_only_the_http_port() -> None:
+    policy = one(manifests(EVERYTHING_ON), "NetworkPolicy")
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert rule["from"] == EVERYTHING_ON["networkPolicy"]["ingressFrom"]
+    default = one(manifests({}), "NetworkPolicy")
+    assert default["spec"]["policyTypes"] == ["Ingress"]
+    assert default["spec"]["ingress"][0]["from"] == [{"podSelector": {}}]
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"replicaCount": 0}, "/replicaCount"),
+        ({"replicas": 2}, "additional properties 'replicas' not allowed"),
+        ({"kafka": {"bootstrapServers": []}}, "/kafka/bootstrapServers"),
+        ({"kafka": {"bootstrapServers": ["no-port"]}}, "/kafka/bootstrapServers/0"),
+        ({"kafka": {"securityProtocol": "TLS"}}, "/kafka/securityProtocol"),
+        ({"rbac": {"verbs": ["*"]}}, "additional properties 'verbs' not allowed"),
+        ({"rbac": {"targets": {"deployments": ["Not_A_Name"]}}}, "/rbac/targets/deployments/0"),
+        ({"policies": {"files": {"notes.txt": "x"}}}, "invalid propertyName 'notes.txt'"),
+        ({"image": {"digest": "latest"}}, "/image/digest"),
+        ({"logLevel": "trace"}, "/logLevel"),
+    ],
+)
+def test_values_breaking_the_schema_are_refused_clearly(values: dict[str, Any], message: str) -> None:
+    from helm_python import HelmError  # noqa: PLC0415
+
+    with pytest.raises(HelmError) as caught:
+        render(values)
+    text = str(caught.value)
+    assert "values don't meet the specifications of the schema" in text
+    assert message in text, text
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            {"kafka": {"securityProtocol": "SASL_SSL", "sasl": {"mechanism": "PLAIN", "username": "u"}}},
+            "needs kafka.sasl.mechanism, kafka.sasl.username and kafka.sasl.existingSecret",
+        ),
+        ({"kafka": {"tls": {"existingSecret": "t", "certKey": "tls.crt"}}}, "certKey and kafka.tls.keyKey"),
+        ({"policies": {"existingConfigMap": "p"}}, "policies.existingConfigMapKeys"),
+        ({"policies": {"files": None}}, "policies.files"),
+    ],
+)
+def test_inconsistent_values_fail_with_a_message(values: dict[str, Any], message: str) -> None:
+    from helm_python import HelmError  # noqa: PLC0415
+
+    with pytest.raises(HelmError, match=message.replace(".", r"\.")):
+        render(values)
+
+
+def test_notes_tell_how_to_check_and_wire_alertmanager() -> None:
+    notes = render(EVERYTHING_ON)["spillway/templates/NOTES.txt"]
+    assert "ADVISORY MODE" in notes
+    assert "http://spillway.ml.svc:8080/alerts" in notes
+    assert "kubectl -n ml rollout status deployment/spillway" in notes
+
+
+def test_prometheus_rule_carries_the_project_rules() -> None:
+    shipped = REPO / "rules" / "spillway.rules.yaml"
+    copy_in_chart = CHART / "files" / "spillway.rules.yaml"
+    if shipped.exists():
+        assert copy_in_chart.read_text(encoding="utf-8") == shipped.read_text(encoding="utf-8"), (
+            "the chart's copy is stale: cp rules/spillway.rules.yaml helm/spillway/files/"
+        )
+    values = {**EVERYTHING_ON, "prometheusRule": {"enabled": True, "labels": {"release": "kps"}}}
+    rule = one(manifests(values), "PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["metadata"]["labels"]["release"] == "kps"
+    expected = yaml.safe_load(copy_in_chart.read_text(encoding="utf-8"))["groups"]
+    assert rule["spec"]["groups"] == expected
+    for group in rule["spec"]["groups"]:
+        assert group["name"]
+        assert group["rules"]
+        for item in group["rules"]:
+            assert ("alert" in item) != ("record" in item), item
+            assert item["expr"], item
