@@ -1,0 +1,368 @@
+"""Safety shared by every actuator: retries with jittered backoff, timeouts, pacing, dry-run, reporting.
+
+:class:`Actuators` carries a decision to the Kubernetes and serverless adapters for one model:
+it reads the current state back, clamps the decision to the policy's bounds
+(:func:`scaler.core.actuation.clamp`), changes only what differs, at most once per target every
+``min_interval`` seconds, and retries throttling, 5xx, 409 and timeouts with jittered exponential
+backoff. In dry-run it logs what it would change and calls nothing that writes. A kind of capacity
+that fails ``failure_threshold`` times in a row is reported unavailable (``/metrics`` and the log)
+and flagged in the next :class:`~scaler.core.types.Observed` so the planner compensates.
+Only the resources named in a policy's ``targets`` are ever passed to an adapter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from scaler.core import actuation
+from scaler.core.actuation import Change, Kind
+from scaler.core.policy import KubernetesTarget, ModelPolicy, ServerlessTarget
+from scaler.core.types import Decision, Unavailable
+
+T = TypeVar("T")
+
+
+class TransientError(Exception):
+    """An API call failed in a way worth retrying (throttled, 5xx, conflict, connection)."""
+
+
+class PermanentError(Exception):
+    """An API call failed in a way a retry cannot fix (not found, forbidden, invalid)."""
+
+
+class ActuationError(Exception):
+    """A change could not be made after every retry; the message names the target and the cause."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class KubeState:
+    """Replica counts of one workload: desired (spec), ready, and starting (desired but not ready)."""
+
+    desired: int
+    ready: int
+    starting: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Capacity:
+    """What the actuators read back for one model (None: no target of that kind, or unreadable)."""
+
+    replicas: KubeState | None = None
+    standby: KubeState | None = None
+    serverless: int | None = None
+
+
+class KubernetesPort(Protocol):
+    """Replicas of the workloads named in a policy (:mod:`scaler.adapters.kubernetes`)."""
+
+    async def read(self, target: KubernetesTarget, *, name: str) -> KubeState:
+        """Return the workload's counts; raise TransientError or PermanentError."""
+
+    async def set_replicas(self, target: KubernetesTarget, *, name: str, replicas: int, reason: str) -> None:
+        """Set the workload's replicas and record an Event; raise TransientError or PermanentError."""
+
+
+class ServerlessPort(Protocol):
+    """Pre-warmed serverless instances of the target named in a policy (:mod:`scaler.adapters.aws`)."""
+
+    async def read(self, target: ServerlessTarget, *, max_concurrency: int) -> int:
+        """Return the provisioned instances; raise TransientError or PermanentError."""
+
+    async def set_provisioned(
+        self, target: ServerlessTarget, *, instances: int, quota: int, max_concurrency: int
+    ) -> None:
+        """Provision ``instances`` (within ``quota``); raise TransientError or PermanentError."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    """Attempts per call, backoff base and cap, and the timeout of each attempt (seconds)."""
+
+    attempts: int = 4
+    base_seconds: float = 0.2
+    cap_seconds: float = 5.0
+    timeout_seconds: float = 10.0
+
+
+async def with_retries(
+    op: Callable[[], Awaitable[T]],
+    *,
+    what: str,
+    retry: RetryPolicy,
+    rng: random.Random,
+    on_retry: Callable[[str], None] | None = None,
+) -> T:
+    """Return ``op()``'s result, retrying TransientError and timeouts with jittered exponential backoff.
+
+    Raises ActuationError (naming ``what``) on a PermanentError or once every attempt failed.
+    """
+    last = "no attempt"
+    for attempt in range(1, retry.attempts + 1):
+        try:
+            return await asyncio.wait_for(op(), timeout=retry.timeout_seconds)
+        except PermanentError as exc:
+            raise ActuationError(f"{what}: {exc}") from None
+        except TransientError as exc:
+            last = str(exc)
+        except TimeoutError:
+            last = f"timed out after {retry.timeout_seconds} s"
+        if on_retry is not None:
+            on_retry(last)
+        if attempt < retry.attempts:
+            delay = actuation.backoff_delay(
+                attempt=attempt, base=retry.base_seconds, cap=retry.cap_seconds, jitter=rng.random()
+            )
+            await asyncio.sleep(delay)
+    raise ActuationError(f"{what}: failed {retry.attempts} times, last: {last}")
+
+
+class ActuatorMetrics:
+    """Actuator metrics, registered in the daemon's registry (served on /metrics)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        """Create the metrics in ``registry``."""
+        self.changes = Counter(
+            "scaler_actuator_changes",
+            "Capacity changes made (or logged in dry-run).",
+            ["model", "kind", "dry_run"],
+            registry=registry,
+        )
+        self.retries = Counter(
+            "scaler_actuator_retries",
+            "API calls retried (throttled, 5xx, conflict, timeout).",
+            ["kind", "target"],
+            registry=registry,
+        )
+        self.failures = Counter(
+            "scaler_actuator_failures",
+            "Reads or changes that failed after every retry.",
+            ["kind", "target"],
+            registry=registry,
+        )
+        self.unavailable = Gauge(
+            "scaler_capacity_unavailable",
+            "1 while a kind of capacity cannot be changed (API failing).",
+            ["model", "kind"],
+            registry=registry,
+        )
+        self.clamped = Counter(
+            "scaler_actuator_clamped",
+            "Decisions clamped to the policy's bounds at actuation.",
+            ["model"],
+            registry=registry,
+        )
+
+
+_FLAG_NAME: dict[Unavailable, str] = {
+    Unavailable.KUBERNETES: "kubernetes",
+    Unavailable.SERVERLESS: "serverless",
+}
+_FLAG: dict[Kind, Unavailable] = {
+    "replicas": Unavailable.KUBERNETES,
+    "standby": Unavailable.KUBERNETES,
+    "serverless": Unavailable.SERVERLESS,
+}
+
+
+class Actuators:
+    """Reads back and changes the capacity named in each policy's ``targets``, safely."""
+
+    def __init__(
+        self,
+        *,
+        kubernetes: KubernetesPort | None,
+        serverless: ServerlessPort | None,
+        metrics: ActuatorMetrics,
+        dry_run: bool,
+        retry: RetryPolicy | None = None,
+        min_interval_seconds: float = 0.0,
+        failure_threshold: int = 3,
+        seed: int | None = None,
+    ) -> None:
+        """Create the actuators (an adapter of None: that kind is never actuated)."""
+        self.kubernetes = kubernetes
+        self.serverless = serverless
+        self.metrics = metrics
+        self.dry_run = dry_run
+        self.retry = retry or RetryPolicy()
+        self.pacer = actuation.Pacer(min_interval=min_interval_seconds)
+        self.tracker = actuation.FailureTracker(threshold=failure_threshold)
+        self.rng = random.Random(seed)  # noqa: S311  # jitter, not cryptography
+        self.log = structlog.get_logger("scaler.actuator")
+
+    def _targets(self, policy: ModelPolicy) -> dict[Kind, str]:
+        targets: dict[Kind, str] = {}
+        spec = policy.targets
+        if spec is None:
+            return targets
+        if spec.kubernetes is not None and self.kubernetes is not None:
+            k = spec.kubernetes
+            targets["replicas"] = f"{k.kind}/{k.namespace}/{k.name}"
+            if k.standby_name is not None:
+                targets["standby"] = f"{k.kind}/{k.namespace}/{k.standby_name}"
+        if spec.serverless is not None and self.serverless is not None:
+            s = spec.serverless
+            name = (
+                f"{s.function_name}:{s.alias}"
+                if s.backend == "lambda"
+                else f"{s.endpoint_name}/{s.variant_name}"
+            )
+            targets["serverless"] = f"{s.backend}/{name}"
+        return targets
+
+    def unavailable(self, model: str) -> Unavailable:
+        """Return the kinds of capacity of ``model`` that keep failing."""
+        return self.tracker.unavailable(model)
+
+    async def _call(
+        self, *, model: str, kind: Kind, target: str, op: Callable[[], Awaitable[T]], write: bool = False
+    ) -> T | None:
+        """Return ``op()`` retried, or None after recording the failure (metrics, log, tracker)."""
+        retries = self.metrics.retries.labels(kind=kind, target=target)
+        try:
+            result = await with_retries(
+                op, what=f"{kind} {target}", retry=self.retry, rng=self.rng, on_retry=lambda _: retries.inc()
+            )
+        except ActuationError as exc:
+            self.metrics.failures.labels(kind=kind, target=target).inc()
+            flag = _FLAG[kind]
+            if self.tracker.failed(model, flag, op="write" if write else "read"):
+                self.metrics.unavailable.labels(model=model, kind=_FLAG_NAME[flag]).set(1)
+                self.log.error("capacity_unavailable", model=model, kind=_FLAG_NAME[flag], error=str(exc))
+            else:
+                self.log.warning("actuation_failed", model=model, kind=kind, target=target, error=str(exc))
+            return None
+        flag = _FLAG[kind]
+        if self.tracker.succeeded(model, flag, op="write" if write else "read"):
+            self.metrics.unavailable.labels(model=model, kind=_FLAG_NAME[flag]).set(0)
+            self.log.info("capacity_available", model=model, kind=_FLAG_NAME[flag])
+        return result
+
+    async def read(self, policy: ModelPolicy) -> Capacity:
+        """Return the capacity read back from every target of ``policy`` (None where unreadable)."""
+        spec = policy.targets
+        targets = self._targets(policy)
+        if spec is None or not targets:
+            return Capacity()
+        replicas = standby = None
+        serverless = None
+        kube, aws = self.kubernetes, self.serverless
+        if spec.kubernetes is not None and kube is not None:
+            k = spec.kubernetes
+            replicas = await self._call(
+                model=policy.name,
+                kind="replicas",
+                target=targets["replicas"],
+                op=lambda: kube.read(k, name=k.name),
+            )
+            if k.standby_name is not None:
+                standby_name = k.standby_name
+                standby = await self._call(
+                    model=policy.name,
+                    kind="standby",
+                    target=targets["standby"],
+                    op=lambda: kube.read(k, name=standby_name),
+                )
+        if spec.serverless is not None and aws is not None:
+            s = spec.serverless
+            serverless = await self._call(
+                model=policy.name,
+                kind="serverless",
+                target=targets["serverless"],
+                op=lambda: aws.read(s, max_concurrency=policy.replica.max_concurrency),
+            )
+        return Capacity(replicas=replicas, standby=standby, serverless=serverless)
+
+    async def apply(
+        self, *, policy: ModelPolicy, decision: Decision, current: Capacity, now: float
+    ) -> list[Change]:
+        """Bring the targets of ``policy`` to ``decision`` (clamped); return the changes made (or logged).
+
+        Skips what already matches ``current``, targets changed less than ``min_interval`` ago, and
+        kinds whose current value could not be read. Never raises: failures are recorded.
+        """
+        targets = self._targets(policy)
+        if not targets:
+            return []
+        desired, notes = actuation.clamp(policy=policy, decision=decision, now=now)
+        if notes:
+            self.metrics.clamped.labels(model=policy.name).inc()
+            self.log.warning("decision_clamped", model=policy.name, notes=notes)
+        known: dict[Kind, int | None] = {
+            "replicas": current.replicas.desired if current.replicas else None,
+            "standby": current.standby.desired if current.standby else None,
+            "serverless": current.serverless,
+        }
+        readable = {k: t for k, t in targets.items() if known[k] is not None}
+        made: list[Change] = []
+        for change in actuation.changes(desired=desired, current=known, targets=readable):
+            if not self.pacer.allowed(change.target, now=now):
+                self.log.info("actuation_paced", model=policy.name, kind=change.kind, target=change.target)
+                continue
+            reason = f"{change.kind} {change.current} -> {change.desired}: {decision.reason}"
+            if self.dry_run:
+                self.log.info(
+                    "actuation_skipped_dry_run",
+                    model=policy.name,
+                    kind=change.kind,
+                    target=change.target,
+                    current=change.current,
+                    desired=change.desired,
+                )
+            elif not await self._change(policy=policy, change=change, reason=reason):
+                continue
+            self.pacer.record(change.target, now=now)
+            self.metrics.changes.labels(
+                model=policy.name, kind=change.kind, dry_run=str(self.dry_run).lower()
+            ).inc()
+            made.append(change)
+        return made
+
+    async def _change(self, *, policy: ModelPolicy, change: Change, reason: str) -> bool:
+        spec = policy.targets
+        kube, aws = self.kubernetes, self.serverless
+        op: Callable[[], Awaitable[None]]
+        if spec is None:  # unreachable: _targets() named this change
+            return False
+        if change.kind in ("replicas", "standby"):
+            k = spec.kubernetes
+            if k is None or kube is None:
+                return False
+            name = k.name if change.kind == "replicas" else (k.standby_name or k.name)
+            op = lambda: kube.set_replicas(k, name=name, replicas=change.desired, reason=reason)  # noqa: E731
+        else:
+            s = spec.serverless
+            if s is None or aws is None:
+                return False
+            quota = policy.bounds.serverless_quota
+            op = lambda: aws.set_provisioned(  # noqa: E731
+                s, instances=change.desired, quota=quota, max_concurrency=policy.replica.max_concurrency
+            )
+        done = await self._call(
+            model=policy.name, kind=change.kind, target=change.target, op=_returning_true(op), write=True
+        )
+        if done:
+            self.log.info(
+                "actuated",
+                model=policy.name,
+                kind=change.kind,
+                target=change.target,
+                current=change.current,
+                desired=change.desired,
+            )
+        return bool(done)
+
+
+def _returning_true(op: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[bool]]:
+    async def run() -> bool:
+        await op()
+        return True
+
+    return run

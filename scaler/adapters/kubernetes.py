@@ -1,0 +1,173 @@
+"""Kubernetes actuator: replicas of the Deployment/StatefulSet named in a policy, and its warm standby.
+
+Replicas change only through the ``scale`` subresource, with optimistic concurrency: the Scale is
+read, and replaced with its ``resourceVersion``; a 409 Conflict means someone else changed it, so
+the call is reported as transient and :mod:`scaler.adapters.actuator` re-reads and re-applies
+(never forced). Every change records a Kubernetes Event on the workload with the reason.
+
+Warm standby: a second workload of the same model (``targets.kubernetes.standby_name``) whose pods
+carry labels outside the model's Service selector: loaded and warm, taking no traffic. Promotion is
+"serving up first, standby down after" (:func:`scaler.core.actuation.order_for_promotion`): the
+serving pods take the nodes, image cache and GPU capacity the standby pool kept warm, and the pool
+is refilled when the planner asks for it again.
+
+The official client is synchronous: every call runs in :func:`asyncio.to_thread`.
+:data:`RBAC_RULES` lists every verb on every resource this module calls (the Helm chart's Role).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import uuid
+from typing import Any, Final
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
+
+from scaler.adapters.actuator import KubeState, PermanentError, TransientError
+from scaler.core.policy import KubernetesTarget
+
+RBAC_RULES: Final[tuple[dict[str, tuple[str, ...]], ...]] = (
+    {"apiGroups": ("apps",), "resources": ("deployments", "statefulsets"), "verbs": ("get",)},
+    {
+        "apiGroups": ("apps",),
+        "resources": ("deployments/scale", "statefulsets/scale"),
+        "verbs": ("get", "update"),
+    },
+    {"apiGroups": ("",), "resources": ("events",), "verbs": ("create",)},
+)
+COMPONENT: Final = "spillway-scaler"
+EVENT_REASON: Final = "SpillwayScaled"
+_TRANSIENT_STATUS: Final = frozenset({408, 409, 429, 500, 502, 503, 504})
+
+
+def load_api_client(*, host: str | None, kubeconfig: str | None, in_cluster: bool) -> client.ApiClient:
+    """Return an API client: explicit ``host``, else in-cluster config, else the kubeconfig file.
+
+    Raises ValueError naming the source when the configuration cannot be loaded.
+    """
+    configuration = client.Configuration()
+    configuration.retries = 0  # one retry layer only: scaler.adapters.actuator (backoff, metrics)
+    if host is not None:
+        configuration.host = host
+        return client.ApiClient(configuration)
+    try:
+        if in_cluster:
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        else:
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=kubeconfig, client_configuration=configuration
+            )
+    except (config.ConfigException, OSError) as exc:
+        source = (
+            "in-cluster service account" if in_cluster else f"kubeconfig {kubeconfig or '~/.kube/config'}"
+        )
+        raise ValueError(f"kubernetes: cannot load {source}: {exc}") from None
+    return client.ApiClient(configuration)
+
+
+def _classify(exc: Exception, *, what: str) -> Exception:
+    """Return the TransientError or PermanentError for a client exception (message without bodies)."""
+    if isinstance(exc, ApiException):
+        status = int(exc.status or 0)
+        message = f"{what}: HTTP {status} {exc.reason}"
+        return (
+            TransientError(message) if status in _TRANSIENT_STATUS or status == 0 else PermanentError(message)
+        )
+    return TransientError(f"{what}: {type(exc).__name__}: {exc}")
+
+
+class KubernetesActuator:
+    """Reads and scales the workloads a policy names (and only those)."""
+
+    def __init__(self, api: client.ApiClient, *, request_timeout: float = 5.0) -> None:
+        """Wrap ``api``; each HTTP request is bounded by ``request_timeout`` seconds."""
+        self.apps = client.AppsV1Api(api)
+        self.core = client.CoreV1Api(api)
+        self.timeout = request_timeout
+
+    async def read(self, target: KubernetesTarget, *, name: str) -> KubeState:
+        """Return desired/ready/starting replicas of ``name``; raise TransientError or PermanentError."""
+        return await asyncio.to_thread(self._read, target, name)
+
+    async def set_replicas(self, target: KubernetesTarget, *, name: str, replicas: int, reason: str) -> None:
+        """Replace the Scale of ``name`` at the version just read and record an Event.
+
+        Raises TransientError (409 included: retry re-reads) or PermanentError.
+        """
+        await asyncio.to_thread(self._set_replicas, target, name, replicas, reason)
+
+    def _read(self, target: KubernetesTarget, name: str) -> KubeState:
+        what = f"{target.kind} {target.namespace}/{name}"
+        read = (
+            self.apps.read_namespaced_deployment
+            if target.kind == "Deployment"
+            else self.apps.read_namespaced_stateful_set
+        )
+        try:
+            obj = read(name, target.namespace, _request_timeout=self.timeout)
+        except (ApiException, HTTPError, OSError) as exc:
+            raise _classify(exc, what=f"read {what}") from None
+        desired = int(obj.spec.replicas or 0) if obj.spec is not None else 0
+        status = obj.status
+        ready = int(status.ready_replicas or 0) if status is not None else 0
+        return KubeState(desired=desired, ready=ready, starting=max(desired - ready, 0))
+
+    def _set_replicas(self, target: KubernetesTarget, name: str, replicas: int, reason: str) -> None:
+        what = f"{target.kind} {target.namespace}/{name}"
+        deployment = target.kind == "Deployment"
+        read = (
+            self.apps.read_namespaced_deployment_scale
+            if deployment
+            else self.apps.read_namespaced_stateful_set_scale
+        )
+        replace = (
+            self.apps.replace_namespaced_deployment_scale
+            if deployment
+            else self.apps.replace_namespaced_stateful_set_scale
+        )
+        try:
+            scale = read(name, target.namespace, _request_timeout=self.timeout)
+            meta = scale.metadata or client.V1ObjectMeta()
+            before = int(scale.spec.replicas or 0) if scale.spec is not None else 0
+            if before == replicas:
+                return
+            body = client.V1Scale(
+                metadata=client.V1ObjectMeta(
+                    name=name, namespace=target.namespace, resource_version=meta.resource_version
+                ),
+                spec=client.V1ScaleSpec(replicas=replicas),
+            )
+            replace(name, target.namespace, body, _request_timeout=self.timeout)
+        except (ApiException, HTTPError, OSError) as exc:
+            raise _classify(exc, what=f"scale {what} to {replicas}") from None
+        self._event(target, name=name, uid=meta.uid, message=f"{before} -> {replicas} replicas; {reason}")
+
+    def _event(self, target: KubernetesTarget, *, name: str, uid: str | None, message: str) -> None:
+        """Record a Normal Event on the workload; a failure here does not undo the change (best effort)."""
+        now = dt.datetime.now(dt.UTC)
+        event = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(name=f"{name}.{uuid.uuid4().hex[:12]}", namespace=target.namespace),
+            involved_object=client.V1ObjectReference(
+                api_version="apps/v1", kind=target.kind, name=name, namespace=target.namespace, uid=uid
+            ),
+            reason=EVENT_REASON,
+            message=message[:1024],
+            type="Normal",
+            source=client.V1EventSource(component=COMPONENT),
+            reporting_component=COMPONENT,
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+        )
+        try:
+            self.core.create_namespaced_event(target.namespace, event, _request_timeout=self.timeout)
+        except (ApiException, HTTPError, OSError):
+            return
+
+
+def describe_rules() -> list[dict[str, Any]]:
+    """Return :data:`RBAC_RULES` as plain lists (a Role's ``rules``)."""
+    return [{key: list(values) for key, values in rule.items()} for rule in RBAC_RULES]

@@ -1,0 +1,137 @@
+"""Real processes for the actuator tests: the extended kmock API server and a moto server.
+
+Each starts with ``subprocess.Popen`` on a free 127.0.0.1 port, is health-checked over HTTP, and
+is stopped by its own PID (SIGTERM, then wait).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from scaler.core.policy import ModelPolicy
+from scaler.core.types import Decision
+
+HERE = Path(__file__).parent
+
+
+def http_json(method: str, url: str, body: object | None = None) -> Any:
+    """Return the JSON answer of one HTTP request (raise on a non-2xx status)."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # loopback test server
+        raw = response.read()
+    return json.loads(raw) if raw else None
+
+
+def wait_http(url: str, *, timeout: float = 20.0) -> None:
+    """Return once ``url`` answers any HTTP status; raise TimeoutError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=0.5).close()
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+@dataclasses.dataclass
+class Process:
+    """A server process on 127.0.0.1:port."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        """Return the base URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        """Stop it by its PID: SIGTERM, then SIGKILL after 5 s."""
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_kube_apiserver(port: int) -> Process:
+    """Start the extended kmock API server and wait until it answers."""
+    proc = subprocess.Popen(  # fixed interpreter and script
+        [sys.executable, str(HERE / "kube_apiserver.py"), str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    server = Process(port=port, process=proc)
+    try:
+        wait_http(f"{server.url}/_control/requests")
+    except TimeoutError:
+        server.stop()
+        raise
+    return server
+
+
+def start_moto(port: int) -> Process:
+    """Start ``moto_server`` and wait until it answers."""
+    binary = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or "moto_server"
+    proc = subprocess.Popen(  # fixed binary and arguments
+        [binary, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    server = Process(port=port, process=proc)
+    try:
+        wait_http(f"{server.url}/moto-api/")
+    except TimeoutError:
+        server.stop()
+        raise
+    return server
+
+
+def decision(
+    *, replicas: int, standby: int = 0, serverless: int = 0, at: float = 1_700_000_000.0
+) -> Decision:
+    """Return a planner decision asking for the given capacity."""
+    return Decision(
+        at=at,
+        replicas=replicas,
+        standby=standby,
+        serverless_provisioned=serverless,
+        spill_fraction=0.0,
+        reason="test decision",
+        bound_by="fractile",
+        quantile=0.5,
+        cost_per_hour={},
+    )
+
+
+def policy(name: str = "chat", **targets: Any) -> ModelPolicy:
+    """Return a policy with bounds 1..5 replicas, 0..2 standby, quota 3, and the given targets."""
+    return ModelPolicy.model_validate(
+        {
+            "name": name,
+            "replica": {"max_concurrency": 8},
+            "bounds": {
+                "min_replicas": 1,
+                "max_replicas": 5,
+                "min_standby": 0,
+                "max_standby": 2,
+                "serverless_quota": 3,
+            },
+            "targets": targets,
+        },
+        strict=False,
+    )
