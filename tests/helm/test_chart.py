@@ -331,3 +331,52 @@ def test_prometheus_rule_carries_the_project_rules() -> None:
         for item in group["rules"]:
             assert ("alert" in item) != ("record" in item), item
             assert item["expr"], item
+
+
+def _leaves(values: dict[str, Any], prefix: str = "") -> list[str]:
+    """Return the dotted paths of ``values``' leaves (maps of free-form keys count as leaves)."""
+    found = []
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        free_form = key in {"files", "annotations", "labels", "resources"} or not value
+        if isinstance(value, dict) and not free_form:
+            found.extend(_leaves(value, f"{path}."))
+        else:
+            found.append(path)
+    return found
+
+
+def test_readme_documents_every_value() -> None:
+    readme = (CHART / "README.md").read_text(encoding="utf-8")
+    values = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
+    missing = [path for path in _leaves(values) if f"| `{path}` |" not in readme]
+    assert missing == []
+
+
+def test_policy_edits_through_a_configmap_mount_reach_the_hot_reload(tmp_path: Path) -> None:
+    """The kubelet swaps a ConfigMap volume's ``..data`` symlink atomically; the daemon must notice."""
+    from scaler.app import policy_signature  # noqa: PLC0415
+    from scaler.core.policy_file import load_policies  # noqa: PLC0415
+
+    data = one(manifests({}), "ConfigMap")["data"]
+    mount = tmp_path / "policies"
+    mount.mkdir()
+
+    def publish(version: str, files: dict[str, str]) -> None:
+        stage = mount / f"..{version}"
+        stage.mkdir()
+        for key, text in files.items():
+            (stage / key).write_text(text, encoding="utf-8")
+        (mount / "..data_tmp").symlink_to(stage.name)
+        (mount / "..data_tmp").replace(mount / "..data")
+        for key in files:
+            if not (mount / key).is_symlink():
+                (mount / key).symlink_to(f"..data/{key}")
+
+    publish("v1", data)
+    paths = [mount / key for key in sorted(data)]
+    before = policy_signature(paths)
+    assert load_policies(paths)["llama-3.1-8b-instruct"].bounds.max_replicas == 8
+    publish("v2", {key: text.replace("max_replicas: 8", "max_replicas: 12") for key, text in data.items()})
+    assert policy_signature(paths) != before
+    assert load_policies(paths)["llama-3.1-8b-instruct"].bounds.max_replicas == 12
