@@ -380,3 +380,26 @@ def test_policy_edits_through_a_configmap_mount_reach_the_hot_reload(tmp_path: P
     publish("v2", {key: text.replace("max_replicas: 8", "max_replicas: 12") for key, text in data.items()})
     assert policy_signature(paths) != before
     assert load_policies(paths)["llama-3.1-8b-instruct"].bounds.max_replicas == 12
+
+
+def test_the_pod_environment_is_valid_daemon_settings(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+    from scaler.settings import ENV_PREFIX, Settings, load_settings  # noqa: PLC0415
+
+    case, objects = rendered
+    env = _env(_container(objects))
+    unknown = [
+        n
+        for n in env
+        if n.startswith(ENV_PREFIX) and n[len(ENV_PREFIX) :].lower() not in Settings.model_fields
+    ]
+    assert unknown == [], f"{case}: the daemon has no such setting"
+    plain = {name: value for name, value in env.items() if isinstance(value, str)}
+    if case == "everything-on":  # the mounted secret files exist only in the pod
+        plain = {n: v for n, v in plain.items() if not n.endswith("_FILE")}
+        plain["SCALER_KAFKA_SASL_PASSWORD"] = "from-the-secret"
+    plain["SCALER_KAFKA_CLIENT_ID"] = "spillway-7d9f-abcde"  # the pod name, from the downward API
+    settings = load_settings(config_file=None, env=plain, flags={})
+    assert settings.http_host == "0.0.0.0"
+    assert settings.kafka_bootstrap_servers
+    assert all(str(p).startswith("/etc/spillway/policies/") for p in settings.policy_files)
+    assert settings.policy_files
