@@ -29,7 +29,7 @@ from typing import Protocol, cast
 
 import structlog
 
-from scaler.adapters import alerts
+from scaler.adapters import alerts, prometheus
 from scaler.adapters.http import HttpServer
 from scaler.adapters.memory import MemorySink, MemoryStore, ReplaySource, VirtualClock
 from scaler.adapters.metrics import DaemonMetrics
@@ -109,6 +109,7 @@ class Daemon:
         self.assigned = False
         self._signals = 0
         self._policy_sig = policy_signature(settings.policy_files)
+        self.history: prometheus.PrometheusHistory | None = None  # seeds new models' forecasters
 
     # -- readiness and ownership callbacks ------------------------------------------------------
 
@@ -125,10 +126,31 @@ class Daemon:
     async def on_assigned(self, models: frozenset[str]) -> None:
         """Load the checkpoints of newly owned models and start acting for them."""
         checkpoints = await self.store.load(models) if models else {}
+        histories = await self._histories(models - checkpoints.keys() - self.runtime.owned.keys())
         async with self.lock:
             self.runtime.assign(models, checkpoints=checkpoints, now=self.clock.now())
+            for model, found in histories.items():  # new models without a checkpoint: seed from Prometheus
+                self.runtime.seed(
+                    model,
+                    start=found.start,
+                    requests=found.requests,
+                    prompt_tokens=found.prompt_tokens,
+                    output_tokens=found.output_tokens,
+                )
         self.assigned = True
         log.info("models_assigned", models=sorted(models), resumed=sorted(checkpoints))
+
+    async def _histories(self, models: frozenset[str]) -> dict[str, prometheus.History]:
+        """Return Prometheus history of ``models`` (none without a reader); never raises."""
+        if self.history is None or not models:
+            return {}
+        return await prometheus.read_histories(
+            self.history,
+            self.runtime.policies,
+            models=models,
+            now=self.clock.now(),
+            timeout_seconds=self.settings.prometheus_timeout_seconds,
+        )
 
     async def on_revoked(self, models: frozenset[str]) -> None:
         """Stop acting for ``models`` before they move: final checkpoints, flush and commit."""
@@ -329,6 +351,7 @@ def build_kafka_daemon(
     daemon.http = HttpServer(
         host=settings.http_host, port=settings.http_port, metrics=metrics, ready=daemon.not_ready
     )
+    daemon.history = prometheus.reader_from_settings(settings)  # None: no prometheus_url, no seeding
     # Alertmanager webhook: POST /alerts feeds the runtime's override book
     alerts.install_receiver(
         settings=settings,

@@ -22,7 +22,7 @@ from scaler.core.aggregate import ModelAggregator
 from scaler.core.events import InvalidEvent
 from scaler.core.overrides import OverrideBook, adjust_decision, adjust_observed
 from scaler.core.policy import ModelPolicy
-from scaler.core.types import Decision, DemandForecast, Observed
+from scaler.core.types import Decision, DemandForecast, FloatArray, Observed
 from scaler.ports import DecisionSink, Forecaster, ForecasterFactory, ForecasterLoader, Planner, RawRecord
 
 CHECKPOINT_MAGIC: Final = b"SPW1"
@@ -159,6 +159,32 @@ class Runtime:
                     self.log.warning("checkpoint_rejected", model=model, policy=model, error=str(exc))
             self.owned[model] = state
         self.metrics.owned_models.set(len(self.owned))
+
+    def seed(
+        self,
+        model: str,
+        *,
+        start: float,
+        requests: FloatArray,
+        prompt_tokens: FloatArray,
+        output_tokens: FloatArray,
+    ) -> bool:
+        """Seed an owned model's forecaster with per-bucket counts (NaN = missing); return True if it took.
+
+        Unusable history (wrong shape, negative counts) is logged and leaves the forecaster as it was.
+        """
+        state = self.owned.get(model)
+        if state is None:
+            return False
+        try:
+            state.forecaster.seed(
+                start=start, requests=requests, prompt_tokens=prompt_tokens, output_tokens=output_tokens
+            )
+        except ValueError as exc:
+            self.log.warning("history_rejected", model=model, policy=model, error=str(exc))
+            return False
+        self.log.info("history_seeded", model=model, policy=model, buckets=len(requests), start=start)
+        return True
 
     def revoke(self, models: frozenset[str]) -> dict[str, bytes]:
         """Stop acting for ``models``; return their final checkpoints."""

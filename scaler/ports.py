@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import NamedTuple, Protocol
 
 from scaler.core.policy import ModelPolicy
-from scaler.core.types import Decision, DemandForecast, Observed
+from scaler.core.types import Decision, DemandForecast, FloatArray, Observed
 
 
 class RawRecord(NamedTuple):
@@ -87,6 +87,11 @@ class Forecaster(Protocol):
         self, *, bucket_start: float, requests: float, prompt_tokens: float, output_tokens: float
     ) -> None:
         """Add one completed bucket of counts; raise ValueError on negative or infinite counts."""
+
+    def seed(
+        self, *, start: float, requests: FloatArray, prompt_tokens: FloatArray, output_tokens: FloatArray
+    ) -> None:
+        """Replace the history with per-bucket counts from ``start`` (NaN = missing); raise ValueError."""
 
     def forecast(self, *, now: float) -> DemandForecast:
         """Return the demand distribution from the bucket holding ``now``."""

@@ -80,6 +80,13 @@ class Settings(BaseModel):
     alerts_default_boost_replicas: int = Field(default=2, ge=0, le=10_000)
     alerts_max_body_bytes: int = Field(default=262_144, ge=1024, le=16 * 1024 * 1024)
     # -- end Alertmanager webhook --
+    # -- Prometheus history at start-up (scaler.adapters.prometheus); no URL = no seeding --
+    prometheus_url: str | None = None
+    prometheus_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    prometheus_requests_selector: str = 'vllm:request_success_total{model_name="{model}"}'
+    prometheus_prompt_tokens_selector: str = 'vllm:prompt_tokens_total{model_name="{model}"}'
+    prometheus_output_tokens_selector: str = 'vllm:generation_tokens_total{model_name="{model}"}'
+    # -- end Prometheus --
 
     @field_validator("http_listen")
     @classmethod

@@ -9,9 +9,10 @@ and summed across series. A bucket no series covers is NaN (missing), never zero
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 
 import aiohttp
@@ -20,6 +21,7 @@ import structlog
 
 from scaler.core.policy import ModelPolicy
 from scaler.core.types import FloatArray
+from scaler.settings import Settings
 
 log = structlog.get_logger("scaler.prometheus")
 MAX_POINTS: Final = 10_000
@@ -30,14 +32,17 @@ Samples = list[tuple[float, float]]
 class HistoryQueries:
     """PromQL selectors of the three counters; ``{model}`` is replaced by the model's name."""
 
-    requests: str = 'vllm:request_success_total{{model_name="{model}"}}'
-    prompt_tokens: str = 'vllm:prompt_tokens_total{{model_name="{model}"}}'
-    output_tokens: str = 'vllm:generation_tokens_total{{model_name="{model}"}}'
+    requests: str = 'vllm:request_success_total{model_name="{model}"}'
+    prompt_tokens: str = 'vllm:prompt_tokens_total{model_name="{model}"}'
+    output_tokens: str = 'vllm:generation_tokens_total{model_name="{model}"}'
 
     def render(self, model: str) -> tuple[str, str, str]:
         """Return the three selectors for ``model``."""
         quoted = model.replace("\\", "\\\\").replace('"', '\\"')
-        return tuple(q.format(model=quoted) for q in (self.requests, self.prompt_tokens, self.output_tokens))  # type: ignore[return-value]
+        r, p, o = (
+            q.replace("{model}", quoted) for q in (self.requests, self.prompt_tokens, self.output_tokens)
+        )
+        return r, p, o
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -155,3 +160,46 @@ class PrometheusHistory:
             values = [(float(t), float(v)) for t, v in item.get("values", [])]
             out.append((labels, values))
         return out
+
+
+async def read_histories(
+    reader: PrometheusHistory,
+    policies: Mapping[str, ModelPolicy],
+    *,
+    models: Iterable[str],
+    now: float,
+    timeout_seconds: float,
+) -> dict[str, History]:
+    """Return the history of each of ``models`` that Prometheus has data for, within ``timeout_seconds``.
+
+    Never raises: a model whose history cannot be read is logged and starts from its events alone.
+    """
+    found: dict[str, History] = {}
+    for model in sorted(models):
+        policy = policies.get(model)
+        if policy is None:
+            continue
+        try:
+            history = await asyncio.wait_for(reader.history(policy, now=now), timeout_seconds)
+        except (ConnectionError, TimeoutError) as exc:
+            log.warning("history_unavailable", model=model, policy=model, error=str(exc) or "timed out")
+            continue
+        if history.covered:
+            found[model] = history
+        else:
+            log.info("history_empty", model=model, policy=model)
+    return found
+
+
+def reader_from_settings(settings: Settings) -> PrometheusHistory | None:
+    """Return the history reader the settings ask for (None when ``prometheus_url`` is not set)."""
+    if settings.prometheus_url is None:
+        return None
+    queries = HistoryQueries(
+        requests=settings.prometheus_requests_selector,
+        prompt_tokens=settings.prometheus_prompt_tokens_selector,
+        output_tokens=settings.prometheus_output_tokens_selector,
+    )
+    return PrometheusHistory(
+        url=settings.prometheus_url, queries=queries, timeout_seconds=settings.prometheus_timeout_seconds
+    )

@@ -130,6 +130,74 @@ def test_an_unreachable_or_refusing_prometheus_is_a_connection_error(tmp_path: P
         asyncio.run(PrometheusHistory(url="http://127.0.0.1:9", timeout_seconds=2).history(policy, now=1e9))
     from scaler.adapters.prometheus import HistoryQueries  # noqa: PLC0415
 
-    broken = HistoryQueries(requests="vllm:request_success_total{{model_name=")
+    broken = HistoryQueries(requests="vllm:request_success_total{model_name=")
     with prometheus(tmp_path) as url, pytest.raises(ConnectionError, match="refused"):
         asyncio.run(PrometheusHistory(url=url, queries=broken).history(policy, now=time.time()))
+
+
+@pytest.mark.integration
+def test_the_daemon_seeds_newly_owned_models_without_a_checkpoint(tmp_path: Path) -> None:
+    from scaler.adapters.memory import MemorySink, MemoryStore  # noqa: PLC0415
+    from scaler.app import Daemon, SystemClock  # noqa: PLC0415
+    from scaler.loop import Runtime, RuntimeOptions  # noqa: PLC0415
+    from scaler.settings import Settings  # noqa: PLC0415
+
+    n = 1440
+    end = math.floor(time.time() / B) * B - 120.0
+    start = end - n * B
+    requests, prompt, output = synthetic(n, seed=3)
+    series = {}
+    for name, counts in (
+        ("vllm:request_success_total", requests),
+        ("vllm:prompt_tokens_total", prompt),
+        ("vllm:generation_tokens_total", output),
+    ):
+        values = np.concatenate([[0.0], np.cumsum(counts)])
+        series[f'{name}{{model_name="llama"}}'] = [(start + k * B, float(values[k])) for k in range(n + 1)]
+    data = tmp_path / "data"
+    create_blocks(openmetrics_counters(series), data)
+    policies = {
+        name: ModelPolicy.model_validate(
+            {"name": name, "forecast": {"bucket_seconds": 60, "history_seconds": n * 60}}
+        )
+        for name in ("llama", "quiet")
+    }
+    from scaler.adapters.metrics import DaemonMetrics  # noqa: PLC0415
+    from scaler.app import default_planner  # noqa: PLC0415
+
+    metrics = DaemonMetrics()
+    runtime = Runtime(
+        policies=policies,
+        sink=(sink := MemorySink()),
+        planner=default_planner(),
+        new_forecaster=DemandForecaster.from_policy,
+        load_forecaster=DemandForecaster.from_bytes,
+        metrics=metrics,
+        options=RuntimeOptions(),
+    )
+    daemon = Daemon(
+        settings=Settings(),
+        runtime=runtime,
+        source=None,  # type: ignore[arg-type]  # on_assigned only
+        sink=sink,
+        store=MemoryStore(),
+        clock=SystemClock(),
+        metrics=metrics,
+        http=None,
+    )
+    with prometheus(tmp_path, data_dir=data) as url:
+        daemon.history = PrometheusHistory(url=url)
+        asyncio.run(daemon.on_assigned(frozenset({"llama", "quiet"})))
+    assert set(runtime.owned) == {"llama", "quiet"}
+    # the day of history up to now; its last two minutes have no samples (missing, not zero)
+    assert runtime.owned["llama"].forecaster.observed_buckets == n - 2  # type: ignore[attr-defined]
+    assert runtime.owned["quiet"].forecaster.observed_buckets == 0  # type: ignore[attr-defined]
+    decision = asyncio.run(runtime.decide("llama", trigger="tick", now=time.time()))
+    assert decision is not None
+    assert not decision.held  # a forecast from history at once: no waiting for buckets to fill
+    assert decision.replicas + decision.serverless_provisioned >= 1  # capacity for the forecast load
+
+    daemon.history = PrometheusHistory(url="http://127.0.0.1:9", timeout_seconds=1)
+    runtime.revoke(frozenset({"llama"}))
+    asyncio.run(daemon.on_assigned(frozenset({"llama"})))  # Prometheus down: the model still starts
+    assert runtime.owned["llama"].forecaster.observed_buckets == 0  # type: ignore[attr-defined]
