@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -403,3 +404,17 @@ def test_the_pod_environment_is_valid_daemon_settings(rendered: tuple[str, list[
     assert settings.kafka_bootstrap_servers
     assert all(str(p).startswith("/etc/spillway/policies/") for p in settings.policy_files)
     assert settings.policy_files
+
+
+def test_readme_iam_policy_lists_exactly_what_the_aws_actuators_call() -> None:
+    readme = (CHART / "README.md").read_text(encoding="utf-8")
+    block = readme.split("## AWS permissions", 1)[1].split("```json", 1)[1].split("```", 1)[0]
+    document = json.loads(block)
+    actions = [a for statement in document["Statement"] for a in statement["Action"]]
+    assert all("*" not in a for a in actions)
+    assert all(r != "*" for statement in document["Statement"] for r in statement["Resource"])
+    try:
+        adapter = importlib.import_module("scaler.adapters.aws")
+    except ImportError:
+        pytest.skip("scaler.adapters.aws (the serverless actuators) is not in this checkout yet")
+    assert sorted(actions) == sorted(adapter.IAM_ACTIONS)
