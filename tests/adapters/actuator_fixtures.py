@@ -135,3 +135,19 @@ def policy(name: str = "chat", **targets: Any) -> ModelPolicy:
         },
         strict=False,
     )
+
+
+def start_faulty_proxy(port: int, upstream: str) -> Process:
+    """Start the fault-injecting HTTP proxy in front of ``upstream`` and wait until it answers."""
+    proc = subprocess.Popen(  # fixed interpreter and script
+        [sys.executable, str(HERE / "faulty_proxy.py"), str(port), upstream],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    server = Process(port=port, process=proc)
+    try:
+        wait_http(f"{server.url}/moto-api/")
+    except TimeoutError:
+        server.stop()
+        raise
+    return server
