@@ -501,20 +501,23 @@ def forecast_quantiles(  # noqa: PLR0917 - numba kernels take no keyword-only pa
             q[k] = _sorted_quantile(srt, levels[k])
         # Tails: a level with fewer than _MIN_TAIL residuals beyond it would be the one or two most extreme
         # residuals (after a burst, p99 would sit at the burst for as long as the ring remembers it).
-        # Such levels extend the furthest well-supported level with a normal tail of robust scale.
-        spread = (_sorted_quantile(srt, 0.75) - _sorted_quantile(srt, 0.25)) / 1.349
+        # Such levels extend the furthest well-supported level with a normal tail whose scale is read
+        # off that side of the distribution ((q_top - median) / z_top), so a skewed, heavy side stays so.
+        median = _sorted_quantile(srt, 0.5)
         top, bottom = -1, -1
         for k in range(n_levels):
             if (1.0 - levels[k]) * count >= _MIN_TAIL:
                 top = k
             if bottom < 0 and levels[k] * count >= _MIN_TAIL:
                 bottom = k
-        if top >= 0:
+        if top >= 0 and z[top] > 0.0:
+            upper = max(q[top] - median, 0.0) / z[top]
             for k in range(top + 1, n_levels):
-                q[k] = max(q[top] + (z[k] - z[top]) * spread, q[k - 1])
-        if bottom >= 0:
+                q[k] = max(q[top] + (z[k] - z[top]) * upper, q[k - 1])
+        if bottom >= 0 and z[bottom] < 0.0:
+            lower = max(median - q[bottom], 0.0) / -z[bottom]
             for k in range(bottom - 1, -1, -1):
-                q[k] = min(q[bottom] - (z[bottom] - z[k]) * spread, q[k + 1])
+                q[k] = min(q[bottom] - (z[bottom] - z[k]) * lower, q[k + 1])
     else:
         msr = 0.0
         for j in range(count):
