@@ -233,10 +233,14 @@ def test_rbac_targets_restrict_scaling_by_name_in_each_namespace() -> None:
     only["rbac"]["targets"] = {"deployments": ["llama-8b"], "statefulsets": []}
     granted = _normalise(_rbac_rules(manifests(only)))
     assert not {t for t in granted if t[1] == "statefulsets/scale"}
-    # the release namespace alone: a namespaced Role, no ClusterRole
-    kinds = {o["kind"] for o in manifests({})}
-    assert "Role" in kinds
-    assert "ClusterRole" not in kinds
+    # one namespace, even another than the release's: a Role there, no ClusterRole
+    for namespaces, where in (([], "ml"), (["inference"], "inference")):
+        objects = manifests({"rbac": {"namespaces": namespaces}})
+        assert not [o for o in objects if o["kind"] == "ClusterRole"]
+        assert one(objects, "Role")["metadata"]["namespace"] == where
+        binding = one(objects, "RoleBinding")
+        assert binding["metadata"]["namespace"] == where
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "spillway", "namespace": "ml"}]
 
 
 def test_custom_resources_have_their_shape() -> None:

@@ -75,10 +75,9 @@ app.kubernetes.io/component: autoscaler
 {{- end }}
 {{- end }}
 
-{{/* True ("true") when a ClusterRole is needed: several namespaces, or another than the release's. */}}
+{{/* True ("true") when a ClusterRole is needed: only for several namespaces (one gets a Role there). */}}
 {{- define "spillway.clusterScoped" -}}
-{{- $ns := splitList "," (include "spillway.targetNamespaces" .) }}
-{{- if or (gt (len $ns) 1) (ne (first $ns) .Release.Namespace) }}true{{ end }}
+{{- if gt (len (splitList "," (include "spillway.targetNamespaces" .))) 1 }}true{{ end }}
 {{- end }}
 
 {{/* The RBAC rules of files/rbac-rules.yaml, restricted by resourceNames when targets are listed. */}}
