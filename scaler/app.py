@@ -29,7 +29,7 @@ from typing import Protocol, cast
 
 import structlog
 
-from scaler.adapters import alerts, prometheus
+from scaler.adapters import actuator_setup, alerts, prometheus
 from scaler.adapters.http import HttpServer
 from scaler.adapters.memory import MemorySink, MemoryStore, ReplaySource, VirtualClock
 from scaler.adapters.metrics import DaemonMetrics
@@ -337,6 +337,10 @@ def build_kafka_daemon(
         load_forecaster=DemandForecaster.from_bytes,
         metrics=metrics,
         options=runtime_options(settings),
+    )
+    # actuation: None unless settings.actuate; raises ValueError if the Kubernetes config cannot load
+    runtime.actuators = actuator_setup.build_actuators(
+        settings=settings, policies=policies, registry=metrics.registry
     )
     daemon = Daemon(
         settings=settings,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import struct
 import time
 from collections.abc import Mapping
@@ -16,10 +17,12 @@ from typing import Any, Final
 
 import structlog
 
+from scaler.adapters.actuator import Actuators, Capacity
 from scaler.adapters.metrics import DaemonMetrics
-from scaler.core import aggregate, events
+from scaler.core import aggregate, events, fallback
 from scaler.core.aggregate import ModelAggregator
 from scaler.core.events import InvalidEvent
+from scaler.core.fallback import FallbackSignal
 from scaler.core.overrides import OverrideBook, adjust_decision, adjust_observed
 from scaler.core.policy import ModelPolicy
 from scaler.core.types import Decision, DemandForecast, FloatArray, Observed
@@ -49,6 +52,9 @@ class ModelState:
     previous: Decision | None = None
     next_tick: float = 0.0
     threshold: float | None = None
+    last_event_at: float = 0.0  # fallback: when an event of this model last arrived
+    fallback: FallbackSignal | None = None  # fallback: the latest signal read from Prometheus
+    on_fallback: bool = False
 
 
 def encode_checkpoint(state: ModelState) -> bytes:
@@ -137,6 +143,7 @@ class Runtime:
         self.options = options
         self.owned: dict[str, ModelState] = {}
         self.overrides = OverrideBook()  # alert overrides (filled by scaler.adapters.alerts)
+        self.actuators: Actuators | None = None  # actuation (scaler.adapters.actuator), set by scaler.app
         self.log = structlog.get_logger("scaler.loop")
         self._not_owned = metrics.events_dropped.labels(why="not_owned")  # resolved once: hot path
         self._late_or_early = metrics.events_dropped.labels(why="late_or_early")
@@ -224,7 +231,11 @@ class Runtime:
         agg = ModelAggregator(bucket_seconds=policy.forecast.bucket_seconds)
         agg.begin(now=now)
         return ModelState(
-            policy=policy, aggregator=agg, forecaster=self.new_forecaster(policy), next_tick=now
+            policy=policy,
+            aggregator=agg,
+            forecaster=self.new_forecaster(policy),
+            next_tick=now,
+            last_event_at=now,
         )
 
     def _restore(self, policy: ModelPolicy, raw: bytes, *, now: float) -> ModelState:
@@ -263,14 +274,17 @@ class Runtime:
                     state = owned.get(request.model)
                     if state is None:
                         self._not_owned.inc()
-                    elif not state.aggregator.add_request(request):
-                        self._late_or_early.inc()
+                    else:
+                        state.last_event_at = now  # fallback: this model's events arrive
+                        if not state.aggregator.add_request(request):
+                            self._late_or_early.inc()
                 else:
                     metric = events.decode_metric(record.value, known_models=policies, now=now, max_skew=skew)
                     state = owned.get(metric.model)
                     if state is None:
                         self._not_owned.inc()
                     else:
+                        state.last_event_at = now  # fallback: this model's events arrive
                         state.aggregator.add_metric(metric)
             except InvalidEvent as exc:
                 rejected.append((record, exc))
@@ -321,6 +335,9 @@ class Runtime:
             serverless_provisioned=state.previous.serverless_provisioned if state.previous else 0,
             request_rate=last.rate if last is not None else None,
         )
+        capacity: Capacity | None = None
+        if self.actuators is not None:  # actuation: what the targets report, and kinds that keep failing
+            observed, capacity = await self.actuators.observe(state.policy, observed)
         active = self.overrides.active(now=now, model=model)  # alert overrides: bounded by the policy
         observed = adjust_observed(observed, active)
         decision = self.planner(
@@ -341,6 +358,8 @@ class Runtime:
         except ConnectionError as exc:
             self.metrics.publish_errors.inc()
             log.error("decision_not_published", error=str(exc))
+        if self.actuators is not None and capacity is not None:  # actuation: clamped, idempotent
+            await self.actuators.apply(policy=state.policy, decision=decision, current=capacity, now=now)
         self.metrics.record_decision(model=model, decision=decision, trigger=trigger)
         self.metrics.decision_latency.observe(time.perf_counter() - started)
         log.info(
@@ -361,7 +380,17 @@ class Runtime:
 def _observe_closed(state: ModelState, *, now: float) -> bool:
     """Hand every completed bucket to the forecaster; return True if there was one."""
     closed = state.aggregator.close(now=now)
+    silent = _silent(state, now=now)  # fallback: silence is not zero load
+    signal = fallback.fresh(state.fallback, now=now) if silent else None
     for bucket in closed:
+        if silent:
+            state.forecaster.observe(
+                bucket_start=bucket.start,
+                requests=fallback.bucket_requests(signal, seconds=bucket.seconds),
+                prompt_tokens=math.nan,
+                output_tokens=math.nan,
+            )
+            continue
         state.forecaster.observe(
             bucket_start=bucket.start,
             requests=bucket.requests,
@@ -369,6 +398,11 @@ def _observe_closed(state: ModelState, *, now: float) -> bool:
             output_tokens=bucket.output_tokens,
         )
     return bool(closed)
+
+
+def _silent(state: ModelState, *, now: float) -> bool:
+    after = state.policy.forecast.fallback_after_seconds
+    return fallback.is_silent(last_event_at=state.last_event_at, now=now, after_seconds=after)
 
 
 def _threshold(forecast: DemandForecast, *, now: float) -> float | None:

@@ -87,6 +87,18 @@ class Settings(BaseModel):
     prometheus_prompt_tokens_selector: str = 'vllm:prompt_tokens_total{model_name="{model}"}'
     prometheus_output_tokens_selector: str = 'vllm:generation_tokens_total{model_name="{model}"}'
     # -- end Prometheus --
+    # -- Actuators (scaler.adapters.actuator/kubernetes/aws): off unless actuate; dry_run then only logs --
+    actuate: bool = False  # change the resources named in policies' targets (False: publish decisions only)
+    kubernetes_host: str | None = None  # explicit API server URL (tests, proxies); else in-cluster/kubeconfig
+    kubernetes_kubeconfig: Path | None = None  # kubeconfig file (default ~/.kube/config)
+    kubernetes_in_cluster: bool = False  # use the pod's service account
+    aws_endpoint_url: str | None = None  # e.g. a VPC endpoint or a local moto server
+    aws_region: str | None = None  # default region (a target's own region wins); else the AWS chain's
+    actuator_timeout_seconds: float = Field(default=10.0, gt=0, le=300)  # per API attempt
+    actuator_attempts: int = Field(default=4, ge=1, le=20)  # per change or read, with jittered backoff
+    actuator_min_interval_seconds: float = Field(default=0.0, ge=0, le=86_400)  # per target, between changes
+    actuator_failure_threshold: int = Field(default=3, ge=1, le=1000)  # failures in a row: unavailable
+    # -- end Actuators --
 
     @field_validator("http_listen")
     @classmethod

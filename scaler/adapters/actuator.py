@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from scaler.core import actuation
 from scaler.core.actuation import Change, Kind
 from scaler.core.policy import KubernetesTarget, ModelPolicy, ServerlessTarget
-from scaler.core.types import Decision, Unavailable
+from scaler.core.types import Decision, Observed, Unavailable
 
 T = TypeVar("T")
 
@@ -279,6 +279,25 @@ class Actuators:
                 op=lambda: aws.read(s, max_concurrency=policy.replica.max_concurrency),
             )
         return Capacity(replicas=replicas, standby=standby, serverless=serverless)
+
+    async def observe(self, policy: ModelPolicy, observed: Observed) -> tuple[Observed, Capacity]:
+        """Return ``observed`` updated with what the targets report, and the capacity read.
+
+        Counts read from the cluster replace the event-derived ones; a kind that could not be read
+        keeps its value; kinds that keep failing are flagged unavailable for the planner.
+        """
+        capacity = await self.read(policy)
+        changes: dict[str, object] = {}
+        if capacity.replicas is not None:
+            changes.update(
+                replicas_ready=capacity.replicas.ready, replicas_starting=capacity.replicas.starting
+            )
+        if capacity.standby is not None:
+            changes.update(standby_ready=capacity.standby.ready, standby_starting=capacity.standby.starting)
+        if capacity.serverless is not None:
+            changes["serverless_provisioned"] = capacity.serverless
+        changes["unavailable"] = observed.unavailable | self.unavailable(policy.name)
+        return dataclasses.replace(observed, **changes), capacity  # type: ignore[arg-type]
 
     async def apply(
         self, *, policy: ModelPolicy, decision: Decision, current: Capacity, now: float

@@ -61,6 +61,10 @@ FLAGS: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
     ("--listen", "http_listen", "HOST:PORT of /healthz, /readyz, /metrics (default 127.0.0.1:8080).", {}),
     ("--log-level", "log_level", "debug, info, warning or error (default info).", {}),
     ("--checkpoint-interval", "checkpoint_interval_seconds", "Seconds between checkpoints.", {"type": float}),
+    ("--kubernetes-host", "kubernetes_host", "Kubernetes API URL (else in-cluster/kubeconfig).", {}),
+    ("--kubeconfig", "kubernetes_kubeconfig", "Kubeconfig file for the actuators.", {"type": Path}),
+    ("--aws-endpoint-url", "aws_endpoint_url", "AWS endpoint URL for the actuators.", {}),
+    ("--aws-region", "aws_region", "Default AWS region of serverless targets.", {}),
 )
 
 
@@ -93,6 +97,13 @@ def register(subparsers: Any) -> None:
         default=None,
         help="Advisory mode: publish and log decisions, act on nothing.",
     )
+    flags.add_argument(
+        "--actuate",
+        action="store_const",
+        const=True,
+        default=None,
+        help="Change the resources named in the policies' targets (with --dry-run: log the changes only).",
+    )
     sandbox = parser.add_argument_group("Sandbox (no Kafka: the same daemon on a synthetic workload)")
     sandbox.add_argument("--sandbox", action="store_true", help="Replay a synthetic workload in memory.")
     sandbox.add_argument(
@@ -119,6 +130,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     """Return settings from ``args`` flags, the environment and the --config file; raise SettingsError."""
     flags: dict[str, Any] = {setting: getattr(args, setting, None) for _, setting, _, _ in FLAGS}
     flags["dry_run"] = args.dry_run
+    flags["actuate"] = args.actuate
     flags["policy_files"] = args.policy_files
     servers = flags["kafka_bootstrap_servers"]
     if servers is not None:
@@ -155,7 +167,7 @@ def handler(args: argparse.Namespace) -> int:
 
     try:
         daemon = app.build_kafka_daemon(settings=settings, policies=policies)
-    except ImportError as exc:
+    except (ImportError, ValueError) as exc:
         print(f"error: the daemon cannot start: {exc}", file=sys.stderr)
         return 2
     return asyncio.run(daemon.run())

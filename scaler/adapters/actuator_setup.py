@@ -1,0 +1,66 @@
+"""Build the actuators ``scaler run`` uses, from the settings (kept apart: it imports both clients)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import structlog
+from prometheus_client import CollectorRegistry
+
+from scaler.adapters.actuator import ActuatorMetrics, Actuators, KubernetesPort, RetryPolicy, ServerlessPort
+from scaler.core.policy import ModelPolicy
+from scaler.settings import Settings
+
+
+def build_actuators(
+    *, settings: Settings, policies: Mapping[str, ModelPolicy], registry: CollectorRegistry
+) -> Actuators | None:
+    """Return the actuators, or None when ``settings.actuate`` is off.
+
+    The Kubernetes client is made when a Kubernetes setting is given or a policy names a
+    Kubernetes target; the AWS one when a policy names a serverless target or an AWS setting is
+    given. Raises ValueError naming the source when the Kubernetes configuration cannot be loaded.
+    """
+    if not settings.actuate:
+        return None
+    from scaler.adapters import aws, kubernetes  # noqa: PLC0415  # boto3 and the kubernetes client: only when acting
+
+    targets = [p.targets for p in policies.values() if p.targets is not None]
+    kube: KubernetesPort | None = None
+    wants_kube = any(t.kubernetes is not None for t in targets)
+    if (
+        wants_kube
+        or settings.kubernetes_host
+        or settings.kubernetes_kubeconfig
+        or settings.kubernetes_in_cluster
+    ):
+        api = kubernetes.load_api_client(
+            host=settings.kubernetes_host,
+            kubeconfig=str(settings.kubernetes_kubeconfig) if settings.kubernetes_kubeconfig else None,
+            in_cluster=settings.kubernetes_in_cluster,
+        )
+        kube = kubernetes.KubernetesActuator(api, request_timeout=settings.actuator_timeout_seconds)
+    serverless: ServerlessPort | None = None
+    wants_aws = any(t.serverless is not None for t in targets)
+    if wants_aws or settings.aws_endpoint_url or settings.aws_region:
+        serverless = aws.AwsServerless(
+            endpoint_url=settings.aws_endpoint_url,
+            region=settings.aws_region,
+            timeout_seconds=settings.actuator_timeout_seconds,
+        )
+    structlog.get_logger("scaler.actuator").info(
+        "actuators", kubernetes=kube is not None, serverless=serverless is not None, dry_run=settings.dry_run
+    )
+    return Actuators(
+        kubernetes=kube,
+        serverless=serverless,
+        metrics=ActuatorMetrics(registry),
+        dry_run=settings.dry_run,
+        retry=RetryPolicy(
+            attempts=settings.actuator_attempts,
+            timeout_seconds=settings.actuator_timeout_seconds,
+            cap_seconds=min(5.0, settings.actuator_timeout_seconds),
+        ),
+        min_interval_seconds=settings.actuator_min_interval_seconds,
+        failure_threshold=settings.actuator_failure_threshold,
+    )
