@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import struct
 import time
 from collections.abc import Mapping
@@ -19,10 +18,9 @@ import structlog
 
 from scaler.adapters.actuator import Actuators, Capacity
 from scaler.adapters.metrics import DaemonMetrics
-from scaler.core import aggregate, events, fallback
+from scaler.core import aggregate, events
 from scaler.core.aggregate import ModelAggregator
 from scaler.core.events import InvalidEvent
-from scaler.core.fallback import FallbackSignal
 from scaler.core.overrides import OverrideBook, adjust_decision, adjust_observed
 from scaler.core.policy import ModelPolicy
 from scaler.core.types import Decision, DemandForecast, FloatArray, Observed
@@ -52,9 +50,6 @@ class ModelState:
     previous: Decision | None = None
     next_tick: float = 0.0
     threshold: float | None = None
-    last_event_at: float = 0.0  # fallback: when an event of this model last arrived
-    fallback: FallbackSignal | None = None  # fallback: the latest signal read from Prometheus
-    on_fallback: bool = False
 
 
 def encode_checkpoint(state: ModelState) -> bytes:
@@ -231,11 +226,7 @@ class Runtime:
         agg = ModelAggregator(bucket_seconds=policy.forecast.bucket_seconds)
         agg.begin(now=now)
         return ModelState(
-            policy=policy,
-            aggregator=agg,
-            forecaster=self.new_forecaster(policy),
-            next_tick=now,
-            last_event_at=now,
+            policy=policy, aggregator=agg, forecaster=self.new_forecaster(policy), next_tick=now
         )
 
     def _restore(self, policy: ModelPolicy, raw: bytes, *, now: float) -> ModelState:
@@ -274,17 +265,14 @@ class Runtime:
                     state = owned.get(request.model)
                     if state is None:
                         self._not_owned.inc()
-                    else:
-                        state.last_event_at = now  # fallback: this model's events arrive
-                        if not state.aggregator.add_request(request):
-                            self._late_or_early.inc()
+                    elif not state.aggregator.add_request(request):
+                        self._late_or_early.inc()
                 else:
                     metric = events.decode_metric(record.value, known_models=policies, now=now, max_skew=skew)
                     state = owned.get(metric.model)
                     if state is None:
                         self._not_owned.inc()
                     else:
-                        state.last_event_at = now  # fallback: this model's events arrive
                         state.aggregator.add_metric(metric)
             except InvalidEvent as exc:
                 rejected.append((record, exc))
@@ -380,17 +368,7 @@ class Runtime:
 def _observe_closed(state: ModelState, *, now: float) -> bool:
     """Hand every completed bucket to the forecaster; return True if there was one."""
     closed = state.aggregator.close(now=now)
-    silent = _silent(state, now=now)  # fallback: silence is not zero load
-    signal = fallback.fresh(state.fallback, now=now) if silent else None
     for bucket in closed:
-        if silent:
-            state.forecaster.observe(
-                bucket_start=bucket.start,
-                requests=fallback.bucket_requests(signal, seconds=bucket.seconds),
-                prompt_tokens=math.nan,
-                output_tokens=math.nan,
-            )
-            continue
         state.forecaster.observe(
             bucket_start=bucket.start,
             requests=bucket.requests,
@@ -398,11 +376,6 @@ def _observe_closed(state: ModelState, *, now: float) -> bool:
             output_tokens=bucket.output_tokens,
         )
     return bool(closed)
-
-
-def _silent(state: ModelState, *, now: float) -> bool:
-    after = state.policy.forecast.fallback_after_seconds
-    return fallback.is_silent(last_event_at=state.last_event_at, now=now, after_seconds=after)
 
 
 def _threshold(forecast: DemandForecast, *, now: float) -> float | None:
