@@ -27,7 +27,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from scaler.commands.simulate import to_rates
+from scaler.commands.simulate import to_rates, warm_start
 from scaler.core.policy import ModelPolicy
 from scaler.sim import report, servegen, traces
 from scaler.sim import workload as wl
@@ -79,12 +79,13 @@ def run_all(
     if warmup is not None:
         spillway.warm_up(warmup)
     controllers = [spillway, *(make(policy, workload) for make in BASELINES.values())]
+    initial = warm_start(workload, policy=policy)  # every trace is cut from a running service
     for controller in controllers:
         t0 = time.perf_counter()
-        results.append(simulate(workload, controller, policy=policy))
+        results.append(simulate(workload, controller, policy=policy, initial_replicas=initial))
         walls[controller.name] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    oracle = hindsight_oracle(workload, policy=policy).summary
+    oracle = hindsight_oracle(workload, policy=policy, initial_replicas=initial).summary
     walls["oracle"] = time.perf_counter() - t0
     summaries = [r.summary for r in results]
     console.print(report.render_table(summaries, oracle=oracle, title=title))

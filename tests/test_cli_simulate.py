@@ -134,3 +134,14 @@ def test_outside_the_repo_the_built_in_default_policy_is_used(
     assert "policy llama-3.1-8b-instruct" in out
     assert "spillway" in out
     assert "oracle" in out
+
+
+def test_policies_start_warm_unless_asked_to_start_cold(tmp_path: Path) -> None:
+    # Static provisioning has no serverless: started cold it drops what arrives during its cold start.
+    runs = {}
+    for name, extra in (("warm", []), ("cold", ["--cold-start"])):
+        out = tmp_path / f"{name}.json"
+        assert main(["simulate", *SMALL, "--baselines", "static-peak", "--json", str(out), *extra]) == 0
+        runs[name] = {p["policy"]: p for p in json.loads(out.read_text())["policies"]}
+    assert runs["warm"]["static-peak"]["dropped"] < runs["cold"]["static-peak"]["dropped"]
+    assert runs["warm"]["static-peak"]["slo_attainment"] > runs["cold"]["static-peak"]["slo_attainment"]

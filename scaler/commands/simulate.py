@@ -18,7 +18,7 @@ from scaler.core.policy import ModelPolicy, PolicyFile
 from scaler.core.policy_file import PolicyError, load_policy_file
 from scaler.sim import report, servegen, synthetic, traces
 from scaler.sim import workload as wl
-from scaler.sim.baselines import BASELINES, peak_instances
+from scaler.sim.baselines import BASELINES, opening_instances, peak_instances
 from scaler.sim.engine import simulate
 from scaler.sim.oracle import hindsight_oracle
 from scaler.sim.protocol import Controller
@@ -36,7 +36,9 @@ and how often it would miss the latency SLO.
 Without --trace it runs a bundled synthetic scenario. Without --policy it reads policies/default.yaml
 from the current directory, or, when that file is absent, the built-in policy defaults (the same
 figures). Per-request simulation is used for request traces (Azure, synthetic); ServeGen rate files
-and --fluid use the per-second fluid model.
+and --fluid use the per-second fluid model. Every policy and the oracle start warm, with the replicas
+the opening minute keeps busy (a trace is cut from a running service); --cold-start starts them from
+min_replicas instead.
 """
 
 EPILOG = """\
@@ -97,6 +99,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--plot", type=Path, metavar="OUT", help="write a PNG plot (only when given)")
     parser.add_argument("--json", type=Path, metavar="OUT", help="write every figure as JSON")
     parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    parser.add_argument(
+        "--cold-start",
+        action="store_true",
+        help="start every policy from min_replicas (default: warm, with the replicas the opening "
+        "minute keeps busy, as a trace cut from a running service would)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -259,6 +267,13 @@ def controllers(
     return built
 
 
+def warm_start(workload: wl.Workload | wl.RateWorkload, *, policy: ModelPolicy) -> int:
+    """Return the replicas ready at t=0 for a warm start: what the opening minute keeps busy, in bounds."""
+    need = math.ceil(opening_instances(workload, policy=policy) - 1e-9)
+    bounds = policy.bounds
+    return min(max(need, bounds.min_replicas), bounds.max_replicas)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the simulation for the parsed ``args``; return the exit code (1 on bad input)."""
     out = Console()
@@ -282,13 +297,16 @@ def run(args: argparse.Namespace) -> int:
         warn(f"error: {exc}")
         return 1
     check_capacity(workload, policy=policy, warn=warn)
+    initial = None if args.cold_start else warm_start(workload, policy=policy)
     show = not args.no_progress and err.is_terminal and workload.requests >= PROGRESS_MIN_REQUESTS
     results: list[SimResult] = []
     with _progress(show, err) as progress:
         for controller in controllers(policy, workload, names):
             hook = progress(controller.name) if progress is not None else None
-            results.append(simulate(workload, controller, policy=policy, on_progress=hook))
-        oracle = hindsight_oracle(workload, policy=policy)
+            results.append(
+                simulate(workload, controller, policy=policy, on_progress=hook, initial_replicas=initial)
+            )
+        oracle = hindsight_oracle(workload, policy=policy, initial_replicas=initial)
     summaries = [r.summary for r in results]
     kind = "fluid" if isinstance(workload, wl.RateWorkload) else "per-request"
     title = (

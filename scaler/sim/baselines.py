@@ -68,11 +68,8 @@ def _service_seconds(policy: ModelPolicy, prompt: float, output: float) -> float
     return prompt / rep.prefill_tokens_per_second + output / rep.decode_tokens_per_second
 
 
-def peak_instances(workload: Workload | RateWorkload, *, policy: ModelPolicy, window: float = 60.0) -> float:
-    """Return the most instances' worth of work arriving in any ``window``-second window (>= 0).
-
-    Raises ValueError for a non-positive window.
-    """
+def _window_work(workload: Workload | RateWorkload, *, policy: ModelPolicy, window: float) -> np.ndarray:
+    """Return instance-seconds of work arriving in each consecutive ``window``-second window."""
     if window <= 0:
         raise ValueError(f"window must be > 0 seconds, got {window}")
     if isinstance(workload, RateWorkload):
@@ -81,18 +78,36 @@ def peak_instances(workload: Workload | RateWorkload, *, policy: ModelPolicy, wi
         counts = workload.counts
         pad = (-counts.shape[0]) % width
         sums = np.concatenate([counts, np.zeros(pad)]).reshape(-1, width).sum(axis=1)
-        work = sums * per_request
-    else:
-        if workload.requests == 0:
-            return 0.0
-        rep = policy.replica
-        each = (
-            workload.prompt_tokens / rep.prefill_tokens_per_second
-            + workload.output_tokens / rep.decode_tokens_per_second
-        )
-        bins = (workload.arrivals // window).astype(np.int64)
-        work = np.bincount(bins, weights=each)
-    return float(work.max(initial=0.0)) / window
+        return np.asarray(sums * per_request, dtype=np.float64)
+    if workload.requests == 0:
+        return np.zeros(0)
+    rep = policy.replica
+    each = (
+        workload.prompt_tokens / rep.prefill_tokens_per_second
+        + workload.output_tokens / rep.decode_tokens_per_second
+    )
+    bins = (workload.arrivals // window).astype(np.int64)
+    return np.bincount(bins, weights=each)
+
+
+def peak_instances(workload: Workload | RateWorkload, *, policy: ModelPolicy, window: float = 60.0) -> float:
+    """Return the most instances' worth of work arriving in any ``window``-second window (>= 0).
+
+    Raises ValueError for a non-positive window.
+    """
+    return float(_window_work(workload, policy=policy, window=window).max(initial=0.0)) / window
+
+
+def opening_instances(
+    workload: Workload | RateWorkload, *, policy: ModelPolicy, window: float = 60.0
+) -> float:
+    """Return the instances' worth of work arriving in the first ``window`` seconds (>= 0).
+
+    A trace is a slice of a service already running: a fair start gives every policy the replicas
+    its opening minute keeps busy. Raises ValueError for a non-positive window.
+    """
+    work = _window_work(workload, policy=policy, window=window)
+    return float(work[0]) / window if work.shape[0] else 0.0
 
 
 class StaticPeak:

@@ -88,7 +88,9 @@ def percentiles(values: FloatArray) -> tuple[float, float, float]:
 class RequestCluster:
     """The per-request model of one model's capacity; :func:`scaler.sim.engine.simulate` drives it."""
 
-    def __init__(self, workload: Workload, *, policy: ModelPolicy) -> None:
+    def __init__(
+        self, workload: Workload, *, policy: ModelPolicy, initial_replicas: int | None = None
+    ) -> None:
         self._policy = policy
         self._c = policy.replica.max_concurrency
         self._dur = workload.duration
@@ -125,7 +127,8 @@ class RequestCluster:
         self._heap_key = np.zeros(0)
         self._heap_id = np.zeros(0, dtype=np.int64)
         self._hn = np.zeros(1, dtype=np.int64)
-        self.fleet = Fleet(lead=policy.lead_times, warm=policy.bounds.min_replicas, drain_end=self._drain_end)
+        warm = policy.bounds.min_replicas if initial_replicas is None else initial_replicas
+        self.fleet = Fleet(lead=policy.lead_times, warm=warm, drain_end=self._drain_end)
         self._sync_heap()
 
     def _drain_end(self, rid: int, now: float) -> float:

@@ -5,9 +5,9 @@ a :class:`TickObservation`, applies the :class:`CapacityTarget` it returns, and 
 the next tick. A :class:`Workload` runs on the per-request model (:mod:`scaler.sim.cluster`), a
 :class:`RateWorkload` on the fluid model (:mod:`scaler.sim.fluid`); both return the same summary.
 
-Initial state: ``bounds.min_replicas`` replicas already ready at t=0 (a warm start, as if the model had
-been running) and nothing else. The policy's bounds are not enforced on targets: the cluster does
-what the controller asks (bounding is the controller's job).
+Initial state: ``initial_replicas`` (default ``bounds.min_replicas``) replicas already ready at t=0
+(a warm start, as if the model had been running) and nothing else. The policy's bounds are not
+enforced on targets: the cluster does what the controller asks (bounding is the controller's job).
 """
 
 from __future__ import annotations
@@ -39,8 +39,12 @@ def simulate(
     policy: ModelPolicy,
     timeline_step: float = 60.0,
     on_progress: Callable[[float], None] | None = None,
+    initial_replicas: int | None = None,
 ) -> SimResult:
     """Return the summary and timeline of ``controller`` steering ``policy``'s model through ``workload``.
+
+    ``initial_replicas`` are ready at t=0 (default ``bounds.min_replicas``): a trace cut from a running
+    service starts warm.
 
     Raises ValueError if ``timeline_step`` or the controller's interval is not positive, or if the
     controller returns a target with negative or non-integer counts.
@@ -51,14 +55,17 @@ def simulate(
     if not timeline_step > 0:
         raise ValueError(f"timeline_step must be > 0, got {timeline_step}")
     cluster: RequestCluster | FluidCluster
+    warm = policy.bounds.min_replicas if initial_replicas is None else initial_replicas
+    if warm < 0:
+        raise ValueError(f"initial_replicas must be >= 0, got {warm}")
     if isinstance(workload, Workload):
-        cluster = RequestCluster(workload, policy=policy)
+        cluster = RequestCluster(workload, policy=policy, initial_replicas=warm)
         model = "per-request"
     else:
-        cluster = FluidCluster(workload, policy=policy)
+        cluster = FluidCluster(workload, policy=policy, initial_replicas=warm)
         model = "fluid"
     duration = workload.duration
-    last = (policy.bounds.min_replicas, 0, 0)
+    last = (warm, 0, 0)
     actions = 0
     tick = 0
     now = 0.0

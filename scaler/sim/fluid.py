@@ -64,7 +64,9 @@ def hist_percentiles(hist: FloatArray, bw: float) -> tuple[float, float, float]:
 class FluidCluster:
     """The fluid model of one model's capacity; :func:`scaler.sim.engine.simulate` drives it."""
 
-    def __init__(self, workload: RateWorkload, *, policy: ModelPolicy) -> None:
+    def __init__(
+        self, workload: RateWorkload, *, policy: ModelPolicy, initial_replicas: int | None = None
+    ) -> None:
         self._policy = policy
         self._c = policy.replica.max_concurrency
         self._counts = np.ascontiguousarray(workload.counts, dtype=np.float64)
@@ -102,7 +104,8 @@ class FluidCluster:
         ttft, queue = wait_limit(policy)
         self._prefill = self._mean_p / policy.replica.prefill_tokens_per_second
         self._wait_lim = min(ttft - self._prefill, queue)
-        self.fleet = Fleet(lead=policy.lead_times, warm=policy.bounds.min_replicas, drain_end=self._drain_end)
+        warm = policy.bounds.min_replicas if initial_replicas is None else initial_replicas
+        self.fleet = Fleet(lead=policy.lead_times, warm=warm, drain_end=self._drain_end)
 
     def _drain_end(self, rid: int, now: float) -> float:
         del rid  # the fluid does not tell replicas apart

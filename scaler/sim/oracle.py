@@ -81,7 +81,11 @@ def shave_peaks(r: FloatArray, *, budget: float) -> FloatArray:
 
 
 def hindsight_oracle(
-    workload: Workload | RateWorkload, *, policy: ModelPolicy, timeline_step: float = 60.0
+    workload: Workload | RateWorkload,
+    *,
+    policy: ModelPolicy,
+    timeline_step: float = 60.0,
+    initial_replicas: int | None = None,
 ) -> SimResult:
     """Return the oracle's summary (policy ``"oracle"``) and timeline for ``workload`` under ``policy``.
 
@@ -126,8 +130,9 @@ def hindsight_oracle(
     totals = np.zeros(3)
     cold = policy.lead_times.cold_start_seconds
     bounds = policy.bounds
+    warm = bounds.min_replicas if initial_replicas is None else initial_replicas  # ready at t=0, free
     ok.levels(
-        r, c_rep, c_sv, cold, math.ceil(cold), bounds.min_replicas, bounds.max_replicas,
+        r, c_rep, c_sv, cold, math.ceil(cold), warm, bounds.max_replicas,
         bounds.serverless_quota > 0, rep_on, rep_starting, k8s_work, sv_work, unserved, totals,
     )  # fmt: skip
     return _result(

@@ -278,3 +278,11 @@ def test_baselines_stay_within_bounds_on_any_observations(
         target = ctl.decide(obs)
         assert 0 <= target.replicas <= max_replicas
         assert target.standby == 0
+
+
+def test_opening_instances_is_the_first_minutes_work() -> None:
+    policy = ModelPolicy.model_validate({"name": "m"})  # 1000/12000 + 200/2500 s of work per request
+    per_request = 1000 / 12000 + 200 / 2500
+    counts = np.concatenate([np.full(60, 3.0), np.full(60, 9.0)])
+    work = RateWorkload(name="r", counts=counts, mean_prompt_tokens=1000.0, mean_output_tokens=200.0)
+    assert baselines.opening_instances(work, policy=policy) == pytest.approx(3.0 * per_request)

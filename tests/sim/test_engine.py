@@ -141,3 +141,22 @@ def test_idle_replica_hours_are_paid_minus_busy() -> None:
     # one warm replica (2 slots) for 120 s, one slot busy on average: half of it idle
     result = simulate(steady(), Recorder([CapacityTarget(replicas=1)]), policy=POLICY)
     assert result.summary.idle_replica_hours == pytest.approx(60.0 / 3600.0, rel=0.05)
+
+
+def test_initial_replicas_start_warm_and_serve_from_the_first_request() -> None:
+    # A trace cut from a running service: two replicas already ready at t=0 serve 1.5 req/s at once,
+    # where a cold start leaves the first 20 s to serverless.
+    policy = POLICY.model_copy(update={"bounds": Bounds(min_replicas=0, max_replicas=10, serverless_quota=2)})
+    work = steady(duration=120.0, rate=1.5)
+    keep_two = [CapacityTarget(replicas=2, serverless_enabled=True)]
+    warm = simulate(work, Recorder(keep_two), policy=policy, initial_replicas=2).summary
+    cold = simulate(work, Recorder(keep_two), policy=policy).summary
+    assert (warm.served_serverless, warm.dropped, warm.wait_p99) == (0, 0, 0.0)
+    assert warm.scaling_actions == 0  # the target equals the warm start: nothing changed
+    assert cold.served_serverless > 0
+    assert warm.cost.replicas == pytest.approx(2 * 120.0 / 3600.0 * policy.prices.replica_per_hour)
+
+
+def test_initial_replicas_must_not_be_negative() -> None:
+    with pytest.raises(ValueError, match="initial_replicas must be >= 0, got -1"):
+        simulate(steady(), Recorder([CapacityTarget(replicas=1)]), policy=POLICY, initial_replicas=-1)

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scaler.core.policy import Bounds, LeadTimes, ModelPolicy, Prices, Replica, Slo
+from scaler.sim import synthetic as scenarios
 from scaler.sim.engine import simulate
 from scaler.sim.oracle import hindsight_oracle, requirement, shave_peaks
 from scaler.sim.protocol import CapacityTarget, TickObservation
@@ -218,3 +219,12 @@ def test_oracle_is_never_dearer_than_a_fixed_policy_that_meets_the_slo(shape: st
 )
 def test_oracle_bound_holds_on_random_loads(shape: str, seed: int, cold: float) -> None:
     assert check_oracle_is_cheapest(synthetic(shape, seed=seed, duration=900), cold=cold) >= 1
+
+
+def test_a_warm_start_never_makes_the_oracle_dearer() -> None:
+    policy = ModelPolicy.model_validate({"name": "m"})
+    work = scenarios.synthetic("flash-crowd", seed=1)
+    cold = hindsight_oracle(work, policy=policy).summary.cost.total
+    warm = hindsight_oracle(work, policy=policy, initial_replicas=2).summary.cost.total
+    assert warm <= cold
+    assert warm < cold or cold == 0.0  # two replicas free at t=0 save their cold start
