@@ -2,19 +2,21 @@
 installs the way the Dockerfile installs it, from a clean copy, and runs from that install.
 
 There is no container engine here, so the image is not built: ``test_installs_like_the_image``
-repeats its build stage (a wheel of the project, then a fresh virtual environment pinned by
-constraints.txt) and runs ``scaler --help`` and the sandbox daemon from it, with the image's
-environment, probing /healthz and /metrics over a real socket.
+repeats its build stage from the committed project (``git archive HEAD``: a wheel of it, then a
+fresh virtual environment pinned by constraints.txt) and runs ``scaler --help`` and the sandbox
+daemon from it, with the image's environment, probing /healthz and /metrics over a real socket.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
 import urllib.error
 import urllib.request
@@ -93,22 +95,17 @@ def test_dockerignore_lets_through_only_the_build_context() -> None:
 
 
 def _clean_copy(target: Path) -> Path:
-    """Copy the build context's files tracked by git into ``target``; return it."""
-    files = (
-        subprocess.run(
-            ["git", "ls-files", "-z", "--", *BUILD_CONTEXT],
-            cwd=REPO,
-            capture_output=True,
-            check=True,
-            timeout=30,
-        )
-        .stdout.decode()
-        .split("\0")
-    )
-    for name in filter(None, files):
-        destination = target / name
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / name, destination)
+    """Extract the build context as committed (HEAD: what a clean checkout builds) into ``target``."""
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", "HEAD", "--", *BUILD_CONTEXT],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    target.mkdir(parents=True)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(target, filter="data")
     return target
 
 
@@ -212,7 +209,12 @@ def test_installs_like_the_image(tmp_path: Path) -> None:
             except OSError:
                 pass
             time.sleep(0.1)
-        assert healthy, "the installed daemon never answered /healthz"
+        if not healthy:
+            daemon.terminate()
+            out, err = daemon.communicate(timeout=30)
+            pytest.fail(
+                f"the installed daemon never answered /healthz (exit {daemon.returncode}):\n{err[-3000:]}"
+            )
         assert "# TYPE" in metrics
         out, err = daemon.communicate(timeout=120)
     finally:
