@@ -8,9 +8,6 @@
 3. Memory: RSS of a runtime owning 1,000 models (default policies) after each has seen events and
    made one decision.
 
-The planner is the real one when ``scaler.core.plan`` is installed, else a stand-in that returns
-a fixed decision (its cost is not what is measured here).
-
     .venv/bin/python bench/ingest.py [--events 1000000] [--models 1000] [--bursts 20]
 """
 
@@ -36,40 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scaler.adapters.kafka import ensure_topics
 from scaler.app import Daemon, build_kafka_daemon
+from scaler.core import plan as scaler_plan
 from scaler.core.policy import ModelPolicy
-from scaler.core.types import Decision, DemandForecast, Observed
 from scaler.ports import Planner
 from scaler.settings import Settings
-
-
-def stand_in_plan(
-    *,
-    policy: ModelPolicy,
-    forecast: DemandForecast,
-    observed: Observed,
-    previous: Decision | None,
-    now: float,
-) -> Decision:
-    """Return a fixed decision (used only when the real planner is missing)."""
-    return Decision(
-        at=now,
-        replicas=1,
-        standby=0,
-        serverless_provisioned=0,
-        spill_fraction=0.0,
-        reason="stand-in",
-        bound_by="none",
-        quantile=0.5,
-        cost_per_hour={},
-    )
-
-
-def planner() -> tuple[Planner, str]:
-    try:
-        from scaler.core.plan import plan  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
-    except ImportError:
-        return stand_in_plan, "stand-in planner (scaler.core.plan missing)"
-    return plan, "real planner"
 
 
 def start_broker() -> tuple[subprocess.Popen[bytes], str]:
@@ -323,8 +290,8 @@ def main() -> None:
 
     scaler_logging.configure(level="warning")
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(open(os.devnull, "w")))  # noqa: SIM115
-    plan, plan_note = planner()
-    print(f"# bench/ingest.py  ({plan_note}; {os.cpu_count()} CPUs)")
+    plan: Planner = scaler_plan.plan
+    print(f"# bench/ingest.py  (real planner; {os.cpu_count()} CPUs)")
     proc, bootstrap = start_broker()
     try:
         ingest_models = [f"m{i:02d}" for i in range(16)]
