@@ -12,7 +12,10 @@ KUBE_VERSION = "1.31.0"  # the oldest Kubernetes the chart's manifests are valid
 
 EVERYTHING_ON: dict[str, Any] = {
     "replicaCount": 3,
+    "actuate": True,
     "dryRun": True,
+    "actuator": {"timeoutSeconds": 5, "attempts": 3, "minIntervalSeconds": 30, "failureThreshold": 2},
+    "prometheus": {"url": "http://prometheus-operated.monitoring:9090"},
     "logLevel": "debug",
     "image": {"repository": "registry.example/spillway/scaler", "digest": "sha256:" + "ab" * 32},
     "imagePullSecrets": ["pull-secret"],
@@ -22,7 +25,11 @@ EVERYTHING_ON: dict[str, Any] = {
         "sasl": {"mechanism": "SCRAM-SHA-512", "username": "spillway", "existingSecret": "kafka-sasl"},
         "tls": {"existingSecret": "kafka-tls", "certKey": "tls.crt", "keyKey": "tls.key"},
     },
-    "aws": {"region": "us-east-1", "existingSecret": "aws-static"},
+    "aws": {
+        "region": "us-east-1",
+        "endpointUrl": "https://vpce-0abc.lambda.us-east-1.vpce.amazonaws.com",
+        "existingSecret": "aws-static",
+    },
     "alerts": {"existingSecret": "spillway-alerts"},
     "serviceAccount": {
         "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/spillway"}

@@ -279,6 +279,8 @@ def test_network_policy_admits_only_the_http_port() -> None:
         ({"policies": {"files": {"notes.txt": "x"}}}, "invalid propertyName 'notes.txt'"),
         ({"image": {"digest": "latest"}}, "/image/digest"),
         ({"logLevel": "trace"}, "/logLevel"),
+        ({"actuator": {"attempts": 0}}, "/actuator/attempts"),
+        ({"aws": {"endpointUrl": "http://plain.example"}}, "/aws/endpointUrl"),
     ],
 )
 def test_values_breaking_the_schema_are_refused_clearly(values: dict[str, Any], message: str) -> None:
@@ -313,6 +315,7 @@ def test_inconsistent_values_fail_with_a_message(values: dict[str, Any], message
 def test_notes_tell_how_to_check_and_wire_alertmanager() -> None:
     notes = render(EVERYTHING_ON)["spillway/templates/NOTES.txt"]
     assert "ADVISORY MODE" in notes
+    assert "DECISIONS ONLY (actuate=false)" in render({})["spillway/templates/NOTES.txt"]
     assert "http://spillway.ml.svc:8080/alerts" in notes
     assert "kubectl -n ml rollout status deployment/spillway" in notes
 
@@ -408,6 +411,12 @@ def test_the_pod_environment_is_valid_daemon_settings(rendered: tuple[str, list[
     assert settings.kafka_bootstrap_servers
     assert all(str(p).startswith("/etc/spillway/policies/") for p in settings.policy_files)
     assert settings.policy_files
+    assert settings.kubernetes_in_cluster  # the actuators use the pod's ServiceAccount
+    assert settings.actuate is (case == "everything-on")
+    if case == "everything-on":
+        assert settings.aws_region == "us-east-1"
+        assert settings.prometheus_url == "http://prometheus-operated.monitoring:9090"
+        assert settings.actuator_min_interval_seconds == 30
 
 
 def test_readme_iam_policy_lists_exactly_what_the_aws_actuators_call() -> None:
