@@ -110,6 +110,7 @@ class Daemon:
         self._signals = 0
         self._policy_sig = policy_signature(settings.policy_files)
         self.history: prometheus.PrometheusHistory | None = None  # seeds new models' forecasters
+        self.signals: prometheus.PrometheusSignal | None = None  # fallback when a model's events stop
 
     # -- readiness and ownership callbacks ------------------------------------------------------
 
@@ -213,6 +214,13 @@ class Daemon:
                 checkpoints = self.runtime.checkpoints()
             await self._save(checkpoints)
 
+    async def _fallback(self) -> None:
+        """Read Prometheus for models whose events stopped (nothing without ``prometheus_url``)."""
+        while not self.stopping.is_set():  # a task that ended would stop the daemon: idle without a reader
+            if self.signals is not None:
+                await prometheus.refresh_fallback(self.signals, self.runtime, now=self.clock.now())
+            await self._pause(self.settings.prometheus_fallback_poll_seconds)
+
     async def _watch_policies(self) -> None:
         while not self.stopping.is_set():
             await self._pause(self.settings.policy_poll_seconds)
@@ -277,7 +285,7 @@ class Daemon:
         log.info("started", models=len(self.runtime.policies), dry_run=self.settings.dry_run)
         tasks = [
             asyncio.create_task(coro(), name=coro.__name__)
-            for coro in (self._consume, self._tick, self._checkpoint, self._watch_policies)
+            for coro in (self._consume, self._tick, self._checkpoint, self._watch_policies, self._fallback)
         ]
         stopper = asyncio.create_task(self.stopping.wait())
         done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
@@ -356,6 +364,7 @@ def build_kafka_daemon(
         host=settings.http_host, port=settings.http_port, metrics=metrics, ready=daemon.not_ready
     )
     daemon.history = prometheus.reader_from_settings(settings)  # None: no prometheus_url, no seeding
+    daemon.signals = prometheus.signal_from_settings(settings)  # None: no fallback signal
     # Alertmanager webhook: POST /alerts feeds the runtime's override book
     alerts.install_receiver(
         settings=settings,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import struct
 import time
 from collections.abc import Mapping
@@ -18,9 +19,10 @@ import structlog
 
 from scaler.adapters.actuator import Actuators, Capacity
 from scaler.adapters.metrics import DaemonMetrics
-from scaler.core import aggregate, events
+from scaler.core import aggregate, events, fallback
 from scaler.core.aggregate import ModelAggregator
 from scaler.core.events import InvalidEvent
+from scaler.core.fallback import FallbackSignal
 from scaler.core.overrides import OverrideBook, adjust_decision, adjust_observed
 from scaler.core.policy import ModelPolicy
 from scaler.core.types import Decision, DemandForecast, FloatArray, Observed
@@ -50,6 +52,9 @@ class ModelState:
     previous: Decision | None = None
     next_tick: float = 0.0
     threshold: float | None = None
+    last_event_at: float = 0.0  # fallback: when an event of this model last arrived
+    fallback: FallbackSignal | None = None  # fallback: the latest signal read from Prometheus
+    on_fallback: bool = False
 
 
 def encode_checkpoint(state: ModelState) -> bytes:
@@ -226,7 +231,11 @@ class Runtime:
         agg = ModelAggregator(bucket_seconds=policy.forecast.bucket_seconds)
         agg.begin(now=now)
         return ModelState(
-            policy=policy, aggregator=agg, forecaster=self.new_forecaster(policy), next_tick=now
+            policy=policy,
+            aggregator=agg,
+            forecaster=self.new_forecaster(policy),
+            next_tick=now,
+            last_event_at=now,
         )
 
     def _restore(self, policy: ModelPolicy, raw: bytes, *, now: float) -> ModelState:
@@ -265,14 +274,17 @@ class Runtime:
                     state = owned.get(request.model)
                     if state is None:
                         self._not_owned.inc()
-                    elif not state.aggregator.add_request(request):
-                        self._late_or_early.inc()
+                    else:
+                        state.last_event_at = now  # fallback: this model's events arrive
+                        if not state.aggregator.add_request(request):
+                            self._late_or_early.inc()
                 else:
                     metric = events.decode_metric(record.value, known_models=policies, now=now, max_skew=skew)
                     state = owned.get(metric.model)
                     if state is None:
                         self._not_owned.inc()
                     else:
+                        state.last_event_at = now  # fallback: this model's events arrive
                         state.aggregator.add_metric(metric)
             except InvalidEvent as exc:
                 rejected.append((record, exc))
@@ -282,6 +294,45 @@ class Runtime:
             count = len(records) if len(topics) == 1 else sum(1 for r in records if r.topic == topic)
             self.metrics.events_consumed.labels(topic=topic).inc(count)
         return rejected
+
+    # -- fallback: Prometheus when a model's events stop -------------------------------------------
+
+    def silent_models(self, *, now: float) -> list[ModelPolicy]:
+        """Return the policies of owned models whose events stopped for their ``fallback_after_seconds``."""
+        return [s.policy for s in self.owned.values() if _silent(s, now=now)]
+
+    def set_fallback(self, model: str, signal: FallbackSignal) -> None:
+        """Keep the latest fallback signal of an owned model (ignored if not owned)."""
+        state = self.owned.get(model)
+        if state is not None:
+            state.fallback = signal
+
+    def _fallback(
+        self, model: str, state: ModelState, *, forecast: DemandForecast, observed: Observed, now: float
+    ) -> tuple[DemandForecast, Observed, str]:
+        """Return (forecast, observed, reason note) for one decision: unchanged while events arrive.
+
+        A silent model decides on a fresh Prometheus signal; without one the forecast is unusable,
+        so the planner holds its last decision (never scales down on missing data).
+        """
+        silent = _silent(state, now=now)
+        self.metrics.fallback_active.labels(model=model).set(1.0 if silent else 0.0)
+        if silent != state.on_fallback:
+            state.on_fallback = silent
+            event = "fallback_started" if silent else "fallback_ended"
+            quiet = round(now - state.last_event_at, 1)
+            self.log.warning(event, model=model, policy=model, silent_seconds=quiet)
+        if not silent:
+            return forecast, observed, ""
+        quiet = now - state.last_event_at
+        signal = fallback.fresh(state.fallback, now=now)
+        if signal is None:
+            why = "events silent and Prometheus unavailable"
+            self.log.warning("holding_without_data", model=model, policy=model, why=why)
+            unusable = DemandForecast.unusable(start=now, note=why)
+            return unusable, observed, f"fallback: no data for {quiet:.0f} s, holding"
+        note = f"fallback: Prometheus, events silent {quiet:.0f} s"
+        return forecast, fallback.observed_from(signal, observed), note
 
     # -- decide and act -----------------------------------------------------------------------------
 
@@ -323,6 +374,7 @@ class Runtime:
             serverless_provisioned=state.previous.serverless_provisioned if state.previous else 0,
             request_rate=last.rate if last is not None else None,
         )
+        forecast, observed, note = self._fallback(model, state, forecast=forecast, observed=observed, now=now)
         capacity: Capacity | None = None
         if self.actuators is not None:  # actuation: what the targets report, and kinds that keep failing
             observed, capacity = await self.actuators.observe(state.policy, observed)
@@ -332,6 +384,8 @@ class Runtime:
             policy=state.policy, forecast=forecast, observed=observed, previous=state.previous, now=now
         )
         decision = adjust_decision(decision, overrides=active, previous=state.previous, policy=state.policy)
+        if note:  # fallback: say what the decision was made on
+            decision = dataclasses.replace(decision, reason=f"{decision.reason} [{note}]")
         state.previous = decision
         state.threshold = _threshold(forecast, now=now)
         if trigger == "tick":
@@ -368,7 +422,17 @@ class Runtime:
 def _observe_closed(state: ModelState, *, now: float) -> bool:
     """Hand every completed bucket to the forecaster; return True if there was one."""
     closed = state.aggregator.close(now=now)
+    silent = _silent(state, now=now)  # fallback: silence is not zero load
+    signal = fallback.fresh(state.fallback, now=now) if silent else None
     for bucket in closed:
+        if silent:
+            state.forecaster.observe(
+                bucket_start=bucket.start,
+                requests=fallback.bucket_requests(signal, seconds=bucket.seconds),
+                prompt_tokens=math.nan,
+                output_tokens=math.nan,
+            )
+            continue
         state.forecaster.observe(
             bucket_start=bucket.start,
             requests=bucket.requests,
@@ -376,6 +440,11 @@ def _observe_closed(state: ModelState, *, now: float) -> bool:
             output_tokens=bucket.output_tokens,
         )
     return bool(closed)
+
+
+def _silent(state: ModelState, *, now: float) -> bool:
+    after = state.policy.forecast.fallback_after_seconds
+    return fallback.is_silent(last_event_at=state.last_event_at, now=now, after_seconds=after)
 
 
 def _threshold(forecast: DemandForecast, *, now: float) -> float | None:

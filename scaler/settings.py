@@ -86,6 +86,11 @@ class Settings(BaseModel):
     prometheus_requests_selector: str = 'vllm:request_success_total{model_name="{model}"}'
     prometheus_prompt_tokens_selector: str = 'vllm:prompt_tokens_total{model_name="{model}"}'
     prometheus_output_tokens_selector: str = 'vllm:generation_tokens_total{model_name="{model}"}'
+    prometheus_fallback_poll_seconds: float = Field(default=5.0, gt=0, le=3600)  # while a model is silent
+    prometheus_request_rate_query: str = 'sum(rate(vllm:request_success_total{model_name="{model}"}[1m]))'
+    prometheus_running_query: str = 'sum(vllm:num_requests_running{model_name="{model}"})'
+    prometheus_waiting_query: str = 'sum(vllm:num_requests_waiting{model_name="{model}"})'
+    prometheus_ready_replicas_query: str = 'count(vllm:num_requests_running{model_name="{model}"})'
     # -- end Prometheus --
     # -- Actuators (scaler.adapters.actuator/kubernetes/aws): off unless actuate; dry_run then only logs --
     actuate: bool = False  # change the resources named in policies' targets (False: publish decisions only)

@@ -73,6 +73,13 @@ class DaemonMetrics:
             ["model"],
             registry=r,
         )
+        # -- fallback (scaler.core.fallback) --
+        self.fallback_active = Gauge(
+            "scaler_fallback_active",
+            "1 while a model's events are silent and decisions use Prometheus (or hold) instead.",
+            ["model"],
+            registry=r,
+        )
 
     def record_decision(self, *, model: str, decision: Decision, trigger: str) -> None:
         """Update the per-model gauges and counters for a published decision."""
@@ -85,7 +92,7 @@ class DaemonMetrics:
     def forget_model(self, model: str) -> None:
         """Drop the per-model gauges of a model this process no longer owns."""
         gauges = (self.desired_replicas, self.desired_standby, self.desired_serverless, self.spill_fraction)
-        for gauge in gauges:
+        for gauge in (*gauges, self.fallback_active):  # fallback gauge too
             try:
                 gauge.remove(model)
             except KeyError:

@@ -19,8 +19,10 @@ import aiohttp
 import numpy as np
 import structlog
 
+from scaler.core.fallback import FallbackSignal
 from scaler.core.policy import ModelPolicy
 from scaler.core.types import FloatArray
+from scaler.loop import Runtime
 from scaler.settings import Settings
 
 log = structlog.get_logger("scaler.prometheus")
@@ -201,5 +203,93 @@ def reader_from_settings(settings: Settings) -> PrometheusHistory | None:
         output_tokens=settings.prometheus_output_tokens_selector,
     )
     return PrometheusHistory(
+        url=settings.prometheus_url, queries=queries, timeout_seconds=settings.prometheus_timeout_seconds
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class SignalQueries:
+    """Instant PromQL queries of a model's current load and readiness; ``{model}`` is its name."""
+
+    request_rate: str = 'sum(rate(vllm:request_success_total{model_name="{model}"}[1m]))'
+    running: str = 'sum(vllm:num_requests_running{model_name="{model}"})'
+    waiting: str = 'sum(vllm:num_requests_waiting{model_name="{model}"})'
+    ready_replicas: str = 'count(vllm:num_requests_running{model_name="{model}"})'
+
+
+class PrometheusSignal:
+    """Reads the fallback signal (request rate, running/waiting requests, ready replicas) of a model."""
+
+    def __init__(
+        self, *, url: str, queries: SignalQueries | None = None, timeout_seconds: float = 10.0
+    ) -> None:
+        """Create a reader of the Prometheus at ``url``."""
+        self.url = url.rstrip("/")
+        self.queries = queries or SignalQueries()
+        self.timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+
+    async def signal(self, model: str, *, now: float) -> FallbackSignal:
+        """Return what Prometheus says of ``model`` now (None fields: no such series).
+
+        Raises ConnectionError when Prometheus cannot be reached or refuses a query.
+        """
+        quoted = model.replace("\\", "\\\\").replace('"', '\\"')
+        q = self.queries
+        values: list[float | None] = []
+        async with aiohttp.ClientSession(timeout=self.timeout) as http:
+            for template in (q.request_rate, q.running, q.waiting, q.ready_replicas):
+                values.append(await self._instant(http, template.replace("{model}", quoted), now=now))
+        rate, running, waiting, ready = values
+        return FallbackSignal(
+            at=now,
+            request_rate=rate,
+            replicas_ready=None if ready is None else round(ready),
+            running=running,
+            waiting=waiting,
+        )
+
+    async def _instant(self, http: aiohttp.ClientSession, query: str, *, now: float) -> float | None:
+        where = f"prometheus {self.url} query {query!r}"
+        try:
+            params = {"query": query, "time": f"{now:.3f}"}
+            async with http.get(f"{self.url}/api/v1/query", params=params) as response:
+                body = await response.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise ConnectionError(f"{where}: {type(exc).__name__}: {exc}") from None
+        if not isinstance(body, dict) or body.get("status") != "success":
+            error = body.get("error") if isinstance(body, dict) else body
+            raise ConnectionError(f"{where}: refused: {str(error)[:200]}")
+        result = body.get("data", {}).get("result", [])
+        if not result:
+            return None
+        value = float(result[0]["value"][1])
+        return value if math.isfinite(value) else None
+
+
+async def refresh_fallback(reader: PrometheusSignal, runtime: Runtime, *, now: float) -> int:
+    """Read the signal of every silent model into ``runtime``; return how many were read. Never raises."""
+    done = 0
+    for policy in runtime.silent_models(now=now):
+        try:
+            signal = await reader.signal(policy.name, now=now)
+        except ConnectionError as exc:
+            log.warning("fallback_unavailable", model=policy.name, policy=policy.name, error=str(exc))
+            continue
+        runtime.set_fallback(policy.name, signal)
+        done += 1
+    return done
+
+
+def signal_from_settings(settings: Settings) -> PrometheusSignal | None:
+    """Return the fallback signal reader the settings ask for (None when ``prometheus_url`` is not set)."""
+    if settings.prometheus_url is None:
+        return None
+    queries = SignalQueries(
+        request_rate=settings.prometheus_request_rate_query,
+        running=settings.prometheus_running_query,
+        waiting=settings.prometheus_waiting_query,
+        ready_replicas=settings.prometheus_ready_replicas_query,
+    )
+    return PrometheusSignal(
         url=settings.prometheus_url, queries=queries, timeout_seconds=settings.prometheus_timeout_seconds
     )

@@ -167,6 +167,11 @@ class Forecast(_Strict):
     history_seconds: PositiveInt = Field(
         default=14 * 86_400, le=90 * 86_400, description="History to seed from (Prometheus) and keep."
     )
+    fallback_after_seconds: PositiveFloat = Field(
+        default=120.0,
+        le=86_400,
+        description="Event silence after which load comes from Prometheus (or the last decision holds).",
+    )
 
     @field_validator("seasonalities_seconds")
     @classmethod
