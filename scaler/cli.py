@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
 
 from scaler import __version__
+from scaler.commands import policy, run, simulate
 
-# name -> module under scaler.commands exposing register(subparsers) that sets args.func
-COMMANDS = ("simulate", "run", "policy")
+# each module exposes register(subparsers), which adds its parser and sets args.func
+COMMANDS = (simulate, run, policy)
 
 DESCRIPTION = """\
 Spillway shifts LLM inference capacity between Kubernetes GPU replicas and serverless burst
@@ -46,13 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"scaler {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"scaler.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"scaler.commands.{name}":
-                raise
-            continue
+    for module in COMMANDS:
         module.register(subparsers)
     return parser
 
