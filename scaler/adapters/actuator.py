@@ -226,9 +226,15 @@ class Actuators:
     ) -> T | None:
         """Return ``op()`` retried, or None after recording the failure (metrics, log, tracker)."""
         retries = self.metrics.retries.labels(kind=kind, target=target)
+        # a kind already unavailable gets one attempt per tick: a dead API must not stall the loop
+        retry = (
+            dataclasses.replace(self.retry, attempts=1)
+            if _FLAG[kind] & self.unavailable(model)
+            else self.retry
+        )
         try:
             result = await with_retries(
-                op, what=f"{kind} {target}", retry=self.retry, rng=self.rng, on_retry=lambda _: retries.inc()
+                op, what=f"{kind} {target}", retry=retry, rng=self.rng, on_retry=lambda _: retries.inc()
             )
         except ActuationError as exc:
             self.metrics.failures.labels(kind=kind, target=target).inc()

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from scaler.adapters.actuator import ActuatorMetrics, Actuators, RetryPolicy
 from scaler.adapters.kubernetes import RBAC_RULES, KubernetesActuator, load_api_client
-from scaler.core.types import Unavailable
+from scaler.core.types import Observed, Unavailable
 from tests.adapters.actuator_fixtures import Process, decision, http_json, policy, start_kube_apiserver
 from tests.conftest import free_port
 
@@ -201,7 +201,7 @@ def test_an_api_that_keeps_failing_is_reported_unavailable_then_recovers(cluster
             "method": "PUT",
             "path": f"/namespaces/{namespace}/deployments/chat/scale",
             "status": 503,
-            "count": 6,
+            "count": 7,
         },
     )
     acts, registry = _actuators(server.url)
@@ -218,6 +218,25 @@ def test_an_api_that_keeps_failing_is_reported_unavailable_then_recovers(cluster
         registry.get_sample_value("scaler_actuator_failures_total", {"kind": "replicas", "target": target})
         == 2
     )
+    assert _replicas(apps, namespace, "chat") == 2
+    # the planner hears of it: the next observation flags Kubernetes capacity as unavailable
+    observed, _ = asyncio.run(
+        acts.observe(
+            pol,
+            Observed(
+                replicas_ready=0,
+                replicas_starting=0,
+                standby_ready=0,
+                standby_starting=0,
+                serverless_provisioned=0,
+            ),
+        )
+    )
+    assert observed.unavailable == Unavailable.KUBERNETES
+    assert (observed.replicas_ready, observed.standby_ready) == (2, 1)  # read back from the cluster
+    puts = len([w for w in _writes(server) if w["method"] == "PUT"])
+    _apply(acts, pol, decision(replicas=4, standby=1, at=1_700_000_150.0))  # unavailable: one attempt only
+    assert len([w for w in _writes(server) if w["method"] == "PUT"]) == puts + 1
     assert _replicas(apps, namespace, "chat") == 2
     _apply(acts, pol, decision(replicas=4, standby=1, at=1_700_000_200.0))  # faults used up: works again
     assert _replicas(apps, namespace, "chat") == 4
