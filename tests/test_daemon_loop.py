@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
+from integration_fixtures import fake_plan
 from structlog.testing import capture_logs
 
 from scaler.adapters.metrics import DaemonMetrics
@@ -24,30 +24,6 @@ from scaler.settings import Settings
 
 T0 = 1_750_000_200.0
 REQ = "llm.requests"
-
-
-def fake_plan(
-    *,
-    policy: ModelPolicy,
-    forecast: DemandForecast,
-    observed: Observed,
-    previous: Decision | None,
-    now: float,
-) -> Decision:
-    """A stand-in planner: one replica per 10 req/s of the forecast's mean, spill 0.25."""
-    rate = float(forecast.rate_mean[0]) if forecast.valid else (observed.request_rate or 0.0)
-    return Decision(
-        at=now,
-        replicas=min(policy.bounds.max_replicas, math.ceil(rate / 10)),
-        standby=1,
-        serverless_provisioned=2,
-        spill_fraction=0.25,
-        reason=f"rate {rate:.2f}/s",
-        bound_by="none",
-        quantile=0.9,
-        cost_per_hour={"kubernetes": 4.0},
-        recent_targets=((now, 1),),
-    )
 
 
 class RecordingSink:
