@@ -120,7 +120,10 @@ class Bounds(_Strict):
     )
     max_standby: NonNegativeInt = Field(default=2, le=10_000, description="Most warm standby replicas.")
     serverless_quota: NonNegativeInt = Field(
-        default=8, le=100_000, description="Most serverless instances that may run at once."
+        default=16,
+        le=100_000,
+        description="Most serverless instances that may run at once (default: as many as max_replicas, so a "
+        "burst the forecast did not see can be absorbed while replicas cold-start).",
     )
 
     @model_validator(mode="after")
@@ -283,6 +286,14 @@ class ServerlessTarget(_Strict):
     variant_name: str | None = Field(
         default=None, pattern=AWS_NAME_RE, description="SageMaker production variant name."
     )
+    primary_variant: str | None = Field(
+        default=None,
+        pattern=AWS_NAME_RE,
+        description=(
+            "SageMaker variant serving the rest of the endpoint's traffic: when set, variant_name gets "
+            "DesiredWeight spill_fraction and this one 1 - spill_fraction (backend sagemaker)."
+        ),
+    )
     region: str | None = Field(
         default=None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d$", description="AWS region, if not the default."
     )
@@ -292,13 +303,15 @@ class ServerlessTarget(_Strict):
         if self.backend == "lambda":
             if self.function_name is None or self.alias is None:
                 raise ValueError("backend lambda needs function_name and alias")
-            if self.endpoint_name is not None or self.variant_name is not None:
-                raise ValueError("endpoint_name and variant_name are for backend sagemaker")
+            if self.endpoint_name is not None or self.variant_name is not None or self.primary_variant:
+                raise ValueError("endpoint_name, variant_name and primary_variant are for backend sagemaker")
         else:
             if self.endpoint_name is None or self.variant_name is None:
                 raise ValueError("backend sagemaker needs endpoint_name and variant_name")
             if self.function_name is not None or self.alias is not None:
                 raise ValueError("function_name and alias are for backend lambda")
+            if self.primary_variant == self.variant_name:
+                raise ValueError("primary_variant must differ from variant_name")
         return self
 
 
