@@ -8,6 +8,12 @@ backoff. In dry-run it logs what it would change and calls nothing that writes. 
 that fails ``failure_threshold`` times in a row is reported unavailable (``/metrics`` and the log)
 and flagged in the next :class:`~scaler.core.types.Observed` so the planner compensates.
 Only the resources named in a policy's ``targets`` are ever passed to an adapter.
+
+A serverless adapter that is also a :class:`TrafficWeightsPort` (SageMaker) splits an endpoint's
+traffic between ``primary_variant`` and ``variant_name`` from the decision's ``spill_fraction``:
+the weights are read back with the capacity, set only when they differ by more than
+:data:`scaler.core.actuation.WEIGHT_TOLERANCE`, in the same call as a capacity change of that
+target, paced and dry-run like any other change.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import asyncio
 import dataclasses
 import random
 from collections.abc import Awaitable, Callable
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, runtime_checkable
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -57,6 +63,7 @@ class Capacity:
     replicas: KubeState | None = None
     standby: KubeState | None = None
     serverless: int | None = None
+    weights: dict[str, float] | None = None
 
 
 class KubernetesPort(Protocol):
@@ -79,6 +86,24 @@ class ServerlessPort(Protocol):
         self, target: ServerlessTarget, *, instances: int, quota: int, max_concurrency: int
     ) -> None:
         """Provision ``instances`` (within ``quota``); raise TransientError or PermanentError."""
+
+
+@runtime_checkable
+class TrafficWeightsPort(ServerlessPort, Protocol):
+    """A serverless port that also sets the traffic weights of the SageMaker variants a policy names."""
+
+    async def read_weights(self, target: ServerlessTarget) -> dict[str, float]:
+        """Return the DesiredWeight of each named variant; raise TransientError or PermanentError."""
+
+    async def set_weights(
+        self,
+        target: ServerlessTarget,
+        *,
+        weights: dict[str, float],
+        instances: int | None,
+        max_concurrency: int,
+    ) -> None:
+        """Set ``weights`` (and ``instances``, unless None) in one update; raise on failure."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -284,6 +309,15 @@ class Actuators:
                 target=targets["serverless"],
                 op=lambda: aws.read(s, max_concurrency=policy.replica.max_concurrency),
             )
+            if s.primary_variant is not None and isinstance(aws, TrafficWeightsPort):
+                weighted = aws
+                weights = await self._call(
+                    model=policy.name,
+                    kind="serverless",
+                    target=targets["serverless"],
+                    op=lambda: weighted.read_weights(s),
+                )
+                return Capacity(replicas=replicas, standby=standby, serverless=serverless, weights=weights)
         return Capacity(replicas=replicas, standby=standby, serverless=serverless)
 
     async def observe(self, policy: ModelPolicy, observed: Observed) -> tuple[Observed, Capacity]:
@@ -326,12 +360,18 @@ class Actuators:
             "serverless": current.serverless,
         }
         readable = {k: t for k, t in targets.items() if known[k] is not None}
+        weights = self._weights_to_set(policy=policy, decision=decision, current=current)
         made: list[Change] = []
         for change in actuation.changes(desired=desired, current=known, targets=readable):
             if not self.pacer.allowed(change.target, now=now):
                 self.log.info("actuation_paced", model=policy.name, kind=change.kind, target=change.target)
+                if change.kind == "serverless":
+                    weights = None  # same target: weights wait for the next allowed change
                 continue
             reason = f"{change.kind} {change.current} -> {change.desired}: {decision.reason}"
+            together = weights if change.kind == "serverless" else None
+            if change.kind == "serverless":
+                weights = None  # set in the same call as the capacity, or not at all this tick
             if self.dry_run:
                 self.log.info(
                     "actuation_skipped_dry_run",
@@ -340,17 +380,76 @@ class Actuators:
                     target=change.target,
                     current=change.current,
                     desired=change.desired,
+                    **({"weights": together} if together is not None else {}),
                 )
-            elif not await self._change(policy=policy, change=change, reason=reason):
+            elif not await self._change(policy=policy, change=change, reason=reason, weights=together):
                 continue
             self.pacer.record(change.target, now=now)
             self.metrics.changes.labels(
                 model=policy.name, kind=change.kind, dry_run=str(self.dry_run).lower()
             ).inc()
             made.append(change)
+        if weights is not None:
+            await self._set_weights_only(
+                policy=policy, weights=weights, target=targets["serverless"], now=now
+            )
         return made
 
-    async def _change(self, *, policy: ModelPolicy, change: Change, reason: str) -> bool:
+    def _weights_to_set(
+        self, *, policy: ModelPolicy, decision: Decision, current: Capacity
+    ) -> dict[str, float] | None:
+        """Return the traffic weights to set for ``decision``, or None (no weights, unread, or equal)."""
+        spec = policy.targets
+        s = spec.serverless if spec is not None else None
+        if s is None or s.primary_variant is None or s.variant_name is None or current.weights is None:
+            return None
+        if not isinstance(self.serverless, TrafficWeightsPort):
+            return None
+        wanted = actuation.traffic_weights(
+            spill_fraction=decision.spill_fraction, primary=s.primary_variant, burst=s.variant_name
+        )
+        return wanted if actuation.weights_differ(current=current.weights, desired=wanted) else None
+
+    async def _set_weights_only(
+        self, *, policy: ModelPolicy, weights: dict[str, float], target: str, now: float
+    ) -> None:
+        """Set the traffic weights alone (capacity unchanged), paced, logged in dry-run; never raises."""
+        spec = policy.targets
+        s = spec.serverless if spec is not None else None
+        aws = self.serverless
+        if s is None or not isinstance(aws, TrafficWeightsPort):
+            return
+        if not self.pacer.allowed(target, now=now):
+            self.log.info("actuation_paced", model=policy.name, kind="weights", target=target)
+            return
+        if self.dry_run:
+            self.log.info(
+                "actuation_skipped_dry_run", model=policy.name, kind="weights", target=target, weights=weights
+            )
+        else:
+            weighted = aws
+            done = await self._call(
+                model=policy.name,
+                kind="serverless",
+                target=target,
+                op=_returning_true(
+                    lambda: weighted.set_weights(
+                        s, weights=weights, instances=None, max_concurrency=policy.replica.max_concurrency
+                    )
+                ),
+                write=True,
+            )
+            if not done:
+                return
+            self.log.info("actuated", model=policy.name, kind="weights", target=target, weights=weights)
+        self.pacer.record(target, now=now)
+        self.metrics.changes.labels(
+            model=policy.name, kind="weights", dry_run=str(self.dry_run).lower()
+        ).inc()
+
+    async def _change(
+        self, *, policy: ModelPolicy, change: Change, reason: str, weights: dict[str, float] | None = None
+    ) -> bool:
         spec = policy.targets
         kube, aws = self.kubernetes, self.serverless
         op: Callable[[], Awaitable[None]]
@@ -367,9 +466,18 @@ class Actuators:
             if s is None or aws is None:
                 return False
             quota = policy.bounds.serverless_quota
-            op = lambda: aws.set_provisioned(  # noqa: E731
-                s, instances=change.desired, quota=quota, max_concurrency=policy.replica.max_concurrency
-            )
+            if weights is not None and isinstance(aws, TrafficWeightsPort):
+                weighted = aws
+                op = lambda: weighted.set_weights(  # noqa: E731
+                    s,
+                    weights=weights,
+                    instances=change.desired,
+                    max_concurrency=policy.replica.max_concurrency,
+                )
+            else:
+                op = lambda: aws.set_provisioned(  # noqa: E731
+                    s, instances=change.desired, quota=quota, max_concurrency=policy.replica.max_concurrency
+                )
         done = await self._call(
             model=policy.name, kind=change.kind, target=change.target, op=_returning_true(op), write=True
         )

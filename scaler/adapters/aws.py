@@ -13,6 +13,16 @@ One port (:class:`scaler.adapters.actuator.ServerlessPort`), two backends chosen
   variant's ``ProvisionedConcurrency`` is in concurrent invocations like Lambda (instances *
   max_concurrency, at most the variant's ``MaxConcurrency``); it changes through a new endpoint
   config (a copy of the current one) and ``update_endpoint``.
+* **sagemaker traffic weights**: when the target also names ``primary_variant`` (the variant
+  serving the endpoint's steady traffic), the burst variant ``variant_name`` gets
+  ``DesiredWeight`` = the decision's ``spill_fraction`` and the primary variant
+  ``1 - spill_fraction`` (clamped to [0, 1]). Weights are read back from ``describe_endpoint``
+  and left alone when every one is within 0.01 of the wanted value. A capacity change and a
+  weight change go in the SAME ``update_endpoint_weights_and_capacities`` call (for a serverless
+  variant: in the same new endpoint config, as ``InitialVariantWeight``). Variants the policy
+  does not name are never put in a request. A named instance variant whose count is not being
+  changed has its count restated as just described (an update that omits it may reset it, as the
+  moto emulator does).
 
 Credentials come from the standard boto3 chain; ``endpoint_url`` and ``region`` are settings.
 boto3 is synchronous: every call runs in :func:`asyncio.to_thread`. botocore's own retries are
@@ -194,6 +204,91 @@ class AwsServerless:
 
     # -- SageMaker ----------------------------------------------------------------------------------
 
+    async def read_weights(self, target: ServerlessTarget) -> dict[str, float]:
+        """Return the DesiredWeight (else CurrentWeight) of the variants ``target`` names.
+
+        Raises PermanentError if a named variant is missing, TransientError on throttling and 5xx.
+        """
+
+        def run() -> dict[str, float]:
+            try:
+                endpoint = self.client("sagemaker", target.region).describe_endpoint(
+                    EndpointName=target.endpoint_name
+                )
+            except (ClientError, BotoCoreError) as exc:
+                raise _classify(exc, what=f"read weights of {_name(target)}") from None
+            by_name = {v.get("VariantName"): v for v in endpoint.get("ProductionVariants", [])}
+            result: dict[str, float] = {}
+            for name in _weighted_names(target):
+                variant = by_name.get(name)
+                if variant is None:
+                    raise PermanentError(f"{_name(target)}: no variant {name!r} on the endpoint")
+                result[name] = float(variant.get("DesiredWeight", variant.get("CurrentWeight", 0.0)))
+            return result
+
+        return await asyncio.to_thread(run)
+
+    async def set_weights(
+        self,
+        target: ServerlessTarget,
+        *,
+        weights: dict[str, float],
+        instances: int | None,
+        max_concurrency: int,
+    ) -> None:
+        """Set the named variants' ``weights`` and, unless None, ``instances`` on the burst variant.
+
+        One ``update_endpoint_weights_and_capacities`` call (a new endpoint config for a serverless
+        burst variant whose capacity changes). Raises PermanentError for a weight on a variant the
+        target does not name, TransientError or PermanentError when the API fails.
+        """
+        allowed = set(_weighted_names(target))
+        stray = sorted(set(weights) - allowed)
+        if stray:
+            raise PermanentError(f"{_name(target)}: weights for variants the policy does not name: {stray}")
+        clamped = {name: min(max(float(w), 0.0), 1.0) for name, w in weights.items()}
+
+        def run() -> None:
+            what = f"weights {clamped} on {_name(target)}"
+            try:
+                sm = self.client("sagemaker", target.region)
+                endpoint = sm.describe_endpoint(EndpointName=target.endpoint_name)
+                variants = {v.get("VariantName"): v for v in endpoint.get("ProductionVariants", [])}
+                burst = variants.get(target.variant_name)
+                if burst is None:
+                    raise PermanentError(
+                        f"{_name(target)}: no variant {target.variant_name!r} on the endpoint"
+                    )
+                serverless = (
+                    burst.get("CurrentServerlessConfig") is not None
+                    or burst.get("DesiredServerlessConfig") is not None
+                )
+                if instances is not None and serverless:
+                    self._sagemaker_serverless_set(
+                        target,
+                        config_name=str(endpoint["EndpointConfigName"]),
+                        instances=instances,
+                        max_concurrency=max_concurrency,
+                        weights=clamped,
+                    )
+                    return
+                entries: list[dict[str, Any]] = []
+                for name, weight in clamped.items():
+                    entry: dict[str, Any] = {"VariantName": name, "DesiredWeight": weight}
+                    count = _instance_count(variants.get(name))
+                    if name == target.variant_name and instances is not None:
+                        entry["DesiredInstanceCount"] = instances
+                    elif count is not None:  # restated as read: an omitted field may be reset
+                        entry["DesiredInstanceCount"] = count
+                    entries.append(entry)
+                sm.update_endpoint_weights_and_capacities(
+                    EndpointName=target.endpoint_name, DesiredWeightsAndCapacities=entries
+                )
+            except (ClientError, BotoCoreError) as exc:
+                raise _classify(exc, what=what) from None
+
+        await asyncio.to_thread(run)
+
     def _variant(self, target: ServerlessTarget) -> dict[str, Any]:
         sm = self.client("sagemaker", target.region)
         endpoint = sm.describe_endpoint(EndpointName=target.endpoint_name)
@@ -210,11 +305,12 @@ class AwsServerless:
         if variant is None:
             raise PermanentError(f"{_name(target)}: no variant {target.variant_name!r} on the endpoint")
         if variant.get("CurrentServerlessConfig") is None and variant.get("DesiredServerlessConfig") is None:
+            entry: dict[str, Any] = {"VariantName": target.variant_name, "DesiredInstanceCount": instances}
+            weight = variant.get("DesiredWeight", variant.get("CurrentWeight"))
+            if weight is not None:  # restated as read: an omitted field may be reset
+                entry["DesiredWeight"] = float(weight)
             sm.update_endpoint_weights_and_capacities(
-                EndpointName=target.endpoint_name,
-                DesiredWeightsAndCapacities=[
-                    {"VariantName": target.variant_name, "DesiredInstanceCount": instances}
-                ],
+                EndpointName=target.endpoint_name, DesiredWeightsAndCapacities=[entry]
             )
             return
         self._sagemaker_serverless_set(
@@ -225,7 +321,13 @@ class AwsServerless:
         )
 
     def _sagemaker_serverless_set(
-        self, target: ServerlessTarget, *, config_name: str, instances: int, max_concurrency: int
+        self,
+        target: ServerlessTarget,
+        *,
+        config_name: str,
+        instances: int,
+        max_concurrency: int,
+        weights: dict[str, float] | None = None,
     ) -> None:
         """Copy the endpoint config with the variant's ProvisionedConcurrency changed, and switch to it."""
         sm = self.client("sagemaker", target.region)
@@ -233,6 +335,8 @@ class AwsServerless:
         variants: list[dict[str, Any]] = []
         for original in config["ProductionVariants"]:
             variant = dict(original)
+            if weights is not None and variant.get("VariantName") in weights:
+                variant["InitialVariantWeight"] = weights[str(variant.get("VariantName"))]
             if variant.get("VariantName") == target.variant_name:
                 serverless = dict(variant.get("ServerlessConfig", {}))
                 ceiling = int(serverless.get("MaxConcurrency", 1))
@@ -255,6 +359,21 @@ class AwsServerless:
                 if "already exist" not in str(exc.response.get("Error", {}).get("Message", "")):
                     raise
             sm.update_endpoint(EndpointName=target.endpoint_name, EndpointConfigName=new_name)
+
+
+def _instance_count(variant: dict[str, Any] | None) -> int | None:
+    """Return an instance-backed variant's desired instance count as described, else None."""
+    if variant is None or variant.get("CurrentServerlessConfig") or variant.get("DesiredServerlessConfig"):
+        return None
+    count = variant.get("DesiredInstanceCount", variant.get("CurrentInstanceCount"))
+    return None if count is None else int(count)
+
+
+def _weighted_names(target: ServerlessTarget) -> tuple[str, ...]:
+    """Return the variants whose weights ``target`` governs (none without ``primary_variant``)."""
+    if target.primary_variant is None or target.variant_name is None:
+        return ()
+    return (target.primary_variant, target.variant_name)
 
 
 def _name(target: ServerlessTarget) -> str:

@@ -8,6 +8,8 @@ module every question that has a right answer:
 * :func:`changes` compares the clamped desire with the state read back from the cluster and lists
   only what differs (the same decision twice changes nothing).
 * :class:`Pacer` rate-limits changes per target (a minimum interval between two changes).
+* :func:`traffic_weights` splits a SageMaker endpoint's traffic between the primary and burst
+  variants from the decision's ``spill_fraction``; :func:`weights_differ` skips equal weights.
 * :func:`backoff_delay` is the jittered exponential backoff between retries.
 * :class:`FailureTracker` turns consecutive failures of one kind of capacity into an
   :class:`~scaler.core.types.Unavailable` flag for the next observation.
@@ -16,6 +18,7 @@ module every question that has a right answer:
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Literal
 
 from scaler.core import schedule
@@ -105,6 +108,28 @@ def order_for_promotion(items: list[Change]) -> list[Change]:
     if replicas_down:
         ordered.sort(key=lambda c: {"standby": 0, "replicas": 1, "serverless": 2}[c.kind])
     return ordered
+
+
+WEIGHT_TOLERANCE = 0.01
+
+
+def traffic_weights(*, spill_fraction: float, primary: str, burst: str) -> dict[str, float]:
+    """Return the SageMaker DesiredWeight of ``primary`` (1 - spill) and ``burst`` (spill).
+
+    ``spill_fraction`` is clamped to [0, 1] (NaN and infinities count as 0); weights are rounded to 4 places.
+    """
+    spill = spill_fraction if math.isfinite(spill_fraction) else 0.0
+    spill = min(max(spill, 0.0), 1.0)
+    return {primary: round(1.0 - spill, 4), burst: round(spill, 4)}
+
+
+def weights_differ(
+    *, current: dict[str, float] | None, desired: dict[str, float], tolerance: float = WEIGHT_TOLERANCE
+) -> bool:
+    """Return True if any desired weight is unknown in ``current`` or differs by more than ``tolerance``."""
+    if current is None:
+        return True
+    return any(name not in current or abs(current[name] - w) > tolerance for name, w in desired.items())
 
 
 def lambda_units(*, instances: int, max_concurrency: int) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import zipfile
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from botocore.config import Config
 from botocore.stub import ANY, Stubber
 from prometheus_client import CollectorRegistry
 
-from scaler.adapters.actuator import ActuatorMetrics, Actuators, RetryPolicy, TransientError
+from scaler.adapters.actuator import ActuatorMetrics, Actuators, PermanentError, RetryPolicy, TransientError
 from scaler.adapters.aws import AwsServerless
 from scaler.core.types import Unavailable
 from tests.adapters.actuator_fixtures import (
@@ -299,3 +300,74 @@ def test_sagemaker_serverless_provisioned_concurrency_goes_through_a_new_endpoin
         )
         asyncio.run(adapter.set_provisioned(target, instances=2, quota=3, max_concurrency=8))
         stub.assert_no_pending_responses()
+
+
+WEIGHTED = {**SAGEMAKER, "primary_variant": "main"}
+
+
+def _weights(url: str) -> dict[str, float]:
+    variants = _client(url, "sagemaker").describe_endpoint(EndpointName="chat")["ProductionVariants"]
+    return {v["VariantName"]: v.get("DesiredWeight", v.get("CurrentWeight")) for v in variants}
+
+
+def _spilling(spill: float, *, serverless: int, at: float) -> Any:
+    return dataclasses.replace(decision(replicas=1, serverless=serverless, at=at), spill_fraction=spill)
+
+
+def test_sagemaker_weights_follow_the_spill_fraction_in_the_capacity_call(aws: Process) -> None:
+    _endpoint(aws.url)
+    acts, registry = _actuators(aws.url)
+    pol = policy(serverless=WEIGHTED)
+    made = _apply(acts, pol, _spilling(0.25, serverless=2, at=1_700_000_000.0))
+    assert [(c.kind, c.current, c.desired) for c in made] == [("serverless", 1, 2)]
+    assert _weights(aws.url) == {"burst": 0.25, "main": 0.75}
+    assert _counts(aws.url) == {"burst": 2, "main": 2}  # the primary variant's capacity is untouched
+    # the capacity is right, the split is not: weights alone, one call
+    assert _apply(acts, pol, _spilling(1.7, serverless=2, at=1_700_000_100.0)) == []
+    assert _weights(aws.url) == {"burst": 1.0, "main": 0.0}  # clamped to [0, 1]
+    changes = {"model": "chat", "kind": "weights", "dry_run": "false"}
+    assert registry.get_sample_value("scaler_actuator_changes_total", changes) == 1
+
+
+def test_sagemaker_weights_within_tolerance_are_left_alone(aws: Process) -> None:
+    _endpoint(aws.url)
+    acts, registry = _actuators(aws.url)
+    pol = policy(serverless=WEIGHTED)
+    _apply(acts, pol, _spilling(0.4, serverless=1, at=1_700_000_000.0))
+    assert _weights(aws.url) == {"burst": 0.4, "main": 0.6}
+    changes = {"model": "chat", "kind": "weights", "dry_run": "false"}
+    assert registry.get_sample_value("scaler_actuator_changes_total", changes) == 1
+    _apply(acts, pol, _spilling(0.405, serverless=1, at=1_700_000_100.0))
+    _apply(acts, pol, _spilling(0.4, serverless=1, at=1_700_000_200.0))
+    assert registry.get_sample_value("scaler_actuator_changes_total", changes) == 1  # idempotent
+    assert _weights(aws.url) == {"burst": 0.4, "main": 0.6}
+
+
+def test_sagemaker_weights_dry_run_changes_nothing(aws: Process) -> None:
+    _endpoint(aws.url)
+    acts, registry = _actuators(aws.url, dry_run=True)
+    pol = policy(serverless=WEIGHTED)
+    _apply(acts, pol, _spilling(0.5, serverless=1, at=1_700_000_000.0))
+    _apply(acts, pol, _spilling(0.5, serverless=3, at=1_700_000_100.0))
+    assert _weights(aws.url) == {"burst": 1.0, "main": 1.0}
+    assert _counts(aws.url) == {"burst": 1, "main": 2}
+    changes = {"model": "chat", "kind": "weights", "dry_run": "true"}
+    assert registry.get_sample_value("scaler_actuator_changes_total", changes) == 1
+
+
+def test_sagemaker_weights_never_touch_a_variant_the_policy_does_not_name(aws: Process) -> None:
+    _endpoint(aws.url)
+    sm = _client(aws.url, "sagemaker")
+    sm.update_endpoint_weights_and_capacities(
+        EndpointName="chat", DesiredWeightsAndCapacities=[{"VariantName": "main", "DesiredWeight": 0.5}]
+    )
+    adapter = AwsServerless(endpoint_url=aws.url, region=REGION)
+    target = policy(serverless=WEIGHTED).targets.serverless  # type: ignore[union-attr]
+    assert target is not None
+    with pytest.raises(PermanentError, match="does not name"):
+        asyncio.run(adapter.set_weights(target, weights={"other": 1.0}, instances=None, max_concurrency=8))
+    no_weights = policy(serverless=SAGEMAKER)  # without primary_variant: no weights at all
+    acts, _ = _actuators(aws.url)
+    _apply(acts, no_weights, _spilling(0.9, serverless=2, at=1_700_000_000.0))
+    assert _weights(aws.url) == {"burst": 1.0, "main": 0.5}  # as created, as set by hand
+    assert _counts(aws.url)["burst"] == 2

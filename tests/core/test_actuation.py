@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from scaler.core import actuation
 from scaler.core.actuation import Desired
-from scaler.core.policy import ModelPolicy
+from scaler.core.policy import ModelPolicy, ServerlessTarget
 from scaler.core.types import Decision, Unavailable
 
 POLICY = ModelPolicy.model_validate(
@@ -149,3 +150,40 @@ def test_failure_tracker_flags_a_kind_after_threshold_failures_in_a_row() -> Non
     assert tracker.unavailable("other") == Unavailable.NONE
     assert tracker.succeeded("m", Unavailable.SERVERLESS, op="write")
     assert tracker.unavailable("m") == Unavailable.NONE
+
+
+@given(st.floats(allow_nan=True, allow_infinity=True))
+def test_traffic_weights_are_in_unit_range_and_sum_to_one(spill: float) -> None:
+    weights = actuation.traffic_weights(spill_fraction=spill, primary="main", burst="burst")
+    assert set(weights) == {"main", "burst"}
+    assert all(0.0 <= w <= 1.0 for w in weights.values())
+    assert abs(sum(weights.values()) - 1.0) < 1e-9
+
+
+def test_traffic_weights_follow_the_spill_fraction() -> None:
+    assert actuation.traffic_weights(spill_fraction=0.3, primary="a", burst="b") == {"a": 0.7, "b": 0.3}
+    assert actuation.traffic_weights(spill_fraction=float("nan"), primary="a", burst="b") == {
+        "a": 1.0,
+        "b": 0.0,
+    }
+    assert actuation.traffic_weights(spill_fraction=-2.0, primary="a", burst="b") == {"a": 1.0, "b": 0.0}
+
+
+def test_weights_differ_only_beyond_the_tolerance_or_when_unknown() -> None:
+    wanted = {"a": 0.7, "b": 0.3}
+    assert not actuation.weights_differ(current={"a": 0.705, "b": 0.295}, desired=wanted)
+    assert actuation.weights_differ(current={"a": 0.72, "b": 0.28}, desired=wanted)
+    assert actuation.weights_differ(current={"a": 0.7}, desired=wanted)
+    assert actuation.weights_differ(current=None, desired=wanted)
+
+
+def test_primary_variant_is_for_sagemaker_and_differs_from_the_burst_variant() -> None:
+    base = {"backend": "sagemaker", "endpoint_name": "e", "variant_name": "burst"}
+    assert ServerlessTarget.model_validate({**base}).primary_variant is None  # optional: old policies hold
+    assert ServerlessTarget.model_validate({**base, "primary_variant": "main"}).primary_variant == "main"
+    with pytest.raises(ValidationError, match="must differ"):
+        ServerlessTarget.model_validate({**base, "primary_variant": "burst"})
+    with pytest.raises(ValidationError, match="backend sagemaker"):
+        ServerlessTarget.model_validate(
+            {"backend": "lambda", "function_name": "f", "alias": "live", "primary_variant": "main"}
+        )
