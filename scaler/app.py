@@ -395,7 +395,11 @@ def build_sandbox_daemon(
     base_rate: float,
     planner: Planner | None = None,
 ) -> tuple[Daemon, ReplaySource, MemorySink]:
-    """Return a daemon on in-memory ports replaying a synthetic workload ``speed`` times faster than real."""
+    """Return a daemon on in-memory ports replaying a synthetic workload ``speed`` times faster than real.
+
+    With ``settings.actuate`` its decisions are carried out on the simulator (:mod:`scaler.adapters.sim`)
+    through the production safety layer; policies without targets get simulated ones.
+    """
     from scaler.forecast.models import DemandForecaster  # noqa: PLC0415  # compiles numba kernels
 
     for policy in list(policies.values())[:1]:  # compile the kernels before virtual time starts to run
@@ -412,6 +416,13 @@ def build_sandbox_daemon(
     clock = VirtualClock(speed=speed)
     metrics = DaemonMetrics()
     sink = MemorySink()
+    actuators = None
+    if settings.actuate:  # the simulator's capacity behind the actuator ports (scaler.adapters.sim)
+        from scaler.adapters import sim  # noqa: PLC0415
+
+        policies, actuators = sim.sandbox_actuators(
+            settings=settings, policies=policies, clock=clock, registry=metrics.registry, speed=speed
+        )
     runtime = Runtime(
         policies=policies,
         sink=sink,
@@ -424,6 +435,7 @@ def build_sandbox_daemon(
             runtime_options(settings), burst_window_seconds=max(settings.burst_window_seconds, 4)
         ),
     )
+    runtime.actuators = actuators
     source = ReplaySource(
         models=dict.fromkeys(policies, base_rate), clock=clock, topic=settings.kafka_requests_topic
     )
