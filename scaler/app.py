@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import importlib
 import os
 import signal
 import time
@@ -33,6 +32,7 @@ from scaler.adapters import actuator_setup, alerts, prometheus
 from scaler.adapters.http import HttpServer
 from scaler.adapters.memory import MemorySink, MemoryStore, ReplaySource, VirtualClock
 from scaler.adapters.metrics import DaemonMetrics
+from scaler.core import plan
 from scaler.core.policy import ModelPolicy
 from scaler.core.policy_file import PolicyError, load_policies
 from scaler.loop import Runtime, RuntimeOptions
@@ -62,8 +62,8 @@ class FlushingSink(DecisionSink, Protocol):
 
 
 def default_planner() -> Planner:
-    """Return :func:`scaler.core.plan.plan`; raise ImportError if the planner is not installed."""
-    return cast(Planner, importlib.import_module("scaler.core.plan").plan)
+    """Return the planner the daemon runs, :func:`scaler.core.plan.plan`."""
+    return plan.plan
 
 
 def policy_signature(paths: Sequence[Path]) -> tuple[tuple[str, int, int], ...]:
@@ -397,8 +397,9 @@ def build_sandbox_daemon(
 ) -> tuple[Daemon, ReplaySource, MemorySink]:
     """Return a daemon on in-memory ports replaying a synthetic workload ``speed`` times faster than real.
 
-    With ``settings.actuate`` its decisions are carried out on the simulator (:mod:`scaler.adapters.sim`)
-    through the production safety layer; policies without targets get simulated ones.
+    Its decisions are always carried out on the simulator (:mod:`scaler.adapters.sim`: nothing real is
+    touched) through the production safety layer, so readiness comes back as from a cluster; policies
+    without targets get simulated ones. ``settings.dry_run`` still only logs the changes.
     """
     from scaler.forecast.models import DemandForecaster  # noqa: PLC0415  # compiles numba kernels
 
@@ -416,13 +417,11 @@ def build_sandbox_daemon(
     clock = VirtualClock(speed=speed)
     metrics = DaemonMetrics()
     sink = MemorySink()
-    actuators = None
-    if settings.actuate:  # the simulator's capacity behind the actuator ports (scaler.adapters.sim)
-        from scaler.adapters import sim  # noqa: PLC0415
+    from scaler.adapters import sim  # noqa: PLC0415  # the simulator's capacity behind the actuator ports
 
-        policies, actuators = sim.sandbox_actuators(
-            settings=settings, policies=policies, clock=clock, registry=metrics.registry, speed=speed
-        )
+    policies, actuators = sim.sandbox_actuators(
+        settings=settings, policies=policies, clock=clock, registry=metrics.registry, speed=speed
+    )
     runtime = Runtime(
         policies=policies,
         sink=sink,

@@ -105,7 +105,11 @@ def register(subparsers: Any) -> None:
         help="Change the resources named in the policies' targets (with --dry-run: log the changes only).",
     )
     sandbox = parser.add_argument_group("Sandbox (no Kafka: the same daemon on a synthetic workload)")
-    sandbox.add_argument("--sandbox", action="store_true", help="Replay a synthetic workload in memory.")
+    sandbox.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="Replay a synthetic workload in memory; decisions act on simulated replicas and serverless.",
+    )
     sandbox.add_argument(
         "--speed", type=float, default=60.0, metavar="X", help="Virtual seconds per real second (default 60)."
     )
@@ -167,7 +171,7 @@ def handler(args: argparse.Namespace) -> int:
 
     try:
         daemon = app.build_kafka_daemon(settings=settings, policies=policies)
-    except (ImportError, ValueError) as exc:
+    except ValueError as exc:
         print(f"error: the daemon cannot start: {exc}", file=sys.stderr)
         return 2
     return asyncio.run(daemon.run())
@@ -190,13 +194,9 @@ def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     if not policies:
         policies = {"llama-3.1-8b": ModelPolicy(name="llama-3.1-8b")}
-    try:
-        daemon, source, sink = app.build_sandbox_daemon(
-            settings=settings, policies=policies, speed=args.speed, base_rate=args.base_rate
-        )
-    except ImportError as exc:
-        print(f"error: the daemon cannot start: {exc}", file=sys.stderr)
-        return 2
+    daemon, source, sink = app.build_sandbox_daemon(
+        settings=settings, policies=policies, speed=args.speed, base_rate=args.base_rate
+    )
     code = asyncio.run(app.run_for(daemon, virtual_seconds=args.duration))
     print(f"sandbox: {source.produced} events replayed over {args.duration:g} virtual seconds")
     columns = ("decisions", "bursts", "replicas", "standby", "serverless", "spill")
