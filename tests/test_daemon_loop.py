@@ -109,19 +109,13 @@ def test_a_timeline_of_steady_load_gives_decisions_on_the_policy_interval() -> N
     assert rt.metrics.desired_replicas.labels(model="m")._value.get() == last["desired"]["replicas"]  # type: ignore[index]
 
 
-def test_a_step_burst_triggers_a_decision_before_the_next_tick() -> None:
-    sink = RecordingSink()
-    rt = _runtime(_policies("m", interval=60.0), sink)
-    rt.assign(frozenset({"m"}), checkpoints={}, now=T0)
-
-    # 5 req/s, then 200 req/s from T0 + 125; each tenth of a second delivers what arrived in it
-    arrivals = _steady("m", start=T0, seconds=125, per_second=5)
-    arrivals += _steady("m", start=T0 + 125, seconds=25, per_second=200)
+def replay_in_tenths(rt: Runtime, arrivals: list[RawRecord], *, seconds: float) -> list[tuple[float, str]]:
+    """Deliver ``arrivals`` a tenth of a second at a time, deciding what is due; return (t - T0, trigger)."""
 
     async def run() -> list[tuple[float, str]]:
         seen: list[tuple[float, str]] = []
         pending = arrivals
-        for tenth in range(1, 1500):
+        for tenth in range(1, round(seconds * 10)):
             now = T0 + tenth / 10
             cut = next((i for i, r in enumerate(pending) if json.loads(r.value)["ts"] >= now), len(pending))
             rt.ingest(pending[:cut], now=now)
@@ -131,7 +125,19 @@ def test_a_step_burst_triggers_a_decision_before_the_next_tick() -> None:
                 seen.append((now - T0, trigger))
         return seen
 
-    seen = asyncio.run(run())
+    return asyncio.run(run())
+
+
+def test_a_step_burst_triggers_a_decision_before_the_next_tick() -> None:
+    sink = RecordingSink()
+    rt = _runtime(_policies("m", interval=60.0), sink)
+    rt.assign(frozenset({"m"}), checkpoints={}, now=T0)
+
+    # 5 req/s, then 200 req/s from T0 + 125; each tenth of a second delivers what arrived in it
+    arrivals = _steady("m", start=T0, seconds=125, per_second=5)
+    arrivals += _steady("m", start=T0 + 125, seconds=25, per_second=200)
+
+    seen = replay_in_tenths(rt, arrivals, seconds=150.0)
     bursts = [t for t, trig in seen if trig == "burst"]
     assert bursts, seen
     assert 125 <= bursts[0] < 126  # within a second of the step
@@ -379,20 +385,7 @@ def test_the_burst_threshold_follows_closed_buckets_between_long_ticks() -> None
     arrivals = _steady("m", start=T0, seconds=20, per_second=5)
     arrivals += _steady("m", start=T0 + 20, seconds=5, per_second=100)
 
-    async def run() -> list[tuple[float, str]]:
-        seen: list[tuple[float, str]] = []
-        pending = arrivals
-        for tenth in range(1, 250):
-            now = T0 + tenth / 10
-            cut = next((i for i, r in enumerate(pending) if json.loads(r.value)["ts"] >= now), len(pending))
-            rt.ingest(pending[:cut], now=now)
-            pending = pending[cut:]
-            for model, trigger in rt.due(now=now):
-                await rt.decide(model, trigger=trigger, now=now)
-                seen.append((now - T0, trigger))
-        return seen
-
-    seen = asyncio.run(run())
+    seen = replay_in_tenths(rt, arrivals, seconds=25.0)
     assert [trig for _, trig in seen].count("tick") == 1  # the first tick had no data; the next is 600 s away
     bursts = [t for t, trig in seen if trig == "burst"]
     assert bursts
