@@ -70,35 +70,28 @@ class Process:
             self.process.wait()
 
 
-def start_kube_apiserver(port: int) -> Process:
-    """Start the extended kmock API server and wait until it answers."""
-    proc = subprocess.Popen(  # fixed interpreter and script
-        [sys.executable, str(HERE / "kube_apiserver.py"), str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+def _start(args: list[str], *, port: int, health_path: str) -> Process:
+    """Start ``args`` as a process serving on ``port``; return it once ``health_path`` answers."""
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fixed arguments
     server = Process(port=port, process=proc)
     try:
-        wait_http(f"{server.url}/_control/requests")
+        wait_http(f"{server.url}{health_path}")
     except TimeoutError:
         server.stop()
         raise
     return server
+
+
+def start_kube_apiserver(port: int) -> Process:
+    """Start the extended kmock API server and wait until it answers."""
+    script = str(HERE / "kube_apiserver.py")
+    return _start([sys.executable, script, str(port)], port=port, health_path="/_control/requests")
 
 
 def start_moto(port: int) -> Process:
     """Start ``moto_server`` and wait until it answers."""
     binary = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or "moto_server"
-    proc = subprocess.Popen(  # fixed binary and arguments
-        [binary, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    server = Process(port=port, process=proc)
-    try:
-        wait_http(f"{server.url}/moto-api/")
-    except TimeoutError:
-        server.stop()
-        raise
-    return server
+    return _start([binary, "-H", "127.0.0.1", "-p", str(port)], port=port, health_path="/moto-api/")
 
 
 def decision(
@@ -139,15 +132,5 @@ def policy(name: str = "chat", **targets: Any) -> ModelPolicy:
 
 def start_faulty_proxy(port: int, upstream: str) -> Process:
     """Start the fault-injecting HTTP proxy in front of ``upstream`` and wait until it answers."""
-    proc = subprocess.Popen(  # fixed interpreter and script
-        [sys.executable, str(HERE / "faulty_proxy.py"), str(port), upstream],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    server = Process(port=port, process=proc)
-    try:
-        wait_http(f"{server.url}/moto-api/")
-    except TimeoutError:
-        server.stop()
-        raise
-    return server
+    script = str(HERE / "faulty_proxy.py")
+    return _start([sys.executable, script, str(port), upstream], port=port, health_path="/moto-api/")
