@@ -99,26 +99,26 @@ class Broker:
             self.process = None
 
 
-@pytest.fixture(scope="session")
-def broker() -> Iterator[Broker]:
-    """A tansu broker shared by the session's integration tests (each test uses its own topics/group)."""
+def _running_broker() -> Iterator[Broker]:
+    """Yield a started tansu broker on a free loopback port; stop it afterwards."""
     instance = Broker(binary=tansu_binary(), port=free_port())
     instance.start()
     try:
         yield instance
     finally:
         instance.stop()
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[Broker]:
+    """A tansu broker shared by the session's integration tests (each test uses its own topics/group)."""
+    yield from _running_broker()
 
 
 @pytest.fixture
 def own_broker() -> Iterator[Broker]:
     """A tansu broker of this test alone (for tests that kill and restart it)."""
-    instance = Broker(binary=tansu_binary(), port=free_port())
-    instance.start()
-    try:
-        yield instance
-    finally:
-        instance.stop()
+    yield from _running_broker()
 
 
 @pytest.fixture(autouse=True)
