@@ -122,6 +122,34 @@ class ModelAggregator:
             row[REJECTS] += 1
         return True
 
+    def add_second(self, *, second: int, arrivals: int, prompt_tokens: int, output_tokens: int) -> bool:
+        """Count a whole second of arrivals at once, as ``arrivals`` arrival events in ``[second, second+1)``.
+
+        Output tokens are credited with them (a replay that knows each request's size up front).
+        Return False if the second's bucket is late or early (nothing is counted).
+        """
+        index = math.floor(second / self.bucket_seconds)
+        if self._first_open is None:
+            self._first_open = index
+        offset = index - self._first_open
+        size = self._ring.shape[0]
+        if offset < 0 or offset >= size:
+            if offset < 0:
+                self.late += 1
+            else:
+                self.early += 1
+            return False
+        row = self._ring[index % size]
+        row[ARRIVALS] += arrivals
+        row[PROMPT_TOKENS] += prompt_tokens
+        row[OUTPUT_TOKENS] += output_tokens
+        slot = second % SECONDS_RING
+        if self._second_stamps[slot] != second:
+            self._second_stamps[slot] = second
+            self._second_counts[slot] = 0
+        self._second_counts[slot] += arrivals
+        return True
+
     def add_metric(self, event: MetricEvent) -> None:
         """Keep ``event`` if it is the newest report of its replica."""
         known = self._replicas.get(event.replica)

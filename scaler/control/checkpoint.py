@@ -1,0 +1,99 @@
+"""Checkpoints of a :class:`~scaler.control.controller.ModelController` (safe to read from untrusted bytes).
+
+Layout: ``SPW1``, a 4-byte big-endian header length, a JSON header (policy name, the previous
+decision, the open buckets), then the forecaster's own checkpoint bytes. A checkpoint follows a
+model when its ownership moves, so a restarted daemon, or the one that takes the model over,
+continues from the same forecast, planner memory and half-filled buckets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import struct
+from collections.abc import Callable
+from typing import Any, Final
+
+from scaler.control.controller import Forecaster, ModelController, Planner
+from scaler.core.aggregate import ModelAggregator
+from scaler.core.policy import ModelPolicy
+from scaler.core.types import Decision
+
+MAGIC: Final = b"SPW1"
+
+
+def encode(controller: ModelController) -> bytes:
+    """Return the checkpoint of ``controller``: magic, header length, JSON header, forecaster bytes."""
+    previous = controller.previous
+    header = {
+        "policy": controller.policy.name,
+        "decision": dataclasses.asdict(previous) if previous is not None else None,
+        "open_buckets": controller.aggregator.open_state(),
+    }
+    head = json.dumps(header, separators=(",", ":")).encode()
+    return MAGIC + struct.pack(">I", len(head)) + head + controller.forecaster.to_bytes()
+
+
+def decode(data: bytes) -> tuple[dict[str, Any], bytes]:
+    """Return (header, forecaster bytes) of a checkpoint; raise ValueError if it is not one."""
+    if len(data) < 8 or not data.startswith(MAGIC):
+        raise ValueError("not a Spillway checkpoint (bad magic)")
+    (size,) = struct.unpack(">I", data[4:8])
+    if 8 + size > len(data):
+        raise ValueError("checkpoint header is truncated")
+    try:
+        header = json.loads(data[8 : 8 + size])
+    except ValueError as exc:
+        raise ValueError(f"checkpoint header is not JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise ValueError("checkpoint header is not an object")
+    return header, data[8 + size :]
+
+
+def restore(
+    data: bytes,
+    *,
+    policy: ModelPolicy,
+    load_forecaster: Callable[[bytes], Forecaster],
+    planner: Planner,
+    now: float,
+    burst_window_seconds: int = 2,
+) -> ModelController:
+    """Return the controller saved in ``data``, continuing at ``now`` under ``policy``.
+
+    Raises ValueError when the bytes are not a checkpoint, or one of another bucket size.
+    """
+    header, blob = decode(data)
+    forecaster = load_forecaster(blob)
+    if forecaster.bucket_seconds != policy.forecast.bucket_seconds:
+        raise ValueError(
+            f"checkpoint bucket {forecaster.bucket_seconds} s, policy now {policy.forecast.bucket_seconds} s"
+        )
+    controller = ModelController(
+        policy=policy,
+        forecaster=forecaster,
+        planner=planner,
+        now=now,
+        burst_window_seconds=burst_window_seconds,
+    )
+    controller.previous = _decision_from(header.get("decision"))
+    open_buckets = header.get("open_buckets")
+    if isinstance(open_buckets, dict):
+        restored = ModelAggregator(bucket_seconds=policy.forecast.bucket_seconds)
+        restored.restore_open(open_buckets)
+        restored.close(now=now)
+        controller.aggregator = restored
+    return controller
+
+
+def _decision_from(data: object) -> Decision | None:
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise ValueError("checkpoint decision is not an object")
+    fields = dict(data)
+    try:
+        fields["recent_targets"] = tuple((float(t), int(n)) for t, n in fields.get("recent_targets", ()))
+        return Decision(**fields)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"checkpoint decision does not fit: {exc}") from None
