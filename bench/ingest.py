@@ -221,8 +221,10 @@ async def reaction(bootstrap: str, settings: Settings, policies: dict[str, Model
 
 def rss_with_models(count: int, plan: Planner) -> float:
     from scaler.adapters.metrics import DaemonMetrics  # noqa: PLC0415
+    from scaler.app import SystemClock  # noqa: PLC0415
+    from scaler.executor import Executor  # noqa: PLC0415
     from scaler.forecast.models import DemandForecaster  # noqa: PLC0415
-    from scaler.loop import Runtime, RuntimeOptions  # noqa: PLC0415
+    from scaler.runtime import Runtime, RuntimeOptions  # noqa: PLC0415
 
     class NullSink:
         async def publish(self, *, model: str, payload: object) -> None:
@@ -231,15 +233,25 @@ def rss_with_models(count: int, plan: Planner) -> float:
         async def dead_letter(self, *, record: object, reason: str, detail: str) -> None:
             return None
 
+        async def start(self) -> None:
+            return None
+
+        async def stop(self) -> None:
+            return None
+
+        async def flush(self) -> None:
+            return None
+
     before = rss_mib()
     policies = {f"model-{i:04d}": ModelPolicy(name=f"model-{i:04d}") for i in range(count)}
+    metrics = DaemonMetrics()
     runtime = Runtime(
         policies=policies,
-        sink=NullSink(),  # type: ignore[arg-type]
+        executor=Executor(sink=NullSink(), actuators=None, metrics=metrics, clock=SystemClock()),  # type: ignore[arg-type]
         planner=plan,
         new_forecaster=DemandForecaster.from_policy,
         load_forecaster=DemandForecaster.from_bytes,
-        metrics=DaemonMetrics(),
+        metrics=metrics,
         options=RuntimeOptions(),
     )
     now = time.time()
@@ -261,7 +273,8 @@ def rss_with_models(count: int, plan: Planner) -> float:
 
     async def decide_all() -> None:
         for model in list(runtime.owned):
-            await runtime.decide(model, trigger="tick", now=now + 200)
+            runtime.decide(model, trigger="tick", now=now + 200)
+        await runtime.executor.idle()
 
     asyncio.run(decide_all())
     return rss_mib() - before

@@ -75,7 +75,7 @@ def run_all(
     """Run Spillway, every baseline and the oracle on ``workload``; print and return the figures."""
     results: list[SimResult] = []
     walls: dict[str, float] = {}
-    spillway = SpillwayController(policy)
+    spillway = SpillwayController(policy, workload)
     if warmup is not None:
         spillway.warm_up(warmup)
     controllers = [spillway, *(make(policy, workload) for make in BASELINES.values())]

@@ -22,9 +22,8 @@ import dataclasses
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol, cast
 
 import structlog
 
@@ -35,8 +34,9 @@ from scaler.adapters.metrics import DaemonMetrics
 from scaler.core import plan
 from scaler.core.policy import ModelPolicy
 from scaler.core.policy_file import PolicyError, load_policies
-from scaler.loop import Runtime, RuntimeOptions
+from scaler.executor import Executor
 from scaler.ports import CheckpointStore, Clock, DecisionSink, EventSource, Planner
+from scaler.runtime import Runtime, RuntimeOptions, refresh_fallback
 from scaler.settings import Settings
 
 log = structlog.get_logger("scaler.app")
@@ -52,13 +52,6 @@ class SystemClock:
     async def sleep(self, seconds: float) -> None:
         """Sleep ``seconds``."""
         await asyncio.sleep(seconds)
-
-
-class FlushingSink(DecisionSink, Protocol):
-    """A decision sink whose queued dead letters can be awaited."""
-
-    async def flush(self) -> None:
-        """Wait until everything queued is delivered; raise ConnectionError if something was not."""
 
 
 def default_planner() -> Planner:
@@ -87,7 +80,7 @@ class Daemon:
         settings: Settings,
         runtime: Runtime,
         source: EventSource,
-        sink: FlushingSink,
+        sink: DecisionSink,
         store: CheckpointStore,
         clock: Clock,
         metrics: DaemonMetrics,
@@ -157,6 +150,7 @@ class Daemon:
         """Stop acting for ``models`` before they move: final checkpoints, flush and commit."""
         async with self.lock:
             final = self.runtime.revoke(models)
+        await self.runtime.executor.release(models)
         await self._save(final)
         await self._flush_and_commit()
         log.info("models_revoked", models=sorted(models))
@@ -196,11 +190,11 @@ class Daemon:
 
     async def _tick(self) -> None:
         while not self.stopping.is_set():
-            async with self.lock:
+            async with self.lock:  # deciding never awaits: the executor publishes and acts
                 now = self.clock.now()
                 for model, trigger in self.runtime.due(now=now):
                     try:
-                        await self.runtime.decide(model, trigger=trigger, now=now)
+                        self.runtime.decide(model, trigger=trigger, now=now)
                     except Exception:  # one model's failure must not stop the others
                         log.exception("decision_failed", model=model, policy=model, trigger=trigger)
             for (topic, partition), lag in self.source.lag().items():
@@ -218,7 +212,7 @@ class Daemon:
         """Read Prometheus for models whose events stopped (nothing without ``prometheus_url``)."""
         while not self.stopping.is_set():  # a task that ended would stop the daemon: idle without a reader
             if self.signals is not None:
-                await prometheus.refresh_fallback(self.signals, self.runtime, now=self.clock.now())
+                await refresh_fallback(self.signals, self.runtime, now=self.clock.now())
             await self._pause(self.settings.prometheus_fallback_poll_seconds)
 
     async def _watch_policies(self) -> None:
@@ -241,13 +235,11 @@ class Daemon:
             )
             return False
         async with self.lock:
-            self.runtime.set_policies(policies, now=self.clock.now())
-        refresh = getattr(self.source, "refresh_owned", None)
-        if refresh is not None:
-            owned = cast(frozenset[str], refresh())
-            new = owned - self.runtime.owned.keys()
-            if new:
-                await self.on_assigned(new)
+            dropped = self.runtime.set_policies(policies, now=self.clock.now())
+        await self.runtime.executor.release(dropped)
+        new = self.source.refresh_owned() - self.runtime.owned.keys()
+        if new:
+            await self.on_assigned(new)
         log.info("policies_reloaded", models=len(policies))
         return True
 
@@ -291,7 +283,7 @@ class Daemon:
         done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
         code = 0
         for task in done:
-            if task is not stopper and task.exception() is not None:
+            if task is not stopper and not task.cancelled() and task.exception() is not None:
                 log.error("task_failed", task=task.get_name(), error=repr(task.exception()))
                 code = 1
         self.stopping.set()
@@ -304,10 +296,8 @@ class Daemon:
         return code
 
     async def sink_start(self) -> None:
-        """Start the sink if it has a ``start`` coroutine (the Kafka producer does)."""
-        start = cast(Callable[[], Awaitable[None]] | None, getattr(self.sink, "start", None))
-        if start is not None:
-            await start()
+        """Start the sink (connect the producer); raise ConnectionError if it cannot."""
+        await self.sink.start()
 
     async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
         _, pending = await asyncio.wait(tasks, timeout=1.0)  # let the consumer finish its batch
@@ -316,15 +306,14 @@ class Daemon:
         await asyncio.gather(*tasks, return_exceptions=True)
         async with self.lock:  # stop acting for every model before leaving the group
             final = self.runtime.revoke(frozenset(self.runtime.owned))
+        await self.runtime.executor.close()
         await self._save(final)
         await self._flush_and_commit()
         await self._close()
 
     async def _close(self) -> None:
         await self.source.stop()
-        stop = cast(Callable[[], Awaitable[None]] | None, getattr(self.sink, "stop", None))
-        if stop is not None:
-            await stop()
+        await self.sink.stop()
         if self.http is not None:
             await self.http.stop()
 
@@ -337,18 +326,20 @@ def build_kafka_daemon(
     from scaler.forecast.models import DemandForecaster  # noqa: PLC0415  # compiles numba kernels
 
     metrics = DaemonMetrics()
+    sink = kafka.KafkaDecisionSink(settings=settings)
+    clock = SystemClock()
+    # actuation: None unless settings.actuate; raises ValueError if the Kubernetes config cannot load
+    actuators = actuator_setup.build_actuators(
+        settings=settings, policies=policies, registry=metrics.registry
+    )
     runtime = Runtime(
         policies=policies,
-        sink=(sink := kafka.KafkaDecisionSink(settings=settings)),
+        executor=Executor(sink=sink, actuators=actuators, metrics=metrics, clock=clock),
         planner=planner or default_planner(),
         new_forecaster=DemandForecaster.from_policy,
         load_forecaster=DemandForecaster.from_bytes,
         metrics=metrics,
         options=runtime_options(settings),
-    )
-    # actuation: None unless settings.actuate; raises ValueError if the Kubernetes config cannot load
-    runtime.actuators = actuator_setup.build_actuators(
-        settings=settings, policies=policies, registry=metrics.registry
     )
     daemon = Daemon(
         settings=settings,
@@ -356,7 +347,7 @@ def build_kafka_daemon(
         source=kafka.KafkaEventSource(settings=settings, models=lambda: list(runtime.policies)),
         sink=sink,
         store=kafka.KafkaCheckpointStore(settings=settings, sink=sink),
-        clock=SystemClock(),
+        clock=clock,
         metrics=metrics,
         http=None,
     )
@@ -380,7 +371,6 @@ def runtime_options(settings: Settings) -> RuntimeOptions:
     """Return the loop's options from the settings."""
     return RuntimeOptions(
         requests_topic=settings.kafka_requests_topic,
-        metrics_topic=settings.kafka_metrics_topic,
         max_skew_seconds=settings.max_skew_seconds,
         burst_window_seconds=settings.burst_window_seconds,
         dry_run=settings.dry_run,
@@ -424,7 +414,7 @@ def build_sandbox_daemon(
     )
     runtime = Runtime(
         policies=policies,
-        sink=sink,
+        executor=Executor(sink=sink, actuators=actuators, metrics=metrics, clock=clock),
         planner=planner or default_planner(),
         new_forecaster=DemandForecaster.from_policy,
         load_forecaster=DemandForecaster.from_bytes,
@@ -434,7 +424,6 @@ def build_sandbox_daemon(
             runtime_options(settings), burst_window_seconds=max(settings.burst_window_seconds, 4)
         ),
     )
-    runtime.actuators = actuators
     source = ReplaySource(
         models=dict.fromkeys(policies, base_rate), clock=clock, topic=settings.kafka_requests_topic
     )

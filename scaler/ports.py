@@ -7,11 +7,32 @@ the in-memory implementations used by ``scaler run --sandbox`` and the tests are
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable, Mapping
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, runtime_checkable
 
-from scaler.core.policy import ModelPolicy
-from scaler.core.types import Decision, DemandForecast, FloatArray, Observed
+from scaler.control.controller import Forecaster, Planner
+from scaler.core.policy import KubernetesTarget, ModelPolicy, ServerlessTarget
+
+__all__ = [
+    "Capacity",
+    "CheckpointStore",
+    "Clock",
+    "DecisionSink",
+    "EventSource",
+    "Forecaster",
+    "ForecasterFactory",
+    "ForecasterLoader",
+    "KubeState",
+    "KubernetesPort",
+    "OwnershipCallback",
+    "PermanentError",
+    "Planner",
+    "RawRecord",
+    "ServerlessPort",
+    "TrafficWeightsPort",
+    "TransientError",
+]
 
 
 class RawRecord(NamedTuple):
@@ -46,12 +67,24 @@ class EventSource(Protocol):
     def lag(self) -> dict[tuple[str, int], int]:
         """Return messages behind the log's end per (topic, partition) owned; empty when unknown."""
 
+    def refresh_owned(self) -> frozenset[str]:
+        """Return the models owned under the current assignment (after a policy reload changed the set)."""
+
     async def stop(self) -> None:
         """Leave the group and close; never raises."""
 
 
 class DecisionSink(Protocol):
     """Where decisions and rejected events go."""
+
+    async def start(self) -> None:
+        """Connect; raise ConnectionError if the log cannot be reached."""
+
+    async def stop(self) -> None:
+        """Deliver what is queued and close; never raises."""
+
+    async def flush(self) -> None:
+        """Wait until every queued dead letter is delivered; raise ConnectionError if one was not."""
 
     async def publish(self, *, model: str, payload: Mapping[str, object]) -> None:
         """Publish a decision for ``model``; raise ConnectionError if it could not be delivered."""
@@ -80,40 +113,72 @@ class Clock(Protocol):
         """Return after ``seconds`` of this clock's time."""
 
 
-class Forecaster(Protocol):
-    """The per-model forecaster (:class:`scaler.forecast.models.DemandForecaster`)."""
-
-    def observe(
-        self, *, bucket_start: float, requests: float, prompt_tokens: float, output_tokens: float
-    ) -> None:
-        """Add one completed bucket of counts; raise ValueError on negative or infinite counts."""
-
-    def seed(
-        self, *, start: float, requests: FloatArray, prompt_tokens: FloatArray, output_tokens: FloatArray
-    ) -> None:
-        """Replace the history with per-bucket counts from ``start`` (NaN = missing); raise ValueError."""
-
-    def forecast(self, *, now: float) -> DemandForecast:
-        """Return the demand distribution from the bucket holding ``now``."""
-
-    def to_bytes(self) -> bytes:
-        """Return a checkpoint of the forecaster."""
-
-
-class Planner(Protocol):
-    """The pure planner (:func:`scaler.core.plan.plan`)."""
-
-    def __call__(
-        self,
-        *,
-        policy: ModelPolicy,
-        forecast: DemandForecast,
-        observed: Observed,
-        previous: Decision | None,
-        now: float,
-    ) -> Decision:
-        """Return the desired state for one model."""
-
-
 ForecasterFactory = Callable[[ModelPolicy], Forecaster]
 ForecasterLoader = Callable[[bytes], Forecaster]
+
+
+class TransientError(Exception):
+    """An API call failed in a way worth retrying (throttled, 5xx, conflict, connection)."""
+
+
+class PermanentError(Exception):
+    """An API call failed in a way a retry cannot fix (not found, forbidden, invalid)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class KubeState:
+    """Replica counts of one workload: desired (spec), ready, and starting (desired but not ready)."""
+
+    desired: int
+    ready: int
+    starting: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Capacity:
+    """What the actuators read back for one model (None: no target of that kind, or unreadable)."""
+
+    replicas: KubeState | None = None
+    standby: KubeState | None = None
+    serverless: int | None = None
+    weights: dict[str, float] | None = None
+
+
+class KubernetesPort(Protocol):
+    """Replicas of the workloads named in a policy (:mod:`scaler.adapters.kubernetes`)."""
+
+    async def read(self, target: KubernetesTarget, *, name: str) -> KubeState:
+        """Return the workload's counts; raise TransientError or PermanentError."""
+
+    async def set_replicas(self, target: KubernetesTarget, *, name: str, replicas: int, reason: str) -> None:
+        """Set the workload's replicas and record an Event; raise TransientError or PermanentError."""
+
+
+class ServerlessPort(Protocol):
+    """Pre-warmed serverless instances of the target named in a policy (:mod:`scaler.adapters.aws`)."""
+
+    async def read(self, target: ServerlessTarget, *, max_concurrency: int) -> int:
+        """Return the provisioned instances; raise TransientError or PermanentError."""
+
+    async def set_provisioned(
+        self, target: ServerlessTarget, *, instances: int, quota: int, max_concurrency: int
+    ) -> None:
+        """Provision ``instances`` (within ``quota``); raise TransientError or PermanentError."""
+
+
+@runtime_checkable
+class TrafficWeightsPort(ServerlessPort, Protocol):
+    """A serverless port that also sets the traffic weights of the SageMaker variants a policy names."""
+
+    async def read_weights(self, target: ServerlessTarget) -> dict[str, float]:
+        """Return the DesiredWeight of each named variant; raise TransientError or PermanentError."""
+
+    async def set_weights(
+        self,
+        target: ServerlessTarget,
+        *,
+        weights: dict[str, float],
+        instances: int | None,
+        max_concurrency: int,
+    ) -> None:
+        """Set ``weights`` (and ``instances``, unless None) in one update; raise on failure."""

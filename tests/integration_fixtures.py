@@ -5,13 +5,22 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from scaler.adapters.actuator import Actuators
+from scaler.adapters.metrics import DaemonMetrics
+from scaler.control.controller import Trigger
 from scaler.core.policy import ModelPolicy
 from scaler.core.types import Decision, DemandForecast, Observed
+from scaler.executor import Executor
+from scaler.forecast.models import DemandForecaster
+from scaler.ports import Clock, DecisionSink, Planner
+from scaler.runtime import Runtime, RuntimeOptions
 from scaler.settings import Settings
 
 
@@ -138,3 +147,45 @@ def fake_plan(
         cost_per_hour={"kubernetes": 4.0},
         recent_targets=((now, 1),),
     )
+
+
+class WallClock:
+    """Unix time, for executors in tests that run in real time."""
+
+    def now(self) -> float:
+        return time.time()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+def make_runtime(
+    policies: Mapping[str, ModelPolicy],
+    *,
+    sink: DecisionSink,
+    planner: Planner = fake_plan,
+    actuators: Actuators | None = None,
+    metrics: DaemonMetrics | None = None,
+    options: RuntimeOptions | None = None,
+    clock: Clock | None = None,
+) -> Runtime:
+    """Return a runtime with the real forecaster and an executor publishing to ``sink``."""
+    metrics = metrics or DaemonMetrics()
+    return Runtime(
+        policies=policies,
+        executor=Executor(sink=sink, actuators=actuators, metrics=metrics, clock=clock or WallClock()),
+        planner=planner,
+        new_forecaster=DemandForecaster.from_policy,
+        load_forecaster=DemandForecaster.from_bytes,
+        metrics=metrics,
+        options=options or RuntimeOptions(),
+    )
+
+
+async def decide_now(
+    runtime: Runtime, model: str, *, now: float, trigger: Trigger = "tick"
+) -> Decision | None:
+    """Decide for ``model`` at ``now`` and wait until the executor has published (and applied) it."""
+    decision = runtime.decide(model, trigger=trigger, now=now)
+    await runtime.executor.idle()
+    return decision

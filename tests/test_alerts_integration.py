@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from integration_fixtures import decide_now, make_runtime
 from prometheus_client import Gauge
 from prometheus_fixtures import alertmanager, prometheus
 
@@ -18,8 +19,6 @@ from scaler.adapters.memory import MemorySink
 from scaler.adapters.metrics import DaemonMetrics
 from scaler.core.policy import ModelPolicy
 from scaler.core.types import Decision, DemandForecast, Observed
-from scaler.forecast.models import DemandForecaster
-from scaler.loop import Runtime, RuntimeOptions
 
 TOKEN = "am-token-for-tests"  # test token
 
@@ -52,14 +51,8 @@ def test_a_firing_rule_boosts_the_next_decision_and_its_resolution_lifts_it(tmp_
     metrics = DaemonMetrics()
     pressure = Gauge("spillway_test_pressure", "Test condition.", registry=metrics.registry)
     policy = ModelPolicy.model_validate({"name": "llama", "bounds": {"max_replicas": 8}})
-    runtime = Runtime(
-        policies={"llama": policy},
-        sink=MemorySink(),
-        planner=one_replica,
-        new_forecaster=DemandForecaster.from_policy,
-        load_forecaster=DemandForecaster.from_bytes,
-        metrics=metrics,
-        options=RuntimeOptions(),
+    runtime = make_runtime(
+        {"llama": policy}, sink=MemorySink(), planner=one_replica, metrics=metrics
     )
     runtime.assign(frozenset({"llama"}), checkpoints={}, now=time.time())
     server = HttpServer(host="127.0.0.1", port=0, metrics=metrics, ready=lambda: None)
@@ -81,7 +74,7 @@ def test_a_firing_rule_boosts_the_next_decision_and_its_resolution_lifts_it(tmp_
     timeline: list[tuple[str, int, str]] = []
 
     async def decide(label: str) -> None:
-        decision = await runtime.decide("llama", trigger="tick", now=time.time())
+        decision = await decide_now(runtime, "llama", now=time.time())
         assert decision is not None
         timeline.append((label, decision.replicas, decision.bound_by))
 

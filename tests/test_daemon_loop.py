@@ -8,18 +8,18 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
-from integration_fixtures import fake_plan
+from integration_fixtures import decide_now, fake_plan, make_runtime
 from structlog.testing import capture_logs
 
-from scaler.adapters.metrics import DaemonMetrics
 from scaler.app import Daemon
+from scaler.control.checkpoint import decode as decode_checkpoint
+from scaler.control.payload import decision_payload
 from scaler.core.events import RequestEvent, encode_request
 from scaler.core.policy import ModelPolicy
 from scaler.core.policy_file import load_policies
 from scaler.core.types import Decision, DemandForecast, Observed
-from scaler.forecast.models import DemandForecaster
-from scaler.loop import Runtime, RuntimeOptions, decision_payload, decode_checkpoint
 from scaler.ports import OwnershipCallback, RawRecord
+from scaler.runtime import Runtime, RuntimeOptions
 from scaler.settings import Settings
 
 T0 = 1_750_000_200.0
@@ -43,6 +43,12 @@ class RecordingSink:
     async def flush(self) -> None:
         self.flushes += 1
 
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
 
 def _policies(*names: str, interval: float = 10.0, bucket: int = 10) -> dict[str, ModelPolicy]:
     return {
@@ -54,15 +60,7 @@ def _policies(*names: str, interval: float = 10.0, bucket: int = 10) -> dict[str
 
 
 def _runtime(policies: dict[str, ModelPolicy], sink: RecordingSink, *, dry_run: bool = False) -> Runtime:
-    return Runtime(
-        policies=policies,
-        sink=sink,
-        planner=fake_plan,
-        new_forecaster=DemandForecaster.from_policy,
-        load_forecaster=DemandForecaster.from_bytes,
-        metrics=DaemonMetrics(),
-        options=RuntimeOptions(dry_run=dry_run),
-    )
+    return make_runtime(policies, sink=sink, options=RuntimeOptions(dry_run=dry_run))
 
 
 def _arrival(model: str, ts: float, offset: int) -> RawRecord:
@@ -91,7 +89,7 @@ def test_a_timeline_of_steady_load_gives_decisions_on_the_policy_interval() -> N
             now = T0 + second
             rt.ingest(_steady("m", start=now, seconds=1, per_second=20), now=now + 0.99)
             for model, trigger in rt.due(now=now + 0.99):
-                await rt.decide(model, trigger=trigger, now=now + 0.99)
+                await decide_now(rt, model, trigger=trigger, now=now + 0.99)
                 decided.append((now + 0.99 - T0, trigger))
 
     asyncio.run(run())
@@ -121,7 +119,7 @@ def replay_in_tenths(rt: Runtime, arrivals: list[RawRecord], *, seconds: float) 
             rt.ingest(pending[:cut], now=now)
             pending = pending[cut:]
             for model, trigger in rt.due(now=now):
-                await rt.decide(model, trigger=trigger, now=now)
+                await decide_now(rt, model, trigger=trigger, now=now)
                 seen.append((now - T0, trigger))
         return seen
 
@@ -171,13 +169,13 @@ def test_revoked_models_stop_and_resume_elsewhere_from_their_checkpoint() -> Non
         for second in range(0, 120, 10):
             now = T0 + second
             first.ingest(_steady("m", start=now, seconds=10, per_second=3), now=now + 9.9)
-            await first.decide("m", trigger="tick", now=now + 9.95)
+            await decide_now(first, "m", now=now + 9.95)
 
     asyncio.run(run())
     before = first.owned["m"].forecaster.forecast(now=T0 + 125)
     final = first.revoke(frozenset({"m"}))
     assert "m" not in first.owned
-    assert asyncio.run(first.decide("m", trigger="tick", now=T0 + 130)) is None  # no longer acts for m
+    assert asyncio.run(decide_now(first, "m", now=T0 + 130)) is None  # no longer acts for m
     header, _blob = decode_checkpoint(final["m"])
     assert header["policy"] == "m"
     assert header["decision"]["replicas"] == sink.decisions[-1][1]["desired"]["replicas"]  # type: ignore[index]
@@ -214,7 +212,7 @@ def test_decisions_are_logged_with_model_and_policy_and_marked_dry_run() -> None
     rt = _runtime(_policies("m"), sink, dry_run=True)
     rt.assign(frozenset({"m"}), checkpoints={}, now=T0)
     with capture_logs() as logs:
-        asyncio.run(rt.decide("m", trigger="tick", now=T0 + 1))
+        asyncio.run(decide_now(rt, "m", now=T0 + 1))
     entry = next(e for e in logs if e["event"] == "decision")
     assert (entry["model"], entry["policy"], entry["dry_run"]) == ("m", "m", True)
     assert sink.decisions[0][1]["dry_run"] is True
@@ -265,6 +263,9 @@ class ListSource:
 
     async def commit(self) -> None:
         self.commits += 1
+
+    def refresh_owned(self) -> frozenset[str]:
+        return self.models
 
     def lag(self) -> dict[tuple[str, int], int]:
         return {(REQ, 0): len(self.batches)}
@@ -369,7 +370,7 @@ def test_revocation_checkpoints_and_commits_before_returning(tmp_path: Path) -> 
 
     async def run() -> None:
         await daemon.on_assigned(frozenset({"m"}))
-        await daemon.runtime.decide("m", trigger="tick", now=T0 + 1)
+        await decide_now(daemon.runtime, "m", now=T0 + 1)
         await daemon.on_revoked(frozenset({"m"}))
 
     asyncio.run(run())
@@ -406,7 +407,7 @@ def test_a_second_signal_exits_at_once(tmp_path: Path, monkeypatch: pytest.Monke
 def test_a_checkpoint_with_another_bucket_size_is_not_resumed() -> None:
     old = _runtime(_policies("m", bucket=10), RecordingSink())
     old.assign(frozenset({"m"}), checkpoints={}, now=T0)
-    asyncio.run(old.decide("m", trigger="tick", now=T0 + 1))
+    asyncio.run(decide_now(old, "m", now=T0 + 1))
     saved = old.revoke(frozenset({"m"}))
     new = _runtime(_policies("m", bucket=60), RecordingSink())
     with capture_logs() as logs:

@@ -63,7 +63,7 @@ def test_a_sandbox_run_with_actuate_carries_decisions_out_on_the_simulator(dry_r
     daemon, _source, _sink = build_sandbox_daemon(
         settings=settings, policies=policies, speed=600.0, base_rate=30.0, planner=fake_plan
     )
-    acts = daemon.runtime.actuators
+    acts = daemon.runtime.executor.actuators
     assert acts is not None
     assert isinstance(acts.kubernetes, SimKubernetes)
     assert isinstance(acts.serverless, SimServerless)

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from integration_fixtures import decide_now, make_runtime
 from prometheus_client import Counter, Gauge
 from prometheus_fixtures import prometheus
 from structlog.testing import capture_logs
@@ -16,13 +17,12 @@ from structlog.testing import capture_logs
 from scaler.adapters.http import HttpServer
 from scaler.adapters.memory import MemorySink
 from scaler.adapters.metrics import DaemonMetrics
-from scaler.adapters.prometheus import PrometheusSignal, SignalQueries, refresh_fallback
+from scaler.adapters.prometheus import PrometheusSignal, SignalQueries
 from scaler.core.events import RequestEvent, encode_request
 from scaler.core.policy import ModelPolicy
 from scaler.core.types import Decision, DemandForecast, Observed
-from scaler.forecast.models import DemandForecaster
-from scaler.loop import Runtime, RuntimeOptions
 from scaler.ports import RawRecord
+from scaler.runtime import refresh_fallback
 
 REQ = "llm.requests"
 
@@ -88,20 +88,14 @@ def test_silence_switches_to_prometheus_and_back_and_holds_without_any_data(tmp_
         )
         for name in ("llama", "quiet")
     }
-    runtime = Runtime(
-        policies=policies,
-        sink=MemorySink(),
-        planner=rate_planner,
-        new_forecaster=DemandForecaster.from_policy,
-        load_forecaster=DemandForecaster.from_bytes,
-        metrics=metrics,
-        options=RuntimeOptions(),
+    runtime = make_runtime(
+        policies, sink=MemorySink(), planner=rate_planner, metrics=metrics
     )
     server = HttpServer(host="127.0.0.1", port=0, metrics=metrics, ready=lambda: None)
     timeline: list[tuple[str, str, int, bool, str]] = []
 
     async def decide(label: str, model: str = "llama") -> None:
-        decision = await runtime.decide(model, trigger="tick", now=time.time())
+        decision = await decide_now(runtime, model, now=time.time())
         assert decision is not None
         timeline.append((label, model, decision.replicas, decision.held, decision.reason))
 
@@ -138,7 +132,7 @@ def test_silence_switches_to_prometheus_and_back_and_holds_without_any_data(tmp_
                     served.labels(model_name="llama").inc(20)
                     await asyncio.sleep(1.0)
                     await refresh_fallback(reader, runtime, now=time.time())
-                    signal = runtime.owned["llama"].fallback
+                    signal = runtime.owned["llama"].signal
                     if signal is not None and (signal.request_rate or 0) >= 10:
                         break
                     assert time.monotonic() < deadline, "Prometheus never had a rate"

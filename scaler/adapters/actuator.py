@@ -22,88 +22,45 @@ import asyncio
 import dataclasses
 import random
 from collections.abc import Awaitable, Callable
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import TypeVar
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from scaler.core import actuation
 from scaler.core.actuation import Change, Kind
-from scaler.core.policy import KubernetesTarget, ModelPolicy, ServerlessTarget
-from scaler.core.types import Decision, Observed, Unavailable
+from scaler.core.policy import ModelPolicy
+from scaler.core.types import Decision, Unavailable
+from scaler.ports import (
+    Capacity,
+    KubernetesPort,
+    KubeState,
+    PermanentError,
+    ServerlessPort,
+    TrafficWeightsPort,
+    TransientError,
+)
+
+__all__ = [  # the ports' types are re-exported for the adapters that implement them
+    "ActuationError",
+    "ActuatorMetrics",
+    "Actuators",
+    "Capacity",
+    "KubeState",
+    "KubernetesPort",
+    "PermanentError",
+    "RetryPolicy",
+    "ServerlessPort",
+    "TrafficWeightsPort",
+    "TransientError",
+    "with_retries",
+]
 
 T = TypeVar("T")
 
 
-class TransientError(Exception):
-    """An API call failed in a way worth retrying (throttled, 5xx, conflict, connection)."""
-
-
-class PermanentError(Exception):
-    """An API call failed in a way a retry cannot fix (not found, forbidden, invalid)."""
-
-
 class ActuationError(Exception):
     """A change could not be made after every retry; the message names the target and the cause."""
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class KubeState:
-    """Replica counts of one workload: desired (spec), ready, and starting (desired but not ready)."""
-
-    desired: int
-    ready: int
-    starting: int
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Capacity:
-    """What the actuators read back for one model (None: no target of that kind, or unreadable)."""
-
-    replicas: KubeState | None = None
-    standby: KubeState | None = None
-    serverless: int | None = None
-    weights: dict[str, float] | None = None
-
-
-class KubernetesPort(Protocol):
-    """Replicas of the workloads named in a policy (:mod:`scaler.adapters.kubernetes`)."""
-
-    async def read(self, target: KubernetesTarget, *, name: str) -> KubeState:
-        """Return the workload's counts; raise TransientError or PermanentError."""
-
-    async def set_replicas(self, target: KubernetesTarget, *, name: str, replicas: int, reason: str) -> None:
-        """Set the workload's replicas and record an Event; raise TransientError or PermanentError."""
-
-
-class ServerlessPort(Protocol):
-    """Pre-warmed serverless instances of the target named in a policy (:mod:`scaler.adapters.aws`)."""
-
-    async def read(self, target: ServerlessTarget, *, max_concurrency: int) -> int:
-        """Return the provisioned instances; raise TransientError or PermanentError."""
-
-    async def set_provisioned(
-        self, target: ServerlessTarget, *, instances: int, quota: int, max_concurrency: int
-    ) -> None:
-        """Provision ``instances`` (within ``quota``); raise TransientError or PermanentError."""
-
-
-@runtime_checkable
-class TrafficWeightsPort(ServerlessPort, Protocol):
-    """A serverless port that also sets the traffic weights of the SageMaker variants a policy names."""
-
-    async def read_weights(self, target: ServerlessTarget) -> dict[str, float]:
-        """Return the DesiredWeight of each named variant; raise TransientError or PermanentError."""
-
-    async def set_weights(
-        self,
-        target: ServerlessTarget,
-        *,
-        weights: dict[str, float],
-        instances: int | None,
-        max_concurrency: int,
-    ) -> None:
-        """Set ``weights`` (and ``instances``, unless None) in one update; raise on failure."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -320,25 +277,6 @@ class Actuators:
                 return Capacity(replicas=replicas, standby=standby, serverless=serverless, weights=weights)
         return Capacity(replicas=replicas, standby=standby, serverless=serverless)
 
-    async def observe(self, policy: ModelPolicy, observed: Observed) -> tuple[Observed, Capacity]:
-        """Return ``observed`` updated with what the targets report, and the capacity read.
-
-        Counts read from the cluster replace the event-derived ones; a kind that could not be read
-        keeps its value; kinds that keep failing are flagged unavailable for the planner.
-        """
-        capacity = await self.read(policy)
-        changes: dict[str, object] = {}
-        if capacity.replicas is not None:
-            changes.update(
-                replicas_ready=capacity.replicas.ready, replicas_starting=capacity.replicas.starting
-            )
-        if capacity.standby is not None:
-            changes.update(standby_ready=capacity.standby.ready, standby_starting=capacity.standby.starting)
-        if capacity.serverless is not None:
-            changes["serverless_provisioned"] = capacity.serverless
-        changes["unavailable"] = observed.unavailable | self.unavailable(policy.name)
-        return dataclasses.replace(observed, **changes), capacity  # type: ignore[arg-type]
-
     async def apply(
         self, *, policy: ModelPolicy, decision: Decision, current: Capacity, now: float
     ) -> list[Change]:
@@ -350,7 +288,8 @@ class Actuators:
         targets = self._targets(policy)
         if not targets:
             return []
-        desired, notes = actuation.clamp(policy=policy, decision=decision, now=now)
+        # the controller already clamped at decision time; this guard only ever catches a bug
+        desired, notes = actuation.clamp(policy=policy, decision=decision, now=decision.at)
         if notes:
             self.metrics.clamped.labels(model=policy.name).inc()
             self.log.warning("decision_clamped", model=policy.name, notes=notes)

@@ -105,6 +105,10 @@ class ReplaySource:
         """Count the commit (nothing to persist)."""
         self.commits += 1
 
+    def refresh_owned(self) -> frozenset[str]:
+        """Return every model (the replay owns them all)."""
+        return frozenset(self.models)
+
     def lag(self) -> dict[tuple[str, int], int]:
         """Return the virtual seconds not yet replayed, as the lag of partition 0."""
         return {(self.topic, 0): max(0, math.floor(self.clock.now()) - self.next_second)}
@@ -128,6 +132,12 @@ class MemorySink:
     async def dead_letter(self, *, record: RawRecord, reason: str, detail: str) -> None:
         """Record the rejected event."""
         self.letters.append((record, reason, detail))
+
+    async def start(self) -> None:
+        """Nothing to connect."""
+
+    async def stop(self) -> None:
+        """Nothing to close."""
 
     async def flush(self) -> None:
         """Nothing is queued."""

@@ -34,7 +34,10 @@ class DaemonMetrics:
             buckets=DECISION_LATENCY_BUCKETS,
             registry=r,
         )
-        self.decisions = Counter("scaler_decisions", "Decisions published.", ["model", "trigger"], registry=r)
+        self.decisions = Counter("scaler_decisions", "Decisions made.", ["model", "trigger"], registry=r)
+        self.decisions_published = Counter(
+            "scaler_decisions_published", "Decisions the broker acknowledged.", ["model"], registry=r
+        )
         self.desired_replicas = Gauge(
             "scaler_desired_replicas", "Kubernetes replicas decided.", ["model"], registry=r
         )
@@ -82,7 +85,7 @@ class DaemonMetrics:
         )
 
     def record_decision(self, *, model: str, decision: Decision, trigger: str) -> None:
-        """Update the per-model gauges and counters for a published decision."""
+        """Update the per-model gauges and counters for a decision made."""
         self.decisions.labels(model=model, trigger=trigger).inc()
         self.desired_replicas.labels(model=model).set(decision.replicas)
         self.desired_standby.labels(model=model).set(decision.standby)

@@ -22,7 +22,6 @@ import structlog
 from scaler.core.fallback import FallbackSignal
 from scaler.core.policy import ModelPolicy
 from scaler.core.types import FloatArray
-from scaler.loop import Runtime
 from scaler.settings import Settings
 
 log = structlog.get_logger("scaler.prometheus")
@@ -264,20 +263,6 @@ class PrometheusSignal:
             return None
         value = float(result[0]["value"][1])
         return value if math.isfinite(value) else None
-
-
-async def refresh_fallback(reader: PrometheusSignal, runtime: Runtime, *, now: float) -> int:
-    """Read the signal of every silent model into ``runtime``; return how many were read. Never raises."""
-    done = 0
-    for policy in runtime.silent_models(now=now):
-        try:
-            signal = await reader.signal(policy.name, now=now)
-        except ConnectionError as exc:
-            log.warning("fallback_unavailable", model=policy.name, policy=policy.name, error=str(exc))
-            continue
-        runtime.set_fallback(policy.name, signal)
-        done += 1
-    return done
 
 
 def signal_from_settings(settings: Settings) -> PrometheusSignal | None:

@@ -262,7 +262,7 @@ def controllers(
     policy: ModelPolicy, workload: wl.Workload | wl.RateWorkload, names: Sequence[str]
 ) -> list[Controller]:
     """Return Spillway's controller followed by the named baselines, built for ``workload``."""
-    built: list[Controller] = [SpillwayController(policy)]
+    built: list[Controller] = [SpillwayController(policy, workload)]
     built.extend(BASELINES[n](policy, workload) for n in names)
     return built
 

@@ -1,9 +1,11 @@
 """The simulation loop: a controller steers a simulated cluster through a workload in virtual time.
 
-Every ``controller.interval_seconds`` (first at t=0, with zero counts) the engine shows the controller
-a :class:`TickObservation`, applies the :class:`CapacityTarget` it returns, and advances the cluster to
-the next tick. A :class:`Workload` runs on the per-request model (:mod:`scaler.sim.cluster`), a
-:class:`RateWorkload` on the fluid model (:mod:`scaler.sim.fluid`); both return the same summary.
+Every ``controller.interval_seconds`` (first at t=0, with zero counts), or whenever a
+:class:`~scaler.sim.protocol.SelfScheduling` controller says it is due, the engine shows the
+controller a :class:`TickObservation`, applies the :class:`CapacityTarget` it returns, and advances
+the cluster to the next decision. A :class:`Workload` runs on the per-request model
+(:mod:`scaler.sim.cluster`), a :class:`RateWorkload` on the fluid model (:mod:`scaler.sim.fluid`);
+both return the same summary.
 
 Initial state: ``initial_replicas`` (default ``bounds.min_replicas``) replicas already ready at t=0
 (a warm start, as if the model had been running) and nothing else. The policy's bounds are not
@@ -17,7 +19,7 @@ from collections.abc import Callable
 from scaler.core.policy import ModelPolicy
 from scaler.sim.cluster import Outcome, RequestCluster
 from scaler.sim.fluid import FluidCluster
-from scaler.sim.protocol import CapacityTarget, Controller
+from scaler.sim.protocol import CapacityTarget, Controller, SelfScheduling
 from scaler.sim.results import SimResult, Summary
 from scaler.sim.workload import RateWorkload, Workload
 
@@ -69,15 +71,19 @@ def simulate(
     actions = 0
     tick = 0
     now = 0.0
+    since = interval  # what the first observation covers
+    wake = controller.next_wake if isinstance(controller, SelfScheduling) else None
     while now < duration:
-        target = controller.decide(cluster.observe(now=now, interval=interval))
+        target = controller.decide(cluster.observe(now=now, interval=since))
         _check_target(target, name=controller.name, now=now)
         wanted = (target.replicas, target.standby, target.serverless_provisioned)
         actions += wanted != last
         last = wanted
         cluster.apply(target, now=now)
         tick += 1
-        now = min(tick * interval, duration)
+        then = now
+        now = wake(now=now, until=duration) if wake is not None else min(tick * interval, duration)
+        since = now - then
         cluster.advance(until=now)
         if on_progress is not None:
             on_progress(now / duration)

@@ -1,14 +1,15 @@
 """What the simulated cluster tells a controller each tick, and what a controller asks of it.
 
-Every policy under test (Spillway's planner, each baseline) is a :class:`Controller`: the simulator
-calls ``decide`` every ``interval_seconds`` of virtual time with what a real autoscaler could observe
-at that moment, and applies the returned :class:`CapacityTarget` with the cluster's lead times.
+Every policy under test (Spillway's controller, each baseline) is a :class:`Controller`: the simulator
+calls ``decide`` every ``interval_seconds`` of virtual time (or, for a :class:`SelfScheduling`
+controller, whenever it says it is due) with what a real autoscaler could observe at that moment,
+and applies the returned :class:`CapacityTarget` with the cluster's lead times.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,4 +67,13 @@ class Controller(Protocol):
 
     def decide(self, obs: TickObservation) -> CapacityTarget:
         """Return the capacity wanted after observing ``obs``. Must not raise on any valid observation."""
+        ...
+
+
+@runtime_checkable
+class SelfScheduling(Protocol):
+    """A controller that says when it next wants to decide (Spillway's: on its tick or a burst)."""
+
+    def next_wake(self, *, now: float, until: float) -> float:
+        """Return the next time after ``now`` at which ``decide`` is due, at most ``until``."""
         ...

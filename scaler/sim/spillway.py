@@ -1,33 +1,82 @@
-"""Spillway's own planner as a simulated controller: the forecaster and ``plan`` the daemon runs.
+"""The daemon's own controller under simulation: a thin adapter from the simulator to ``ModelController``.
 
-Every ``behavior.interval_seconds`` the controller adds the observed counts to the forecaster's
-buckets (a tick's counts are split over the buckets its interval overlaps, in proportion), observes
-each completed bucket, forecasts from ``now``, and calls :func:`scaler.core.plan.plan` with what
-the cluster reports, passing its previous decision back in.
+The same :class:`~scaler.control.controller.ModelController` the daemon runs for each model (the same
+aggregator, forecaster, burst re-plan, fallback, overrides and final clamp) is fed events generated
+from the workload and asked, second by second, whether a decision is due, exactly as the daemon's
+tick task asks it. Its read-back is the simulated cluster's state at the moment of the decision.
 
-Times: the simulator counts seconds from the workload's start; the planner reads schedules in unix
-time, so ``now + start_unix`` is what the forecaster and planner see (``start_unix=0`` by default:
-1970-01-01 00:00 UTC, a Thursday; give the trace's real start if its schedules matter).
+Documented differences from the daemon, all of timing:
 
-Warm-up: a cold forecaster holds its first decisions (no data) until it has seen a few buckets, and
-learns a daily season only after a day. :meth:`SpillwayController.warm_up` seeds it with a history
-that ENDS at the workload's start (the stand-in for the Prometheus history the daemon seeds from).
+* events are fed per whole second of arrivals (the aggregator buckets by ``floor(ts)`` either way),
+  and ``due`` is asked at the end of each second (the daemon asks every ``burst_check_seconds``);
+* output tokens are credited with their request's arrival (the daemon credits them at ``finish``);
+* while events are silent (no arrival for ``fallback_after_seconds``), the fallback signal is the
+  arrival rate of the last minute and the cluster's ready replicas, refreshed every 5 s, as a daemon
+  reading Prometheus would see them.
+
+Times: the simulator counts seconds from the workload's start; the controller sees unix time
+``start_unix + t`` (schedules read it; ``start_unix=0``: 1970-01-01 00:00 UTC, a Thursday).
+:meth:`SpillwayController.warm_up` seeds the forecaster with a history that ends at the workload's
+start (the stand-in for the Prometheus history the daemon seeds from).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
 
+from scaler.control.controller import ModelController, Planner, ReadBack, Step, Trigger
+from scaler.core.fallback import FallbackSignal
+from scaler.core.overrides import Override
 from scaler.core.plan import plan
 from scaler.core.policy import ModelPolicy
-from scaler.core.types import Decision, Observed
+from scaler.core.types import Unavailable
 from scaler.forecast.models import DemandForecaster
 from scaler.sim.protocol import CapacityTarget, TickObservation
 from scaler.sim.results import FloatArray
 from scaler.sim.workload import RateWorkload, Workload
+
+FALLBACK_REFRESH_SECONDS = 5
+FALLBACK_RATE_WINDOW = 60
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class OverrideWindow:
+    """An alert override in force from ``start`` to ``end`` (seconds since the workload's start)."""
+
+    start: float
+    end: float
+    override: Override
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Recorded:
+    """One decision of a simulated run: when, on what read-back, why, and the step the controller returned."""
+
+    at: float
+    readback: ReadBack
+    step: Step
+
+
+def per_second(workload: Workload | RateWorkload) -> tuple[npt.NDArray[np.int64], ...]:
+    """Return per-second (arrivals, prompt tokens, output tokens) of ``workload`` as whole numbers."""
+    seconds = max(1, math.ceil(workload.duration))
+    if isinstance(workload, RateWorkload):
+        counts = np.rint(workload.counts).astype(np.int64)
+        return (
+            counts,
+            np.rint(counts * workload.mean_prompt_tokens).astype(np.int64),
+            np.rint(counts * workload.mean_output_tokens).astype(np.int64),
+        )
+    idx = np.minimum(np.floor(workload.arrivals).astype(np.int64), seconds - 1)
+    arrivals = np.bincount(idx, minlength=seconds)
+    prompt = np.bincount(idx, weights=workload.prompt_tokens.astype(np.float64), minlength=seconds)
+    output = np.bincount(idx, weights=workload.output_tokens.astype(np.float64), minlength=seconds)
+    return arrivals.astype(np.int64), np.rint(prompt).astype(np.int64), np.rint(output).astype(np.int64)
 
 
 def bucket_counts(
@@ -64,18 +113,38 @@ def _sums(idx: npt.NDArray[np.int64], weights: FloatArray, n: int) -> FloatArray
 
 
 class SpillwayController:
-    """The Spillway planner under simulation (a :class:`scaler.sim.protocol.Controller`)."""
+    """The daemon's controller steering a simulated cluster (a self-scheduling simulator controller)."""
 
-    def __init__(self, policy: ModelPolicy, *, name: str = "spillway", start_unix: float = 0.0) -> None:
-        """Create a cold controller for ``policy`` (see :meth:`warm_up` to seed its history)."""
+    def __init__(
+        self,
+        policy: ModelPolicy,
+        workload: Workload | RateWorkload,
+        *,
+        name: str = "spillway",
+        start_unix: int = 0,
+        burst_window_seconds: int = 2,
+        planner: Planner = plan,
+        overrides: Sequence[OverrideWindow] = (),
+        record: bool = False,
+    ) -> None:
+        """Create a cold controller for ``policy`` fed from ``workload`` (see :meth:`warm_up`)."""
         self._policy = policy
         self._name = name
-        self._start = float(start_unix)
-        self._forecaster = DemandForecaster.from_policy(policy)
-        self._bucket = float(policy.forecast.bucket_seconds)
-        self._pending: dict[int, list[float]] = {}  # bucket index -> [requests, prompt, output]
-        self._next_bucket = 0  # first bucket index not yet handed to the forecaster
-        self.previous: Decision | None = None
+        self._start = int(start_unix)
+        self.controller = ModelController(
+            policy=policy,
+            forecaster=DemandForecaster.from_policy(policy),
+            planner=planner,
+            now=float(self._start),
+            burst_window_seconds=burst_window_seconds,
+        )
+        self._arrivals, self._prompt, self._output = per_second(workload)
+        self._cumulative = np.concatenate(([0], np.cumsum(self._arrivals)))
+        self._fed = 0  # seconds [0, _fed) have been fed
+        self._trigger: Trigger = "tick"
+        self._overrides = tuple(overrides)
+        self._ready = 0
+        self.recorded: list[Recorded] | None = [] if record else None
         self.decisions = 0
 
     @property
@@ -91,7 +160,9 @@ class SpillwayController:
     @property
     def forecaster(self) -> DemandForecaster:
         """Return the forecaster (for inspection)."""
-        return self._forecaster
+        forecaster = self.controller.forecaster
+        assert isinstance(forecaster, DemandForecaster)
+        return forecaster
 
     def warm_up(self, history: Workload | RateWorkload, *, seconds: float | None = None) -> int:
         """Seed the forecaster with ``history``'s first ``seconds`` (all of it by default) as the time
@@ -99,65 +170,50 @@ class SpillwayController:
 
         Raises ValueError if the history is shorter than one bucket.
         """
-        reqs, prompt, output = bucket_counts(history, bucket_seconds=self._bucket, end=seconds)
-        start = self._start - reqs.shape[0] * self._bucket
-        self._forecaster.seed(start=start, requests=reqs, prompt_tokens=prompt, output_tokens=output)
+        bucket = float(self._policy.forecast.bucket_seconds)
+        reqs, prompt, output = bucket_counts(history, bucket_seconds=bucket, end=seconds)
+        start = self._start - reqs.shape[0] * bucket
+        self.controller.seed(start=start, requests=reqs, prompt_tokens=prompt, output_tokens=output)
         return int(reqs.shape[0])
 
-    def _accumulate(self, obs: TickObservation) -> None:
-        """Add the tick's counts to the buckets its interval ``(now - interval, now]`` overlaps."""
-        if obs.arrivals == 0 and obs.prompt_tokens == 0 and obs.output_tokens == 0:
-            return
-        lo, hi = max(obs.now - obs.interval, 0.0), obs.now
-        span = hi - lo
-        if span <= 0:
-            return
-        first = math.floor(lo / self._bucket)
-        last = math.ceil(hi / self._bucket) - 1
-        counts = (float(obs.arrivals), float(obs.prompt_tokens), float(obs.output_tokens))
-        for b in range(max(first, self._next_bucket), last + 1):
-            overlap = min(hi, (b + 1) * self._bucket) - max(lo, b * self._bucket)
-            if overlap <= 0:
-                continue
-            share = overlap / span
-            acc = self._pending.setdefault(b, [0.0, 0.0, 0.0])
-            for i, c in enumerate(counts):
-                acc[i] += c * share
-
-    def _flush(self, now: float) -> None:
-        """Hand every bucket that ended at or before ``now`` to the forecaster, in order."""
-        done = math.floor(now / self._bucket + 1e-9)  # buckets [0, done) are complete
-        for b in range(self._next_bucket, done):
-            reqs, prompt, output = self._pending.pop(b, (0.0, 0.0, 0.0))
-            self._forecaster.observe(
-                bucket_start=self._start + b * self._bucket,
-                requests=reqs,
-                prompt_tokens=prompt,
-                output_tokens=output,
-            )
-        self._next_bucket = max(self._next_bucket, done)
+    def next_wake(self, *, now: float, until: float) -> float:
+        """Feed the workload's events second by second after ``now``; return the first second at which
+        the controller is due (tick or burst), or ``until`` if none is.
+        """
+        t = math.floor(now) + 1
+        controller = self.controller
+        while t < until:
+            self._feed(until=t)
+            trigger = controller.due(now=float(self._start + t))
+            if trigger is not None:
+                self._trigger = trigger
+                return float(t)
+            t += 1
+        return until
 
     def decide(self, obs: TickObservation) -> CapacityTarget:
-        """Return the planner's capacity for this tick (its reason is the planner's one-line explanation)."""
-        self._accumulate(obs)
-        self._flush(obs.now)
-        now = self._start + obs.now
-        observed = Observed(
+        """Return the controller's decision at ``obs.now`` on the cluster's read-back, as a target."""
+        self._feed(until=math.floor(obs.now))
+        self._ready = obs.replicas_ready
+        readback = ReadBack(
             replicas_ready=obs.replicas_ready,
             replicas_starting=obs.replicas_starting,
             standby_ready=obs.standby_ready,
             standby_starting=obs.standby_starting,
             serverless_provisioned=obs.serverless_provisioned,
-            request_rate=obs.arrivals / obs.interval if obs.interval > 0 else None,
         )
-        forecast = self._forecaster.forecast(now=now)
-        decision = plan(
-            policy=self._policy, forecast=forecast, observed=observed, previous=self.previous, now=now
-        )
-        self.previous = decision
+        now = float(self._start) + obs.now
+        if self.controller.silent(now=now):
+            self.controller.set_fallback(self._signal(obs.now))
+        active = [w.override for w in self._overrides if w.start <= obs.now < w.end]
+        step = self.controller.decide(now=now, trigger=self._trigger, readback=readback, overrides=active)
+        self._trigger = "tick"
         self.decisions += 1
-        serverless = (
-            self._policy.bounds.serverless_quota > 0 and decision.bound_by != "serverless-unavailable"
+        if self.recorded is not None:
+            self.recorded.append(Recorded(at=obs.now, readback=readback, step=step))
+        decision = step.decision
+        serverless = self._policy.bounds.serverless_quota > 0 and (
+            Unavailable.SERVERLESS not in step.observed.unavailable
         )
         return CapacityTarget(
             replicas=decision.replicas,
@@ -166,3 +222,28 @@ class SpillwayController:
             serverless_enabled=serverless,
             reason=decision.reason,
         )
+
+    def _feed(self, *, until: int) -> None:
+        """Ingest the arrivals of seconds ``[_fed, until)``, as the daemon would have consumed them."""
+        controller = self.controller
+        last = min(until, self._arrivals.shape[0])
+        for s in range(self._fed, last):
+            count = int(self._arrivals[s])
+            if count:
+                controller.ingest_second(
+                    second=self._start + s,
+                    arrivals=count,
+                    prompt_tokens=int(self._prompt[s]),
+                    output_tokens=int(self._output[s]),
+                    now=float(self._start + s + 1),
+                )
+            elif controller.silent(now=float(self._start + s + 1)) and s % FALLBACK_REFRESH_SECONDS == 0:
+                controller.set_fallback(self._signal(float(s + 1)))
+        self._fed = max(self._fed, last)
+
+    def _signal(self, t: float) -> FallbackSignal:
+        """Return what Prometheus would say at ``t``: the last minute's arrival rate and ready replicas."""
+        hi = min(max(math.floor(t), 0), self._arrivals.shape[0])
+        lo = max(0, hi - FALLBACK_RATE_WINDOW)
+        rate = float(self._cumulative[hi] - self._cumulative[lo]) / max(hi - lo, 1)
+        return FallbackSignal(at=float(self._start) + t, request_rate=rate, replicas_ready=self._ready)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from integration_fixtures import decide_now, make_runtime
 
 from scaler.adapters.alerts import AlertReceiver, install_receiver, load_token
 from scaler.adapters.http import HttpServer
@@ -16,8 +17,6 @@ from scaler.adapters.metrics import DaemonMetrics
 from scaler.core.overrides import OverrideBook
 from scaler.core.policy import ModelPolicy
 from scaler.core.types import Decision, DemandForecast, Observed
-from scaler.forecast.models import DemandForecaster
-from scaler.loop import Runtime, RuntimeOptions
 from scaler.ports import RawRecord
 from scaler.settings import Settings
 
@@ -75,14 +74,8 @@ def test_the_webhook_refuses_bad_requests_and_its_overrides_reach_the_next_decis
     metrics = DaemonMetrics()
     policy = ModelPolicy.model_validate({"name": "llama", "bounds": {"max_replicas": 8}})
     sink = Sink()
-    runtime = Runtime(
-        policies={"llama": policy},
-        sink=sink,
-        planner=one_replica,
-        new_forecaster=DemandForecaster.from_policy,
-        load_forecaster=DemandForecaster.from_bytes,
-        metrics=metrics,
-        options=RuntimeOptions(),
+    runtime = make_runtime(
+        {"llama": policy}, sink=sink, planner=one_replica, metrics=metrics
     )
     runtime.assign(frozenset({"llama"}), checkpoints={}, now=NOW)
     server = HttpServer(host="127.0.0.1", port=0, metrics=metrics, ready=lambda: None)
@@ -117,16 +110,16 @@ def test_the_webhook_refuses_bad_requests_and_its_overrides_reach_the_next_decis
                 for headers, body in attempts:
                     async with http.post(url, data=body, headers=headers) as r:
                         answers.append((r.status, (await r.json())["error" if r.status != 200 else "active"]))
-                decisions.append(await runtime.decide("llama", trigger="tick", now=NOW))
+                decisions.append(await decide_now(runtime, "llama", now=NOW))
                 async with http.post(url, data=webhook("serverless_off"), headers=good) as r:
                     assert r.status == 200
-                decisions.append(await runtime.decide("llama", trigger="tick", now=NOW + 1))
+                decisions.append(await decide_now(runtime, "llama", now=NOW + 1))
                 async with http.get(f"http://127.0.0.1:{server.port}/metrics") as r:
                     exposition = await r.text()
                 for action in ("boost", "serverless_off"):
                     async with http.post(url, data=webhook(action, status="resolved"), headers=good) as r:
                         assert r.status == 200
-                decisions.append(await runtime.decide("llama", trigger="tick", now=NOW + 2))
+                decisions.append(await decide_now(runtime, "llama", now=NOW + 2))
         finally:
             await server.stop()
         return answers, decisions, exposition

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from integration_fixtures import decide_now, make_runtime
 from prometheus_fixtures import create_blocks, openmetrics_counters, prometheus
 
 from scaler.adapters.prometheus import PrometheusHistory, bucket_counts
@@ -139,7 +140,6 @@ def test_an_unreachable_or_refusing_prometheus_is_a_connection_error(tmp_path: P
 def test_the_daemon_seeds_newly_owned_models_without_a_checkpoint(tmp_path: Path) -> None:
     from scaler.adapters.memory import MemorySink, MemoryStore  # noqa: PLC0415
     from scaler.app import Daemon, SystemClock  # noqa: PLC0415
-    from scaler.loop import Runtime, RuntimeOptions  # noqa: PLC0415
     from scaler.settings import Settings  # noqa: PLC0415
 
     n = 1440
@@ -166,14 +166,8 @@ def test_the_daemon_seeds_newly_owned_models_without_a_checkpoint(tmp_path: Path
     from scaler.app import default_planner  # noqa: PLC0415
 
     metrics = DaemonMetrics()
-    runtime = Runtime(
-        policies=policies,
-        sink=(sink := MemorySink()),
-        planner=default_planner(),
-        new_forecaster=DemandForecaster.from_policy,
-        load_forecaster=DemandForecaster.from_bytes,
-        metrics=metrics,
-        options=RuntimeOptions(),
+    runtime = make_runtime(
+        policies, sink=(sink := MemorySink()), planner=default_planner(), metrics=metrics
     )
     daemon = Daemon(
         settings=Settings(),
@@ -192,7 +186,7 @@ def test_the_daemon_seeds_newly_owned_models_without_a_checkpoint(tmp_path: Path
     # the day of history up to now; its last two minutes have no samples (missing, not zero)
     assert runtime.owned["llama"].forecaster.observed_buckets == n - 2  # type: ignore[attr-defined]
     assert runtime.owned["quiet"].forecaster.observed_buckets == 0  # type: ignore[attr-defined]
-    decision = asyncio.run(runtime.decide("llama", trigger="tick", now=time.time()))
+    decision = asyncio.run(decide_now(runtime, "llama", now=time.time()))
     assert decision is not None
     assert not decision.held  # a forecast from history at once: no waiting for buckets to fill
     assert decision.replicas + decision.serverless_provisioned >= 1  # capacity for the forecast load

@@ -108,6 +108,18 @@ def test_sandbox_targets_are_named_after_the_model_and_kept_when_given() -> None
     assert with_sandbox_targets(given) is given
 
 
+def _observed_from(observed: Observed, capacity: Capacity, off: Unavailable) -> Observed:
+    """Return ``observed`` with the counts the simulated cluster read back (as the executor passes them)."""
+    changes: dict[str, object] = {"unavailable": off}
+    if capacity.replicas is not None:
+        changes.update(replicas_ready=capacity.replicas.ready, replicas_starting=capacity.replicas.starting)
+    if capacity.standby is not None:
+        changes.update(standby_ready=capacity.standby.ready, standby_starting=capacity.standby.starting)
+    if capacity.serverless is not None:
+        changes["serverless_provisioned"] = capacity.serverless
+    return dataclasses.replace(observed, **changes)  # type: ignore[arg-type]
+
+
 def _step(acts: Actuators, pol: ModelPolicy, dec: Decision) -> tuple[Observed, list[Change]]:
     async def run() -> tuple[Observed, list[Change]]:
         observed = Observed(
@@ -117,8 +129,9 @@ def _step(acts: Actuators, pol: ModelPolicy, dec: Decision) -> tuple[Observed, l
             standby_starting=0,
             serverless_provisioned=0,
         )
-        observed, capacity = await acts.observe(pol, observed)
+        capacity = await acts.read(pol)
         assert isinstance(capacity, Capacity)
+        observed = _observed_from(observed, capacity, acts.unavailable(pol.name))
         made = await acts.apply(policy=pol, decision=dec, current=capacity, now=dec.at)
         return observed, made
 

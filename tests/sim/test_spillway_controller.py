@@ -1,4 +1,4 @@
-"""Spillway's planner as a simulated controller: bursts go to serverless at once, replicas follow."""
+"""The daemon's controller under simulation: bursts go to serverless at once, replicas follow."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def _obs(now: float, *, arrivals: int, interval: float = 10.0) -> TickObservatio
 @pytest.fixture(scope="module")
 def step_run() -> tuple[Workload, object]:
     workload = _step_workload()
-    return workload, simulate(workload, SpillwayController(_policy()), policy=_policy())
+    return workload, simulate(workload, SpillwayController(_policy(), workload), policy=_policy())
 
 
 def test_a_step_in_load_goes_to_serverless_at_once_and_replicas_after_a_cold_start(
@@ -107,7 +107,7 @@ def test_the_step_run_misses_the_slo_only_while_serverless_cold_starts(
 
 def test_the_forecaster_sees_exactly_the_load_that_arrived() -> None:
     workload = _step_workload()
-    ctl = SpillwayController(_policy())
+    ctl = SpillwayController(_policy(), workload)
     simulate(workload, ctl, policy=_policy())
     first, seen = ctl.forecaster._retained()  # the forecaster's own history, bucket by bucket
     reqs, prompt, output = bucket_counts(workload, bucket_seconds=60)
@@ -119,17 +119,24 @@ def test_the_forecaster_sees_exactly_the_load_that_arrived() -> None:
 
 
 def test_buckets_are_handed_to_the_forecaster_as_they_complete() -> None:
-    ctl = SpillwayController(_policy())
+    ctl = SpillwayController(_policy(), _step_workload())
     seen = []
-    for k in range(0, 40):
-        ctl.decide(_obs(k * 25.0, arrivals=0 if k == 0 else 50, interval=25.0))
+    t = 0.0
+    ctl.decide(_obs(0.0, arrivals=0))
+    for k in range(1, 40):
+        until = k * 25.0
+        while t < until:  # the engine's loop: wake, decide, wake ...
+            t = ctl.next_wake(now=t, until=until)
+            if t < until:
+                ctl.decide(_obs(t, arrivals=0))
         seen.append(ctl.forecaster.observed_buckets)
-    # 25 s ticks never line up with 60 s buckets: still one bucket per full minute, never early
-    assert seen == [int(k * 25.0 // 60) for k in range(40)]
+    # a 60 s bucket closes 2 s after it ends (the aggregator's grace), at the first second asked
+    # after that: never early, never a bucket late, whatever the decision times
+    assert seen == [max(0, int((k * 25.0 - 1 - 2) // 60)) for k in range(1, 40)]
 
 
 def test_warm_up_seeds_history_before_the_start_so_the_first_forecast_is_usable() -> None:
-    ctl = SpillwayController(_policy())
+    ctl = SpillwayController(_policy(), _step_workload())
     assert not ctl.forecaster.forecast(now=0.0).valid
     history = RateWorkload(
         name="h", counts=np.full(7200, 5.0), mean_prompt_tokens=1000.0, mean_output_tokens=200.0
@@ -147,7 +154,7 @@ def test_a_warm_controller_plans_capacity_on_its_first_tick() -> None:
     history = RateWorkload(
         name="h", counts=np.full(7200, 30.0), mean_prompt_tokens=1000.0, mean_output_tokens=200.0
     )
-    warm = SpillwayController(policy)
+    warm = SpillwayController(policy, _step_workload())
     warm.warm_up(history)
     target = warm.decide(_obs(0.0, arrivals=0))
     # 30 req/s at ~6 req/s per replica needs several instances; a cold controller would hold at zero

@@ -1,0 +1,309 @@
+"""The runtime: one :class:`~scaler.control.controller.ModelController` per owned model, fed and asked.
+
+:mod:`scaler.app` drives it (consume batches, tick on time, checkpoint, hand models over). The
+runtime decodes records at the edge, keeps ownership, runs each due controller, logs and exports
+the decision, and hands it to the :class:`~scaler.executor.Executor`, which publishes and acts off
+this path. Nothing here awaits but :func:`refresh_fallback` (Prometheus, on its own task): a slow
+broker or Kubernetes/AWS API never delays ingest or another model's decision.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Mapping
+
+import structlog
+
+from scaler.adapters.metrics import DaemonMetrics
+from scaler.adapters.prometheus import PrometheusSignal
+from scaler.control import checkpoint
+from scaler.control.controller import ModelController, Step, Trigger
+from scaler.control.payload import decision_payload
+from scaler.core import events
+from scaler.core.events import InvalidEvent
+from scaler.core.fallback import FallbackSignal
+from scaler.core.overrides import OverrideBook
+from scaler.core.policy import ModelPolicy
+from scaler.core.types import Decision, FloatArray
+from scaler.executor import Executor
+from scaler.ports import ForecasterFactory, ForecasterLoader, Planner, RawRecord
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class RuntimeOptions:
+    """Knobs of the runtime (from :class:`scaler.settings.Settings`)."""
+
+    requests_topic: str = "llm.requests"
+    max_skew_seconds: float = 300.0
+    burst_window_seconds: int = 2
+    dry_run: bool = False
+
+
+class Runtime:
+    """Owned models' controllers, and the observe -> decide steps over them."""
+
+    def __init__(
+        self,
+        *,
+        policies: Mapping[str, ModelPolicy],
+        executor: Executor,
+        planner: Planner,
+        new_forecaster: ForecasterFactory,
+        load_forecaster: ForecasterLoader,
+        metrics: DaemonMetrics,
+        options: RuntimeOptions,
+    ) -> None:
+        """Create a runtime owning no model yet."""
+        self.policies: dict[str, ModelPolicy] = dict(policies)
+        self.executor = executor
+        self.planner = planner
+        self.new_forecaster = new_forecaster
+        self.load_forecaster = load_forecaster
+        self.metrics = metrics
+        self.options = options
+        self.owned: dict[str, ModelController] = {}
+        self.overrides = OverrideBook()  # alert overrides (filled by scaler.adapters.alerts)
+        self.log = structlog.get_logger("scaler.runtime")
+        self._not_owned = metrics.events_dropped.labels(why="not_owned")  # resolved once: hot path
+        self._late_or_early = metrics.events_dropped.labels(why="late_or_early")
+
+    # -- ownership ----------------------------------------------------------------------------------
+
+    def assign(self, models: frozenset[str], *, checkpoints: Mapping[str, bytes], now: float) -> None:
+        """Start acting for ``models`` (those with a policy), resuming each from its checkpoint if valid."""
+        for model in sorted(models):
+            policy = self.policies.get(model)
+            if policy is None or model in self.owned:
+                continue
+            controller = self._fresh(policy, now=now)
+            raw = checkpoints.get(model)
+            if raw is not None:
+                try:
+                    controller = checkpoint.restore(
+                        raw,
+                        policy=policy,
+                        load_forecaster=self.load_forecaster,
+                        planner=self.planner,
+                        now=now,
+                        burst_window_seconds=self.options.burst_window_seconds,
+                    )
+                    self.log.info("checkpoint_loaded", model=model, policy=model, bytes=len(raw))
+                except ValueError as exc:
+                    self.log.warning("checkpoint_rejected", model=model, policy=model, error=str(exc))
+            self.owned[model] = controller
+            self.executor.attach(policy)
+        self.metrics.owned_models.set(len(self.owned))
+
+    def seed(
+        self,
+        model: str,
+        *,
+        start: float,
+        requests: FloatArray,
+        prompt_tokens: FloatArray,
+        output_tokens: FloatArray,
+    ) -> bool:
+        """Seed an owned model's forecaster with per-bucket counts (NaN = missing); return True if it took.
+
+        Unusable history (wrong shape, negative counts) is logged and leaves the forecaster as it was.
+        """
+        controller = self.owned.get(model)
+        if controller is None:
+            return False
+        try:
+            controller.seed(
+                start=start, requests=requests, prompt_tokens=prompt_tokens, output_tokens=output_tokens
+            )
+        except ValueError as exc:
+            self.log.warning("history_rejected", model=model, policy=model, error=str(exc))
+            return False
+        self.log.info("history_seeded", model=model, policy=model, buckets=len(requests), start=start)
+        return True
+
+    def revoke(self, models: frozenset[str]) -> dict[str, bytes]:
+        """Stop deciding for ``models``; return their final checkpoints (the caller releases the executor)."""
+        final = self.checkpoints(models)
+        for model in models:
+            if self.owned.pop(model, None) is not None:
+                self.metrics.forget_model(model)
+        self.metrics.owned_models.set(len(self.owned))
+        return final
+
+    def checkpoints(self, models: frozenset[str] | None = None) -> dict[str, bytes]:
+        """Return the checkpoint of each owned model (of ``models``, if given)."""
+        names = self.owned.keys() if models is None else models & self.owned.keys()
+        return {m: checkpoint.encode(self.owned[m]) for m in sorted(names)}
+
+    def set_policies(self, policies: Mapping[str, ModelPolicy], *, now: float) -> frozenset[str]:
+        """Apply reloaded policies; return the models dropped (the caller releases them from the executor).
+
+        A changed model keeps its history unless its forecast settings changed.
+        """
+        self.policies = dict(policies)
+        dropped = set()
+        for model in list(self.owned):
+            controller = self.owned[model]
+            policy = self.policies.get(model)
+            if policy is None:
+                self.owned.pop(model)
+                self.metrics.forget_model(model)
+                dropped.add(model)
+                self.log.info("model_dropped", model=model, policy=model, why="no longer in the policy files")
+            elif policy != controller.policy:
+                if policy.forecast != controller.policy.forecast:
+                    fresh = self._fresh(policy, now=now)
+                    fresh.previous = controller.previous
+                    self.owned[model] = fresh
+                else:
+                    controller.policy = policy
+                self.executor.attach(policy)
+                self.log.info("policy_applied", model=model, policy=model)
+        self.metrics.owned_models.set(len(self.owned))
+        return frozenset(dropped)
+
+    def _fresh(self, policy: ModelPolicy, *, now: float) -> ModelController:
+        return ModelController(
+            policy=policy,
+            forecaster=self.new_forecaster(policy),
+            planner=self.planner,
+            now=now,
+            burst_window_seconds=self.options.burst_window_seconds,
+        )
+
+    # -- observe ------------------------------------------------------------------------------------
+
+    def ingest(self, records: list[RawRecord], *, now: float) -> list[tuple[RawRecord, InvalidEvent]]:
+        """Decode and aggregate ``records``; return the invalid ones with their error (nothing is raised).
+
+        A record keyed by a model another process owns is dropped before it is decoded.
+        """
+        rejected: list[tuple[RawRecord, InvalidEvent]] = []
+        policies = self.policies
+        skew = self.options.max_skew_seconds
+        requests_topic = self.options.requests_topic
+        owned = self.owned
+        for record in records:
+            key = record.key
+            if key is not None:
+                name = key.decode("utf-8", "replace")
+                if name not in owned and name in policies:
+                    self._not_owned.inc()  # another process acts for this model
+                    continue
+            try:
+                if record.topic == requests_topic:
+                    request = events.decode_request(
+                        record.value, known_models=policies, now=now, max_skew=skew
+                    )
+                    controller = owned.get(request.model)
+                    if controller is None:
+                        self._not_owned.inc()
+                    elif not controller.ingest_request(request, now=now):
+                        self._late_or_early.inc()
+                else:
+                    metric = events.decode_metric(record.value, known_models=policies, now=now, max_skew=skew)
+                    controller = owned.get(metric.model)
+                    if controller is None:
+                        self._not_owned.inc()
+                    else:
+                        controller.ingest_metric(metric, now=now)
+            except InvalidEvent as exc:
+                rejected.append((record, exc))
+                self.metrics.events_rejected.labels(reason=exc.reason).inc()
+            except Exception as exc:  # a decoder bug must cost one record, never the batch or the daemon
+                error = InvalidEvent("bad_value", f"cannot decode: {type(exc).__name__}: {str(exc)[:120]}")
+                rejected.append((record, error))
+                self.metrics.events_rejected.labels(reason=error.reason).inc()
+        topics = {r.topic for r in records}
+        for topic in topics:
+            count = len(records) if len(topics) == 1 else sum(1 for r in records if r.topic == topic)
+            self.metrics.events_consumed.labels(topic=topic).inc(count)
+        return rejected
+
+    # -- fallback: Prometheus when a model's events stop -------------------------------------------
+
+    def silent_models(self, *, now: float) -> list[ModelPolicy]:
+        """Return the policies of owned models whose events stopped for their ``fallback_after_seconds``."""
+        return [c.policy for c in self.owned.values() if c.silent(now=now)]
+
+    def set_fallback(self, model: str, signal: FallbackSignal) -> None:
+        """Keep the latest fallback signal of an owned model (ignored if not owned)."""
+        controller = self.owned.get(model)
+        if controller is not None:
+            controller.set_fallback(signal)
+
+    # -- decide -------------------------------------------------------------------------------------
+
+    def due(self, *, now: float) -> list[tuple[str, Trigger]]:
+        """Return (model, trigger) for every owned model whose tick is due or that sees a burst.
+
+        A model whose targets were never read back yet is not due: deciding blind could scale it down.
+        """
+        found: list[tuple[str, Trigger]] = []
+        for model, controller in self.owned.items():
+            trigger = controller.due(now=now)
+            if trigger is not None and not self.executor.awaiting_first_read(model):
+                found.append((model, trigger))
+        return found
+
+    def decide(self, model: str, *, trigger: Trigger, now: float) -> Decision | None:
+        """Decide for an owned model, log it, hand it to the executor; return it (None: not owned)."""
+        controller = self.owned.get(model)
+        if controller is None:
+            return None
+        started = time.perf_counter()
+        step = controller.decide(
+            now=now,
+            trigger=trigger,
+            readback=self.executor.readback(model),
+            overrides=self.overrides.active(now=now, model=model),
+        )
+        decision = step.decision
+        self._explain(model, controller.policy, step)
+        payload = decision_payload(
+            model=model, decision=decision, trigger=trigger, dry_run=self.options.dry_run
+        )
+        self.executor.submit(policy=controller.policy, decision=decision, payload=payload)
+        self.metrics.record_decision(model=model, decision=decision, trigger=trigger)
+        self.metrics.decision_latency.observe(time.perf_counter() - started)
+        return decision
+
+    def _explain(self, model: str, policy: ModelPolicy, step: Step) -> None:
+        """Log one decision (and any fallback transition or clamp) and export the fallback gauge."""
+        log = self.log.bind(model=model, policy=policy.name)
+        self.metrics.fallback_active.labels(model=model).set(0.0 if step.source == "events" else 1.0)
+        if step.transition is not None:
+            log.warning(step.transition, silent_seconds=round(step.silent_seconds, 1))
+        if step.source == "none":
+            log.warning("holding_without_data", why="events silent and Prometheus unavailable")
+        if step.clamped:
+            log.warning("decision_clamped", notes=list(step.clamped))
+        if step.trigger == "burst":
+            self.metrics.bursts.labels(model=model).inc()
+        decision = step.decision
+        log.info(
+            "decision",
+            trigger=step.trigger,
+            replicas=decision.replicas,
+            standby=decision.standby,
+            serverless=decision.serverless_provisioned,
+            spill=round(decision.spill_fraction, 4),
+            reason=decision.reason,
+            bound_by=decision.bound_by,
+            forecast_valid=step.forecast.valid,
+            dry_run=self.options.dry_run,
+        )
+
+
+async def refresh_fallback(reader: PrometheusSignal, runtime: Runtime, *, now: float) -> int:
+    """Read the signal of every silent model into ``runtime``; return how many were read. Never raises."""
+    done = 0
+    for policy in runtime.silent_models(now=now):
+        try:
+            signal = await reader.signal(policy.name, now=now)
+        except ConnectionError as exc:
+            runtime.log.warning("fallback_unavailable", model=policy.name, policy=policy.name, error=str(exc))
+            continue
+        runtime.set_fallback(policy.name, signal)
+        done += 1
+    return done

@@ -1,0 +1,238 @@
+"""A Kubernetes API that accepts connections and never answers delays only its own model.
+
+`scaler run --actuate` with the real broker and a Kubernetes API server behind a TCP proxy that we
+stall: connections are accepted and bytes sit in the proxy, unanswered, for as long as the stall
+lasts. Two models: ``slow`` (a Deployment behind the stalled API) and ``free`` (no target). While
+the API hangs, events are consumed as fast as they are produced, both models are decided and
+published every interval, and once the API answers again the newest decision reaches the
+Deployment: nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from tests.adapters.actuator_fixtures import start_kube_apiserver
+from tests.conftest import Broker, free_port, wait_for_tcp
+from tests.integration_fixtures import kafka_settings, produce, read_topic, request_event, settings_env
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+MODEL_SPEC = """
+    slo: {{ttft_seconds: 1.0, attainment: 0.95}}
+    replica: {{prefill_tokens_per_second: 1000, decode_tokens_per_second: 1000, max_concurrency: 4}}
+    lead_times: {{cold_start_seconds: 2, standby_promotion_seconds: 1, serverless_cold_start_seconds: 5}}
+    bounds: {{min_replicas: 1, max_replicas: 6, min_standby: 0, max_standby: 0, serverless_quota: 4}}
+    behavior: {{interval_seconds: 1, max_step_up: 6, max_step_down: 6, scale_down_delay_seconds: 3,
+               stabilization_seconds: 1}}
+    forecast: {{bucket_seconds: 1, horizon_seconds: 20, seasonalities_seconds: [60]}}{targets}
+"""
+TARGETS = "\n    targets:\n      kubernetes: {namespace: llm, kind: Deployment, name: slow}"
+STALL_SECONDS = 15.0
+
+
+class StallProxy:
+    """A TCP proxy on 127.0.0.1 in a thread of its own; while stalled, nothing crosses it either way."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.port = free_port()
+        self.loop = asyncio.new_event_loop()
+        self.open = asyncio.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.started = threading.Event()
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.open.set()
+        server = self.loop.run_until_complete(asyncio.start_server(self._client, "127.0.0.1", self.port))
+        self.started.set()
+        with contextlib.suppress(RuntimeError):
+            self.loop.run_forever()
+        server.close()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self.open.wait()  # a stalled API accepts the connection and answers nothing
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        except OSError:
+            writer.close()
+            return
+        await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer))
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, ConnectionError):
+            while data := await reader.read(65536):
+                await self.open.wait()
+                writer.write(data)
+                await writer.drain()
+        with contextlib.suppress(OSError, ConnectionError):
+            writer.close()
+
+    def start(self) -> StallProxy:
+        self.thread.start()
+        self.started.wait(5)
+        return self
+
+    def stall(self) -> None:
+        self.loop.call_soon_threadsafe(self.open.clear)
+
+    def resume(self) -> None:
+        self.loop.call_soon_threadsafe(self.open.set)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+def _deployment(name: str) -> dict[str, object]:
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "llm", "labels": labels},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "vllm", "image": "vllm"}]},
+            },
+        },
+    }
+
+
+def _consumed(port: int) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("scaler_events_consumed_total{")
+    )
+
+
+async def _load(bootstrap: str, topic: str, *, seconds: float, rate: float, offset: int) -> int:
+    """Produce ``rate`` arrivals/s for each model for ``seconds``; return how many were produced."""
+    n = 0
+    started = time.monotonic()
+    while (elapsed := time.monotonic() - started) < seconds:
+        due = int(rate * elapsed) + 1 - n
+        if due > 0:
+            now = time.time()
+            batch = [
+                (model, request_event(model, now, offset + 2 * (n + k) + i))
+                for k in range(due)
+                for i, model in enumerate(("slow", "free"))
+            ]
+            await produce(bootstrap, topic, batch)
+            n += due
+        await asyncio.sleep(0.1)
+    return 2 * n
+
+
+def _until(condition: Callable[[], bool], *, seconds: float, what: str) -> float:
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > seconds:
+            raise AssertionError(f"{what}: not within {seconds} s")
+        time.sleep(0.2)
+    return time.monotonic() - started
+
+
+def test_a_hung_kubernetes_api_delays_only_its_own_models_actions(broker: Broker, tmp_path: Path) -> None:
+    kube = start_kube_apiserver(free_port())
+    proxy = StallProxy(int(kube.url.rsplit(":", 1)[1])).start()
+    process: subprocess.Popen[bytes] | None = None
+    try:
+        configuration = client.Configuration()
+        configuration.host = kube.url
+        apps = client.AppsV1Api(client.ApiClient(configuration))
+        apps.create_namespaced_deployment("llm", _deployment("slow"))
+        policy = tmp_path / "policy.yaml"
+        policy.write_text(
+            "models:\n"
+            + "  - name: slow"
+            + MODEL_SPEC.format(targets=TARGETS)
+            + "  - name: free"
+            + MODEL_SPEC.format(targets="")
+        )
+        port = free_port()
+        settings = kafka_settings(broker.bootstrap, policy_files=(policy,), http_listen=f"127.0.0.1:{port}")
+        env = {
+            **os.environ,
+            **settings_env(settings),
+            "SCALER_ACTUATE": "true",
+            "SCALER_KUBERNETES_HOST": f"http://127.0.0.1:{proxy.port}",
+            "SCALER_ACTUATOR_TIMEOUT_SECONDS": "3",
+        }
+        with (tmp_path / "daemon.log").open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "scaler", "run"], env=env, stdout=subprocess.DEVNULL, stderr=log
+            )
+        wait_for_tcp(port, timeout=30)
+        topic = settings.kafka_requests_topic
+        produced = asyncio.run(_load(broker.bootstrap, topic, seconds=4, rate=10, offset=0))
+        _until(lambda: _consumed(port) >= produced, seconds=20, what="events consumed before the stall")
+
+        proxy.stall()
+        stall_start = time.time()
+        produced += asyncio.run(_load(broker.bootstrap, topic, seconds=STALL_SECONDS, rate=40, offset=10**6))
+        stall_end = time.time()
+        # ingest kept up with the producer while the API hung
+        lag_seconds = _until(lambda: _consumed(port) >= produced, seconds=5, what="events in the stall")
+        decisions_topic = settings.kafka_decisions_topic
+        records = asyncio.run(read_topic(broker.bootstrap, decisions_topic, at_least=10**9, seconds=4))
+        decisions = [json.loads(r.value) for r in records]
+        during = {
+            model: [d for d in decisions if d["model"] == model and stall_start + 1 <= d["at"] <= stall_end]
+            for model in ("slow", "free")
+        }
+        window = stall_end - stall_start - 1
+        for model, made in during.items():
+            # decided and published every 1 s interval (ticks, plus burst re-plans), the hung API or not
+            assert len(made) >= 0.8 * window, f"{model}: {len(made)} decisions in {window:.0f} s"
+            gaps = [b["at"] - a["at"] for a, b in itertools.pairwise(made)]
+            assert max(gaps) < 2.5, f"{model}: a gap of {max(gaps):.1f} s between decisions"
+        wanted_during = during["slow"][-1]["desired"]["replicas"]
+
+        proxy.resume()
+        # the API answers again: the newest decision reaches the Deployment
+        def applied() -> bool:
+            latest = asyncio.run(
+                read_topic(broker.bootstrap, settings.kafka_decisions_topic, at_least=10**9, seconds=1)
+            )
+            slow = [json.loads(r.value) for r in latest if json.loads(r.value)["model"] == "slow"]
+            spec = apps.read_namespaced_deployment("slow", "llm").spec.replicas
+            return bool(slow) and spec == slow[-1]["desired"]["replicas"]
+
+        recovered = _until(applied, seconds=30, what="the newest decision applied after the stall")
+        print(
+            f"stall {window + 1:.0f} s: decisions slow={len(during['slow'])} free={len(during['free'])}, "
+            f"events caught up {lag_seconds:.1f} s after the last one, newest decision "
+            f"(replicas {wanted_during} at the end of the stall) applied {recovered:.1f} s after it"
+        )
+    finally:
+        if process is not None:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        proxy.stop()
+        kube.stop()
