@@ -28,7 +28,7 @@ from scaler.adapters.metrics import DaemonMetrics
 from scaler.control.controller import ReadBack
 from scaler.core.actuation import Change
 from scaler.core.policy import ModelPolicy
-from scaler.core.types import Decision
+from scaler.core.types import Decision, Unavailable
 from scaler.ports import Capacity, Clock, DecisionSink
 
 MAX_PUBLISHING = 10_000  # decisions in flight to the broker at most; beyond, new ones are counted lost
@@ -140,7 +140,7 @@ class Executor:
             worker.busy = True
             try:
                 capacity = await actuators.read(worker.policy)
-                worker.readback = _readback(capacity, actuators, model)
+                worker.readback = readback_from(capacity, unavailable=actuators.unavailable(model))
                 if decision is not None:
                     made = await actuators.apply(
                         policy=worker.policy, decision=decision, current=capacity, now=self.clock.now()
@@ -170,8 +170,8 @@ class Executor:
         await self.release(frozenset(self._workers))
 
 
-def _readback(capacity: Capacity, actuators: Actuators, model: str) -> ReadBack:
-    """Return what ``capacity`` says, with the kinds whose API keeps failing."""
+def readback_from(capacity: Capacity, *, unavailable: Unavailable) -> ReadBack:
+    """Return what ``capacity`` says as the controller's read-back, with the kinds whose API keeps failing."""
     replicas, standby = capacity.replicas, capacity.standby
     return ReadBack(
         replicas_ready=replicas.ready if replicas is not None else None,
@@ -179,7 +179,7 @@ def _readback(capacity: Capacity, actuators: Actuators, model: str) -> ReadBack:
         standby_ready=standby.ready if standby is not None else None,
         standby_starting=standby.starting if standby is not None else None,
         serverless_provisioned=capacity.serverless,
-        unavailable=actuators.unavailable(model),
+        unavailable=unavailable,
     )
 
 

@@ -13,7 +13,8 @@ from prometheus_client import CollectorRegistry
 
 from scaler.adapters.actuator import ActuatorMetrics, Actuators, RetryPolicy
 from scaler.adapters.kubernetes import RBAC_RULES, KubernetesActuator, load_api_client
-from scaler.core.types import Observed, Unavailable
+from scaler.core.types import Unavailable
+from scaler.executor import readback_from
 from tests.adapters.actuator_fixtures import Process, decision, http_json, policy, start_kube_apiserver
 from tests.conftest import free_port
 
@@ -220,20 +221,9 @@ def test_an_api_that_keeps_failing_is_reported_unavailable_then_recovers(cluster
     )
     assert _replicas(apps, namespace, "chat") == 2
     # the planner hears of it: the next observation flags Kubernetes capacity as unavailable
-    observed, _ = asyncio.run(
-        acts.observe(
-            pol,
-            Observed(
-                replicas_ready=0,
-                replicas_starting=0,
-                standby_ready=0,
-                standby_starting=0,
-                serverless_provisioned=0,
-            ),
-        )
-    )
-    assert observed.unavailable == Unavailable.KUBERNETES
-    assert (observed.replicas_ready, observed.standby_ready) == (2, 1)  # read back from the cluster
+    back = readback_from(asyncio.run(acts.read(pol)), unavailable=acts.unavailable("chat"))
+    assert back.unavailable == Unavailable.KUBERNETES
+    assert (back.replicas_ready, back.standby_ready) == (2, 1)  # read back from the cluster
     puts = len([w for w in _writes(server) if w["method"] == "PUT"])
     _apply(acts, pol, decision(replicas=4, standby=1, at=1_700_000_150.0))  # unavailable: one attempt only
     assert len([w for w in _writes(server) if w["method"] == "PUT"]) == puts + 1
