@@ -186,7 +186,8 @@ def _explain(raw: bytes, error: Exception, kind: type[RequestEvent | MetricEvent
         return InvalidEvent("missing_field", f"missing {', '.join(missing)}")
     unknown = sorted(name for name in fields if name not in shape.types)
     if unknown:
-        return InvalidEvent("unknown_field", f"unknown {', '.join(name[:80] for name in unknown)}")
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        return InvalidEvent("unknown_field", f"unknown {', '.join(name[:80] for name in unknown[:5])}{more}")
     if isinstance(error, msgspec.ValidationError):
         return _field_error(str(error), fields, shape)
     if isinstance(error, msgspec.DecodeError):
@@ -204,7 +205,7 @@ def _malformed(raw: bytes, error: msgspec.DecodeError) -> InvalidEvent:
             if raw[offset - 1 : offset] == b"-":  # msgspec points past the sign of -Infinity
                 offset, literal = offset - 1, b"-" + literal
             key = _KEY_BEFORE.search(raw[max(0, offset - 300) : offset])
-            where = f"{key.group(1).decode()}: " if key else ""
+            where = f"{key.group(1).decode(errors='replace')}: " if key else ""
             return InvalidEvent("bad_value", f"{where}{literal.decode()} is not a finite number")
     return InvalidEvent("not_json", message[:120])
 

@@ -226,6 +226,16 @@ def test_hostile_payloads_are_rejected_with_a_reason(raw: object, reason: str, n
     assert names in caught.value.detail
 
 
+def test_a_rejection_detail_stays_short_whatever_the_payload() -> None:
+    raw = json.dumps({**GOOD_REQUEST, **{f"extra-{i:05d}-" + "x" * 70: 0 for i in range(600)}}).encode()
+    with pytest.raises(InvalidEvent) as caught:
+        _decode_request(raw)
+    assert caught.value.reason == "unknown_field"
+    assert "extra-00000-" in caught.value.detail
+    assert "and 595 more" in caught.value.detail
+    assert len(caught.value.detail) < 600
+
+
 def test_a_duplicate_field_counts_once_and_the_last_value_wins() -> None:
     raw = _req().replace(b'"ts"', b'"prompt_tokens": 5, "ts"', 1)
     assert _decode_request(raw).prompt_tokens == 812
