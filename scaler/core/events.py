@@ -1,20 +1,26 @@
 """Request and replica-metric events: decoded from raw Kafka bytes and validated once, at the edge.
 
-Everything past this module receives frozen, typed events; raw dicts never travel further. Decoding
-is on the ingest hot path, so it uses :func:`json.loads` plus explicit type checks rather than a
-validation framework. Every failure is an :class:`InvalidEvent` whose ``reason`` is one of a small,
-fixed set of codes (safe as a metric label) and whose ``detail`` names the field and the value.
+Everything past this module receives frozen, typed events; raw dicts never travel further. The
+event types are :mod:`msgspec` structs, so one C pass parses and validates a payload (strict types:
+a bool is not an int, a string is not a number; bounds as constraints; unknown fields rejected).
+Only a rejected payload is looked at again, to explain it: every failure is an :class:`InvalidEvent`
+whose ``reason`` is one of a small, fixed set of codes (safe as a metric label) and whose ``detail``
+names the field and the value. Nothing else escapes, whatever the bytes.
 
-Time is an argument: ``now`` and ``max_skew`` bound how far an event's timestamp may stray.
+The shipped JSON Schemas (``scaler/schemas/``) are generated from the same structs
+(``python -m scaler.schemas.generate``). Time is an argument: ``now`` and ``max_skew`` bound how far
+an event's timestamp may stray.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
+import re
 from collections.abc import Container
-from typing import Any, Final, Literal
+from typing import Annotated, Final, Literal, TypeVar, get_args
+
+import msgspec
+import msgspec.inspect
 
 MAX_EVENT_BYTES: Final = 64 * 1024
 MAX_ID_CHARS: Final = 256
@@ -22,8 +28,8 @@ MAX_COUNT: Final = 2**31 - 1
 
 RequestType = Literal["arrival", "first_token", "finish", "reject"]
 Backend = Literal["kubernetes", "serverless"]
-REQUEST_TYPES: Final[frozenset[str]] = frozenset({"arrival", "first_token", "finish", "reject"})
-BACKENDS: Final[frozenset[str]] = frozenset({"kubernetes", "serverless"})
+REQUEST_TYPES: Final[frozenset[str]] = frozenset(get_args(RequestType))
+BACKENDS: Final[frozenset[str]] = frozenset(get_args(Backend))
 
 # Reason codes (bounded set: they label the rejected-events counter).
 REASONS: Final = (
@@ -39,6 +45,13 @@ REASONS: Final = (
     "timestamp_skew",
 )
 
+_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_CHARS)]
+_Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)]
+_Model = Annotated[_Id, msgspec.Meta(description="Model name; must have a policy. Also the record key.")]
+_Timestamp = Annotated[
+    float, msgspec.Meta(description="Unix time in seconds; within the daemon's max skew of its clock.")
+]
+
 
 class InvalidEvent(ValueError):  # noqa: N818  # the name is part of the documented event contract
     """An event that cannot be used; ``reason`` is a code from :data:`REASONS`, ``detail`` explains it."""
@@ -49,213 +62,240 @@ class InvalidEvent(ValueError):  # noqa: N818  # the name is part of the documen
         self.detail = detail
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class RequestEvent:
-    """One step in the life of an inference request (topic ``llm.requests``)."""
+class RequestEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, gc=False):
+    """One step in the life of an inference request (topic llm.requests, key = model, at most 64 KiB)."""
 
-    model: str
-    ts: float
+    model: _Model
+    ts: _Timestamp
     type: RequestType
-    request_id: str
-    prompt_tokens: int
-    output_tokens: int
-    backend: Backend | None = None
+    request_id: _Id
+    prompt_tokens: _Count
+    output_tokens: _Count
+    backend: Annotated[
+        Backend | None, msgspec.Meta(description="Where the request was served, if known.")
+    ] = None
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class MetricEvent:
-    """A vLLM replica's state at one instant (topic ``llm.metrics``)."""
+class MetricEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
+    """A vLLM replica's state at one instant (topic llm.metrics, key = model, at most 64 KiB)."""
 
-    model: str
-    ts: float
-    replica: str
-    waiting: int
-    running: int
-    kv_cache_usage: float
-    ready: bool
-
-
-_REQUEST_REQUIRED: Final = frozenset({"model", "ts", "type", "request_id", "prompt_tokens", "output_tokens"})
-_REQUEST_FIELDS: Final = _REQUEST_REQUIRED | {"backend"}
-_METRIC_FIELDS: Final = frozenset({"model", "ts", "replica", "waiting", "running", "kv_cache_usage", "ready"})
+    model: _Model
+    ts: _Timestamp
+    replica: Annotated[_Id, msgspec.Meta(description="Replica (pod) name.")]
+    waiting: Annotated[_Count, msgspec.Meta(description="Requests queued.")]
+    running: Annotated[_Count, msgspec.Meta(description="Requests being served.")]
+    kv_cache_usage: Annotated[float, msgspec.Meta(ge=0.0, le=1.0, description="KV cache in use, 0..1.")]
+    ready: Annotated[bool, msgspec.Meta(description="False while the replica is starting.")]
 
 
-def _reject_constant(name: str) -> float:
-    raise InvalidEvent("bad_value", f"{name} is not a finite number")
+_Event = TypeVar("_Event", RequestEvent, MetricEvent)
 
-
-_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)  # built once: json.loads(...,
-# parse_constant=...) would build a decoder per call
-
-
-def _parse_object(raw: bytes) -> dict[str, Any]:
-    if len(raw) > MAX_EVENT_BYTES:
-        raise InvalidEvent("too_large", f"{len(raw)} bytes, limit {MAX_EVENT_BYTES}")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidEvent("not_utf8", f"invalid byte at offset {exc.start}") from None
-    except AttributeError:
-        raise InvalidEvent("wrong_type", f"payload is {type(raw).__name__}, not bytes") from None
-    try:
-        data = _DECODER.decode(text)
-    except InvalidEvent:
-        raise
-    except RecursionError:
-        raise InvalidEvent("not_json", "nested too deeply") from None
-    except ValueError as exc:
-        raise InvalidEvent("not_json", str(exc)[:120]) from None
-    if type(data) is not dict:
-        raise InvalidEvent("not_object", f"top level is a JSON {type(data).__name__}, not an object")
-    return data
-
-
-def _check_keys(data: dict[str, Any], *, required: frozenset[str], allowed: frozenset[str]) -> None:
-    keys = data.keys()
-    if not required <= keys:
-        missing = sorted(required - keys)
-        raise InvalidEvent("missing_field", f"missing {', '.join(missing)}")
-    if not keys <= allowed:
-        extra = sorted(str(k) for k in keys - allowed)
-        raise InvalidEvent("unknown_field", f"unknown {', '.join(extra)}")
-
-
-def _text(data: dict[str, Any], field: str) -> str:
-    value = data[field]
-    if type(value) is not str:
-        raise InvalidEvent("wrong_type", f"{field} must be a string, got {_show(value)}")
-    if not value or len(value) > MAX_ID_CHARS:
-        raise InvalidEvent("bad_value", f"{field} must have 1-{MAX_ID_CHARS} characters, got {len(value)}")
-    return value
-
-
-def _count(data: dict[str, Any], field: str) -> int:
-    value = data[field]
-    if type(value) is not int:
-        raise InvalidEvent("wrong_type", f"{field} must be an integer, got {_show(value)}")
-    if value < 0 or value > MAX_COUNT:
-        raise InvalidEvent("bad_value", f"{field} must be in 0..{MAX_COUNT}, got {value}")
-    return value
-
-
-def _number(data: dict[str, Any], field: str) -> float:
-    value = data[field]
-    kind = type(value)
-    if kind is not float and kind is not int:
-        raise InvalidEvent("wrong_type", f"{field} must be a number, got {_show(value)}")
-    number = float(value)
-    if not math.isfinite(number):
-        raise InvalidEvent("bad_value", f"{field} is not a finite number")
-    return number
-
-
-def _model(data: dict[str, Any], known_models: Container[str]) -> str:
-    model = _text(data, "model")
-    if model not in known_models:
-        raise InvalidEvent("unknown_model", f"model {model[:80]!r} has no policy")
-    return model
-
-
-def _timestamp(data: dict[str, Any], *, now: float, max_skew: float) -> float:
-    ts = _number(data, "ts")
-    if abs(ts - now) > max_skew:
-        detail = f"ts {ts:.3f} is {ts - now:+.1f} s from now (limit {max_skew:g} s)"
-        raise InvalidEvent("timestamp_skew", detail)
-    return ts
-
-
-def _show(value: object) -> str:
-    if value is None:
-        return "null"
-    return type(value).__name__
+_REQUEST_DECODER: Final = msgspec.json.Decoder(RequestEvent)
+_METRIC_DECODER: Final = msgspec.json.Decoder(MetricEvent)
+_FIELDS_DECODER: Final = msgspec.json.Decoder(dict[str, msgspec.Raw])  # keys, values left unparsed
+_ENCODER: Final = msgspec.json.Encoder()
+# What msgspec raises on bad input: its own errors, UnicodeDecodeError for invalid UTF-8 inside a
+# string, RecursionError for deep nesting.
+_DECODE_ERRORS: Final = (msgspec.MsgspecError, UnicodeDecodeError, RecursionError)
 
 
 def decode_request(raw: bytes, *, known_models: Container[str], now: float, max_skew: float) -> RequestEvent:
     """Return the request event encoded in ``raw``; raise :class:`InvalidEvent` if it is not a valid one."""
-    data = _parse_object(raw)
-    keys = data.keys()
-    if keys in (_REQUEST_REQUIRED, _REQUEST_FIELDS):
-        # Fast path: one pass of cheap checks for a valid event; any doubt falls through to the
-        # field-by-field checks below, which name what is wrong.
-        model = data["model"]
-        ts = data["ts"]
-        kind = data["type"]
-        rid = data["request_id"]
-        prompt = data["prompt_tokens"]
-        output = data["output_tokens"]
-        backend = data.get("backend")
-        if (
-            type(model) is str
-            and model in known_models
-            and (type(ts) is float or type(ts) is int)
-            and abs(ts - now) <= max_skew
-            and type(kind) is str
-            and kind in REQUEST_TYPES
-            and type(rid) is str
-            and 0 < len(rid) <= MAX_ID_CHARS
-            and 0 < len(model) <= MAX_ID_CHARS
-            and type(prompt) is int
-            and 0 <= prompt <= MAX_COUNT
-            and type(output) is int
-            and 0 <= output <= MAX_COUNT
-            and (backend is None or (type(backend) is str and backend in BACKENDS))
-        ):
-            return RequestEvent(model, float(ts), kind, rid, prompt, output, backend)  # type: ignore[arg-type]
-    _check_keys(data, required=_REQUEST_REQUIRED, allowed=_REQUEST_FIELDS)
-    kind = data["type"]
-    if type(kind) is not str:
-        raise InvalidEvent("wrong_type", f"type must be a string, got {_show(kind)}")
-    if kind not in REQUEST_TYPES:
-        raise InvalidEvent("bad_value", f"type must be one of {sorted(REQUEST_TYPES)}, got {kind[:40]!r}")
-    backend = data.get("backend")
-    if backend is not None:
-        if type(backend) is not str:
-            raise InvalidEvent("wrong_type", f"backend must be a string, got {_show(backend)}")
-        if backend not in BACKENDS:
-            allowed = sorted(BACKENDS)
-            raise InvalidEvent("bad_value", f"backend must be one of {allowed}, got {backend[:40]!r}")
-    model = _model(data, known_models)
-    return RequestEvent(
-        model=model,
-        ts=_timestamp(data, now=now, max_skew=max_skew),
-        type=kind,  # type: ignore[arg-type]  # checked against REQUEST_TYPES above
-        request_id=_text(data, "request_id"),
-        prompt_tokens=_count(data, "prompt_tokens"),
-        output_tokens=_count(data, "output_tokens"),
-        backend=backend,  # type: ignore[arg-type]  # checked against BACKENDS above
-    )
+    if type(raw) is bytes and len(raw) <= MAX_EVENT_BYTES:  # the hot path: one C call, two checks
+        try:
+            event = _REQUEST_DECODER.decode(raw)
+        except _DECODE_ERRORS as exc:
+            raise _explain(raw, exc, RequestEvent) from None
+        if event.model in known_models and abs(event.ts - now) <= max_skew:
+            return event
+    else:
+        event = _decode(raw, _REQUEST_DECODER, RequestEvent)
+    _check_context(event, known_models=known_models, now=now, max_skew=max_skew)
+    return event
 
 
 def decode_metric(raw: bytes, *, known_models: Container[str], now: float, max_skew: float) -> MetricEvent:
     """Return the replica metric event encoded in ``raw``; raise :class:`InvalidEvent` if it is not valid."""
-    data = _parse_object(raw)
-    _check_keys(data, required=_METRIC_FIELDS, allowed=_METRIC_FIELDS)
-    ready = data["ready"]
-    if type(ready) is not bool:
-        raise InvalidEvent("wrong_type", f"ready must be a boolean, got {_show(ready)}")
-    usage = _number(data, "kv_cache_usage")
-    if not 0.0 <= usage <= 1.0:
-        raise InvalidEvent("bad_value", f"kv_cache_usage must be in 0..1, got {usage:g}")
-    model = _model(data, known_models)
-    return MetricEvent(
-        model=model,
-        ts=_timestamp(data, now=now, max_skew=max_skew),
-        replica=_text(data, "replica"),
-        waiting=_count(data, "waiting"),
-        running=_count(data, "running"),
-        kv_cache_usage=usage,
-        ready=ready,
-    )
+    if type(raw) is bytes and len(raw) <= MAX_EVENT_BYTES:  # the hot path, as in decode_request
+        try:
+            event = _METRIC_DECODER.decode(raw)
+        except _DECODE_ERRORS as exc:
+            raise _explain(raw, exc, MetricEvent) from None
+        if event.model in known_models and abs(event.ts - now) <= max_skew:
+            return event
+    else:
+        event = _decode(raw, _METRIC_DECODER, MetricEvent)
+    _check_context(event, known_models=known_models, now=now, max_skew=max_skew)
+    return event
 
 
 def encode_request(event: RequestEvent) -> bytes:
     """Return the wire form of ``event`` (JSON, UTF-8); ``decode_request`` reads it back unchanged."""
-    data = dataclasses.asdict(event)
-    if event.backend is None:
-        del data["backend"]
-    return json.dumps(data, separators=(",", ":")).encode()
+    return _ENCODER.encode(event)
 
 
 def encode_metric(event: MetricEvent) -> bytes:
     """Return the wire form of ``event`` (JSON, UTF-8); ``decode_metric`` reads it back unchanged."""
-    return json.dumps(dataclasses.asdict(event), separators=(",", ":")).encode()
+    return _ENCODER.encode(event)
+
+
+def peek_model(key: bytes | None) -> str | None:
+    """Return the model named by a record's Kafka key, or None if the key cannot name one.
+
+    Cheap (no JSON): for dropping events of models this process does not own before decoding them.
+    None means "decode the payload to find out"; the payload's ``model`` stays the authority.
+    """
+    if not key or len(key) > 4 * MAX_ID_CHARS:
+        return None
+    try:
+        model = key.decode("utf-8")
+    except (UnicodeDecodeError, AttributeError):
+        return None
+    return model if len(model) <= MAX_ID_CHARS else None
+
+
+def _decode(raw: bytes, decoder: msgspec.json.Decoder[_Event], kind: type[_Event]) -> _Event:
+    if type(raw) is not bytes and type(raw) is not bytearray:
+        raise InvalidEvent("wrong_type", f"payload is {type(raw).__name__}, not bytes")
+    if len(raw) > MAX_EVENT_BYTES:
+        raise InvalidEvent("too_large", f"{len(raw)} bytes, limit {MAX_EVENT_BYTES}")
+    try:
+        return decoder.decode(raw)
+    except _DECODE_ERRORS as exc:
+        raise _explain(raw, exc, kind) from None
+
+
+def _check_context(
+    event: RequestEvent | MetricEvent, *, known_models: Container[str], now: float, max_skew: float
+) -> None:
+    """Raise :class:`InvalidEvent` if ``event`` names an unknown model or strays from ``now``."""
+    if event.model not in known_models:
+        raise InvalidEvent("unknown_model", f"model {event.model[:80]!r} has no policy")
+    ts = event.ts  # finite: the decoder refuses NaN, Infinity and numbers beyond a float's range
+    if abs(ts - now) > max_skew:
+        detail = f"ts {ts:.15g} is {ts - now:+.1f} s from now (limit {max_skew:g} s)"
+        raise InvalidEvent("timestamp_skew", detail)
+
+
+# -- explaining a rejection: only rejected payloads come here, so clarity beats speed ----------------
+
+_NON_FINITE: Final = (b"NaN", b"Infinity")
+_AT_BYTE: Final = re.compile(r"\(byte (\d+)\)")
+_AT_FIELD: Final = re.compile(r"^(.*) - at `\$\.([^`]*)`$", re.DOTALL)
+_KEY_BEFORE: Final = re.compile(rb'"([^"\\]{1,256})"\s*:\s*$')
+_WRONG_TYPE: Final = re.compile(r"^Expected `[^`]*`, got `[^`]*`$")
+
+
+def _explain(raw: bytes, error: Exception, kind: type[RequestEvent | MetricEvent]) -> InvalidEvent:
+    """Return the :class:`InvalidEvent` that says why ``raw`` failed to decode as ``kind`` with ``error``."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return InvalidEvent("not_utf8", f"invalid byte at offset {exc.start}")
+    try:
+        fields = _FIELDS_DECODER.decode(raw)
+    except RecursionError:
+        return InvalidEvent("not_json", "nested too deeply")
+    except msgspec.ValidationError:  # the top level is valid JSON or not, but not an object
+        return _not_object(raw)
+    except msgspec.DecodeError as exc:
+        return _malformed(raw, exc)
+    shape = _SHAPES[kind]
+    missing = sorted(name for name in shape.required if name not in fields)
+    if missing:
+        return InvalidEvent("missing_field", f"missing {', '.join(missing)}")
+    unknown = sorted(name for name in fields if name not in shape.types)
+    if unknown:
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        return InvalidEvent("unknown_field", f"unknown {', '.join(name[:80] for name in unknown[:5])}{more}")
+    if isinstance(error, msgspec.ValidationError):
+        return _field_error(str(error), fields, shape)
+    if isinstance(error, msgspec.DecodeError):
+        return _malformed(raw, error)
+    return InvalidEvent("not_json", f"{type(error).__name__}: {error}"[:120])
+
+
+def _malformed(raw: bytes, error: msgspec.DecodeError) -> InvalidEvent:
+    message = str(error)
+    at = _AT_BYTE.search(message)
+    if at is not None:
+        offset = int(at.group(1))
+        literal = next((c for c in _NON_FINITE if raw.startswith(c, offset)), None)
+        if literal is not None:
+            if raw[offset - 1 : offset] == b"-":  # msgspec points past the sign of -Infinity
+                offset, literal = offset - 1, b"-" + literal
+            key = _KEY_BEFORE.search(raw[max(0, offset - 300) : offset])
+            where = f"{key.group(1).decode(errors='replace')}: " if key else ""
+            return InvalidEvent("bad_value", f"{where}{literal.decode()} is not a finite number")
+    return InvalidEvent("not_json", message[:120])
+
+
+def _not_object(raw: bytes) -> InvalidEvent:
+    try:
+        value = msgspec.json.decode(raw)
+    except RecursionError:
+        return InvalidEvent("not_json", "nested too deeply")
+    except msgspec.ValidationError as exc:  # a number too long to parse
+        return InvalidEvent("not_json", str(exc)[:120])
+    except msgspec.DecodeError as exc:
+        return _malformed(raw, exc)
+    return InvalidEvent("not_object", f"top level is a JSON {type(value).__name__}, not an object")
+
+
+def _field_error(message: str, fields: dict[str, msgspec.Raw], shape: _Shape) -> InvalidEvent:
+    """Map msgspec's ``message`` (e.g. "Expected `int` >= 0 - at `$.waiting`") onto a reason."""
+    at = _AT_FIELD.match(message)
+    if at is None:
+        return InvalidEvent("bad_value", message[:200])
+    problem, field = at.group(1), at.group(2)
+    literal = bytes(fields[field]) if field in fields else b""
+    shown = literal[:40].decode("utf-8", "replace") + ("..." if len(literal) > 40 else "")
+    if _WRONG_TYPE.match(problem):
+        return InvalidEvent("wrong_type", f"{field}: {_lower_first(problem)}")
+    if problem == "Integer value out of range":  # more digits than the parser reads
+        return InvalidEvent("not_json", f"{field}: an integer of {len(literal)} digits is out of range")
+    if problem == "Number out of range":
+        field_type = shape.types.get(field)
+        if not isinstance(field_type, msgspec.inspect.FloatType) and any(c in literal for c in b".eE"):
+            return InvalidEvent("wrong_type", f"{field}: expected `int`, got `float` {shown}")
+        return InvalidEvent("bad_value", f"{field} is not a finite number: {shown} is beyond a float's range")
+    if problem.startswith("Invalid enum value"):
+        allowed = sorted(shape.choices.get(field, ()))
+        return InvalidEvent("bad_value", f"{field}: {_lower_first(problem)[:80]}, allowed {allowed}")
+    return InvalidEvent("bad_value", f"{field}: {_lower_first(problem)}, got {shown}")
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Shape:
+    """What a rejection's explanation needs to know of an event type, read from the struct itself."""
+
+    required: tuple[str, ...]
+    types: dict[str, msgspec.inspect.Type]  # field -> its type, constraints unwrapped
+    choices: dict[str, frozenset[str]]  # field -> allowed values of a Literal (or optional Literal) field
+
+    @classmethod
+    def of(cls, kind: type[msgspec.Struct]) -> _Shape:
+        """Return the shape of ``kind``, from :func:`msgspec.inspect.type_info`."""
+        info = msgspec.inspect.type_info(kind)
+        assert isinstance(info, msgspec.inspect.StructType)
+        types = {f.name: _unwrap(f.type) for f in info.fields}
+        choices: dict[str, frozenset[str]] = {}
+        for name, field_type in types.items():
+            options = field_type.types if isinstance(field_type, msgspec.inspect.UnionType) else (field_type,)
+            for option in options:
+                if isinstance(option, msgspec.inspect.LiteralType):
+                    choices[name] = frozenset(str(v) for v in option.values)
+        return cls(required=tuple(f.name for f in info.fields if f.required), types=types, choices=choices)
+
+
+def _unwrap(field_type: msgspec.inspect.Type) -> msgspec.inspect.Type:
+    while isinstance(field_type, msgspec.inspect.Metadata):
+        field_type = field_type.type
+    return field_type
+
+
+_SHAPES: Final[dict[type, _Shape]] = {kind: _Shape.of(kind) for kind in (RequestEvent, MetricEvent)}
