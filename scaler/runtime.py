@@ -184,12 +184,10 @@ class Runtime:
         requests_topic = self.options.requests_topic
         owned = self.owned
         for record in records:
-            key = record.key
-            if key is not None:
-                name = key.decode("utf-8", "replace")
-                if name not in owned and name in policies:
-                    self._not_owned.inc()  # another process acts for this model
-                    continue
+            name = events.peek_model(record.key)
+            if name is not None and name not in owned and name in policies:
+                self._not_owned.inc()  # another process acts for this model: not worth decoding
+                continue
             try:
                 if record.topic == requests_topic:
                     request = events.decode_request(
