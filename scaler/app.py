@@ -227,7 +227,7 @@ class Daemon:
             return False
         self._policy_sig = signature
         try:
-            policies = self.reload_policies()
+            policies = await asyncio.to_thread(self.reload_policies)  # off the loop: a slow read stalls none
         except PolicyError as exc:
             self.metrics.policy_reload_errors.inc()
             log.error(
