@@ -83,8 +83,9 @@ class ModelAggregator:
         self.replica_stale_seconds = float(replica_stale_seconds)
         self._ring = np.zeros((open_buckets, _COLUMNS), dtype=np.int64)
         self._first_open: int | None = None  # index (start // bucket_seconds) of the oldest open bucket
-        self._second_counts = np.zeros(SECONDS_RING, dtype=np.int64)
-        self._second_stamps = np.full(SECONDS_RING, -1, dtype=np.int64)
+        # per-second ring as plain lists: read a few slots at a time, where numpy's per-call cost dominates
+        self._second_counts = [0] * SECONDS_RING
+        self._second_stamps = [-1] * SECONDS_RING
         self._replicas: dict[str, MetricEvent] = {}
         self.late = 0
         self.early = 0
@@ -212,10 +213,12 @@ class ModelAggregator:
         if not 1 <= window_seconds < SECONDS_RING:
             raise ValueError(f"window_seconds must be in 1..{SECONDS_RING - 1}, got {window_seconds}")
         newest = math.floor(now)
-        seconds = np.arange(newest - window_seconds + 1, newest + 1)
-        slots = seconds % SECONDS_RING
-        fresh = self._second_stamps[slots] == seconds
-        count = int(self._second_counts[slots][fresh].sum())
+        stamps, counts = self._second_stamps, self._second_counts
+        count = 0
+        for second in range(newest - window_seconds + 1, newest + 1):
+            slot = second % SECONDS_RING
+            if stamps[slot] == second:
+                count += counts[slot]
         span = max(window_seconds - 1 + (now - newest), 0.5)
         return count / span, count
 
