@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import structlog
 
@@ -29,7 +29,7 @@ from scaler.control.controller import ReadBack
 from scaler.core.actuation import Change
 from scaler.core.policy import ModelPolicy
 from scaler.core.types import Decision, Unavailable
-from scaler.ports import Capacity, Clock, DecisionSink
+from scaler.ports import Capacity, Clock, DecisionObserver, DecisionSink
 
 MAX_PUBLISHING = 10_000  # decisions in flight to the broker at most; beyond, new ones are counted lost
 
@@ -56,9 +56,14 @@ class Executor:
         actuators: Actuators | None,
         metrics: DaemonMetrics,
         clock: Clock,
+        observers: Sequence[DecisionObserver] = (),
     ) -> None:
-        """Create an executor; ``actuators`` None means decisions are only published."""
+        """Create an executor; ``actuators`` None means decisions are only published.
+
+        ``observers`` hear of every decision as it is submitted, and of models released.
+        """
         self.sink = sink
+        self.observers = list(observers)
         self.actuators = actuators
         self.metrics = metrics
         self.clock = clock
@@ -82,6 +87,8 @@ class Executor:
 
     async def release(self, models: frozenset[str]) -> None:
         """Stop acting for ``models``: their workers are cancelled and awaited; nothing more is applied."""
+        for observer in self.observers:
+            observer.released(models)
         tasks = []
         for model in models:
             worker = self._workers.pop(model, None)
@@ -105,6 +112,8 @@ class Executor:
     def submit(self, *, policy: ModelPolicy, decision: Decision, payload: Mapping[str, object]) -> None:
         """Publish ``payload`` and hand ``decision`` to the model's worker; returns at once."""
         model = policy.name
+        for observer in self.observers:
+            observer.decided(model=model, decision=decision, payload=payload)
         if len(self._publishing) >= MAX_PUBLISHING:
             self.metrics.publish_errors.inc()
             self.log.error("decision_not_published", model=model, policy=model, error="publish backlog full")

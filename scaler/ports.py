@@ -13,11 +13,13 @@ from typing import NamedTuple, Protocol, runtime_checkable
 
 from scaler.control.controller import Forecaster, Planner
 from scaler.core.policy import KubernetesTarget, ModelPolicy, ServerlessTarget
+from scaler.core.types import Decision
 
 __all__ = [
     "Capacity",
     "CheckpointStore",
     "Clock",
+    "DecisionObserver",
     "DecisionSink",
     "EventSource",
     "Forecaster",
@@ -91,6 +93,16 @@ class DecisionSink(Protocol):
 
     async def dead_letter(self, *, record: RawRecord, reason: str, detail: str) -> None:
         """Record an event that failed validation; raise ConnectionError if it could not be delivered."""
+
+
+class DecisionObserver(Protocol):
+    """Hears of every decision as it is made (e.g. an external scaler serving them to KEDA)."""
+
+    def decided(self, *, model: str, decision: Decision, payload: Mapping[str, object]) -> None:
+        """Take note of ``decision`` for ``model``; called on the event loop, so it must not block."""
+
+    def released(self, models: frozenset[str]) -> None:
+        """Forget ``models``: this process no longer acts for them."""
 
 
 class CheckpointStore(Protocol):
