@@ -6,7 +6,7 @@ decoder is ``scaler/core/events.py`` as of the newest commit whose version did n
 ``--old-rev``), loaded from ``git show`` into a temporary module.
 
 Workloads: valid request events, valid metric events, a mix of rejected events (one of each kind
-the tests check), and ``peek_model`` on record keys. Also prints how many rejected payloads get the
+the tests check). Also prints how many rejected payloads get the
 same reason from both decoders.
 
     .venv/bin/python bench/decode.py [--events 100000] [--runs 7] [--old-rev REV]
@@ -190,15 +190,6 @@ def main() -> None:
                     _per_event_ns(getattr(new_events, function), payloads, (new_events.InvalidEvent,))
                 )
             _row(name, old_ns, new_ns)
-        keys = [f"model-{i % 100}".encode() for i in range(args.events)]
-        peek = []
-        for _ in range(args.runs):
-            start = time.perf_counter_ns()
-            for key in keys:
-                new_events.peek_model(key)
-            peek.append((time.perf_counter_ns() - start) / len(keys))
-        low, high = min(peek), max(peek)
-        print(f"{'peek_model (key)':<22} new {statistics.median(peek):8.0f} ns [{low:.0f}-{high:.0f}]")
         rejected = _rejected(13, rng)
         same = [
             (

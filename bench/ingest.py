@@ -170,14 +170,14 @@ async def reaction(bootstrap: str, settings: Settings, policies: dict[str, Model
                    models: list[str]) -> list[float]:  # fmt: skip
     daemon: Daemon = build_kafka_daemon(settings=settings, policies=policies, planner=plan)
     published: dict[str, float] = {}
-    publish = daemon.runtime.sink.publish
+    publish = daemon.runtime.executor.sink.publish
 
     async def timed_publish(*, model: str, payload: object) -> None:
         if isinstance(payload, dict) and payload.get("trigger") == "burst" and model not in published:
             published[model] = time.time()
         await publish(model=model, payload=payload)  # type: ignore[arg-type]
 
-    daemon.runtime.sink.publish = timed_publish  # type: ignore[method-assign]
+    daemon.runtime.executor.sink.publish = timed_publish  # type: ignore[method-assign]
     task = asyncio.create_task(daemon.run(install_signals=False))
     while not daemon.assigned:  # noqa: ASYNC110  # a flag set by the rebalance callback
         await asyncio.sleep(0.05)

@@ -67,6 +67,7 @@ class Runtime:
         self.log = structlog.get_logger("scaler.runtime")
         self._not_owned = metrics.events_dropped.labels(why="not_owned")  # resolved once: hot path
         self._late_or_early = metrics.events_dropped.labels(why="late_or_early")
+        self._foreign: frozenset[bytes] | None = None  # keys of models others own; None: recompute
 
     # -- ownership ----------------------------------------------------------------------------------
 
@@ -94,6 +95,7 @@ class Runtime:
             self.owned[model] = controller
             self.executor.attach(policy)
         self.metrics.owned_models.set(len(self.owned))
+        self._foreign = None
 
     def seed(
         self,
@@ -128,6 +130,7 @@ class Runtime:
             if self.owned.pop(model, None) is not None:
                 self.metrics.forget_model(model)
         self.metrics.owned_models.set(len(self.owned))
+        self._foreign = None
         return final
 
     def checkpoints(self, models: frozenset[str] | None = None) -> dict[str, bytes]:
@@ -160,6 +163,7 @@ class Runtime:
                 self.executor.attach(policy)
                 self.log.info("policy_applied", model=model, policy=model)
         self.metrics.owned_models.set(len(self.owned))
+        self._foreign = None
         return frozenset(dropped)
 
     def _fresh(self, policy: ModelPolicy, *, now: float) -> ModelController:
@@ -173,7 +177,19 @@ class Runtime:
 
     # -- observe ------------------------------------------------------------------------------------
 
-    def ingest(self, records: list[RawRecord], *, now: float) -> list[tuple[RawRecord, InvalidEvent]]:
+    def _foreign_keys(self) -> frozenset[bytes]:
+        """Return the Kafka keys of models with a policy that this process does not own.
+
+        Computed again after every change of ownership or policies (:meth:`assign`, :meth:`revoke`,
+        :meth:`set_policies` clear it).
+        """
+        if self._foreign is None:
+            self._foreign = frozenset(m.encode() for m in self.policies if m not in self.owned)
+        return self._foreign
+
+    def ingest(  # noqa: PLR0912  # the hot path stays one loop: a call per record costs more than it reads
+        self, records: list[RawRecord], *, now: float
+    ) -> list[tuple[RawRecord, InvalidEvent]]:
         """Decode and aggregate ``records``; return the invalid ones with their error (nothing is raised).
 
         A record keyed by a model another process owns is dropped before it is decoded.
@@ -183,26 +199,28 @@ class Runtime:
         skew = self.options.max_skew_seconds
         requests_topic = self.options.requests_topic
         owned = self.owned
+        foreign = self._foreign_keys()
+        not_owned = late_or_early = requests = 0  # counted here, exported once per batch: hot path
         for record in records:
-            name = events.peek_model(record.key)
-            if name is not None and name not in owned and name in policies:
-                self._not_owned.inc()  # another process acts for this model: not worth decoding
+            if record.key in foreign:
+                not_owned += 1  # keyed by a model another process acts for: not worth decoding
                 continue
             try:
                 if record.topic == requests_topic:
+                    requests += 1
                     request = events.decode_request(
                         record.value, known_models=policies, now=now, max_skew=skew
                     )
                     controller = owned.get(request.model)
                     if controller is None:
-                        self._not_owned.inc()
+                        not_owned += 1
                     elif not controller.ingest_request(request, now=now):
-                        self._late_or_early.inc()
+                        late_or_early += 1
                 else:
                     metric = events.decode_metric(record.value, known_models=policies, now=now, max_skew=skew)
                     controller = owned.get(metric.model)
                     if controller is None:
-                        self._not_owned.inc()
+                        not_owned += 1
                     else:
                         controller.ingest_metric(metric, now=now)
             except InvalidEvent as exc:
@@ -212,10 +230,16 @@ class Runtime:
                 error = InvalidEvent("bad_value", f"cannot decode: {type(exc).__name__}: {str(exc)[:120]}")
                 rejected.append((record, error))
                 self.metrics.events_rejected.labels(reason=error.reason).inc()
-        topics = {r.topic for r in records}
-        for topic in topics:
-            count = len(records) if len(topics) == 1 else sum(1 for r in records if r.topic == topic)
-            self.metrics.events_consumed.labels(topic=topic).inc(count)
+        if not_owned:
+            self._not_owned.inc(not_owned)
+        if late_or_early:
+            self._late_or_early.inc(late_or_early)
+        if requests == len(records):
+            self.metrics.events_consumed.labels(topic=requests_topic).inc(requests)
+        else:
+            for topic in {r.topic for r in records}:
+                count = sum(1 for r in records if r.topic == topic)
+                self.metrics.events_consumed.labels(topic=topic).inc(count)
         return rejected
 
     # -- fallback: Prometheus when a model's events stop -------------------------------------------

@@ -445,3 +445,21 @@ def test_a_planner_failure_for_one_model_does_not_stop_the_others(tmp_path: Path
     failed = [e for e in logs if e["event"] == "decision_failed"]
     assert failed
     assert failed[0]["model"] == "broken"
+
+
+def test_events_keyed_by_a_model_another_process_owns_are_dropped_before_decoding() -> None:
+    sink = RecordingSink()
+    rt = _runtime(_policies("a", "b"), sink)
+    rt.assign(frozenset({"a"}), checkpoints={}, now=T0)
+    garbage_for_b = RawRecord(REQ, 0, 1, b"b", b"{not json")
+    assert rt.ingest([garbage_for_b], now=T0) == []  # b's owner validates b's events, not this process
+    assert rt.metrics.events_dropped.labels(why="not_owned")._value.get() == 1
+    # ownership moves between two batches (revoke a, assign b): the next batch follows it
+    rt.revoke(frozenset({"a"}))
+    rt.assign(frozenset({"b"}), checkpoints={}, now=T0)
+    rejected = rt.ingest([garbage_for_b, RawRecord(REQ, 0, 2, b"a", b"{not json")], now=T0)
+    assert [(r.offset, e.reason) for r, e in rejected] == [(1, "not_json")]
+    assert rt.metrics.events_dropped.labels(why="not_owned")._value.get() == 2
+    # an unkeyed or unknown-keyed record is always decoded (and dead-lettered when bad)
+    rejected = rt.ingest([RawRecord(REQ, 0, 3, None, b"[]"), RawRecord(REQ, 0, 4, b"zz", b"{}")], now=T0)
+    assert [(r.offset, e.reason) for r, e in rejected] == [(3, "not_object"), (4, "missing_field")]

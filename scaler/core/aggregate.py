@@ -81,7 +81,8 @@ class ModelAggregator:
         self.bucket_seconds = int(bucket_seconds)
         self.grace_seconds = float(grace_seconds)
         self.replica_stale_seconds = float(replica_stale_seconds)
-        self._ring = np.zeros((open_buckets, _COLUMNS), dtype=np.int64)
+        # open buckets as plain lists: an event touches two or three cells, where numpy's call cost dominates
+        self._ring: list[list[int]] = [[0] * _COLUMNS for _ in range(open_buckets)]
         self._first_open: int | None = None  # index (start // bucket_seconds) of the oldest open bucket
         # per-second ring as plain lists: read a few slots at a time, where numpy's per-call cost dominates
         self._second_counts = [0] * SECONDS_RING
@@ -102,7 +103,7 @@ class ModelAggregator:
         if offset < 0:
             self.late += 1
             return False
-        size = self._ring.shape[0]
+        size = len(self._ring)
         if offset >= size:
             self.early += 1
             return False
@@ -133,7 +134,7 @@ class ModelAggregator:
         if self._first_open is None:
             self._first_open = index
         offset = index - self._first_open
-        size = self._ring.shape[0]
+        size = len(self._ring)
         if offset < 0 or offset >= size:
             if offset < 0:
                 self.late += 1
@@ -178,7 +179,7 @@ class ModelAggregator:
             return []
         if limit <= self._first_open:
             return []
-        size = self._ring.shape[0]
+        size = len(self._ring)
         start = max(self._first_open, limit - MAX_CATCH_UP_BUCKETS)
         closed: list[ClosedBucket] = []
         for index in range(start, limit):
@@ -186,7 +187,7 @@ class ModelAggregator:
             totals = [0] * _COLUMNS
             if offset < size:  # rows past the ring were never written: those buckets are empty
                 row = self._ring[index % size]
-                totals = [int(v) for v in row]
+                totals = list(row)
             closed.append(
                 ClosedBucket(
                     start=float(index * self.bucket_seconds),
@@ -198,7 +199,7 @@ class ModelAggregator:
                 )
             )
         for index in range(self._first_open, min(limit, self._first_open + size)):
-            self._ring[index % size] = 0
+            self._ring[index % size] = [0] * _COLUMNS
         self._first_open = limit
         if closed:
             self.last_closed = closed[-1]
@@ -242,8 +243,8 @@ class ModelAggregator:
         """Return the open buckets as JSON-ready data (for a checkpoint)."""
         if self._first_open is None:
             return {"bucket_seconds": self.bucket_seconds, "first_open": None, "rows": []}
-        size = self._ring.shape[0]
-        rows = [self._ring[(self._first_open + k) % size].tolist() for k in range(size)]
+        size = len(self._ring)
+        rows = [list(self._ring[(self._first_open + k) % size]) for k in range(size)]
         return {"bucket_seconds": self.bucket_seconds, "first_open": self._first_open, "rows": rows}
 
     def restore_open(self, state: dict[str, object]) -> None:
@@ -257,7 +258,7 @@ class ModelAggregator:
             return
         if type(first) is not int or not isinstance(rows, list):
             raise ValueError("checkpoint open buckets are malformed")
-        size = self._ring.shape[0]
+        size = len(self._ring)
         if self._first_open is None:
             self._first_open = first
         for k, row in enumerate(rows):
@@ -267,7 +268,9 @@ class ModelAggregator:
                 values = np.asarray(row, dtype=np.int64)
                 if values.shape != (_COLUMNS,) or (values < 0).any():
                     raise ValueError(f"checkpoint bucket row {k} is malformed: {row!r}")
-                self._ring[index % size] += values
+                cells = self._ring[index % size]
+                for column, value in enumerate(values.tolist()):
+                    cells[column] += value
 
 
 def burst_threshold(forecast: DemandForecast, *, now: float, level: float = 0.99) -> float | None:

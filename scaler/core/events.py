@@ -139,21 +139,6 @@ def encode_metric(event: MetricEvent) -> bytes:
     return _ENCODER.encode(event)
 
 
-def peek_model(key: bytes | None) -> str | None:
-    """Return the model named by a record's Kafka key, or None if the key cannot name one.
-
-    Cheap (no JSON): for dropping events of models this process does not own before decoding them.
-    None means "decode the payload to find out"; the payload's ``model`` stays the authority.
-    """
-    if not key or len(key) > 4 * MAX_ID_CHARS:
-        return None
-    try:
-        model = key.decode("utf-8")
-    except (UnicodeDecodeError, AttributeError):
-        return None
-    return model if len(model) <= MAX_ID_CHARS else None
-
-
 def _decode(raw: bytes, decoder: msgspec.json.Decoder[_Event], kind: type[_Event]) -> _Event:
     if type(raw) is not bytes and type(raw) is not bytearray:
         raise InvalidEvent("wrong_type", f"payload is {type(raw).__name__}, not bytes")

@@ -245,25 +245,6 @@ def test_a_bytearray_payload_is_accepted() -> None:
     assert _decode_request(bytearray(_req())).request_id == "r-1"
 
 
-@pytest.mark.parametrize(
-    ("key", "model"),
-    [
-        (b"llama-8b", "llama-8b"),
-        (b"qwen-32b", "qwen-32b"),
-        (None, None),
-        (b"", None),
-        (b"\xff\xfe", None),
-        (b"x" * 256, "x" * 256),
-        (b"x" * 257, None),
-        ("é".encode() * 256, "é" * 256),
-    ],
-)
-def test_peek_model_reads_the_record_key_without_decoding_the_payload(
-    key: bytes | None, model: str | None
-) -> None:
-    assert events.peek_model(key) == model
-
-
 _requests = st.builds(
     RequestEvent,
     model=st.sampled_from(sorted(MODELS)),
