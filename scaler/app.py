@@ -31,6 +31,7 @@ from scaler.adapters import actuator_setup, alerts, prometheus
 from scaler.adapters.http import HttpServer
 from scaler.adapters.memory import MemorySink, MemoryStore, ReplaySource, VirtualClock
 from scaler.adapters.metrics import DaemonMetrics
+from scaler.control.controller import Trigger
 from scaler.core import plan
 from scaler.core.policy import ModelPolicy
 from scaler.core.policy_file import PolicyError, load_policies
@@ -179,7 +180,9 @@ class Daemon:
             if not records:
                 continue
             async with self.lock:
-                rejected = self.runtime.ingest(records, now=self.clock.now())
+                now = self.clock.now()
+                rejected = self.runtime.ingest(records, now=now)
+                self._decide(self.runtime.due(now=now, fed=True))  # a burst is decided as soon as it is read
             for record, error in rejected:
                 try:
                     await self.sink.dead_letter(record=record, reason=error.reason, detail=error.detail)
@@ -187,19 +190,24 @@ class Daemon:
                     self.metrics.publish_errors.inc()
                     log.error("dead_letter_failed", error=str(exc), topic=record.topic, offset=record.offset)
             await self._flush_and_commit()
+            await asyncio.sleep(0)  # a source that always has a batch ready must not starve the other tasks
 
     async def _tick(self) -> None:
         while not self.stopping.is_set():
             async with self.lock:  # deciding never awaits: the executor publishes and acts
-                now = self.clock.now()
-                for model, trigger in self.runtime.due(now=now):
-                    try:
-                        self.runtime.decide(model, trigger=trigger, now=now)
-                    except Exception:  # one model's failure must not stop the others
-                        log.exception("decision_failed", model=model, policy=model, trigger=trigger)
+                self._decide(self.runtime.due(now=self.clock.now()))
             for (topic, partition), lag in self.source.lag().items():
                 self.metrics.consumer_lag.labels(topic=topic, partition=str(partition)).set(lag)
             await self._pause(self.settings.burst_check_seconds)
+
+    def _decide(self, due: list[tuple[str, Trigger]]) -> None:
+        """Decide every due model now; one model's failure never stops the others."""
+        now = self.clock.now()
+        for model, trigger in due:
+            try:
+                self.runtime.decide(model, trigger=trigger, now=now)
+            except Exception:
+                log.exception("decision_failed", model=model, policy=model, trigger=trigger)
 
     async def _checkpoint(self) -> None:
         while not self.stopping.is_set():

@@ -44,6 +44,7 @@ class _Worker:
     pending: Decision | None = None
     readback: ReadBack | None = None
     busy: bool = False
+    released: bool = False
 
 
 class Executor:
@@ -93,6 +94,8 @@ class Executor:
         for model in models:
             worker = self._workers.pop(model, None)
             if worker is not None and worker.task is not None:
+                worker.released = True  # seen even if a cancel is lost (asyncio.wait_for before 3.12)
+                worker.wake.set()
                 worker.task.cancel()
                 tasks.append(worker.task)
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -144,6 +147,8 @@ class Executor:
         while True:
             if not first:
                 await worker.wake.wait()
+            if worker.released:
+                return
             worker.wake.clear()
             decision, worker.pending = worker.pending, None
             worker.busy = True

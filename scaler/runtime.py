@@ -68,6 +68,7 @@ class Runtime:
         self._not_owned = metrics.events_dropped.labels(why="not_owned")  # resolved once: hot path
         self._late_or_early = metrics.events_dropped.labels(why="late_or_early")
         self._foreign: frozenset[bytes] | None = None  # keys of models others own; None: recompute
+        self._fed: set[str] = set()  # models fed request events since the consumer last asked due()
 
     # -- ownership ----------------------------------------------------------------------------------
 
@@ -200,6 +201,7 @@ class Runtime:
         requests_topic = self.options.requests_topic
         owned = self.owned
         foreign = self._foreign_keys()
+        fed = self._fed
         not_owned = late_or_early = requests = 0  # counted here, exported once per batch: hot path
         for record in records:
             if record.key in foreign:
@@ -216,6 +218,8 @@ class Runtime:
                         not_owned += 1
                     elif not controller.ingest_request(request, now=now):
                         late_or_early += 1
+                    else:
+                        fed.add(request.model)
                 else:
                     metric = events.decode_metric(record.value, known_models=policies, now=now, max_skew=skew)
                     controller = owned.get(metric.model)
@@ -256,13 +260,20 @@ class Runtime:
 
     # -- decide -------------------------------------------------------------------------------------
 
-    def due(self, *, now: float) -> list[tuple[str, Trigger]]:
+    def due(self, *, now: float, fed: bool = False) -> list[tuple[str, Trigger]]:
         """Return (model, trigger) for every owned model whose tick is due or that sees a burst.
 
+        With ``fed``, only the models that were fed events since the last such call are asked (the
+        consumer asks right after each batch, so a burst is decided as soon as it is read).
         A model whose targets were never read back yet is not due: deciding blind could scale it down.
         """
+        if fed:
+            names, self._fed = self._fed, set()
+            candidates = [(m, self.owned[m]) for m in names if m in self.owned]
+        else:
+            candidates = list(self.owned.items())
         found: list[tuple[str, Trigger]] = []
-        for model, controller in self.owned.items():
+        for model, controller in candidates:
             trigger = controller.due(now=now)
             if trigger is not None and not self.executor.awaiting_first_read(model):
                 found.append((model, trigger))

@@ -8,7 +8,8 @@ tick task asks it. Its read-back is the simulated cluster's state at the moment 
 Documented differences from the daemon, all of timing:
 
 * events are fed per whole second of arrivals (the aggregator buckets by ``floor(ts)`` either way),
-  and ``due`` is asked at the end of each second (the daemon asks every ``burst_check_seconds``);
+  and ``due`` is asked at the end of each second (the daemon asks every ``burst_check_seconds`` and
+  right after each consumed batch);
 * output tokens are credited with their request's arrival (the daemon credits them at ``finish``);
 * while events are silent (no arrival for ``fallback_after_seconds``), the fallback signal is the
   arrival rate of the last minute and the cluster's ready replicas, refreshed every 5 s, as a daemon
