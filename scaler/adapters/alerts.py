@@ -5,6 +5,11 @@ everything (503). Unauthenticated (401), oversized (413), malformed (400) and un
 deliveries are refused and counted in ``scaler_alerts_rejected_total{reason}``. Accepted alerts update
 the :class:`scaler.core.overrides.OverrideBook` the loop applies to every decision; the overrides in
 force are exported as ``scaler_override_active{model,action}`` (model ``*`` = all models).
+
+The overrides in force are capped (``alerts_max_overrides`` in all, ``alerts_max_overrides_per_model``
+per model label): a new alert beyond a cap is refused, logged and counted in
+``scaler_alert_overrides_refused_total{reason}``; the delivery is still answered 200 (with ``refused``)
+so that Alertmanager does not resend it in a loop.
 """
 
 from __future__ import annotations
@@ -21,11 +26,13 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from scaler.core import overrides
-from scaler.core.overrides import OverrideBook, OverrideError
+from scaler.core.overrides import OverrideBook, OverrideError, OverrideLimits
 from scaler.settings import Settings
 
 log = structlog.get_logger("scaler.alerts")
 REJECT_REASONS = ("unauthenticated", "disabled", "too_large", "malformed", "unknown_action")
+REFUSE_REASONS = ("max_overrides", "max_overrides_per_model")
+_LOGGED_ALERTS = 10  # alerts named in one log line; the rest are counted
 
 
 def load_token(settings: Settings) -> str | None:
@@ -80,14 +87,19 @@ class AlertReceiver:
         max_body_bytes: int = 262_144,
         max_override_seconds: float = 3600.0,
         default_boost: int = 2,
+        limits: OverrideLimits = overrides.DEFAULT_LIMITS,
     ) -> None:
-        """Create a receiver whose metrics live in ``registry``; ``token`` None refuses every request."""
+        """Create a receiver whose metrics live in ``registry``; ``token`` None refuses every request.
+
+        ``limits`` caps the overrides this receiver puts in force.
+        """
         self._token = token.encode() if token else None
         self.book = book
         self.clock = clock
         self.max_body_bytes = max_body_bytes
         self.max_override_seconds = max_override_seconds
         self.default_boost = default_boost
+        self.limits = limits
         self.rejected = Counter(
             "scaler_alerts_rejected", "Webhook deliveries refused, by reason.", ["reason"], registry=registry
         )
@@ -96,6 +108,14 @@ class AlertReceiver:
         self.accepted = Counter(
             "scaler_alerts_received", "Spillway alerts accepted, by status.", ["status"], registry=registry
         )
+        self.refused = Counter(
+            "scaler_alert_overrides_refused",
+            "Firing alerts not put in force because a cap was reached, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in REFUSE_REASONS:
+            self.refused.labels(reason=reason)
         registry.register(_ActiveOverrides(book, clock))
 
     @classmethod
@@ -116,6 +136,9 @@ class AlertReceiver:
             max_body_bytes=settings.alerts_max_body_bytes,
             max_override_seconds=settings.alerts_max_override_seconds,
             default_boost=settings.alerts_default_boost_replicas,
+            limits=OverrideLimits(
+                total=settings.alerts_max_overrides, per_model=settings.alerts_max_overrides_per_model
+            ),
         )
 
     @property
@@ -164,15 +187,28 @@ class AlertReceiver:
         except OverrideError as exc:
             status = 422 if exc.reason == "unknown_action" else 400
             return self._refuse(status, exc.reason, exc.detail)
-        self.book.update(update)
-        if update.firing:
-            self.accepted.labels(status="firing").inc(len(update.firing))
+        refused = self.book.update(update, now=now, limits=self.limits)
+        taken = len(update.firing) - len(refused)
+        if taken:
+            self.accepted.labels(status="firing").inc(taken)
         if update.resolved:
             self.accepted.labels(status="resolved").inc(len(update.resolved))
+        for item in refused:
+            self.refused.labels(reason=item.reason).inc()
+        if refused:
+            log.warning(
+                "alert_overrides_refused",
+                refused=len(refused),
+                reasons=sorted({r.reason for r in refused}),
+                max_overrides=self.limits.total,
+                max_overrides_per_model=self.limits.per_model,
+                alerts=[_named(r.override) for r in refused[:_LOGGED_ALERTS]],
+            )
         active = self.book.active(now=now)
         log.info(
             "alert_overrides_updated",
-            firing=[o.describe() + f" model={o.model or '*'}" for o in update.firing],
+            firing=[_named(o) for o in update.firing[:_LOGGED_ALERTS]],
+            firing_count=len(update.firing),
             resolved=len(update.resolved),
             active=len(active),
         )
@@ -180,9 +216,15 @@ class AlertReceiver:
             {
                 "active": [
                     {"action": o.action.value, "model": o.model or "*", "ends_at": o.ends_at} for o in active
-                ]
+                ],
+                "refused": len(refused),
             }
         )
+
+
+def _named(override: overrides.Override) -> str:
+    """Return an override's description and model for a log line (both cut short)."""
+    return f"{override.describe()} model={overrides.shorten(override.model or '*')}"
 
 
 def install_receiver(
