@@ -79,6 +79,8 @@ class Settings(BaseModel):
     alerts_max_override_seconds: float = Field(default=3600.0, gt=0, le=7 * 86_400)
     alerts_default_boost_replicas: int = Field(default=2, ge=0, le=10_000)
     alerts_max_body_bytes: int = Field(default=262_144, ge=1024, le=16 * 1024 * 1024)
+    alerts_max_overrides: int = Field(default=64, ge=1, le=10_000)  # in force at once; more are refused
+    alerts_max_overrides_per_model: int = Field(default=16, ge=1, le=10_000)  # per model label ('*' too)
     # -- end Alertmanager webhook --
     # -- Prometheus history at start-up (scaler.adapters.prometheus); no URL = no seeding --
     prometheus_url: str | None = None
