@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import re
+import stat
 import types
 import typing
 from collections.abc import Callable, Sequence
@@ -30,7 +32,7 @@ except ImportError:  # PyYAML built without libyaml: same results, about 5x slow
     from yaml import SafeLoader as _BaseLoader  # type: ignore[assignment]
 
 MAX_POLICY_BYTES = 1024 * 1024  # refused before parsing; a policy for 100 models is about 50 KB
-MAX_YAML_NODES = 200_000  # values a file may expand to, aliases counted each time they are used
+MAX_YAML_NODES = 50_000  # values a file may hold (~600 fully written models), aliases counted per use
 MAX_PROBLEMS = 50  # per file: past that, one line says how many more
 
 
@@ -150,21 +152,21 @@ def duplicate_models(results: Sequence[FileResult]) -> list[Problem]:
 
 
 def read_policy_file(path: Path) -> FileResult:
-    """Return the result of reading ``path``: never raises for a bad, missing or unreadable file."""
+    """Return the result of reading ``path``: never raises, never blocks on a bad, missing or odd file.
+
+    Only regular files (or links to one) are read: a FIFO, device, socket or directory is refused
+    without being opened for reading (stat first, then a non-blocking open whose descriptor is
+    checked again, so a file swapped in between is refused too). The size is checked before reading.
+    """
     source = str(path)
 
     def fail(message: str, line: int | None = None) -> FileResult:
         return FileResult(source, None, [Problem(source, line, "", message)])
 
     try:
-        if path.is_dir():
-            return fail("is a directory, not a policy file")
-        with path.open("rb") as handle:
-            data = handle.read(MAX_POLICY_BYTES + 1)
-            if len(data) > MAX_POLICY_BYTES:
-                size = path.stat().st_size
-                shown = f"{size / 1024 / 1024:.1f} MiB" if size > MAX_POLICY_BYTES else "more than that"
-                return fail(f"file is {shown}; policy files are limited to {MAX_POLICY_BYTES // 1024} KiB")
+        data = _read_regular(path)
+    except _NotPolicyFileError as exc:
+        return fail(str(exc))
     except FileNotFoundError:
         return fail("no such file")
     except PermissionError:
@@ -177,6 +179,45 @@ def read_policy_file(path: Path) -> FileResult:
         line = data[: exc.start].count(b"\n") + 1
         return fail(f"not UTF-8 text: byte 0x{data[exc.start]:02x} cannot be decoded", line)
     return _parse(text, source=source)
+
+
+class _NotPolicyFileError(Exception):
+    """The path is not a regular file of at most MAX_POLICY_BYTES (the message says what it is)."""
+
+
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _check_regular(mode: int, size: int) -> None:
+    """Raise _NotPolicyFileError unless ``mode`` is a regular file's and ``size`` at most MAX_POLICY_BYTES."""
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _KINDS if test(mode)), "a special file")  # e.g. a door
+        raise _NotPolicyFileError(f"is {kind}, not a policy file")
+    if size > MAX_POLICY_BYTES:
+        shown, limit = f"{size / 1024 / 1024:.1f} MiB", MAX_POLICY_BYTES // 1024
+        raise _NotPolicyFileError(f"file is {shown}; policy files are limited to {limit} KiB")
+
+
+def _read_regular(path: Path) -> bytes:
+    """Return the bytes of regular file ``path``; raise _NotPolicyFileError or OSError, never block."""
+    before = os.stat(path)
+    _check_regular(before.st_mode, before.st_size)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as handle:
+        opened = os.fstat(handle.fileno())
+        _check_regular(opened.st_mode, opened.st_size)  # swapped for a FIFO after the stat: refused here
+        data = handle.read(MAX_POLICY_BYTES + 1)
+    if len(data) > MAX_POLICY_BYTES:  # grew while being read
+        raise _NotPolicyFileError(
+            f"file is more than {MAX_POLICY_BYTES // 1024} KiB; policy files are limited to that"
+        )
+    return data
 
 
 # --- parsing -------------------------------------------------------------------------------------
@@ -221,7 +262,10 @@ def _compose(text: str, *, source: str) -> tuple[MappingNode, dict[Any, Any]] | 
         return [Problem(source, line, "", message)]
 
     loader: _Loader | None = None
+    too_many = f"file has more than {MAX_YAML_NODES} YAML values; split it or remove unused ones"
     try:
+        if _count_nodes(text, stop_after=MAX_YAML_NODES) > MAX_YAML_NODES:
+            return fail(too_many)  # refused before the (costlier) node tree is built
         loader = _Loader(text)
         root = loader.get_single_node()
         if root is None:
@@ -250,6 +294,25 @@ def _compose(text: str, *, source: str) -> tuple[MappingNode, dict[Any, Any]] | 
         if loader is not None:
             loader.dispose()
     return root, data
+
+
+_NODE_EVENTS = (yaml.ScalarEvent, yaml.SequenceStartEvent, yaml.MappingStartEvent, yaml.AliasEvent)
+
+
+def _count_nodes(text: str, *, stop_after: int) -> int:
+    """Return how many YAML values ``text`` writes out (aliases once), counting at most ``stop_after + 1``.
+
+    Raises yaml.YAMLError for text that does not parse. Parse events cost a fraction of building nodes.
+    """
+    loader = _Loader(text)
+    count = 0
+    try:
+        while count <= stop_after and loader.check_event():
+            if isinstance(loader.get_event(), _NODE_EVENTS):
+                count += 1
+    finally:
+        loader.dispose()
+    return count
 
 
 def _duplicate_names(root: Node, *, source: str) -> list[Problem]:
