@@ -1,7 +1,7 @@
 """Alertmanager webhook receiver: ``POST /alerts`` on the daemon's aiohttp server.
 
 Requests need ``Authorization: Bearer <token>``; without a configured token the endpoint refuses
-everything (503). Unauthenticated (401), oversized (413), malformed (400) and unknown-action (422)
+everything (503). Unauthenticated (401), oversized (413), slow (408), malformed (400) and unknown-action (422)
 deliveries are refused and counted in ``scaler_alerts_rejected_total{reason}``. Accepted alerts update
 the :class:`scaler.core.overrides.OverrideBook` the loop applies to every decision; the overrides in
 force are exported as ``scaler_override_active{model,action}`` (model ``*`` = all models).
@@ -14,6 +14,7 @@ so that Alertmanager does not resend it in a loop.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 from collections.abc import Callable, Iterator
@@ -30,7 +31,7 @@ from scaler.core.overrides import OverrideBook, OverrideError, OverrideLimits
 from scaler.settings import Settings
 
 log = structlog.get_logger("scaler.alerts")
-REJECT_REASONS = ("unauthenticated", "disabled", "too_large", "malformed", "unknown_action")
+REJECT_REASONS = ("unauthenticated", "disabled", "too_large", "too_slow", "malformed", "unknown_action")
 REFUSE_REASONS = ("max_overrides", "max_overrides_per_model")
 _LOGGED_ALERTS = 10  # alerts named in one log line; the rest are counted
 
@@ -88,10 +89,12 @@ class AlertReceiver:
         max_override_seconds: float = 3600.0,
         default_boost: int = 2,
         limits: OverrideLimits = overrides.DEFAULT_LIMITS,
+        body_timeout_seconds: float = 10.0,
     ) -> None:
         """Create a receiver whose metrics live in ``registry``; ``token`` None refuses every request.
 
-        ``limits`` caps the overrides this receiver puts in force.
+        ``limits`` caps the overrides this receiver puts in force; a body not received within
+        ``body_timeout_seconds`` is refused (408).
         """
         self._token = token.encode() if token else None
         self.book = book
@@ -100,6 +103,7 @@ class AlertReceiver:
         self.max_override_seconds = max_override_seconds
         self.default_boost = default_boost
         self.limits = limits
+        self.body_timeout_seconds = body_timeout_seconds
         self.rejected = Counter(
             "scaler_alerts_rejected", "Webhook deliveries refused, by reason.", ["reason"], registry=registry
         )
@@ -168,10 +172,14 @@ class AlertReceiver:
         if request.content_length is not None and request.content_length > self.max_body_bytes:
             return self._refuse(413, "too_large", f"body over {self.max_body_bytes} bytes")
         body = bytearray()
-        async for chunk in request.content.iter_chunked(65_536):
-            body += chunk
-            if len(body) > self.max_body_bytes:
-                return self._refuse(413, "too_large", f"body over {self.max_body_bytes} bytes")
+        try:
+            async with asyncio.timeout(self.body_timeout_seconds):
+                async for chunk in request.content.iter_chunked(65_536):
+                    body += chunk
+                    if len(body) > self.max_body_bytes:
+                        return self._refuse(413, "too_large", f"body over {self.max_body_bytes} bytes")
+        except TimeoutError:
+            return self._refuse(408, "too_slow", f"body not received within {self.body_timeout_seconds:g} s")
         try:
             payload = json.loads(body)
         except (ValueError, RecursionError) as exc:
