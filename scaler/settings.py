@@ -34,6 +34,8 @@ from pydantic import (
     model_validator,
 )
 
+from scaler.files import read_regular_file
+
 ENV_PREFIX = "SCALER_"
 SECRET_FIELDS = frozenset({"kafka_sasl_password", "alerts_token"})
 LIST_FIELDS = frozenset({"kafka_bootstrap_servers", "policy_files"})
@@ -42,6 +44,8 @@ OTHER_ENV = frozenset({"SCALER_TRACES_DIR"})  # read by other commands, not sett
 _LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
 _TOPIC = r"^[A-Za-z0-9._-]{1,249}$"  # what Kafka accepts as a topic name
 _MASK = "***"
+MAX_CONFIG_BYTES = 1024 * 1024
+MAX_SECRET_FILE_BYTES = 64 * 1024
 
 
 def check_host(host: str) -> str:
@@ -258,11 +262,18 @@ class _Layer:
     values: dict[str, Any]
 
 
+def _read_small(path: Path, *, what: str, max_bytes: int) -> str:
+    """Return the text of regular file ``path`` without blocking on a FIFO; raise ValueError or OSError."""
+    return read_regular_file(path, max_bytes=max_bytes, what=what).decode("utf-8")
+
+
 def _from_file(path: Path) -> _Layer:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(_read_small(path, what="config file", max_bytes=MAX_CONFIG_BYTES))
     except OSError as exc:
         raise SettingsError([f"{path}: cannot read: {exc.strerror}"]) from None
+    except ValueError as exc:  # not a regular file, too large, not UTF-8
+        raise SettingsError([f"{path}: {exc}"]) from None
     except yaml.YAMLError as exc:
         raise SettingsError([f"{path}: not valid YAML: {exc}"]) from None
     if data is None:
@@ -318,11 +329,14 @@ def load_settings(*, config_file: Path | None, env: Mapping[str, str], flags: Ma
             origin[key] = layer.source
     password_file = merged.get("kafka_sasl_password_file")
     if password_file is not None and "kafka_sasl_password" not in merged:
+        where = origin["kafka_sasl_password_file"]
         try:
-            merged["kafka_sasl_password"] = Path(password_file).read_text(encoding="utf-8").strip()
+            text = _read_small(Path(password_file), what="password file", max_bytes=MAX_SECRET_FILE_BYTES)
         except OSError as exc:
-            where = origin["kafka_sasl_password_file"]
             raise SettingsError([f"{where}: kafka_sasl_password_file: cannot read: {exc.strerror}"]) from None
+        except ValueError as exc:
+            raise SettingsError([f"{where}: kafka_sasl_password_file: {exc}"]) from None
+        merged["kafka_sasl_password"] = text.strip()
     try:
         # env values are strings: validate in lax mode so "true"/"6" convert
         return Settings.model_validate(merged)

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from scaler.adapters.alerts import load_token
 from scaler.cli import build_parser
 from scaler.commands.run import settings_from_args
 from scaler.settings import Settings, SettingsError, load_settings, mask_url, unknown_env
@@ -311,3 +316,28 @@ def test_run_warns_once_about_a_misspelt_variable_before_a_settings_error(
         "warning: SCALER_KAFKA_BOOTSTRAP_SERVER is not a setting and is ignored; "
         "did you mean SCALER_KAFKA_BOOTSTRAP_SERVERS?"
     )
+
+
+def test_a_fifo_as_the_config_or_password_file_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+
+    def unblock() -> None:  # a reader stuck in open() gets a writer, so a regression fails, not hangs
+        with contextlib.suppress(OSError):
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+    guard = threading.Timer(3.0, unblock)
+    guard.start()
+    started = time.monotonic()
+    with pytest.raises(SettingsError) as caught:
+        _load(fifo)
+    assert caught.value.problems == [f"{fifo}: is a FIFO (named pipe), not a config file"]
+    with pytest.raises(SettingsError) as caught:
+        _load(env=_sasl_env(), kafka_sasl_password_file=fifo)
+    assert caught.value.problems == [
+        "flags: kafka_sasl_password_file: is a FIFO (named pipe), not a password file"
+    ]
+    with pytest.raises(ValueError, match="is a FIFO"):
+        load_token(Settings(alerts_token_file=fifo))
+    guard.cancel()
+    assert time.monotonic() - started < 2  # would hang for ever if any of them opened it

@@ -28,7 +28,8 @@ from prometheus_client.registry import Collector
 
 from scaler.core import overrides
 from scaler.core.overrides import OverrideBook, OverrideError, OverrideLimits
-from scaler.settings import Settings
+from scaler.files import read_regular_file
+from scaler.settings import MAX_SECRET_FILE_BYTES, Settings
 
 log = structlog.get_logger("scaler.alerts")
 REJECT_REASONS = ("unauthenticated", "disabled", "too_large", "too_slow", "malformed", "unknown_action")
@@ -39,7 +40,8 @@ _LOGGED_ALERTS = 10  # alerts named in one log line; the rest are counted
 def load_token(settings: Settings) -> str | None:
     """Return the webhook bearer token (setting, else the token file), None when none is configured.
 
-    Raises ValueError naming the file when ``alerts_token_file`` cannot be read or is empty.
+    Raises ValueError naming the file when ``alerts_token_file`` cannot be read, is empty, or is not a
+    regular file (a FIFO is refused without blocking).
     """
     if settings.alerts_token is not None:
         token = settings.alerts_token.get_secret_value().strip()
@@ -48,9 +50,12 @@ def load_token(settings: Settings) -> str | None:
     if path is None:
         return None
     try:
-        token = Path(path).read_text(encoding="utf-8").strip()
+        data = read_regular_file(Path(path), max_bytes=MAX_SECRET_FILE_BYTES, what="token file")
+        token = data.decode().strip()
     except OSError as exc:
         raise ValueError(f"alerts_token_file {path}: cannot read: {exc.strerror}") from None
+    except ValueError as exc:  # not a regular file, too large, not UTF-8
+        raise ValueError(f"alerts_token_file {path}: {exc}") from None
     if not token:
         raise ValueError(f"alerts_token_file {path}: the file is empty")
     return token

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import os
 import re
-import stat
 import types
 import typing
 from collections.abc import Callable, Sequence
@@ -25,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from scaler.core.policy import EXTENSION_PREFIX, ModelPolicy, PolicyFile
+from scaler.files import FileRefusedError, read_regular_file
 
 try:
     from yaml import CSafeLoader as _BaseLoader
@@ -154,9 +153,8 @@ def duplicate_models(results: Sequence[FileResult]) -> list[Problem]:
 def read_policy_file(path: Path) -> FileResult:
     """Return the result of reading ``path``: never raises, never blocks on a bad, missing or odd file.
 
-    Only regular files (or links to one) are read: a FIFO, device, socket or directory is refused
-    without being opened for reading (stat first, then a non-blocking open whose descriptor is
-    checked again, so a file swapped in between is refused too). The size is checked before reading.
+    Only regular files (or links to one) of at most MAX_POLICY_BYTES are read, without blocking on
+    a FIFO or device (see :func:`scaler.files.read_regular_file`).
     """
     source = str(path)
 
@@ -164,8 +162,8 @@ def read_policy_file(path: Path) -> FileResult:
         return FileResult(source, None, [Problem(source, line, "", message)])
 
     try:
-        data = _read_regular(path)
-    except _NotPolicyFileError as exc:
+        data = read_regular_file(path, max_bytes=MAX_POLICY_BYTES, what="policy file")
+    except FileRefusedError as exc:
         return fail(str(exc))
     except FileNotFoundError:
         return fail("no such file")
@@ -179,45 +177,6 @@ def read_policy_file(path: Path) -> FileResult:
         line = data[: exc.start].count(b"\n") + 1
         return fail(f"not UTF-8 text: byte 0x{data[exc.start]:02x} cannot be decoded", line)
     return _parse(text, source=source)
-
-
-class _NotPolicyFileError(Exception):
-    """The path is not a regular file of at most MAX_POLICY_BYTES (the message says what it is)."""
-
-
-_KINDS = (
-    (stat.S_ISDIR, "a directory"),
-    (stat.S_ISFIFO, "a FIFO (named pipe)"),
-    (stat.S_ISSOCK, "a socket"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-)
-
-
-def _check_regular(mode: int, size: int) -> None:
-    """Raise _NotPolicyFileError unless ``mode`` is a regular file's and ``size`` at most MAX_POLICY_BYTES."""
-    if not stat.S_ISREG(mode):
-        kind = next((name for test, name in _KINDS if test(mode)), "a special file")  # e.g. a door
-        raise _NotPolicyFileError(f"is {kind}, not a policy file")
-    if size > MAX_POLICY_BYTES:
-        shown, limit = f"{size / 1024 / 1024:.1f} MiB", MAX_POLICY_BYTES // 1024
-        raise _NotPolicyFileError(f"file is {shown}; policy files are limited to {limit} KiB")
-
-
-def _read_regular(path: Path) -> bytes:
-    """Return the bytes of regular file ``path``; raise _NotPolicyFileError or OSError, never block."""
-    before = os.stat(path)
-    _check_regular(before.st_mode, before.st_size)
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as handle:
-        opened = os.fstat(handle.fileno())
-        _check_regular(opened.st_mode, opened.st_size)  # swapped for a FIFO after the stat: refused here
-        data = handle.read(MAX_POLICY_BYTES + 1)
-    if len(data) > MAX_POLICY_BYTES:  # grew while being read
-        raise _NotPolicyFileError(
-            f"file is more than {MAX_POLICY_BYTES // 1024} KiB; policy files are limited to that"
-        )
-    return data
 
 
 # --- parsing -------------------------------------------------------------------------------------
