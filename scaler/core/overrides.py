@@ -265,10 +265,6 @@ class OverrideBook:
         """Create an empty book."""
         self._by_key: dict[str, Override] = {}
 
-    def __len__(self) -> int:
-        """Return how many overrides the book holds (expired ones included until the next lookup)."""
-        return len(self._by_key)
-
     def update(
         self, update: WebhookUpdate, *, now: float, limits: OverrideLimits = DEFAULT_LIMITS
     ) -> list[Refused]:
