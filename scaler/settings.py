@@ -73,7 +73,7 @@ def check_host(host: str) -> str:
 def check_address(value: str, *, example: str, allow_port_zero: bool = False) -> str:
     """Return ``value`` if it is HOST:PORT; raise ValueError naming what is wrong."""
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or len(port) > 5:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or len(port) > 5:
         raise ValueError(f"{_short(value)} is not HOST:PORT (e.g. {example})")
     if not (0 if allow_port_zero else 1) <= int(port) <= 65535:
         raise ValueError(f"{_short(value)}: port {port} is out of range")

@@ -10,7 +10,9 @@ import threading
 import time
 from pathlib import Path
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
 from scaler.adapters.alerts import load_token
 from scaler.cli import build_parser
@@ -341,3 +343,30 @@ def test_a_fifo_as_the_config_or_password_file_is_refused_without_blocking(tmp_p
         load_token(Settings(alerts_token_file=fifo))
     guard.cancel()
     assert time.monotonic() - started < 2  # would hang for ever if any of them opened it
+
+
+@hypothesis.settings(max_examples=200, deadline=None)
+@hypothesis.given(
+    variable=st.sampled_from(
+        [
+            "SCALER_KAFKA_BOOTSTRAP_SERVERS",
+            "SCALER_HTTP_LISTEN",
+            "SCALER_KAFKA_CLIENT_ID",
+            "SCALER_KAFKA_GROUP_ID",
+            "SCALER_KAFKA_REQUESTS_TOPIC",
+            "SCALER_PROMETHEUS_URL",
+            "SCALER_KUBERNETES_HOST",
+        ]
+    ),
+    value=st.text(alphabet=st.sampled_from(":/@[].-_x19%?# ²\x00é"), max_size=40) | st.text(max_size=40),
+)
+def test_any_text_in_an_address_or_name_setting_is_accepted_or_one_settings_error(
+    variable: str, value: str
+) -> None:
+    problems: list[str] = []
+    try:
+        _load(env={variable: value})
+    except SettingsError as exc:  # anything else (a traceback in scaler run) fails the test
+        problems = exc.problems
+    assert len(problems) <= 1
+    assert all(p.startswith(f"environment: {variable.removeprefix('SCALER_').lower()}: ") for p in problems)
