@@ -4,12 +4,21 @@ Every setting has one flat name used everywhere: ``kafka_group_id`` is ``kafka_g
 file, ``SCALER_KAFKA_GROUP_ID`` in the environment and ``--kafka-group-id`` on the command line.
 The SASL password is accepted only from ``SCALER_KAFKA_SASL_PASSWORD`` or a file
 (``kafka_sasl_password_file``), never from the config file or a flag, and never appears in a repr
-or a log line.
+or a log line. A password inside a URL-valued setting (``http://user:secret@host``) is masked in
+the repr, in :meth:`Settings.loggable` and in error messages.
+
+Addresses are checked here, so that a bad one stops ``scaler run`` with exit code 2 and a line naming
+the setting instead of failing deep inside a client: HOST:PORT with a host name, an IPv4 address or
+a bracketed IPv6 address, and a port of 1-65535 (0 allowed for the listen address).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import ipaddress
+import re
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -25,9 +34,69 @@ from pydantic import (
     model_validator,
 )
 
+from scaler.files import read_regular_file
+
 ENV_PREFIX = "SCALER_"
 SECRET_FIELDS = frozenset({"kafka_sasl_password", "alerts_token"})
 LIST_FIELDS = frozenset({"kafka_bootstrap_servers", "policy_files"})
+URL_FIELDS = frozenset({"prometheus_url", "kubernetes_host", "aws_endpoint_url"})
+OTHER_ENV = frozenset({"SCALER_TRACES_DIR"})  # read by other commands, not settings
+_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
+_TOPIC = r"^[A-Za-z0-9._-]{1,249}$"  # what Kafka accepts as a topic name
+_MASK = "***"
+MAX_CONFIG_BYTES = 1024 * 1024
+MAX_SECRET_FILE_BYTES = 64 * 1024
+
+
+def check_host(host: str) -> str:
+    """Return ``host`` (a host name, IPv4 or bracketed IPv6 address); raise ValueError saying why not."""
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise ValueError(f"host {_short(host)} is not an IPv6 address") from None
+        return host
+    labels = host.removesuffix(".").split(".")
+    if all(label.isdigit() for label in labels):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise ValueError(f"host {_short(host)} is not an IPv4 address") from None
+        return host
+    if len(host) > 253 or not all(_LABEL.match(label) for label in labels):
+        raise ValueError(
+            f"host {_short(host)} is not a host name or IP address (IPv6 goes in brackets: [::1]:9092)"
+        )
+    return host
+
+
+def check_address(value: str, *, example: str, allow_port_zero: bool = False) -> str:
+    """Return ``value`` if it is HOST:PORT; raise ValueError naming what is wrong."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not (port.isascii() and port.isdigit()) or len(port) > 5:
+        raise ValueError(f"{_short(value)} is not HOST:PORT (e.g. {example})")
+    if not (0 if allow_port_zero else 1) <= int(port) <= 65535:
+        raise ValueError(f"{_short(value)}: port {port} is out of range")
+    check_host(host)
+    return value
+
+
+def mask_url(url: str) -> str:
+    """Return ``url`` with the password of its user info replaced by ``***`` (unchanged without one).
+
+    Errs on the side of masking: everything between the user name and the last ``@`` is hidden, so
+    a password with an unescaped ``/`` or ``@`` is hidden too.
+    """
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.partition(':')[0]}:{_MASK}@{host}"
+
+
+def _short(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class SettingsError(Exception):
@@ -44,20 +113,20 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kafka_bootstrap_servers: tuple[str, ...] = Field(default=("127.0.0.1:9092",), min_length=1)
-    kafka_group_id: str = Field(default="spillway-scaler", min_length=1)
-    kafka_client_id: str = Field(default="spillway-scaler", min_length=1)
-    kafka_requests_topic: str = Field(default="llm.requests", min_length=1)
-    kafka_metrics_topic: str = Field(default="llm.metrics", min_length=1)
-    kafka_decisions_topic: str = Field(default="scaler.decisions", min_length=1)
-    kafka_deadletter_topic: str = Field(default="scaler.deadletter", min_length=1)
-    kafka_state_topic: str = Field(default="scaler.state", min_length=1)
+    kafka_group_id: str = Field(default="spillway-scaler", min_length=1, max_length=255)
+    kafka_client_id: str = Field(default="spillway-scaler", min_length=1, max_length=255)
+    kafka_requests_topic: str = Field(default="llm.requests", pattern=_TOPIC)
+    kafka_metrics_topic: str = Field(default="llm.metrics", pattern=_TOPIC)
+    kafka_decisions_topic: str = Field(default="scaler.decisions", pattern=_TOPIC)
+    kafka_deadletter_topic: str = Field(default="scaler.deadletter", pattern=_TOPIC)
+    kafka_state_topic: str = Field(default="scaler.state", pattern=_TOPIC)
     kafka_create_topics: bool = True
     kafka_topic_partitions: int = Field(default=6, ge=1, le=10_000)
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1000, le=300_000)
     kafka_heartbeat_interval_ms: int = Field(default=3_000, ge=100, le=100_000)
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    kafka_sasl_username: str | None = None
+    kafka_sasl_username: str | None = Field(default=None, max_length=255)
     kafka_sasl_password: SecretStr | None = None
     kafka_sasl_password_file: Path | None = None
     kafka_ssl_cafile: Path | None = None
@@ -79,6 +148,8 @@ class Settings(BaseModel):
     alerts_max_override_seconds: float = Field(default=3600.0, gt=0, le=7 * 86_400)
     alerts_default_boost_replicas: int = Field(default=2, ge=0, le=10_000)
     alerts_max_body_bytes: int = Field(default=262_144, ge=1024, le=16 * 1024 * 1024)
+    alerts_max_overrides: int = Field(default=64, ge=1, le=10_000)  # in force at once; more are refused
+    alerts_max_overrides_per_model: int = Field(default=16, ge=1, le=10_000)  # per model label ('*' too)
     # -- end Alertmanager webhook --
     # -- Prometheus history at start-up (scaler.adapters.prometheus); no URL = no seeding --
     prometheus_url: str | None = None
@@ -108,9 +179,38 @@ class Settings(BaseModel):
     @field_validator("http_listen")
     @classmethod
     def _host_port(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:8080)")
+        return check_address(value, example="127.0.0.1:8080", allow_port_zero=True)
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _servers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for server in value:
+            check_address(server, example="broker-1:9092")
+        return value
+
+    @field_validator("kafka_group_id", "kafka_client_id")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        if not value.isprintable():
+            raise ValueError("must be printable text (no control characters)")
+        return value
+
+    @field_validator(*sorted(URL_FIELDS))
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            parts = urllib.parse.urlsplit(value)
+            port = parts.port
+        except ValueError as exc:
+            raise ValueError(f"{mask_url(value)[:80]!r} is not a URL: {exc}") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{mask_url(value)[:80]!r} is not an http(s)://HOST[:PORT] URL")
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        check_host(host)
+        if port == 0:
+            raise ValueError(f"{mask_url(value)[:80]!r}: port 0 is not a port to connect to")
         return value
 
     @model_validator(mode="after")
@@ -132,6 +232,19 @@ class Settings(BaseModel):
             )
         return self
 
+    def __repr_args__(self) -> Any:
+        """Yield the fields for repr() with passwords inside URLs masked (secrets mask themselves)."""
+        for name, value in super().__repr_args__():
+            yield name, mask_url(value) if name in URL_FIELDS and isinstance(value, str) else value
+
+    def loggable(self) -> dict[str, Any]:
+        """Return the settings as JSON-ready values for a log line: secrets and URL passwords masked."""
+        values = self.model_dump(mode="json")  # SecretStr fields dump as "**********"
+        for name in URL_FIELDS:
+            if isinstance(values.get(name), str):
+                values[name] = mask_url(values[name])
+        return values
+
     @property
     def http_host(self) -> str:
         """Return the HTTP listen host."""
@@ -149,11 +262,18 @@ class _Layer:
     values: dict[str, Any]
 
 
+def _read_small(path: Path, *, what: str, max_bytes: int) -> str:
+    """Return the text of regular file ``path`` without blocking on a FIFO; raise ValueError or OSError."""
+    return read_regular_file(path, max_bytes=max_bytes, what=what).decode("utf-8")
+
+
 def _from_file(path: Path) -> _Layer:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(_read_small(path, what="config file", max_bytes=MAX_CONFIG_BYTES))
     except OSError as exc:
         raise SettingsError([f"{path}: cannot read: {exc.strerror}"]) from None
+    except ValueError as exc:  # not a regular file, too large, not UTF-8
+        raise SettingsError([f"{path}: {exc}"]) from None
     except yaml.YAMLError as exc:
         raise SettingsError([f"{path}: not valid YAML: {exc}"]) from None
     if data is None:
@@ -178,6 +298,18 @@ def _from_env(env: Mapping[str, str]) -> _Layer:
     return _Layer("environment", values)
 
 
+def unknown_env(env: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """Return (variable, nearest valid variable or None) for each ``SCALER_*`` variable that sets nothing."""
+    valid = [ENV_PREFIX + name.upper() for name in Settings.model_fields]
+    known = set(valid) | OTHER_ENV
+    found = []
+    for variable in sorted(env):
+        if variable.startswith(ENV_PREFIX) and variable not in known:
+            close = difflib.get_close_matches(variable, valid, n=1, cutoff=0.75)
+            found.append((variable, close[0] if close else None))
+    return found
+
+
 def load_settings(*, config_file: Path | None, env: Mapping[str, str], flags: Mapping[str, Any]) -> Settings:
     """Return settings merged from defaults, ``config_file``, ``env`` and ``flags`` (None flags are unset).
 
@@ -197,11 +329,14 @@ def load_settings(*, config_file: Path | None, env: Mapping[str, str], flags: Ma
             origin[key] = layer.source
     password_file = merged.get("kafka_sasl_password_file")
     if password_file is not None and "kafka_sasl_password" not in merged:
+        where = origin["kafka_sasl_password_file"]
         try:
-            merged["kafka_sasl_password"] = Path(password_file).read_text(encoding="utf-8").strip()
+            text = _read_small(Path(password_file), what="password file", max_bytes=MAX_SECRET_FILE_BYTES)
         except OSError as exc:
-            where = origin["kafka_sasl_password_file"]
             raise SettingsError([f"{where}: kafka_sasl_password_file: cannot read: {exc.strerror}"]) from None
+        except ValueError as exc:
+            raise SettingsError([f"{where}: kafka_sasl_password_file: {exc}"]) from None
+        merged["kafka_sasl_password"] = text.strip()
     try:
         # env values are strings: validate in lax mode so "true"/"6" convert
         return Settings.model_validate(merged)
@@ -210,6 +345,9 @@ def load_settings(*, config_file: Path | None, env: Mapping[str, str], flags: Ma
         for err in exc.errors():
             field = ".".join(str(p) for p in err["loc"]) or "settings"
             source = origin.get(str(err["loc"][0]), "defaults") if err["loc"] else "settings"
-            shown = "" if field in SECRET_FIELDS else f" (got {err.get('input')!r})"
+            given = err.get("input")
+            if field in URL_FIELDS and isinstance(given, str):
+                given = mask_url(given)
+            shown = "" if field in SECRET_FIELDS else f" (got {_short(given)})"
             problems.append(f"{source}: {field}: {err['msg']}{shown if err['loc'] else ''}")
         raise SettingsError(problems) from None

@@ -37,7 +37,7 @@ FORBIDDEN_MODULES = {
     "scaler.settings",
 }
 LAYERS: tuple[tuple[str, ...], ...] = (  # bottom first; a module may import its own layer and those below
-    ("scaler.control", "scaler.core", "scaler.forecast", "scaler.sim", "scaler.schemas"),
+    ("scaler.control", "scaler.core", "scaler.forecast", "scaler.sim", "scaler.schemas", "scaler.files"),
     ("scaler.ports",),
     ("scaler.settings",),
     ("scaler.adapters",),

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import threading
+import time
 from pathlib import Path
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
+from scaler.adapters.alerts import load_token
 from scaler.cli import build_parser
 from scaler.commands.run import settings_from_args
-from scaler.settings import Settings, SettingsError, load_settings
+from scaler.settings import Settings, SettingsError, load_settings, mask_url, unknown_env
 
 
 def _load(config: Path | None = None, env: dict[str, str] | None = None, **flags: object) -> Settings:
@@ -215,3 +222,151 @@ def test_run_logs_its_settings_as_json_with_the_password_masked(
     assert entry["kafka_sasl_username"] == "scaler"
     assert entry["level"] == "info"
     assert "timestamp" in entry
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("SCALER_KAFKA_BOOTSTRAP_SERVERS", "::::garbage", "'::::garbage' is not HOST:PORT"),
+        ("SCALER_KAFKA_BOOTSTRAP_SERVERS", "a:9092,b:0", "'b:0': port 0 is out of range"),
+        ("SCALER_KAFKA_BOOTSTRAP_SERVERS", "::1:9092", "host '::1' is not a host name or IP address"),
+        ("SCALER_KAFKA_BOOTSTRAP_SERVERS", "[::g]:9092", "host '[::g]' is not an IPv6 address"),
+        ("SCALER_KAFKA_BOOTSTRAP_SERVERS", "bad_-.x:9092", "is not a host name or IP address"),
+        ("SCALER_HTTP_LISTEN", "256.1.1.1:8080", "host '256.1.1.1' is not an IPv4 address"),
+        ("SCALER_HTTP_LISTEN", "127.0.0.1:123456", "is not HOST:PORT"),
+        ("SCALER_KAFKA_CLIENT_ID", "c" * 100_000, "String should have at most 255 characters"),
+        ("SCALER_KAFKA_GROUP_ID", "g\x00", "must be printable text"),
+        ("SCALER_KAFKA_REQUESTS_TOPIC", "no spaces", "kafka_requests_topic: String should match pattern"),
+        ("SCALER_KUBERNETES_HOST", "localhost:6443", "is not an http(s)://HOST[:PORT] URL"),
+        ("SCALER_AWS_ENDPOINT_URL", "http://[::1", "is not a URL"),
+    ],
+)
+def test_bad_addresses_names_and_urls_are_one_clear_problem(variable: str, value: str, expected: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        _load(env={variable: value})
+    (problem,) = caught.value.problems
+    assert problem.startswith(f"environment: {variable.removeprefix('SCALER_').lower()}: ")
+    assert expected in problem
+    assert len(problem) < 400
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("SCALER_KAFKA_BOOTSTRAP_SERVERS", "kafka-0.kafka.svc.cluster.local:9092,10.0.0.7:9092,[::1]:9092"),
+        ("SCALER_HTTP_LISTEN", "[::]:0"),
+        ("SCALER_HTTP_LISTEN", "localhost:8080"),
+        ("SCALER_PROMETHEUS_URL", "https://prometheus.monitoring:9090/prefix"),
+        ("SCALER_KUBERNETES_HOST", "https://[::1]:6443"),
+    ],
+)
+def test_good_addresses_and_urls_are_accepted(variable: str, value: str) -> None:
+    _load(env={variable: value})
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("http://scaler:s3cret@prom:9090/api", "http://scaler:***@prom:9090/api"),
+        ("http://scaler:pa/ss@w@rd@prom:9090", "http://scaler:***@prom:9090"),  # unescaped / and @
+        ("http://:s3cret@prom", "http://:***@prom"),
+        ("http://scaler@prom:9090", "http://scaler@prom:9090"),  # a user name alone is no secret
+        ("http://prom:9090/a", "http://prom:9090/a"),
+        ("not a url", "not a url"),
+    ],
+)
+def test_passwords_in_urls_are_masked(url: str, masked: str) -> None:
+    assert mask_url(url) == masked
+
+
+def test_a_password_in_a_url_never_shows_in_repr_the_log_view_or_errors() -> None:
+    s = _load(env={"SCALER_PROMETHEUS_URL": "http://scaler:s3cret@prom:9090"})
+    assert s.prometheus_url == "http://scaler:s3cret@prom:9090"  # the adapters get the real URL
+    assert "s3cret" not in repr(s)
+    assert s.loggable()["prometheus_url"] == "http://scaler:***@prom:9090"
+    assert "s3cret" not in json.dumps(s.loggable())
+    with pytest.raises(SettingsError) as caught:
+        _load(env={"SCALER_PROMETHEUS_URL": "ftp://scaler:s3cret@prom:9090"})
+    assert "s3cret" not in str(caught.value)
+    assert "ftp://scaler:***@prom:9090" in str(caught.value)
+
+
+def test_misspelt_variables_are_named_with_the_nearest_valid_one() -> None:
+    env = {
+        "SCALER_KAFKA_BOOTSTRAP_SERVER": "x",
+        "SCALER_DRYRUN": "true",
+        "SCALER_SOMETHING_ELSE": "y",
+        "SCALER_TRACES_DIR": "/traces",  # read by scaler simulate: not a mistake
+        "SCALER_KAFKA_GROUP_ID": "g",
+        "OTHER": "z",
+    }
+    assert unknown_env(env) == [
+        ("SCALER_DRYRUN", "SCALER_DRY_RUN"),
+        ("SCALER_KAFKA_BOOTSTRAP_SERVER", "SCALER_KAFKA_BOOTSTRAP_SERVERS"),
+        ("SCALER_SOMETHING_ELSE", None),
+    ]
+
+
+def test_run_warns_once_about_a_misspelt_variable_before_a_settings_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SCALER_KAFKA_BOOTSTRAP_SERVER", "127.0.0.1:9092")
+    monkeypatch.setenv("SCALER_HTTP_LISTEN", "nowhere")
+    args = _args("--policy", "a.yaml")
+    assert args.func(args) == 2
+    assert capsys.readouterr().err.splitlines()[0] == (
+        "warning: SCALER_KAFKA_BOOTSTRAP_SERVER is not a setting and is ignored; "
+        "did you mean SCALER_KAFKA_BOOTSTRAP_SERVERS?"
+    )
+
+
+def test_a_fifo_as_the_config_or_password_file_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+
+    def unblock() -> None:  # a reader stuck in open() gets a writer, so a regression fails, not hangs
+        with contextlib.suppress(OSError):
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+    guard = threading.Timer(3.0, unblock)
+    guard.start()
+    started = time.monotonic()
+    with pytest.raises(SettingsError) as caught:
+        _load(fifo)
+    assert caught.value.problems == [f"{fifo}: is a FIFO (named pipe), not a config file"]
+    with pytest.raises(SettingsError) as caught:
+        _load(env=_sasl_env(), kafka_sasl_password_file=fifo)
+    assert caught.value.problems == [
+        "flags: kafka_sasl_password_file: is a FIFO (named pipe), not a password file"
+    ]
+    with pytest.raises(ValueError, match="is a FIFO"):
+        load_token(Settings(alerts_token_file=fifo))
+    guard.cancel()
+    assert time.monotonic() - started < 2  # would hang for ever if any of them opened it
+
+
+@hypothesis.settings(max_examples=200, deadline=None)
+@hypothesis.given(
+    variable=st.sampled_from(
+        [
+            "SCALER_KAFKA_BOOTSTRAP_SERVERS",
+            "SCALER_HTTP_LISTEN",
+            "SCALER_KAFKA_CLIENT_ID",
+            "SCALER_KAFKA_GROUP_ID",
+            "SCALER_KAFKA_REQUESTS_TOPIC",
+            "SCALER_PROMETHEUS_URL",
+            "SCALER_KUBERNETES_HOST",
+        ]
+    ),
+    value=st.text(alphabet=st.sampled_from(":/@[].-_x19%?# ²\x00é"), max_size=40) | st.text(max_size=40),
+)
+def test_any_text_in_an_address_or_name_setting_is_accepted_or_one_settings_error(
+    variable: str, value: str
+) -> None:
+    problems: list[str] = []
+    try:
+        _load(env={variable: value})
+    except SettingsError as exc:  # anything else (a traceback in scaler run) fails the test
+        problems = exc.problems
+    assert len(problems) <= 1
+    assert all(p.startswith(f"environment: {variable.removeprefix('SCALER_').lower()}: ") for p in problems)

@@ -1,4 +1,10 @@
-"""The daemon's HTTP endpoints (aiohttp): ``/healthz``, ``/readyz`` and ``/metrics``, loopback by default."""
+"""The daemon's HTTP endpoints (aiohttp): ``/healthz``, ``/readyz`` and ``/metrics``, loopback by default.
+
+A client that does not finish its request line and headers within ``header_timeout_seconds`` of
+connecting (or of its previous response) is disconnected (slowloris): aiohttp's ``keepalive_timeout``
+runs from the moment a connection opens and closes it if no complete request has arrived; it also
+closes connections idle that long between requests. A request being handled is never cut off.
+"""
 
 from __future__ import annotations
 
@@ -14,11 +20,18 @@ class HttpServer:
     """Serves liveness, readiness (``ready()`` says why not) and the metrics registry."""
 
     def __init__(
-        self, *, host: str, port: int, metrics: DaemonMetrics, ready: Callable[[], str | None]
+        self,
+        *,
+        host: str,
+        port: int,
+        metrics: DaemonMetrics,
+        ready: Callable[[], str | None],
+        header_timeout_seconds: float = 10.0,
     ) -> None:
         """Create a stopped server; ``ready`` returns None when ready, else the reason it is not."""
         self.host = host
         self.port = port
+        self.header_timeout_seconds = header_timeout_seconds
         self.metrics = metrics
         self.ready = ready
         self._runner: web.AppRunner | None = None
@@ -30,14 +43,15 @@ class HttpServer:
 
     async def start(self) -> None:
         """Bind and serve; raise OSError if the address is taken. ``port`` is updated when 0 was asked."""
-        self._runner = web.AppRunner(self.app, access_log=None)
+        self._runner = web.AppRunner(
+            self.app, access_log=None, keepalive_timeout=self.header_timeout_seconds
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
-        server = site._server  # aiohttp exposes the bound port only here
-        sockets = getattr(server, "sockets", None)
-        if self.port == 0 and sockets:
-            self.port = int(sockets[0].getsockname()[1])
+        addresses = self._runner.addresses
+        if self.port == 0 and addresses:
+            self.port = int(addresses[0][1])
 
     async def stop(self) -> None:
         """Stop serving; never raises."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -209,6 +210,24 @@ class KafkaEventSource:
         except CommitFailedError as exc:
             log.warning("commit_failed", error=str(exc))
 
+    def connected(self) -> bool:
+        """Return True while the consumer holds a live connection to at least one broker; no I/O, cheap.
+
+        For readiness: False before :meth:`start`, after :meth:`stop`, and within moments of the
+        brokers becoming unreachable (aiokafka drops a connection as soon as its socket fails, and
+        reconnects when a broker answers again). It reads aiokafka's connection table
+        (``AIOKafkaClient._conns``, aiokafka 0.14, pinned in constraints.txt; ``tests/adapters/
+        test_kafka.py`` checks it against a killed broker); were that table to disappear in a later
+        aiokafka, this returns True while started rather than keep the daemon unready.
+        """
+        consumer = self.consumer
+        if consumer is None:
+            return False
+        conns = getattr(getattr(consumer, "_client", None), "_conns", None)
+        if not isinstance(conns, dict):
+            return True
+        return any(conn.connected() for conn in list(conns.values()))
+
     def lag(self) -> dict[tuple[str, int], int]:
         """Return messages behind the high-water mark per assigned (topic, partition), where known."""
         if self.consumer is None:
@@ -229,6 +248,30 @@ class KafkaEventSource:
         except Exception as exc:  # shutting down: log and go on
             log.warning("consumer_stop_failed", error=str(exc))
         self.consumer = None
+
+
+DEAD_LETTER_VALUE_BYTES = 65_536  # of the original kept in a dead letter (base64: ~87 KiB)
+DEAD_LETTER_KEY_BYTES = 1024  # of the original key kept (and used as the letter's key)
+_DETAIL_CHARS = 2000
+
+
+def dead_letter_body(*, record: RawRecord, reason: str, detail: str) -> dict[str, object]:
+    """Return the dead letter of ``record``: at most ~90 KiB as JSON, whatever the original's size."""
+    value = record.value
+    key = record.key
+    return {
+        "reason": reason,
+        "detail": detail[:_DETAIL_CHARS],
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+        "key": base64.b64encode(key[:DEAD_LETTER_KEY_BYTES]).decode() if key is not None else None,
+        "key_truncated": key is not None and len(key) > DEAD_LETTER_KEY_BYTES,
+        "value": base64.b64encode(value[:DEAD_LETTER_VALUE_BYTES]).decode(),
+        "value_truncated": len(value) > DEAD_LETTER_VALUE_BYTES,
+        "value_bytes": len(value),
+        "value_sha256": hashlib.sha256(value).hexdigest(),
+    }
 
 
 class KafkaDecisionSink:
@@ -261,22 +304,19 @@ class KafkaDecisionSink:
             raise ConnectionError(f"decision for {model} not published: {exc}") from exc
 
     async def dead_letter(self, *, record: RawRecord, reason: str, detail: str) -> None:
-        """Queue a dead letter (reason, original bytes in base64, origin); :meth:`flush` waits for it."""
+        """Queue a dead letter for ``record`` (:meth:`flush` waits); raise ConnectionError if not queued.
+
+        The letter (JSON) names the reason and origin and carries the original in base64, cut to its
+        first DEAD_LETTER_VALUE_BYTES (``value_truncated``), with the original's ``value_bytes`` and
+        ``value_sha256``: a letter stays far below the producer's request size whatever the original's.
+        """
         assert self.producer is not None, "start() first"
-        letter = {
-            "reason": reason,
-            "detail": detail,
-            "topic": record.topic,
-            "partition": record.partition,
-            "offset": record.offset,
-            "key": base64.b64encode(record.key).decode() if record.key is not None else None,
-            "value": base64.b64encode(record.value).decode(),
-        }
+        letter = dead_letter_body(record=record, reason=reason, detail=detail)
         value = json.dumps(letter, separators=(",", ":")).encode()
+        key = record.key[:DEAD_LETTER_KEY_BYTES] if record.key is not None else None
+        topic = self.settings.kafka_deadletter_topic
         try:
-            future = await self.producer.send(
-                self.settings.kafka_deadletter_topic, value=value, key=record.key
-            )
+            future = await self.producer.send(topic, value=value, key=key)
         except KafkaError as exc:
             raise ConnectionError(f"dead letter not queued: {exc}") from exc
         self._pending.append(future)

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from scaler.settings import Settings, SettingsError, load_settings
+from scaler.settings import Settings, SettingsError, load_settings, unknown_env
 
 DESCRIPTION = """\
 Run the Spillway autoscaler daemon.
@@ -147,15 +147,20 @@ def handler(args: argparse.Namespace) -> int:
     from scaler.adapters import logging as scaler_logging  # noqa: PLC0415  # keep `scaler --help` fast
     from scaler.core.policy_file import PolicyError, load_policies  # noqa: PLC0415
 
+    misspelt = unknown_env(os.environ)  # warned about once, here; their values are never shown
     try:
         settings = settings_from_args(args)
     except SettingsError as exc:
+        for variable, nearest in misspelt:
+            print(f"warning: {_unknown(variable, nearest)}", file=sys.stderr)
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
         return 2
     scaler_logging.configure(level=settings.log_level)
     log = scaler_logging.get_logger()
-    log.info("settings", **settings.model_dump(mode="json"))  # secrets dump as "**********"
+    for variable, nearest in misspelt:
+        log.warning("unknown_setting_variable", variable=variable, did_you_mean=nearest)
+    log.info("settings", **settings.loggable())  # secrets and passwords in URLs masked
     if args.sandbox:
         return _sandbox(args, settings)
     if not settings.policy_files:
@@ -175,6 +180,12 @@ def handler(args: argparse.Namespace) -> int:
         print(f"error: the daemon cannot start: {exc}", file=sys.stderr)
         return 2
     return asyncio.run(daemon.run())
+
+
+def _unknown(variable: str, nearest: str | None) -> str:
+    """Return the warning line for a ``SCALER_*`` variable that is not a setting."""
+    hint = f"; did you mean {nearest}?" if nearest else " (see scaler run --help)"
+    return f"{variable} is not a setting and is ignored{hint}"
 
 
 def _sandbox(args: argparse.Namespace, settings: Settings) -> int:

@@ -10,6 +10,11 @@ An alert whose labels carry ``spillway_action`` becomes a time-bounded override 
 
 An override ends when its alert is resolved, at the alert's ``endsAt``, or after the maximum duration,
 whichever comes first. Applying overrides never crosses the policy's hard bounds. Time is an argument.
+
+Everything an alert sender controls is bounded: the overrides in force (in total and per model, see
+:class:`OverrideLimits`; new alerts beyond a cap are refused, refreshes of alerts in force never are),
+alert names in reasons (:data:`MAX_ALERT_NAME` characters) and the override part of a decision's
+reason (:data:`MAX_REASON_BYTES`, then "and N more").
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import enum
+import hashlib
+import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 
 from scaler.core.policy import ModelPolicy
@@ -31,6 +38,9 @@ MIN_REPLICAS_LABEL: Final = "spillway_min_replicas"
 _UNSET_TIME: Final = "0001-01-01T00:00:00Z"
 _FRACTION = re.compile(r"\.(\d{6})\d+")
 _MAX_LABEL = 1024
+MAX_ALERT_NAME: Final = 64  # characters of an alert name shown in reasons and logs
+MAX_REASON_BYTES: Final = 1024  # UTF-8 bytes of the override part of one decision's reason
+_MORE_ROOM = 24  # bytes kept for "; and N more"
 
 
 class OverrideError(ValueError):
@@ -64,9 +74,54 @@ class Override:
     min_replicas: int | None = None
 
     def describe(self) -> str:
-        """Return a short human-readable form for decision reasons."""
+        """Return a short human-readable form for decision reasons (the alert name cut to MAX_ALERT_NAME)."""
         extra = f" min={self.min_replicas}" if self.min_replicas is not None else ""
-        return f"{self.action.value}{extra} (alert {self.alert} until {self.ends_at:.0f})"
+        return f"{self.action.value}{extra} (alert {shorten(self.alert)} until {self.ends_at:.0f})"
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class OverrideLimits:
+    """Caps on the overrides in force: ``total`` in all, ``per_model`` for one model label ('*' = all)."""
+
+    total: int = 64
+    per_model: int = 16
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Refused:
+    """A firing override not taken: ``reason`` is ``max_overrides`` or ``max_overrides_per_model``."""
+
+    override: Override
+    reason: str
+
+
+DEFAULT_LIMITS: Final = OverrideLimits()
+
+
+def shorten(text: str, limit: int = MAX_ALERT_NAME) -> str:
+    """Return ``text`` cut to ``limit`` characters (the cut marked with "...")."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def describe_all(overrides: Sequence[Override], *, limit: int = MAX_REASON_BYTES) -> str:
+    """Return the overrides' descriptions joined by "; " in at most ``limit`` UTF-8 bytes.
+
+    Those that do not fit are counted at the end ("and N more"); ``limit`` must be at least 32.
+    """
+    shown: list[str] = []
+    size = 0
+    for index, override in enumerate(overrides):
+        text = override.describe()
+        cost = len(text.encode()) + (2 if shown else 0)
+        room = limit if index == len(overrides) - 1 else limit - _MORE_ROOM
+        if size + cost > room:
+            break
+        shown.append(text)
+        size += cost
+    more = len(overrides) - len(shown)
+    if more:
+        shown.append(f"and {more} more")
+    return "; ".join(shown)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -173,7 +228,8 @@ def _parse_alert(
     if isinstance(fingerprint, str) and fingerprint:
         key = fingerprint[:_MAX_LABEL]
     else:
-        key = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        text = json.dumps(sorted(labels.items()))
+        key = "labels:" + hashlib.sha256(text.encode()).hexdigest()  # bounded, whatever the labels
     model = labels.get(MODEL_LABEL) or None
     override = Override(
         key=key,
@@ -209,17 +265,45 @@ class OverrideBook:
         """Create an empty book."""
         self._by_key: dict[str, Override] = {}
 
-    def update(self, update: WebhookUpdate) -> None:
-        """Add or refresh the firing overrides and lift the resolved ones."""
+    def update(
+        self, update: WebhookUpdate, *, now: float, limits: OverrideLimits = DEFAULT_LIMITS
+    ) -> list[Refused]:
+        """Lift resolved overrides, add or refresh firing ones within ``limits``; return those refused.
+
+        An override already in force (same key) is always refreshed; a new one is refused when the
+        book holds ``limits.total`` overrides, or ``limits.per_model`` for its model label.
+        """
+        self._expire(now)
         for key in update.resolved:
             self._by_key.pop(key, None)
+        per_model: dict[str | None, int] = {}
+        for held in self._by_key.values():
+            per_model[held.model] = per_model.get(held.model, 0) + 1
+        refused: list[Refused] = []
         for override in update.firing:
-            self._by_key[override.key] = override
+            old = self._by_key.get(override.key)
+            if old is not None and old.model == override.model:
+                self._by_key[override.key] = override
+                continue
+            if old is not None:  # same alert, other model: counts as a new one for its model
+                del self._by_key[override.key]
+                per_model[old.model] -= 1
+            if len(self._by_key) >= limits.total:
+                refused.append(Refused(override=override, reason="max_overrides"))
+            elif per_model.get(override.model, 0) >= limits.per_model:
+                refused.append(Refused(override=override, reason="max_overrides_per_model"))
+            else:
+                self._by_key[override.key] = override
+                per_model[override.model] = per_model.get(override.model, 0) + 1
+        return refused
+
+    def _expire(self, now: float) -> None:
+        for key in [k for k, o in self._by_key.items() if o.ends_at <= now]:
+            del self._by_key[key]
 
     def active(self, *, now: float, model: str | None = None) -> list[Override]:
         """Return the overrides in force at ``now`` (for ``model``, when given), dropping expired ones."""
-        for key in [k for k, o in self._by_key.items() if o.ends_at <= now]:
-            del self._by_key[key]
+        self._expire(now)
         found = [o for o in self._by_key.values() if model is None or o.model in (None, model)]
         return sorted(found, key=lambda o: (o.action.value, o.key))
 
@@ -242,8 +326,8 @@ def adjust_decision(
 ) -> Decision:
     """Return ``decision`` with freeze and boost applied, within the policy's hard bounds.
 
-    Every active override is named in the reason; ``bound_by`` says ``override-<action>`` when one
-    changed the outcome.
+    Every active override is named in the reason, within MAX_REASON_BYTES (the rest counted);
+    ``bound_by`` says ``override-<action>`` when one changed the outcome.
     """
     active = list(overrides)
     if not active:
@@ -262,7 +346,7 @@ def adjust_decision(
             floor = min(override.min_replicas, bounds.max_replicas)
             if floor > replicas:
                 replicas, bound_by = floor, "override-boost"
-    named = "; ".join(o.describe() for o in active)
+    named = describe_all(active)
     spill = decision.spill_fraction if math.isfinite(decision.spill_fraction) else 0.0
     return dataclasses.replace(
         decision,

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from scaler.core.policy import EXTENSION_PREFIX, ModelPolicy, PolicyFile
+from scaler.files import FileRefusedError, read_regular_file
 
 try:
     from yaml import CSafeLoader as _BaseLoader
@@ -30,7 +31,7 @@ except ImportError:  # PyYAML built without libyaml: same results, about 5x slow
     from yaml import SafeLoader as _BaseLoader  # type: ignore[assignment]
 
 MAX_POLICY_BYTES = 1024 * 1024  # refused before parsing; a policy for 100 models is about 50 KB
-MAX_YAML_NODES = 200_000  # values a file may expand to, aliases counted each time they are used
+MAX_YAML_NODES = 50_000  # values a file may hold (~600 fully written models), aliases counted per use
 MAX_PROBLEMS = 50  # per file: past that, one line says how many more
 
 
@@ -150,21 +151,20 @@ def duplicate_models(results: Sequence[FileResult]) -> list[Problem]:
 
 
 def read_policy_file(path: Path) -> FileResult:
-    """Return the result of reading ``path``: never raises for a bad, missing or unreadable file."""
+    """Return the result of reading ``path``: never raises, never blocks on a bad, missing or odd file.
+
+    Only regular files (or links to one) of at most MAX_POLICY_BYTES are read, without blocking on
+    a FIFO or device (see :func:`scaler.files.read_regular_file`).
+    """
     source = str(path)
 
     def fail(message: str, line: int | None = None) -> FileResult:
         return FileResult(source, None, [Problem(source, line, "", message)])
 
     try:
-        if path.is_dir():
-            return fail("is a directory, not a policy file")
-        with path.open("rb") as handle:
-            data = handle.read(MAX_POLICY_BYTES + 1)
-            if len(data) > MAX_POLICY_BYTES:
-                size = path.stat().st_size
-                shown = f"{size / 1024 / 1024:.1f} MiB" if size > MAX_POLICY_BYTES else "more than that"
-                return fail(f"file is {shown}; policy files are limited to {MAX_POLICY_BYTES // 1024} KiB")
+        data = read_regular_file(path, max_bytes=MAX_POLICY_BYTES, what="policy file")
+    except FileRefusedError as exc:
+        return fail(str(exc))
     except FileNotFoundError:
         return fail("no such file")
     except PermissionError:
@@ -221,7 +221,10 @@ def _compose(text: str, *, source: str) -> tuple[MappingNode, dict[Any, Any]] | 
         return [Problem(source, line, "", message)]
 
     loader: _Loader | None = None
+    too_many = f"file has more than {MAX_YAML_NODES} YAML values; split it or remove unused ones"
     try:
+        if _count_nodes(text, stop_after=MAX_YAML_NODES) > MAX_YAML_NODES:
+            return fail(too_many)  # refused before the (costlier) node tree is built
         loader = _Loader(text)
         root = loader.get_single_node()
         if root is None:
@@ -250,6 +253,25 @@ def _compose(text: str, *, source: str) -> tuple[MappingNode, dict[Any, Any]] | 
         if loader is not None:
             loader.dispose()
     return root, data
+
+
+_NODE_EVENTS = (yaml.ScalarEvent, yaml.SequenceStartEvent, yaml.MappingStartEvent, yaml.AliasEvent)
+
+
+def _count_nodes(text: str, *, stop_after: int) -> int:
+    """Return how many YAML values ``text`` writes out (aliases once), counting at most ``stop_after + 1``.
+
+    Raises yaml.YAMLError for text that does not parse. Parse events cost a fraction of building nodes.
+    """
+    loader = _Loader(text)
+    count = 0
+    try:
+        while count <= stop_after and loader.check_event():
+            if isinstance(loader.get_event(), _NODE_EVENTS):
+                count += 1
+    finally:
+        loader.dispose()
+    return count
 
 
 def _duplicate_names(root: Node, *, source: str) -> list[Problem]:

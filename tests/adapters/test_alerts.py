@@ -191,3 +191,112 @@ def test_the_token_comes_from_the_setting_or_a_file(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="cannot read"):
         load_token(Settings(alerts_token_file=tmp_path / "missing"))
     assert TOKEN not in repr(Settings(alerts_token=TOKEN))
+
+
+def issue_flood(post: int, *, alerts: int = 220, name_length: int = 900) -> bytes:
+    """Return one post of the issue's flood: ``alerts`` boosts with distinct fingerprints and long names."""
+    items = [
+        {
+            "status": "firing",
+            "labels": {
+                "alertname": f"Flood{post}-{i}-" + "N" * name_length,
+                "spillway_action": "boost",
+                "model": "llama",
+            },
+            "annotations": {},
+            "startsAt": "2026-09-21T22:00:00Z",
+            "endsAt": "0001-01-01T00:00:00Z",
+            "fingerprint": f"flood-{post}-{i}",
+        }
+        for i in range(alerts)
+    ]
+    return json.dumps({"version": "4", "status": "firing", "alerts": items}).encode()
+
+
+def test_an_alert_flood_keeps_overrides_within_the_caps_and_decisions_small() -> None:
+    metrics = DaemonMetrics()
+    policy = ModelPolicy.model_validate({"name": "llama", "bounds": {"max_replicas": 8}})
+    sink = Sink()
+    runtime = Runtime(
+        policies={"llama": policy},
+        sink=sink,
+        planner=one_replica,
+        new_forecaster=DemandForecaster.from_policy,
+        load_forecaster=DemandForecaster.from_bytes,
+        metrics=metrics,
+        options=RuntimeOptions(),
+    )
+    runtime.assign(frozenset({"llama"}), checkpoints={}, now=NOW)
+    server = HttpServer(host="127.0.0.1", port=0, metrics=metrics, ready=lambda: None)
+    receiver = install_receiver(
+        settings=Settings(alerts_token=TOKEN),
+        app=server.app,
+        book=runtime.overrides,
+        clock=lambda: NOW,
+        registry=metrics.registry,
+    )
+    posts = [issue_flood(post) for post in range(8)]
+    assert all(200_000 < len(body) < receiver.max_body_bytes for body in posts)
+
+    async def run() -> tuple[list[int], list[int], str]:
+        await server.start()
+        statuses, refused = [], []
+        try:
+            async with aiohttp.ClientSession() as http:
+                for body in posts:
+                    async with http.post(
+                        f"http://127.0.0.1:{server.port}/alerts",
+                        data=body,
+                        headers={"Authorization": f"Bearer {TOKEN}"},
+                    ) as r:
+                        statuses.append(r.status)
+                        refused.append((await r.json())["refused"])
+                await runtime.decide("llama", trigger="tick", now=NOW)
+                async with http.get(f"http://127.0.0.1:{server.port}/metrics") as r:
+                    exposition = await r.text()
+        finally:
+            await server.stop()
+        return statuses, refused, exposition
+
+    statuses, refused, exposition = asyncio.run(run())
+    assert statuses == [200] * 8
+    assert refused == [220 - 16] + [220] * 7  # the per-model cap (16) filled by the first post
+    assert len(runtime.overrides.active(now=NOW)) == 16
+    assert f'scaler_alert_overrides_refused_total{{reason="max_overrides_per_model"}} {8 * 220 - 16}.0' in (
+        exposition
+    )
+    (payload,) = sink.payloads
+    size = len(json.dumps(payload).encode())
+    assert size < 2048  # was 1.8 MB in the issue, over the producer's 1 MB limit
+    reason = str(payload["reason"])
+    assert reason.startswith("planned [overrides: boost min=2 (alert Flood0-")
+    assert reason.endswith(" more]")
+    assert payload["desired"] == {"replicas": 2, "standby": 0, "serverless_provisioned": 2}
+
+
+def test_a_body_that_never_finishes_arriving_is_refused_in_time() -> None:
+    metrics = DaemonMetrics()
+    server = HttpServer(host="127.0.0.1", port=0, metrics=metrics, ready=lambda: None)
+    receiver = AlertReceiver(token=TOKEN, book=OverrideBook(), clock=lambda: NOW, registry=metrics.registry)
+    receiver.body_timeout_seconds = 0.5
+    receiver.install(server.app)
+
+    async def run() -> bytes:
+        await server.start()
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(
+                b"POST /alerts HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n"
+                + f"Authorization: Bearer {TOKEN}\r\n\r\n".encode()
+                + b'{"version": "4", '
+            )
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.read(4096), 5)
+            writer.close()
+            return answer
+        finally:
+            await server.stop()
+
+    answer = asyncio.run(run())
+    assert answer.startswith(b"HTTP/1.1 408")
+    assert b"too_slow" in answer

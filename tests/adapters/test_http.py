@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import aiohttp
 
@@ -94,3 +95,51 @@ def test_a_model_that_moved_away_leaves_no_stale_gauges() -> None:
         if line.startswith(("scaler_desired_", "scaler_spill_fraction"))
     ]
     assert gauges == []
+
+
+def test_a_client_that_never_finishes_its_headers_is_cut_off_while_others_are_served() -> None:
+    timeout = 1.0
+    server = HttpServer(
+        host="127.0.0.1", port=0, metrics=DaemonMetrics(), ready=lambda: None, header_timeout_seconds=timeout
+    )
+
+    async def slow_client(*, dribble: bool) -> float:
+        """Send half a request line (then a byte at a time, if ``dribble``); return seconds until closed."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /heal")
+        await writer.drain()
+        try:
+            while loop.time() - started < 10 * timeout:
+                with contextlib.suppress(TimeoutError):
+                    if await asyncio.wait_for(reader.read(1024), 0.2) == b"":
+                        return loop.time() - started
+                if dribble and not writer.is_closing():
+                    with contextlib.suppress(ConnectionError):
+                        writer.write(b"t")
+                        await writer.drain()
+        finally:
+            writer.close()
+        return float("inf")
+
+    async def run() -> tuple[float, float, list[int]]:
+        await server.start()
+        try:
+            slow = asyncio.gather(slow_client(dribble=False), slow_client(dribble=True))
+            statuses = []
+            async with aiohttp.ClientSession() as http:
+                for _ in range(5):
+                    async with http.get(f"http://127.0.0.1:{server.port}/healthz") as r:
+                        statuses.append(r.status)
+                    await asyncio.sleep(0.1)
+            idle, dribbling = await slow
+            return idle, dribbling, statuses
+        finally:
+            await server.stop()
+
+    idle, dribbling, statuses = asyncio.run(run())
+    print(f"slow clients disconnected after {idle:.2f} s (idle) and {dribbling:.2f} s (dribbling)")
+    assert statuses == [200] * 5  # served while the slow clients hang on
+    assert timeout * 0.9 <= idle <= timeout + 1.5
+    assert timeout * 0.9 <= dribbling <= timeout + 1.5

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
+import os
 
 import pytest
 from conftest import Broker
@@ -136,3 +138,71 @@ def test_an_unreachable_broker_is_a_connection_error_naming_it() -> None:
 
     with pytest.raises(ConnectionError, match="Kafka producer"):
         asyncio.run(run())
+
+
+def test_a_dead_letter_of_a_huge_original_is_cut_to_size_with_its_hash(broker: Broker) -> None:
+    settings = kafka_settings(broker.bootstrap)
+    original = os.urandom(900_000)  # base64'd whole, this letter was over the producer's 1 MB limit
+    huge = RawRecord(settings.kafka_requests_topic, 1, 7, b"model-1", original)
+
+    async def run() -> list[object]:
+        await kafka.ensure_topics(settings)
+        sink = kafka.KafkaDecisionSink(settings=settings)
+        await sink.start()
+        try:
+            await sink.dead_letter(record=huge, reason="too_large", detail="event over 65536 bytes")
+            await sink.flush()
+        finally:
+            await sink.stop()
+        return await read_topic(broker.bootstrap, settings.kafka_deadletter_topic, at_least=1)
+
+    (record,) = asyncio.run(run())
+    assert len(record.value) < 100_000  # type: ignore[attr-defined]
+    letter = json.loads(record.value)  # type: ignore[attr-defined]
+    assert letter["value_truncated"] is True
+    assert letter["value_bytes"] == 900_000
+    assert letter["value_sha256"] == hashlib.sha256(original).hexdigest()
+    assert base64.b64decode(letter["value"]) == original[: kafka.DEAD_LETTER_VALUE_BYTES]
+    assert (letter["reason"], letter["offset"], record.key) == ("too_large", 7, b"model-1")  # type: ignore[attr-defined]
+
+
+def test_connected_follows_the_broker_going_away_and_coming_back(own_broker: Broker) -> None:
+    settings = kafka_settings(own_broker.bootstrap)
+    seen: list[tuple[str, bool, float]] = []
+
+    async def until(source: kafka.KafkaEventSource, want: bool, *, seconds: float) -> float:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        while source.connected() != want and loop.time() - started < seconds:
+            await source.poll(wait_seconds=0.1)
+        return loop.time() - started
+
+    async def noop(models: frozenset[str]) -> None:
+        return None
+
+    async def run() -> None:
+        source = kafka.KafkaEventSource(settings=settings, models=lambda: MODELS)
+        seen.append(("before start", source.connected(), 0.0))
+        await source.start(on_assigned=noop, on_revoked=noop)
+        try:
+            await until(source, True, seconds=5)
+            seen.append(("started", source.connected(), 0.0))
+            own_broker.kill()
+            took = await until(source, False, seconds=15)
+            seen.append(("broker killed", source.connected(), took))
+            own_broker.start()
+            took = await until(source, True, seconds=30)
+            seen.append(("broker back", source.connected(), took))
+        finally:
+            await source.stop()
+        seen.append(("stopped", source.connected(), 0.0))
+
+    asyncio.run(run())
+    print([f"{what}: {state} after {took:.1f} s" for what, state, took in seen])
+    assert [(what, state) for what, state, _ in seen] == [
+        ("before start", False),
+        ("started", True),
+        ("broker killed", False),
+        ("broker back", True),
+        ("stopped", False),
+    ]

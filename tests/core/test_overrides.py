@@ -10,11 +10,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scaler.core.overrides import (
+    MAX_ALERT_NAME,
+    MAX_REASON_BYTES,
     Action,
+    Override,
     OverrideBook,
     OverrideError,
+    OverrideLimits,
+    WebhookUpdate,
     adjust_decision,
     adjust_observed,
+    describe_all,
     parse_time,
     parse_webhook,
 )
@@ -120,14 +126,16 @@ def test_resolution_lifts_and_the_deadline_expires_overrides() -> None:
             now=NOW,
             max_duration_seconds=60,
             default_boost=1,
-        )
+        ),
+        now=NOW,
     )
     assert [o.action for o in book.active(now=NOW, model="llama")] == [Action.FREEZE, Action.SERVERLESS_OFF]
     assert [o.action for o in book.active(now=NOW, model="other")] == [Action.SERVERLESS_OFF]
     book.update(
         parse_webhook(
             payload(alert("freeze", status="resolved")), now=NOW + 1, max_duration_seconds=60, default_boost=1
-        )
+        ),
+        now=NOW + 1,
     )
     assert [o.action for o in book.active(now=NOW + 1, model="llama")] == [Action.SERVERLESS_OFF]
     assert book.active(now=NOW + 60, model="llama") == []
@@ -141,7 +149,8 @@ def test_capacity_switches_mark_observed_unavailable() -> None:
             now=NOW,
             max_duration_seconds=60,
             default_boost=1,
-        )
+        ),
+        now=NOW,
     )
     observed = Observed(
         replicas_ready=2, replicas_starting=0, standby_ready=0, standby_starting=0, serverless_provisioned=0
@@ -221,3 +230,97 @@ def test_hostile_payloads_only_ever_raise_override_error(body: object) -> None:
     else:
         outcome = "accepted"
     assert outcome in ("accepted", "malformed", "unknown_action")
+
+
+def flood(
+    count: int, *, model: str | None = "llama", prefix: str = "f", name_length: int = 900
+) -> WebhookUpdate:
+    """Return a webhook of ``count`` firing boosts with distinct fingerprints and long alert names."""
+    alerts = []
+    for i in range(count):
+        one = alert("boost", model=model, alertname=f"{prefix}{i}-" + "N" * name_length)
+        one["fingerprint"] = f"{prefix}-{i}"
+        alerts.append(one)
+    return parse_webhook(payload(*alerts), now=NOW, max_duration_seconds=600, default_boost=2)
+
+
+def test_the_book_refuses_new_overrides_beyond_its_caps_and_counts_why() -> None:
+    book = OverrideBook()
+    limits = OverrideLimits(total=5, per_model=3)
+    refused = book.update(flood(4, model="a"), now=NOW, limits=limits)
+    assert [r.reason for r in refused] == ["max_overrides_per_model"]
+    refused = book.update(flood(4, model="b", prefix="g"), now=NOW, limits=limits)
+    assert [r.reason for r in refused] == ["max_overrides", "max_overrides"]
+    assert len(book.active(now=NOW)) == 5
+    assert len(book.active(now=NOW, model="a")) == 3
+    # an alert already in force is refreshed even at the cap; a resolution makes room for a new one
+    again = book.update(flood(1, model="a"), now=NOW + 1, limits=limits)
+    assert again == []
+    lift = parse_webhook(
+        payload({**alert("boost", status="resolved", model="b"), "fingerprint": "g-0"}),
+        now=NOW + 1,
+        max_duration_seconds=600,
+        default_boost=2,
+    )
+    assert book.update(lift, now=NOW + 1, limits=limits) == []
+    assert book.update(flood(3, model="c", prefix="h"), now=NOW + 1, limits=limits)[0].reason == (
+        "max_overrides"
+    )
+    assert len(book.active(now=NOW + 1, model="c")) == 1
+    # expired overrides free their slots
+    assert book.update(flood(3, model="c", prefix="k"), now=NOW + 600, limits=limits) == []
+
+
+def test_the_issue_flood_keeps_the_book_within_the_default_caps() -> None:
+    book = OverrideBook()
+    refused = 0
+    for post in range(8):
+        refused += len(book.update(flood(220, prefix=f"p{post}"), now=NOW))
+    assert len(book.active(now=NOW)) == 16  # the default per-model cap
+    assert refused == 8 * 220 - 16
+
+
+def test_a_decision_reason_names_overrides_within_its_byte_budget() -> None:
+    book = OverrideBook()
+    book.update(flood(200, name_length=5000 // 6), now=NOW, limits=OverrideLimits(total=200, per_model=200))
+    active = book.active(now=NOW, model="llama")
+    out = adjust_decision(decision(2), overrides=active, previous=None, policy=POLICY)
+    assert out.reason.startswith("cost-optimal [overrides: boost min=2 (alert ")
+    named = out.reason.removeprefix("cost-optimal [overrides: ").removesuffix("]")
+    assert len(named.encode()) <= MAX_REASON_BYTES
+    shown = named.count("(alert ")
+    assert 0 < shown < 200
+    assert named.endswith(f"; and {200 - shown} more")
+    names = [part.split("(alert ")[1].split(" until")[0] for part in named.split("; ")[:-1]]
+    assert all(len(name) <= MAX_ALERT_NAME and name.endswith("...") for name in names)
+    assert out.replicas == 2
+
+
+override_lists = st.lists(
+    st.builds(
+        Override,
+        key=st.text(max_size=5),
+        alert=st.text(max_size=300),
+        action=st.sampled_from(list(Action)),
+        model=st.none() | st.text(max_size=5),
+        ends_at=st.floats(min_value=0, max_value=1e12),
+        min_replicas=st.none() | st.integers(min_value=0, max_value=999_999),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(overrides=override_lists, limit=st.integers(min_value=32, max_value=4096))
+def test_describe_all_fits_its_limit_and_counts_what_it_leaves_out(overrides: list, limit: int) -> None:
+    text = describe_all(overrides, limit=limit)
+    assert len(text.encode()) <= limit
+    full = "; ".join(o.describe() for o in overrides)
+    if len(full.encode()) <= limit:
+        assert text == full
+    else:
+        head, _, more = text.rpartition("and ")
+        assert more.endswith(" more")
+        left_out = int(more.removesuffix(" more"))
+        shown = len(overrides) - left_out
+        assert head == "".join(o.describe() + "; " for o in overrides[:shown])

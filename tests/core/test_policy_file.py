@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -11,11 +16,13 @@ from hypothesis import strategies as st
 
 from scaler.core.policy_file import (
     MAX_POLICY_BYTES,
+    MAX_YAML_NODES,
     PolicyError,
     Problem,
     load_policies,
     load_policy_file,
     parse_policy_text,
+    read_policy_file,
 )
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
@@ -254,7 +261,19 @@ def test_alias_bomb_is_refused_without_expanding_it() -> None:
     lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
     lines.append("models: *a8")
     problems = problems_of("\n".join(lines) + "\n")
-    assert problems == ["p.yaml: file expands to more than 200000 YAML values (check anchors and aliases)"]
+    assert problems == [
+        f"p.yaml: file expands to more than {MAX_YAML_NODES} YAML values (check anchors and aliases)"
+    ]
+
+
+def test_a_file_of_too_many_values_is_refused_before_its_tree_is_built() -> None:
+    # the issue's 380 KB policy: one list of 190,000 values took 1.7 s to read
+    text = "x-junk: [" + ",".join(["1"] * 190_000) + "]\nmodels:\n  - name: m\n"
+    assert problems_of(text) == [
+        f"p.yaml: file has more than {MAX_YAML_NODES} YAML values; split it or remove unused ones"
+    ]
+    just_under = "x-junk: [" + ",".join(["1"] * (MAX_YAML_NODES - 10)) + "]\nmodels:\n  - name: m\n"
+    assert parse_policy_text(just_under, source="p.yaml").models[0].name == "m"
 
 
 def test_deep_nesting_is_a_problem_not_a_crash() -> None:
@@ -296,6 +315,63 @@ def test_unreadable_files_give_one_clear_problem(tmp_path: Path, setup: str, mes
         load_policy_file(path)
     line = ":2" if setup == "latin-1" else ""
     assert [str(p) for p in caught.value.problems] == [f"{path}{line}: {message}"]
+
+
+def _read_within(path: Path, *, seconds: float = 3.0) -> list[str]:
+    """Return the problems of reading ``path``; fail (and unblock the reader) if it takes over ``seconds``."""
+    found: list[list[str]] = []
+    reader = threading.Thread(target=lambda: found.append([str(p) for p in read_policy_file(path).problems]))
+    reader.start()
+    reader.join(seconds)
+    if reader.is_alive():
+        with contextlib.suppress(OSError):  # a reader blocked in open() on a FIFO: give it a writer
+            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(5)
+        pytest.fail(f"reading {path} blocked for more than {seconds} s")
+    return found[0]
+
+
+def test_a_fifo_is_refused_at_once_without_blocking(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    os.mkfifo(path)
+    started = time.monotonic()
+    assert _read_within(path) == [f"{path}: is a FIFO (named pipe), not a policy file"]
+    assert time.monotonic() - started < 1.0
+
+
+def test_devices_sockets_and_links_to_them_are_refused(tmp_path: Path) -> None:
+    link = tmp_path / "link.yaml"
+    link.symlink_to("/dev/zero")  # a file that never ends, behind a link
+    assert _read_within(link) == [f"{link}: is a character device, not a policy file"]
+    path = tmp_path / "s.yaml"
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(path))
+        assert _read_within(path) == [f"{path}: is a socket, not a policy file"]
+
+
+def test_a_link_to_a_regular_file_is_read(tmp_path: Path) -> None:
+    target = tmp_path / "real.yaml"
+    target.write_text(BASE)
+    link = tmp_path / "link.yaml"  # how a Kubernetes ConfigMap volume presents its files
+    link.symlink_to(target)
+    assert load_policy_file(link).models[0].name == "m"
+
+
+def test_a_regular_file_swapped_for_a_fifo_after_the_check_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(BASE)
+    real_open = os.open
+
+    def swap_then_open(name: object, flags: int, *args: object) -> int:
+        if Path(str(name)) == path:  # the race: replaced between stat() and open()
+            path.unlink()
+            os.mkfifo(path)
+        return real_open(name, flags, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", swap_then_open)
+    assert _read_within(path) == [f"{path}: is a FIFO (named pipe), not a policy file"]
 
 
 def test_utf8_byte_order_mark_is_accepted(tmp_path: Path) -> None:
