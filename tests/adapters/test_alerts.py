@@ -217,15 +217,7 @@ def test_an_alert_flood_keeps_overrides_within_the_caps_and_decisions_small() ->
     metrics = DaemonMetrics()
     policy = ModelPolicy.model_validate({"name": "llama", "bounds": {"max_replicas": 8}})
     sink = Sink()
-    runtime = Runtime(
-        policies={"llama": policy},
-        sink=sink,
-        planner=one_replica,
-        new_forecaster=DemandForecaster.from_policy,
-        load_forecaster=DemandForecaster.from_bytes,
-        metrics=metrics,
-        options=RuntimeOptions(),
-    )
+    runtime = make_runtime({"llama": policy}, sink=sink, planner=one_replica, metrics=metrics)
     runtime.assign(frozenset({"llama"}), checkpoints={}, now=NOW)
     server = HttpServer(host="127.0.0.1", port=0, metrics=metrics, ready=lambda: None)
     receiver = install_receiver(
@@ -251,7 +243,7 @@ def test_an_alert_flood_keeps_overrides_within_the_caps_and_decisions_small() ->
                     ) as r:
                         statuses.append(r.status)
                         refused.append((await r.json())["refused"])
-                await runtime.decide("llama", trigger="tick", now=NOW)
+                await decide_now(runtime, "llama", now=NOW)
                 async with http.get(f"http://127.0.0.1:{server.port}/metrics") as r:
                     exposition = await r.text()
         finally:
