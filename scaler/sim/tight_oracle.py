@@ -35,14 +35,18 @@ to queue on fewer instances; and capacity changes once per step, where a control
 :func:`scaler.sim.engine.simulate`, by a controller that plays the MILP's schedule back (provisioned
 instances requested one step early so they are warm in time). Its cost is achievable if it meets
 the goal; if not, it is repaired, a few rounds: on-demand serverless enabled everywhere, then more
-provisioned instances in the steps that missed, doubling each round. The upper bound is the cheapest
-replay that met the goal (``None`` if none did).
+provisioned instances in the steps that missed, doubling each round. Where the MILP's schedule leans
+on warm on-demand instances, a second MILP without them (provisioned instances only) gives a second
+schedule to replay and repair. The upper bound is the cheapest replay that met the goal (``None`` if
+none did).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+from collections.abc import Callable
 
 import numpy as np
 import scipy.optimize as so
@@ -86,6 +90,7 @@ class Problem:
     min_replicas: int
     max_replicas: int
     quota: int
+    on_demand_quota: int  # the most warm on-demand instances (0: a schedule of provisioned ones only)
     c_rep: float  # per replica-second
     c_sv: float  # per busy serverless instance-second (per-token price folded in)
     c_prov: float  # per provisioned instance-second
@@ -241,6 +246,7 @@ def build_problem(
         min_replicas=bounds.min_replicas,
         max_replicas=bounds.max_replicas,
         quota=bounds.serverless_quota,
+        on_demand_quota=bounds.serverless_quota,
         c_rep=prices.replica_per_hour / 3600.0,
         c_sv=prices.serverless_per_gpu_second + tokens_per_work,
         c_prov=prices.serverless_provisioned_per_hour / 3600.0,
@@ -319,6 +325,7 @@ def _programme(pb: Problem) -> tuple[FloatArray, so.Bounds, so.LinearConstraint]
     hi[U * n : (U + 1) * n] = pb.max_replicas
     for block in (P, W, V):
         hi[block * n : (block + 1) * n] = pb.quota
+    hi[W * n : (W + 1) * n] = min(pb.quota, pb.on_demand_quota)
     for block in (K, Z, M):
         hi[block * n : (block + 1) * n] = pb.work
     return cost, so.Bounds(lo, hi), rows.constraint()
@@ -419,6 +426,35 @@ def _step_misses(result: SimResult, n: int) -> FloatArray:
     return misses
 
 
+def _replay_and_repair(
+    sol: Solution, pb: Problem, *, goal: float, rounds: int, replay: Callable[[Playback], SimResult]
+) -> None:
+    """Replay ``sol``; while it misses the goal, add provisioned instances where it missed; returns nothing.
+
+    Round ``k`` adds ``2**k`` instances in every step that missed (and the one before); once a round
+    meets the goal, one more replay halves the last addition back.
+    """
+    first = replay(playback(sol, pb))
+    best, enable_all = first, False
+    if first.summary.slo_attainment < goal and pb.quota > 0 and not all(playback(sol, pb).enabled):
+        second = replay(playback(sol, pb, enable_all=True))
+        if second.summary.slo_attainment > first.summary.slo_attainment:
+            best, enable_all = second, True
+    extra = np.zeros(pb.steps)
+    add = 1.0
+    for _ in range(rounds):
+        if best.summary.slo_attainment >= goal or pb.quota == 0:
+            return
+        hit = _step_misses(best, pb.steps) > 0
+        step_add = add * (hit | np.concatenate([hit[1:], [False]]))
+        extra = extra + step_add
+        best = replay(playback(sol, pb, extra=extra, enable_all=enable_all))
+        if best.summary.slo_attainment >= goal and add > 1.0:
+            replay(playback(sol, pb, extra=extra - np.floor(step_add / 2.0), enable_all=enable_all))
+            return
+        add *= 2.0
+
+
 def tight_oracle(
     workload: Workload | RateWorkload,
     *,
@@ -449,22 +485,14 @@ def tight_oracle(
         replays.append(result)
         return result
 
-    first = replay(playback(sol, pb))
-    best, enable_all = first, False
-    if first.summary.slo_attainment < goal and pb.quota > 0 and not all(playback(sol, pb).enabled):
-        second = replay(playback(sol, pb, enable_all=True))
-        if second.summary.slo_attainment > first.summary.slo_attainment:
-            best, enable_all = second, True
-    extra = np.zeros(pb.steps)
-    add = 1.0
-    for _ in range(rounds):
-        if best.summary.slo_attainment >= goal or pb.quota == 0:
-            break
-        misses = _step_misses(best, pb.steps)
-        hit = misses > 0
-        extra = extra + add * (hit | np.concatenate([hit[1:], [False]]))
-        best = replay(playback(sol, pb, extra=extra, enable_all=enable_all))
-        add *= 2.0
+    schedules = [sol]
+    if pb.quota > 0 and sol.on_demand.any():
+        # the bound leans on on-demand instances kept warm for free; a schedule of provisioned
+        # instances only (on-demand still takes overflow in the replay) is often cheaper to repair
+        with contextlib.suppress(ValueError):  # no such schedule: keep the first only
+            schedules.append(solve(dataclasses.replace(pb, on_demand_quota=0), time_limit=time_limit))
+    for schedule in schedules:
+        _replay_and_repair(schedule, pb, goal=goal, rounds=rounds, replay=replay)
     met = [r for r in replays if r.summary.slo_attainment >= goal - 1e-12]
     upper = min(met, key=lambda r: r.summary.cost.total) if met else None
     return TightOracle(
