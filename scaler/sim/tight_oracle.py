@@ -35,7 +35,8 @@ to queue on fewer instances; and capacity changes once per step, where a control
 :func:`scaler.sim.engine.simulate`, by a controller that plays the MILP's schedule back (provisioned
 instances requested one step early so they are warm in time). Its cost is achievable if it meets
 the goal; if not, it is repaired, a few rounds: on-demand serverless enabled everywhere, then more
-provisioned instances in the steps that missed, doubling each round. Where the MILP's schedule leans
+provisioned instances (replicas where the quota is used up) in the steps that missed, doubling each
+round. Where the MILP's schedule leans
 on warm on-demand instances, a second MILP without them (provisioned instances only) gives a second
 schedule to replay and repair. The upper bound is the cheapest replay that met the goal (``None`` if
 none did).
@@ -393,17 +394,24 @@ class Playback:
 
 
 def playback(
-    sol: Solution, pb: Problem, *, extra: FloatArray | None = None, enable_all: bool = False
+    sol: Solution,
+    pb: Problem,
+    *,
+    extra: FloatArray | None = None,
+    extra_replicas: FloatArray | None = None,
+    enable_all: bool = False,
 ) -> Playback:
     """Return the controller replaying ``sol``: replicas in service, provisioned one step early.
 
-    ``extra`` adds provisioned instances per step (repair); ``enable_all`` lets on-demand serverless
-    take overflow in every step, not only where the schedule has warm on-demand instances.
+    ``extra`` adds provisioned instances and ``extra_replicas`` replicas in service per step (repair);
+    ``enable_all`` lets on-demand serverless take overflow in every step, not only where the schedule
+    has warm on-demand instances.
     """
     n = pb.steps
     lead = pb.lead_steps
     starting = np.array([sol.starts[max(0, t - lead + 1) : t + 1].sum() for t in range(n)])
-    in_service = np.minimum(sol.ready + starting, pb.max_replicas)
+    more = extra_replicas if extra_replicas is not None else 0.0
+    in_service = np.minimum(sol.ready + starting + more, pb.max_replicas)
     prov = sol.provisioned + (extra if extra is not None else 0.0)
     ahead = np.maximum(prov, np.concatenate([prov[1:], prov[-1:]]))
     prov_steps = np.minimum(ahead, pb.quota)
@@ -431,8 +439,9 @@ def _replay_and_repair(
 ) -> None:
     """Replay ``sol``; while it misses the goal, add provisioned instances where it missed; returns nothing.
 
-    Round ``k`` adds ``2**k`` instances in every step that missed (and the one before); once a round
-    meets the goal, one more replay halves the last addition back.
+    Round ``k`` adds ``2**k`` provisioned instances in every step that missed (and the one before), or
+    replicas from a cold start ahead where the quota is used up; once a round meets the goal, one
+    more replay halves the last addition back.
     """
     first = replay(playback(sol, pb))
     best, enable_all = first, False
@@ -440,17 +449,25 @@ def _replay_and_repair(
         second = replay(playback(sol, pb, enable_all=True))
         if second.summary.slo_attainment > first.summary.slo_attainment:
             best, enable_all = second, True
-    extra = np.zeros(pb.steps)
+    extra, extra_rep = np.zeros(pb.steps), np.zeros(pb.steps)
+    lead = math.ceil(pb.cold / pb.step)  # a replica requested this many steps ahead is ready in time
     add = 1.0
     for _ in range(rounds):
-        if best.summary.slo_attainment >= goal or pb.quota == 0:
+        if best.summary.slo_attainment >= goal:
             return
         hit = _step_misses(best, pb.steps) > 0
-        step_add = add * (hit | np.concatenate([hit[1:], [False]]))
-        extra = extra + step_add
-        best = replay(playback(sol, pb, extra=extra, enable_all=enable_all))
+        room = sol.provisioned + extra < pb.quota
+        step_add = add * ((hit | np.concatenate([hit[1:], [False]])) & room)
+        step_rep = np.zeros(pb.steps)
+        for t in np.flatnonzero(hit & ~room):  # no quota left there: a replica, requested a cold start ahead
+            step_rep[max(0, t - lead) : t + 1] = add
+        if not step_add.any() and not step_rep.any():
+            return
+        extra, extra_rep = extra + step_add, extra_rep + step_rep
+        best = replay(playback(sol, pb, extra=extra, extra_replicas=extra_rep, enable_all=enable_all))
         if best.summary.slo_attainment >= goal and add > 1.0:
-            replay(playback(sol, pb, extra=extra - np.floor(step_add / 2.0), enable_all=enable_all))
+            half_p, half_r = extra - np.floor(step_add / 2.0), extra_rep - np.floor(step_rep / 2.0)
+            replay(playback(sol, pb, extra=half_p, extra_replicas=half_r, enable_all=enable_all))
             return
         add *= 2.0
 
