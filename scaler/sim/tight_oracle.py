@@ -146,8 +146,8 @@ def default_step(duration: float) -> float:
 
 def _demand(
     workload: Workload | RateWorkload, *, policy: ModelPolicy, fits: Feasibility, seconds: int
-) -> tuple[FloatArray, FloatArray, float]:
-    """Return (per-second requirement in instances, arrival second of each request kept, their weights)."""
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Return (per-second requirement in instances, arrival time of each request kept, their weights)."""
     c = policy.replica.max_concurrency
     ttft = policy.slo.ttft_seconds
     if isinstance(workload, Workload):
@@ -172,7 +172,7 @@ def _demand(
         holds = np.full(counts.shape[0], float(one[0]))
         weights = counts
     r = requirement(starts, holds, weights, seconds=seconds) / c
-    return r, np.minimum(starts, seconds - 1e-9), weights  # type: ignore[return-value]
+    return r, np.minimum(starts, seconds - 1e-9), weights
 
 
 def _tokens_per_work(workload: Workload | RateWorkload, *, policy: ModelPolicy) -> float:
