@@ -1,7 +1,10 @@
-"""Benchmark the numba Holt-Winters forecaster against seasonal-naive and statsmodels on real traces.
+"""Benchmark the numba Holt-Winters forecaster against seasonal-naive, statsmodels and statsforecast.
 
-Prints, per trace: MASE (ours, seasonal-naive, statsmodels ExponentialSmoothing), one-sided coverage
-of our p90 and p95 quantiles, and wall times for both implementations, median of several repeats,
+Prints, per trace: MASE (ours, seasonal-naive, statsmodels ExponentialSmoothing, statsforecast
+AutoETS and MSTL), one-sided coverage of the p90 and p95 quantiles (ours, and statsforecast's from
+the upper ends of its 80 % and 90 % prediction intervals, ``level=[80, 90]``), and wall times,
+ours and statsmodels as the median of several repeats, statsforecast of one run (numba compile
+paid beforehand and reported apart),
 numba's first call reported apart: a whole rolling evaluation (fit + online updates + forecasts)
 and a single fit on the training part plus one forecast ("fit_ms"; ours fits all three series,
 requests and both token counts, where the trace has tokens). Then the per-call cost of observe()
@@ -11,7 +14,9 @@ Rolling scheme (the same for both): fit on the training part, then at every orig
 ``horizon`` buckets and observe one bucket. Ours refits its params every ``refit_every`` buckets
 from its retained history (as in the daemon). statsmodels is refitted (optimized) at the same
 cadence on the history so far, and between refits re-filtered with its fixed params and initial
-states over the history so far (it has no online update).
+states over the history so far (it has no online update). statsforecast is refitted at the same
+cadence and between refits applies its fitted model to the history so far with ``forward`` (no
+refit). MSTL (trend by AutoETS without season) needs a season, so it runs only where there is one.
 
     .venv/bin/python bench/forecast.py [--traces DIR] [--json OUT] [--repeats N]
 """
@@ -28,6 +33,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -141,6 +147,49 @@ def rolling_statsmodels(case: Case, refit_every: int) -> FloatArray:
     return np.maximum(out, 0.0)
 
 
+def statsforecast_model(kind: str, seasons: tuple[int, ...]) -> Any:
+    """Return an unfitted statsforecast model: ``autoets`` (with the longest season) or ``mstl``."""
+    from statsforecast.models import MSTL, AutoETS  # noqa: PLC0415 - optional dev dependency
+
+    if kind == "mstl":
+        return MSTL(season_length=list(seasons), trend_forecaster=AutoETS(model="ZZN"))
+    return AutoETS(season_length=max(seasons) if seasons else 1)
+
+
+def rolling_statsforecast(
+    case: Case, refit_every: int, kind: str
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Return statsforecast's (mean, p90, p95) forecasts, shape (origins, horizon)."""
+    n, tr, h = case.y.size, case.train, case.horizon
+    mean = np.empty((n - tr, h))
+    p90, p95 = np.empty_like(mean), np.empty_like(mean)
+    model: Any = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for j, k in enumerate(range(tr, n)):
+            hist = case.y[:k]
+            if j % refit_every == 0:
+                model = statsforecast_model(kind, case.seasons)
+                model.fit(hist)
+                out = model.predict(h, level=[80, 90])
+            else:
+                out = model.forward(y=hist, h=h, level=[80, 90])
+            mean[j], p90[j], p95[j] = out["mean"], out["hi-80"], out["hi-90"]
+    return np.maximum(mean, 0.0), p90, p95
+
+
+def statsforecast_first_call_seconds() -> float:
+    """Return the wall time of statsforecast's import and first fits (numba compile or cache load)."""
+    t0 = time.perf_counter()
+    z = 10.0 + np.arange(48, dtype=np.float64) % 8
+    for kind, seasons in (("autoets", (8,)), ("mstl", (8,)), ("autoets", ())):
+        model = statsforecast_model(kind, seasons)
+        model.fit(z)
+        model.predict(2, level=[80, 90])
+        model.forward(y=z, h=2, level=[80, 90])
+    return time.perf_counter() - t0
+
+
 def rolling_naive(case: Case) -> FloatArray:
     n, tr, m = case.y.size, case.train, case.naive_period
     out = np.empty((n - tr, case.horizon))
@@ -208,6 +257,27 @@ def evaluate(case: Case, repeats: int) -> dict[str, float | str]:
             )
             model.fit().forecast(case.horizon)
 
+    sf: dict[str, float | str] = {}
+    for kind in ("autoets", "mstl"):
+        if kind == "mstl" and not case.seasons:
+            sf.update({f"mase_{kind}": "n/a", f"cover_p90_{kind}": "n/a", f"cover_p95_{kind}": "n/a"})
+            sf.update({f"seconds_{kind}": "n/a", f"fit_ms_{kind}": "n/a"})
+            continue
+        t0 = time.perf_counter()
+        m_sf, p90_sf, p95_sf = rolling_statsforecast(case, refit_every, kind)
+        sf[f"seconds_{kind}"] = time.perf_counter() - t0
+        sf[f"mase_{kind}"] = mase(m_sf)
+        sf[f"cover_p90_{kind}"] = float(np.mean(act[ok] <= p90_sf[ok]))
+        sf[f"cover_p95_{kind}"] = float(np.mean(act[ok] <= p95_sf[ok]))
+
+        def fit_once_sf(kind: str = kind) -> None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model = statsforecast_model(kind, case.seasons)
+                model.fit(case.y[: case.train])
+                model.predict(case.horizon, level=[80, 90])
+
+        sf[f"fit_ms_{kind}"] = timed(fit_once_sf, max(1, repeats // 2)) * 1e3
     t_fit_ours = timed(fit_once_ours, repeats)
     t_fit_sm = timed(fit_once_statsmodels, repeats)
     t_ours = timed(lambda: rolling_ours(case), repeats)
@@ -230,6 +300,7 @@ def evaluate(case: Case, repeats: int) -> dict[str, float | str]:
         "fit_ms_ours": t_fit_ours * 1e3,
         "fit_ms_statsmodels": t_fit_sm * 1e3,
         "fit_speedup": t_fit_sm / t_fit_ours,
+        **sf,
     }
 
 
@@ -270,6 +341,20 @@ def per_call_micros(*, seasons: tuple[int, ...], n: int = 3000) -> dict[str, flo
     return {"observe_us": obs / n * 1e6, "forecast_us": fcast / n * 1e6, "refit_ms": refit * 1e3}
 
 
+def print_table(rows: list[dict[str, float | str]], cols: list[tuple[str, str]]) -> None:
+    """Print ``rows`` as a Markdown table of ``cols`` (name, format); strings print as they are."""
+
+    def cell(value: float | str, fmt: str) -> str:
+        return value if isinstance(value, str) else fmt.format(value)
+
+    cells = [[c for c, _ in cols]] + [[cell(r[c], fmt) for c, fmt in cols] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
+    for n, row in enumerate(cells):
+        print("| " + " | ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) + " |")
+        if n == 0:
+            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+
+
 def main() -> int:
     default = os.environ.get("SCALER_TRACES_DIR", str(REPO.parent / "shared" / "traces"))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -283,6 +368,7 @@ def main() -> int:
         print(f"error: trace directory {args.traces} not found (set --traces or SCALER_TRACES_DIR)")
         return 2
     first = first_call_seconds()
+    first_sf = statsforecast_first_call_seconds()
     y = load_servegen(args.traces)
     nan = np.full_like(y, np.nan)
     cases = [Case("servegen-m-large", y, nan, nan, 600, 1440, 6, (144,), 144)]
@@ -297,13 +383,18 @@ def main() -> int:
         ("us_per_origin_ours", "{:.0f}"), ("fit_ms_ours", "{:.1f}"), ("fit_ms_statsmodels", "{:.0f}"),
         ("fit_speedup", "{:.0f}x"),
     ]  # fmt: skip
-    cells = [[c for c, _ in cols]] + [[fmt.format(r[c]) for c, fmt in cols] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
-    for n, row in enumerate(cells):
-        print("| " + " | ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) + " |")
-        if n == 0:
-            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    print_table(rows, cols)
+    sf_cols = [
+        ("trace", "{}"), ("mase_ours", "{:.3f}"), ("mase_autoets", "{:.3f}"), ("mase_mstl", "{:.3f}"),
+        ("cover_p90", "{:.1%}"), ("cover_p90_autoets", "{:.1%}"), ("cover_p90_mstl", "{:.1%}"),
+        ("cover_p95", "{:.1%}"), ("cover_p95_autoets", "{:.1%}"), ("cover_p95_mstl", "{:.1%}"),
+        ("seconds_ours", "{:.3f}"), ("seconds_autoets", "{:.2f}"), ("seconds_mstl", "{:.2f}"),
+        ("fit_ms_ours", "{:.1f}"), ("fit_ms_autoets", "{:.0f}"), ("fit_ms_mstl", "{:.0f}"),
+    ]  # fmt: skip
+    print("\nstatsforecast (AutoETS, MSTL) in the same run:")
+    print_table(rows, sf_cols)
     print(f"\nfirst forecaster call in this process (numba compile or cache load): {first:.2f} s")
+    print(f"statsforecast import and first fits (numba compile or cache load): {first_sf:.2f} s")
     calls = {}
     for label, seasons in (("daily", (1440,)), ("daily+weekly", (1440, 10080))):
         calls[label] = c = per_call_micros(seasons=seasons)
@@ -312,7 +403,12 @@ def main() -> int:
             f"(refits amortised), forecast {c['forecast_us']:.0f} us, one refit {c['refit_ms']:.1f} ms"
         )
     if args.json:
-        report = {"first_call_seconds": first, "rows": rows, "per_call": calls}
+        report = {
+            "first_call_seconds": first,
+            "statsforecast_first_call_seconds": first_sf,
+            "rows": rows,
+            "per_call": calls,
+        }
         args.json.write_text(json.dumps(report, indent=2))
     return 0
 

@@ -158,3 +158,25 @@ def test_explain_invalid_file_exits_1_with_problems(
     code, out, err = run(capsys, "policy", "explain", str(path))
     assert (code, out) == (1, "")
     assert err == f"{path}:3: models[0].slo.attainment: must be < 1, got 1.2\n"
+
+
+def test_explain_with_a_trace_reports_the_ceiling_of_each_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = ["TIMESTAMP,ContextTokens,GeneratedTokens"]
+    rows += [f"2023-11-16 18:00:{i:02d}.0000000,{30_000 if i < 6 else 500},50" for i in range(60)]
+    trace = tmp_path / "long.csv"
+    trace.write_text("\n".join(rows) + "\n")
+    code, out, err = run(capsys, "policy", "explain", str(POLICIES / "default.yaml"), "--trace", str(trace))
+    assert code == 0, err
+    # 30,000 prompt tokens need 2.5 s of prefill against the default 2 s TTFT: 6 of 60 requests miss
+    assert "attainable ceiling 90.00% (6 of 60 requests miss on prefill alone)" in out
+    assert out.count("cannot be met on this workload") == 1
+
+
+def test_explain_with_a_missing_trace_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(
+        capsys, "policy", "explain", str(POLICIES / "default.yaml"), "--trace", str(tmp_path / "x")
+    )
+    assert code == 2
+    assert "no such file" in err

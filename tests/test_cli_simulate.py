@@ -145,3 +145,31 @@ def test_policies_start_warm_unless_asked_to_start_cold(tmp_path: Path) -> None:
         runs[name] = {p["policy"]: p for p in json.loads(out.read_text())["policies"]}
     assert runs["warm"]["static-peak"]["dropped"] < runs["cold"]["static-peak"]["dropped"]
     assert runs["warm"]["static-peak"]["slo_attainment"] > runs["cold"]["static-peak"]["slo_attainment"]
+
+
+def _long_prompt_trace(path: Path) -> Path:
+    """Write an Azure-format trace: one request a second, every fourth with a 40,000-token prompt."""
+    rows = ["TIMESTAMP,ContextTokens,GeneratedTokens"]
+    for i in range(400):
+        prompt = 40_000 if i % 4 == 0 else 800
+        rows.append(f"2023-11-16 18:{i // 60:02d}:{i % 60:02d}.0000000,{prompt},100")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_simulate_reports_the_attainable_ceiling_when_prompts_are_too_long(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trace = _long_prompt_trace(tmp_path / "long.csv")
+    out_json = tmp_path / "sim.json"
+    code = main(["simulate", "--trace", str(trace), "--baselines", "none", "--json", str(out_json)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    # 40,000 tokens at 12,000 tokens/s is 3.3 s of prefill against the 2 s target: a quarter always misses
+    lines = [line for line in captured.out.splitlines() if "cannot be met" in line]
+    assert len(lines) == 1
+    assert "attainable ceiling 75.00%" in lines[0]
+    doc = json.loads(out_json.read_text())
+    assert doc["feasibility"]["ceiling"] == pytest.approx(0.75)
+    assert doc["feasibility"]["meetable"] is False
+    assert doc["policies"][0]["slo_attainment"] <= 0.75 + 1e-9

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from scaler.core.explain import explain
-from scaler.core.policy import policy_json_schema
+from scaler.core.policy import ModelPolicy, policy_json_schema
 from scaler.core.policy_file import duplicate_models, read_policy_file
+from scaler.sim.feasibility import feasibility
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -66,6 +67,8 @@ EXPLAIN_HELP = """\
 Show what a policy means: the effective settings with defaults filled in, when a replica pays
 off against serverless, the demand quantile replicas are sized to, what one replica serves, what
 standby and floors cost per hour, lead times against the forecast horizon, and the schedules.
+With --trace, also the attainable ceiling on that workload: the share of its requests whose
+prefill alone fits the TTFT target, and one line saying so when the SLO cannot be met there.
 """
 EXPLAIN_EPILOG = """\
 Examples:
@@ -74,6 +77,10 @@ Examples:
 
   # Explain one model
   scaler policy explain policies/steady-high-volume.yaml --model llama-3.1-8b-chat
+
+  # ...and say which share of a trace's requests its SLO can reach at all
+  scaler policy explain policies/default.yaml \\
+      --trace ../shared/traces/azure-llm-2023/AzureLLMInferenceTrace_conv.csv
 """
 
 
@@ -108,6 +115,12 @@ def register(subparsers: Any) -> None:
     )
     explained.add_argument("file", type=Path, metavar="FILE", help="policy file (YAML)")
     explained.add_argument("--model", metavar="NAME", help="explain only this model (default: all)")
+    explained.add_argument(
+        "--trace",
+        type=Path,
+        metavar="PATH",
+        help="also report the SLO's attainable ceiling on this workload (Azure CSV or ServeGen directory)",
+    )
     explained.set_defaults(func=explain_command)
 
 
@@ -151,4 +164,24 @@ def explain_command(args: argparse.Namespace) -> int:
             print(f"scaler policy explain: {message}", file=sys.stderr)
             return EXIT_USAGE
     print("\n".join(explain(model).render() for model in models), end="")
+    if args.trace is not None:
+        return _ceilings(args.trace, models)
+    return EXIT_OK
+
+
+def _ceilings(trace: Path, models: list[ModelPolicy]) -> int:
+    """Print each model's attainable ceiling on ``trace``; return 0, or 2 if the trace is unusable."""
+    from scaler.commands.simulate import UsageError, load_trace  # noqa: PLC0415 - only with --trace
+
+    def warn(message: str) -> None:
+        print(message, file=sys.stderr)
+
+    try:
+        workload = load_trace(trace, fmt=None, seed=0, warn=warn)
+    except UsageError as exc:
+        print(f"scaler policy explain: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"\nOn {workload.name} ({workload.requests:,} requests):")
+    for model in models:
+        print(f"  {model.name}: {feasibility(workload, policy=model).line(policy=model.name)}")
     return EXIT_OK

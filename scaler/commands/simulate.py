@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import json
 import math
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -20,6 +21,7 @@ from scaler.sim import report, servegen, synthetic, traces
 from scaler.sim import workload as wl
 from scaler.sim.baselines import BASELINES, opening_instances, peak_instances
 from scaler.sim.engine import simulate
+from scaler.sim.feasibility import feasibility
 from scaler.sim.oracle import hindsight_oracle
 from scaler.sim.protocol import Controller
 from scaler.sim.results import SimResult
@@ -314,11 +316,13 @@ def run(args: argparse.Namespace) -> int:
         f"({kind} model), policy {policy.name}, SLO {policy.slo.attainment:.0%} within target"
     )
     out.print(report.render_table(summaries, oracle=oracle.summary, title=title))
+    fits = feasibility(workload, policy=policy)
+    out.print(fits.line(policy=policy.name), markup=False, highlight=False)
     try:
         if args.json is not None:
-            args.json.write_text(
-                report.to_json(summaries, oracle=oracle.summary, workload=workload.name) + "\n"
-            )
+            doc = json.loads(report.to_json(summaries, oracle=oracle.summary, workload=workload.name))
+            doc["feasibility"] = fits.as_dict()
+            args.json.write_text(json.dumps(doc, indent=2) + "\n")
             warn(f"wrote {args.json}")
         if args.plot is not None:
             report.plot([*results, oracle], path=args.plot, title=title)

@@ -1,6 +1,7 @@
 """Baseline autoscalers, each configured like its real counterpart with that system's documented defaults.
 
-Every baseline is a :class:`scaler.sim.protocol.Controller` that sees only :class:`TickObservation`
+Every baseline is a :class:`scaler.sim.protocol.Controller` (the predictive ones, Dynamo-planner-like
+and AWS-style, live in :mod:`scaler.sim.predictive_baselines`) that sees only :class:`TickObservation`
 (no future knowledge), except :class:`StaticPeak`, which is sized up front from the workload's peak
 the way people provision statically. All targets are clamped into the policy's
 ``[min_replicas, max_replicas]``; the serverless quota is enforced by the simulated cluster.
@@ -18,6 +19,7 @@ from collections.abc import Callable
 import numpy as np
 
 from scaler.core.policy import ModelPolicy
+from scaler.sim.predictive_baselines import AwsPredictive, DynamoPlanner
 from scaler.sim.protocol import CapacityTarget, Controller, TickObservation
 from scaler.sim.workload import RateWorkload, Workload
 
@@ -417,5 +419,7 @@ BASELINES: dict[str, Callable[[ModelPolicy, Workload | RateWorkload], Controller
     "knative-kpa": lambda policy, workload: KnativeKpa(policy=policy),
     "serverless-only": lambda policy, workload: ServerlessOnly(),
     "reactive-hybrid": lambda policy, workload: ReactiveHybrid(policy=policy),
+    "dynamo-planner": lambda policy, workload: DynamoPlanner(policy=policy),
+    "aws-predictive": lambda policy, workload: AwsPredictive(policy=policy),
 }
 """Every baseline by report name: a factory taking the policy and the workload (only static-peak uses it)."""

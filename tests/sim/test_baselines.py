@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from scaler.core import queueing
 from scaler.core.policy import ModelPolicy
 from scaler.sim import baselines
+from scaler.sim import predictive_baselines as predictive
 from scaler.sim.protocol import Controller, TickObservation
 from scaler.sim.workload import RateWorkload, Workload
 
@@ -286,3 +291,92 @@ def test_opening_instances_is_the_first_minutes_work() -> None:
     counts = np.concatenate([np.full(60, 3.0), np.full(60, 9.0)])
     work = RateWorkload(name="r", counts=counts, mean_prompt_tokens=1000.0, mean_output_tokens=200.0)
     assert baselines.opening_instances(work, policy=policy) == pytest.approx(3.0 * per_request)
+
+
+# ---- Dynamo-planner-like -------------------------------------------------------------------------
+
+
+def _traffic(
+    now: float, *, rate: float, interval: float, prompt: int = 1000, output: int = 200
+) -> TickObservation:
+    """An observation of ``rate`` req/s over the last ``interval`` seconds with these token sizes."""
+    n = round(rate * interval)
+    return dataclasses.replace(
+        _obs(now, interval=interval), arrivals=n, prompt_tokens=n * prompt, output_tokens=n * output
+    )
+
+
+def test_dynamo_planner_acts_every_180s_and_keeps_one_endpoint_when_idle() -> None:
+    planner = predictive.DynamoPlanner(policy=_policy())
+    assert planner.interval_seconds == 180.0
+    idle = planner.decide(_obs(0.0, interval=180.0))
+    assert idle.replicas == 1
+    assert not idle.serverless_enabled
+
+
+def test_dynamo_planner_sizes_the_last_intervals_load_to_the_ttft_target() -> None:
+    policy = _policy()
+    planner = predictive.DynamoPlanner(policy=policy)
+    # 30 req/s of 1000/200 tokens is 30 * (1000/12000 + 200/2500) = 4.9 replicas of work
+    n = planner.decide(_traffic(180.0, rate=30.0, interval=180.0)).replicas
+    assert queueing.max_rate(n, policy=policy, mean_prompt=1000, mean_output=200) >= 30.0
+    assert queueing.max_rate(n - 1, policy=policy, mean_prompt=1000, mean_output=200) < 30.0
+    assert n >= 5
+    # longer prompts at the same rate need more replicas
+    longer = planner.decide(_traffic(360.0, rate=30.0, interval=180.0, prompt=4000)).replicas
+    assert longer > n
+
+
+def test_dynamo_planners_constant_predictor_follows_the_last_interval_without_hysteresis() -> None:
+    planner = predictive.DynamoPlanner(policy=_policy())
+    high = planner.decide(_traffic(180.0, rate=60.0, interval=180.0)).replicas
+    low = planner.decide(_traffic(360.0, rate=6.0, interval=180.0)).replicas
+    assert high > low >= 1  # no scale-down delay: the next interval's forecast is the last one's load
+
+
+# ---- AWS-style predictive scaling ----------------------------------------------------------------
+
+
+def _aws_day(
+    ctl: predictive.AwsPredictive, *, day: int, peak_hour: int, peak_rate: float, base_rate: float
+) -> list[int]:
+    """Feed one day of minute observations (peak at ``peak_hour``), replicas following the target."""
+    out = []
+    replicas = 1
+    for minute in range(24 * 60):
+        now = day * 86_400.0 + minute * 60.0
+        rate = peak_rate if int(minute // 60) == peak_hour else base_rate
+        work_replicas = rate * (1000 / 12_000 + 200 / 2500)
+        obs = dataclasses.replace(
+            _traffic(now, rate=rate, interval=60.0), replicas_ready=replicas,
+            busy_slots=min(work_replicas, replicas) * SLOTS,
+        )  # fmt: skip
+        replicas = ctl.decide(obs).replicas
+        out.append(replicas)
+    return out
+
+
+def test_aws_predictive_needs_a_day_of_history_then_scales_ahead_of_the_daily_peak() -> None:
+    ctl = predictive.AwsPredictive(policy=_policy())
+    first = _aws_day(ctl, day=0, peak_hour=10, peak_rate=40.0, base_rate=6.0)
+    assert ctl.forecast(24 + 10) is None  # no forecast before 24 hours of history
+    # on day one only target tracking acts: the peak is met after it starts, not before
+    assert first[10 * 60 - 5] == first[9 * 60]
+    second = _aws_day(ctl, day=1, peak_hour=10, peak_rate=40.0, base_rate=6.0)
+    peak = ctl.forecast(48 + 10)  # the forecast covers the next 48 hours: tomorrow's peak too
+    assert peak is not None
+    # 40 req/s is 6.53 replicas of work; over the 70 % target: 10 replicas
+    assert peak == math.ceil(40.0 * (1000 / 12_000 + 200 / 2500) / 0.7 - 1e-9)
+    # SchedulingBufferTime 300 s: the peak hour's capacity is requested at 9:55, not 10:00
+    assert second[10 * 60 - 5] >= peak
+    assert second[10 * 60 - 6] < peak
+
+
+def test_aws_predictive_never_scales_in_on_a_forecast_and_honours_max_capacity() -> None:
+    ctl = predictive.AwsPredictive(policy=_policy(max_replicas=6))
+    _aws_day(ctl, day=0, peak_hour=10, peak_rate=40.0, base_rate=6.0)
+    second = _aws_day(ctl, day=1, peak_hour=10, peak_rate=40.0, base_rate=6.0)
+    assert max(second) == 6  # the forecast wants 10: HonorMaxCapacity keeps the group at its maximum
+    # after the peak, capacity leaves only through target tracking's 300 s scale-in cooldown
+    assert second[11 * 60 + 2] == 6
+    assert second[13 * 60] < 6
