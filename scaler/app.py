@@ -29,7 +29,7 @@ import structlog
 
 from scaler.adapters import actuator_setup, alerts, prometheus
 from scaler.adapters.http import HttpServer
-from scaler.adapters.memory import MemorySink, MemoryStore, ReplaySource, VirtualClock
+from scaler.adapters.memory import MAX_BATCH_SECONDS, MemorySink, MemoryStore, ReplaySource, VirtualClock
 from scaler.adapters.metrics import DaemonMetrics
 from scaler.control.controller import Trigger
 from scaler.core import plan
@@ -427,9 +427,12 @@ def build_sandbox_daemon(
         new_forecaster=DemandForecaster.from_policy,
         load_forecaster=DemandForecaster.from_bytes,
         metrics=metrics,
-        # the replay delivers each virtual second once it has ended: a longer window sees bursts
+        # the replay delivers each virtual second once it has ended: a longer window sees bursts;
+        # one batch carries up to MAX_BATCH_SECONDS of virtual time, so its events may be that old
         options=dataclasses.replace(
-            runtime_options(settings), burst_window_seconds=max(settings.burst_window_seconds, 4)
+            runtime_options(settings),
+            burst_window_seconds=max(settings.burst_window_seconds, 4),
+            max_skew_seconds=max(settings.max_skew_seconds, 2.0 * MAX_BATCH_SECONDS),
         ),
     )
     source = ReplaySource(

@@ -19,6 +19,9 @@ from scaler.core.events import RequestEvent, encode_request
 from scaler.ports import OwnershipCallback, RawRecord
 
 
+MAX_BATCH_SECONDS = 600  # one poll hands out at most 10 virtual minutes of events
+
+
 class VirtualClock:
     """Unix time that advances ``speed`` times faster than the wall clock, from the wall-clock now."""
 
@@ -79,7 +82,7 @@ class ReplaySource:
             await asyncio.sleep(min(wait_seconds, (self.next_second + 1 - now) / self.clock.speed + 0.0005))
             return []
         records: list[RawRecord] = []
-        last = min(math.floor(now), self.next_second + 600)  # at most 10 virtual minutes per batch
+        last = min(math.floor(now), self.next_second + MAX_BATCH_SECONDS)
         for second in range(self.next_second, last):
             for model, base in self.models.items():
                 count = int(self.rng.poisson(synthetic_rate(second, base=base, start=self.clock.start)))
