@@ -18,7 +18,6 @@ import numpy as np
 from scaler.core.events import RequestEvent, encode_request
 from scaler.ports import OwnershipCallback, RawRecord
 
-
 MAX_BATCH_SECONDS = 600  # one poll hands out at most 10 virtual minutes of events
 
 
