@@ -2,6 +2,7 @@
 
 Runs, from the traces directory (``--traces``, else $SCALER_TRACES_DIR, else ../shared/traces):
 
+* the default scenario of ``scaler simulate`` (synthetic ``mixed``), per-request model;
 * Azure LLM 2023 conv and code, per-request model, and the same traces through the fluid model
   (per-second counts, mean token sizes) to show how far the two models are apart;
 * ServeGen m-large, fluid model: all 14 days with Spillway starting cold, and days 8-14 with
@@ -9,9 +10,14 @@ Runs, from the traces directory (``--traces``, else $SCALER_TRACES_DIR, else ../
 
 ServeGen's peak (~35,000 requests/min) needs ~100 default replicas, so the ServeGen runs use the
 default policy with ``max_replicas`` 200 and ``serverless_quota`` 100; the Azure runs use the defaults.
-Prints a table per run, the check against Spillway's targets (SLO attainment >= 99 %, cost <= 1.15x
-the oracle, cheaper than every baseline that reaches the same attainment), the wall time of each
-run, and writes every figure to ``--json`` (default bench-policies.json).
+Each table has Spillway (the daemon's controller), ``spillway-perfect`` (the same controller fed the
+true future demand: :mod:`scaler.sim.perfect_forecast`), every baseline and the relaxed bound;
+below it the tight oracle's lower and upper bounds (:mod:`scaler.sim.tight_oracle`, not for the
+fluid copies of Azure), the split of Spillway's gap to the upper bound into forecast error
+(Spillway minus perfect-forecast Spillway) and control, the check against Spillway's targets
+(SLO attainment >= 99 %, cost <= 1.15x the oracle, cheaper than every baseline that reaches the
+same attainment), and the wall and CPU time of each run. Every figure goes to ``--json``
+(default bench-policies.json).
 
     .venv/bin/python bench/policies.py [--traces DIR] [--json OUT] [--skip-servegen]
 """
@@ -34,12 +40,16 @@ from scaler.sim import workload as wl
 from scaler.sim.baselines import BASELINES
 from scaler.sim.engine import simulate
 from scaler.sim.oracle import hindsight_oracle
+from scaler.sim.perfect_forecast import PerfectForecaster
 from scaler.sim.results import SimResult, Summary
 from scaler.sim.spillway import SpillwayController
+from scaler.sim.synthetic import DEFAULT_SCENARIO, synthetic
+from scaler.sim.tight_oracle import TightOracle, tight_oracle
 
 DAY = 86_400
 TARGET_ATTAINMENT = 0.99
 TARGET_RATIO = 1.15
+PERFECT = "spillway-perfect"  # Spillway's controller fed the true future demand
 
 
 def check_targets(spillway: Summary, baselines: list[Summary], oracle: Summary) -> list[str]:
@@ -71,6 +81,7 @@ def run_all(
     title: str,
     console: Console,
     warmup: wl.Workload | wl.RateWorkload | None = None,
+    tight: bool = True,
 ) -> dict[str, object]:
     """Run Spillway, every baseline and the oracle on ``workload``; print and return the figures."""
     results: list[SimResult] = []
@@ -79,7 +90,13 @@ def run_all(
     spillway = SpillwayController(policy, workload)
     if warmup is not None:
         spillway.warm_up(warmup)
-    controllers = [spillway, *(make(policy, workload) for make in BASELINES.values())]
+    perfect = SpillwayController(  # the same controller, fed the true future demand
+        policy,
+        workload,
+        name=PERFECT,
+        forecaster=PerfectForecaster.from_workload(workload, policy=policy),
+    )
+    controllers = [spillway, perfect, *(make(policy, workload) for make in BASELINES.values())]
     initial = warm_start(workload, policy=policy)  # every trace is cut from a running service
     for controller in controllers:
         t0, c0 = time.perf_counter(), time.process_time()
@@ -91,13 +108,54 @@ def run_all(
     walls["oracle"] = time.perf_counter() - t0
     summaries = [r.summary for r in results]
     console.print(report.render_table(summaries, oracle=oracle, title=title))
-    checks = check_targets(summaries[0], summaries[1:], oracle)
+    checks = check_targets(summaries[0], summaries[2:], oracle)
+    tight_figures: dict[str, object] = {}
+    if tight:
+        t0 = time.perf_counter()
+        found = tight_oracle(workload, policy=policy, initial_replicas=initial)
+        walls["tight-oracle"] = time.perf_counter() - t0
+        checks += tight_lines(summaries[0], summaries[1], found)
+        upper = found.upper.summary if found.upper is not None else None
+        tight_figures = {
+            "tight_lower": found.lower,
+            "tight_lower_optimal": found.optimal,
+            "tight_upper": upper.cost.total if upper is not None else None,
+            "tight_upper_attainment": upper.slo_attainment if upper is not None else None,
+            "ceiling": found.feasibility.ceiling,
+        }
     for line in checks:
         console.print(f"  {line}", markup=False)
     console.print("  wall time: " + ", ".join(f"{k} {v:.1f} s" for k, v in walls.items()), markup=False)
     console.print("  CPU time: " + ", ".join(f"{k} {v:.1f} s" for k, v in cpus.items()), markup=False)
     doc = json.loads(report.to_json(summaries, oracle=oracle, workload=workload.name))
-    return {**doc, "title": title, "wall_seconds": walls, "cpu_seconds": cpus, "targets": checks}
+    return {
+        **doc,
+        "title": title,
+        "wall_seconds": walls,
+        "cpu_seconds": cpus,
+        "targets": checks,
+        **tight_figures,
+    }
+
+
+def tight_lines(spillway: Summary, perfect: Summary, found: TightOracle) -> list[str]:
+    """Return the tight oracle's bounds and the split of Spillway's gap to it: forecast vs control."""
+    lines = [f"tight oracle: lower bound ${found.lower:,.2f} ({'optimal' if found.optimal else 'bound'})"]
+    if found.upper is None:
+        return [*lines, "tight oracle: no repaired schedule met the SLO (no upper bound)"]
+    upper = found.upper.summary
+    lines.append(f"tight oracle: upper bound ${upper.cost.total:,.2f} at {upper.slo_attainment:.3%}")
+    ratio = spillway.cost.total / upper.cost.total
+    verdict = "met" if ratio <= TARGET_RATIO else f"MISSED by {ratio / TARGET_RATIO - 1:.1%}"
+    lines.append(f"cost {ratio:.3f}x the tight oracle's upper bound (target <= {TARGET_RATIO}x): {verdict}")
+    gap = spillway.cost.total - upper.cost.total
+    forecast = spillway.cost.total - perfect.cost.total
+    lines.append(
+        f"gap to the tight upper bound ${gap:,.2f}: forecast error ${forecast:,.2f} "
+        f"(perfect-forecast Spillway ${perfect.cost.total:,.2f} at {perfect.slo_attainment:.3%}), "
+        f"control ${gap - forecast:,.2f}"
+    )
+    return lines
 
 
 def fluid_gap(per_request: dict[str, object], fluid: dict[str, object]) -> list[str]:
@@ -125,11 +183,17 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(width=220)
     out: dict[str, object] = {}
     policy = ModelPolicy(name="llama-3.1-8b-instruct")
+    default = synthetic(DEFAULT_SCENARIO, seed=args.seed)
+    out["default-scenario"] = run_all(
+        default, policy=policy, title=f"default scenario ({DEFAULT_SCENARIO})", console=console
+    )
     for kind in ("conv", "code"):
         path = root / "azure-llm-2023" / f"AzureLLMInferenceTrace_{kind}.csv"
         workload = traces.load_azure(path).workload
         per_request = run_all(workload, policy=policy, title=f"Azure {kind} (per-request)", console=console)
-        fluid = run_all(to_rates(workload), policy=policy, title=f"Azure {kind} (fluid)", console=console)
+        fluid = run_all(
+            to_rates(workload), policy=policy, title=f"Azure {kind} (fluid)", console=console, tight=False
+        )
         console.print(f"fluid vs per-request on Azure {kind}:")
         for line in fluid_gap(per_request, fluid):
             console.print(f"  {line}", markup=False)

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from scaler.control.controller import ModelController, Planner, ReadBack, Step, Trigger
+from scaler.control.controller import Forecaster, ModelController, Planner, ReadBack, Step, Trigger
 from scaler.core.fallback import FallbackSignal
 from scaler.core.overrides import Override
 from scaler.core.plan import plan
@@ -125,16 +125,20 @@ class SpillwayController:
         start_unix: int = 0,
         burst_window_seconds: int = 2,
         planner: Planner = plan,
+        forecaster: Forecaster | None = None,
         overrides: Sequence[OverrideWindow] = (),
         record: bool = False,
     ) -> None:
-        """Create a cold controller for ``policy`` fed from ``workload`` (see :meth:`warm_up`)."""
+        """Create a cold controller for ``policy`` fed from ``workload`` (see :meth:`warm_up`).
+
+        ``forecaster`` defaults to the daemon's (:class:`~scaler.forecast.models.DemandForecaster`).
+        """
         self._policy = policy
         self._name = name
         self._start = int(start_unix)
         self.controller = ModelController(
             policy=policy,
-            forecaster=DemandForecaster.from_policy(policy),
+            forecaster=forecaster or DemandForecaster.from_policy(policy),
             planner=planner,
             now=float(self._start),
             burst_window_seconds=burst_window_seconds,
@@ -160,9 +164,10 @@ class SpillwayController:
 
     @property
     def forecaster(self) -> DemandForecaster:
-        """Return the forecaster (for inspection)."""
+        """Return the daemon's forecaster (for inspection); raise TypeError for another one."""
         forecaster = self.controller.forecaster
-        assert isinstance(forecaster, DemandForecaster)
+        if not isinstance(forecaster, DemandForecaster):
+            raise TypeError(f"this controller forecasts with {type(forecaster).__name__}")
         return forecaster
 
     def warm_up(self, history: Workload | RateWorkload, *, seconds: float | None = None) -> int:
