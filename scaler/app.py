@@ -116,6 +116,8 @@ class Daemon:
             return "no policies loaded"
         if not self.assigned:
             return "waiting for the consumer group assignment"
+        if not self.source.connected():
+            return "the event log is unreachable"
         return None
 
     async def on_assigned(self, models: frozenset[str]) -> None:

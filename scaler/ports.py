@@ -72,6 +72,9 @@ class EventSource(Protocol):
     def refresh_owned(self) -> frozenset[str]:
         """Return the models owned under the current assignment (after a policy reload changed the set)."""
 
+    def connected(self) -> bool:
+        """Return True while the log is reachable (cheap, no I/O: for readiness)."""
+
     async def stop(self) -> None:
         """Leave the group and close; never raises."""
 

@@ -267,6 +267,9 @@ class ListSource:
     def refresh_owned(self) -> frozenset[str]:
         return self.models
 
+    def connected(self) -> bool:
+        return True
+
     def lag(self) -> dict[tuple[str, int], int]:
         return {(REQ, 0): len(self.batches)}
 
@@ -463,3 +466,15 @@ def test_events_keyed_by_a_model_another_process_owns_are_dropped_before_decodin
     # an unkeyed or unknown-keyed record is always decoded (and dead-lettered when bad)
     rejected = rt.ingest([RawRecord(REQ, 0, 3, None, b"[]"), RawRecord(REQ, 0, 4, b"zz", b"{}")], now=T0)
     assert [(r.offset, e.reason) for r, e in rejected] == [(3, "not_object"), (4, "missing_field")]
+
+
+def test_the_daemon_is_not_ready_while_the_event_log_is_unreachable(tmp_path: Path) -> None:
+    daemon, source, _, _ = _daemon(tmp_path, [])
+
+    async def run() -> None:
+        await daemon.on_assigned(frozenset({"m"}))
+        assert daemon.not_ready() is None
+        source.connected = lambda: False  # type: ignore[method-assign]  # the broker went away
+        assert daemon.not_ready() == "the event log is unreachable"
+
+    asyncio.run(run())

@@ -111,6 +111,10 @@ class ReplaySource:
         """Return every model (the replay owns them all)."""
         return frozenset(self.models)
 
+    def connected(self) -> bool:
+        """Return True: the replay is always reachable."""
+        return True
+
     def lag(self) -> dict[tuple[str, int], int]:
         """Return the virtual seconds not yet replayed, as the lag of partition 0."""
         return {(self.topic, 0): max(0, math.floor(self.clock.now()) - self.next_second)}
