@@ -217,7 +217,6 @@ def test_a_broker_kill_and_restart_is_survived(own_broker: Broker, tmp_path: Pat
 
 
 def test_sigterm_stops_a_real_scaler_run_cleanly(broker: Broker, tmp_path: Path) -> None:
-    pytest.importorskip("scaler.core.plan", reason="the planner has not landed yet")
     port = free_port()
     settings = _settings(broker, tmp_path, http_listen=f"127.0.0.1:{port}")
     env = {**os.environ, **settings_env(settings), "SCALER_DRY_RUN": "true"}

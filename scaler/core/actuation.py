@@ -147,7 +147,8 @@ def instances_from_units(*, units: int, max_concurrency: int) -> int:
 
 
 def backoff_delay(*, attempt: int, base: float, cap: float, jitter: float) -> float:
-    """Return the delay before retry ``attempt`` (1-based): full jitter over ``min(cap, base * 2**(a-1))``.
+    """Return the delay before retry ``attempt`` (1-based): equal jitter, uniform in [c/2, c) of
+    ``c = min(cap, base * 2**(a-1))`` (never a near-zero retry storm, still spread out).
 
     ``jitter`` is a uniform draw in [0, 1) supplied by the caller. Raises ValueError on attempt < 1.
     """

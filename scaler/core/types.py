@@ -103,18 +103,3 @@ class Decision:
     held: bool = False
     recent_targets: tuple[tuple[float, int], ...] = ()
     last_scale_down_at: float | None = None
-
-    def as_dict(self) -> dict[str, object]:
-        """Return a JSON-ready view of the decision (memory fields excluded)."""
-        return {
-            "at": self.at,
-            "replicas": self.replicas,
-            "standby": self.standby,
-            "serverless_provisioned": self.serverless_provisioned,
-            "spill_fraction": round(self.spill_fraction, 6),
-            "reason": self.reason,
-            "bound_by": self.bound_by,
-            "quantile": round(self.quantile, 6),
-            "cost_per_hour": {k: round(v, 6) for k, v in self.cost_per_hour.items()},
-            "held": self.held,
-        }
