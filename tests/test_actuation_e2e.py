@@ -1,8 +1,9 @@
-"""End to end: `scaler run --actuate` with a tansu broker, the kmock API server and a moto server.
+"""End to end: `scaler run --actuate` with a tansu broker, a real kube-apiserver and a moto server.
 
 A burst of request events raises serverless capacity (a SageMaker variant's instance count) within
 seconds and the Deployment's replicas as the forecast demands; both come back down after the burst
-and the scale-down delay. All four are real processes on loopback.
+and the scale-down delay. All are real processes on loopback; the daemon reaches the apiserver
+through a kubeconfig (context ``test``) whose token is bound only to the actuator's RBAC rules.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import boto3
@@ -21,9 +22,11 @@ import pytest
 from botocore.config import Config
 from kubernetes import client
 
-from tests.adapters.actuator_fixtures import start_kube_apiserver, start_moto
+from scaler.adapters.kubernetes import describe_rules
+from tests.adapters.actuator_fixtures import start_moto
 from tests.conftest import Broker, free_port, wait_for_tcp
 from tests.integration_fixtures import kafka_settings, produce, request_event, settings_env
+from tests.kube_cluster import KubeCluster, bind_role, create_deployment
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -39,7 +42,7 @@ models:
                stabilization_seconds: 1}
     forecast: {bucket_seconds: 1, horizon_seconds: 20, seasonalities_seconds: [60]}
     targets:
-      kubernetes: {namespace: llm, kind: Deployment, name: chat}
+      kubernetes: {namespace: NAMESPACE, kind: Deployment, name: chat}
       serverless: {backend: sagemaker, endpoint_name: chat, variant_name: burst}
 """
 
@@ -66,31 +69,23 @@ async def _burst(bootstrap: str, topic: str, *, seconds: float, rate: float) -> 
         await asyncio.sleep(0.2)
 
 
+@pytest.fixture
+def kubelet(kube: KubeCluster, kube_namespace: str) -> Iterator[None]:
+    """Pods of chat become Ready within half a second of being created (no real kubelet here)."""
+    with kube.kubelet(namespace=kube_namespace, selector="app=chat"):
+        yield
+
+
+@pytest.mark.usefixtures("kubelet")
 def test_a_burst_raises_serverless_and_replicas_and_both_come_back_down(
-    broker: Broker, tmp_path: Path
+    broker: Broker, kube: KubeCluster, kube_namespace: str, tmp_path: Path
 ) -> None:
-    kube = start_kube_apiserver(free_port())
     moto = start_moto(free_port())
     process: subprocess.Popen[bytes] | None = None
     try:
-        apps = client.AppsV1Api(client.ApiClient(_config(kube.url)))
-        labels = {"app": "chat"}
-        apps.create_namespaced_deployment(
-            "llm",
-            {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "metadata": {"name": "chat", "namespace": "llm", "labels": labels},
-                "spec": {
-                    "replicas": 1,
-                    "selector": {"matchLabels": labels},
-                    "template": {
-                        "metadata": {"labels": labels},
-                        "spec": {"containers": [{"name": "vllm", "image": "vllm"}]},
-                    },
-                },
-            },
-        )
+        create_deployment(kube, namespace=kube_namespace, name="chat", replicas=1)
+        bind_role(kube, namespace=kube_namespace, user="scaler", rules=describe_rules())
+        apps = client.AppsV1Api(kube.api_client())
         aws_env = {
             "AWS_ACCESS_KEY_ID": "test",
             "AWS_SECRET_ACCESS_KEY": "test",
@@ -123,7 +118,7 @@ def test_a_burst_raises_serverless_and_replicas_and_both_come_back_down(
         sm.create_endpoint(EndpointName="chat", EndpointConfigName="c")
 
         policy = tmp_path / "policy.yaml"
-        policy.write_text(POLICY)
+        policy.write_text(POLICY.replace("NAMESPACE", kube_namespace))
         port = free_port()
         settings = kafka_settings(broker.bootstrap, policy_files=(policy,), http_listen=f"127.0.0.1:{port}")
         env = {
@@ -131,7 +126,8 @@ def test_a_burst_raises_serverless_and_replicas_and_both_come_back_down(
             **settings_env(settings),
             **aws_env,
             "SCALER_ACTUATE": "true",
-            "SCALER_KUBERNETES_HOST": kube.url,
+            "SCALER_KUBERNETES_KUBECONFIG": str(kube.kubeconfig("scaler", path=tmp_path / "kubeconfig")),
+            "SCALER_KUBERNETES_CONTEXT": "test",
             "SCALER_AWS_ENDPOINT_URL": moto.url,
             "SCALER_AWS_REGION": "us-east-1",
             "SCALER_ACTUATOR_TIMEOUT_SECONDS": "3",
@@ -143,7 +139,7 @@ def test_a_burst_raises_serverless_and_replicas_and_both_come_back_down(
         wait_for_tcp(port, timeout=30)
 
         def replicas() -> int:
-            return int(apps.read_namespaced_deployment("chat", "llm").spec.replicas)
+            return int(apps.read_namespaced_deployment("chat", kube_namespace).spec.replicas)
 
         def serverless() -> int:
             variant = sm.describe_endpoint(EndpointName="chat")["ProductionVariants"][0]
@@ -197,11 +193,5 @@ def test_a_burst_raises_serverless_and_replicas_and_both_come_back_down(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        kube.stop()
         moto.stop()
 
-
-def _config(url: str) -> client.Configuration:
-    configuration = client.Configuration()
-    configuration.host = url
-    return configuration

@@ -1,8 +1,8 @@
 """A Kubernetes API that accepts connections and never answers delays only its own model.
 
-`scaler run --actuate` with the real broker and a Kubernetes API server behind a TCP proxy that we
-stall: connections are accepted and bytes sit in the proxy, unanswered, for as long as the stall
-lasts. Two models: ``slow`` (a Deployment behind the stalled API) and ``free`` (no target). While
+`scaler run --actuate` with the real broker and a real kube-apiserver behind a TCP proxy that we
+stall (TLS passes through): connections are accepted and bytes sit in the proxy, unanswered, for
+as long as the stall lasts. Two models: ``slow`` (a Deployment behind the stalled API) and ``free`` (no target). While
 the API hangs, events are consumed as fast as they are produced, both models are decided and
 published every interval, and once the API answers again the newest decision reaches the
 Deployment: nothing is lost.
@@ -26,9 +26,10 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from tests.adapters.actuator_fixtures import start_kube_apiserver
+from scaler.adapters.kubernetes import describe_rules
 from tests.conftest import Broker, free_port, wait_for_tcp
 from tests.integration_fixtures import kafka_settings, produce, read_topic, request_event, settings_env
+from tests.kube_cluster import KubeCluster, bind_role, create_deployment
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -41,7 +42,7 @@ MODEL_SPEC = """
                stabilization_seconds: 1}}
     forecast: {{bucket_seconds: 1, horizon_seconds: 20, seasonalities_seconds: [60]}}{targets}
 """
-TARGETS = "\n    targets:\n      kubernetes: {namespace: llm, kind: Deployment, name: slow}"
+TARGETS = "\n    targets:\n      kubernetes: {namespace: NAMESPACE, kind: Deployment, name: slow}"
 STALL_SECONDS = 15.0
 
 
@@ -99,23 +100,6 @@ class StallProxy:
         self.thread.join(5)
 
 
-def _deployment(name: str) -> dict[str, object]:
-    labels = {"app": name}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": "llm", "labels": labels},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": "vllm", "image": "vllm"}]},
-            },
-        },
-    }
-
-
 def _consumed(port: int) -> float:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text = response.read().decode()
@@ -154,22 +138,25 @@ def _until(condition: Callable[[], bool], *, seconds: float, what: str) -> float
     return time.monotonic() - started
 
 
-def test_a_hung_kubernetes_api_delays_only_its_own_models_actions(broker: Broker, tmp_path: Path) -> None:
-    kube = start_kube_apiserver(free_port())
+def test_a_hung_kubernetes_api_delays_only_its_own_models_actions(
+    broker: Broker, kube: KubeCluster, kube_namespace: str, tmp_path: Path
+) -> None:
     proxy = StallProxy(int(kube.url.rsplit(":", 1)[1])).start()
     process: subprocess.Popen[bytes] | None = None
     try:
-        configuration = client.Configuration()
-        configuration.host = kube.url
-        apps = client.AppsV1Api(client.ApiClient(configuration))
-        apps.create_namespaced_deployment("llm", _deployment("slow"))
+        create_deployment(kube, namespace=kube_namespace, name="slow", replicas=1)
+        bind_role(kube, namespace=kube_namespace, user="scaler", rules=describe_rules())
+        apps = client.AppsV1Api(kube.api_client())
         policy = tmp_path / "policy.yaml"
         policy.write_text(
             "models:\n"
             + "  - name: slow"
-            + MODEL_SPEC.format(targets=TARGETS)
+            + MODEL_SPEC.format(targets=TARGETS.replace("NAMESPACE", kube_namespace))
             + "  - name: free"
             + MODEL_SPEC.format(targets="")
+        )
+        kubeconfig = kube.kubeconfig(
+            "scaler", path=tmp_path / "kubeconfig", server=f"https://127.0.0.1:{proxy.port}"
         )
         port = free_port()
         settings = kafka_settings(broker.bootstrap, policy_files=(policy,), http_listen=f"127.0.0.1:{port}")
@@ -177,7 +164,7 @@ def test_a_hung_kubernetes_api_delays_only_its_own_models_actions(broker: Broker
             **os.environ,
             **settings_env(settings),
             "SCALER_ACTUATE": "true",
-            "SCALER_KUBERNETES_HOST": f"http://127.0.0.1:{proxy.port}",
+            "SCALER_KUBERNETES_KUBECONFIG": str(kubeconfig),
             "SCALER_ACTUATOR_TIMEOUT_SECONDS": "3",
         }
         with (tmp_path / "daemon.log").open("wb") as log:
@@ -217,7 +204,7 @@ def test_a_hung_kubernetes_api_delays_only_its_own_models_actions(broker: Broker
                 read_topic(broker.bootstrap, settings.kafka_decisions_topic, at_least=10**9, seconds=1)
             )
             slow = [json.loads(r.value) for r in latest if json.loads(r.value)["model"] == "slow"]
-            spec = apps.read_namespaced_deployment("slow", "llm").spec.replicas
+            spec = apps.read_namespaced_deployment("slow", kube_namespace).spec.replicas
             return bool(slow) and spec == slow[-1]["desired"]["replicas"]
 
         recovered = _until(applied, seconds=30, what="the newest decision applied after the stall")
@@ -235,4 +222,3 @@ def test_a_hung_kubernetes_api_delays_only_its_own_models_actions(broker: Broker
                 process.kill()
                 process.wait()
         proxy.stop()
-        kube.stop()

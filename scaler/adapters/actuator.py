@@ -60,7 +60,14 @@ T = TypeVar("T")
 
 
 class ActuationError(Exception):
-    """A change could not be made after every retry; the message names the target and the cause."""
+    """A change could not be made after every retry; the message names the target and the cause.
+
+    ``permanent`` is True when a retry cannot fix it (a PermanentError: configuration or RBAC).
+    """
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,7 +97,7 @@ async def with_retries(
         try:
             return await asyncio.wait_for(op(), timeout=retry.timeout_seconds)
         except PermanentError as exc:
-            raise ActuationError(f"{what}: {exc}") from None
+            raise ActuationError(f"{what}: {exc}", permanent=True) from None
         except TransientError as exc:
             last = str(exc)
         except TimeoutError:
@@ -176,6 +183,8 @@ class Actuators:
         self.retry = retry or RetryPolicy()
         self.pacer = actuation.Pacer(min_interval=min_interval_seconds)
         self.tracker = actuation.FailureTracker(threshold=failure_threshold)
+        # (model, target, op) -> kind, while that call fails permanently (reported once, unavailable at once)
+        self.permanent: dict[tuple[str, str, str], Unavailable] = {}
         self.rng = random.Random(seed)  # noqa: S311  # jitter, not cryptography
         self.log = structlog.get_logger("scaler.actuator")
 
@@ -200,8 +209,12 @@ class Actuators:
         return targets
 
     def unavailable(self, model: str) -> Unavailable:
-        """Return the kinds of capacity of ``model`` that keep failing."""
-        return self.tracker.unavailable(model)
+        """Return the kinds of capacity of ``model`` that keep failing or fail permanently."""
+        flags = self.tracker.unavailable(model)
+        for (name, _target, _op), flag in self.permanent.items():
+            if name == model:
+                flags |= flag
+        return flags
 
     async def _call(
         self, *, model: str, kind: Kind, target: str, op: Callable[[], Awaitable[T]], write: bool = False
@@ -221,6 +234,9 @@ class Actuators:
         except ActuationError as exc:
             self.metrics.failures.labels(kind=kind, target=target).inc()
             flag = _FLAG[kind]
+            if exc.permanent:
+                self._failed_permanently(model=model, kind=kind, target=target, write=write, error=str(exc))
+                return None
             if self.tracker.failed(model, flag, op="write" if write else "read"):
                 self.metrics.unavailable.labels(model=model, kind=_FLAG_NAME[flag]).set(1)
                 self.log.error("capacity_unavailable", model=model, kind=_FLAG_NAME[flag], error=str(exc))
@@ -228,10 +244,30 @@ class Actuators:
                 self.log.warning("actuation_failed", model=model, kind=kind, target=target, error=str(exc))
             return None
         flag = _FLAG[kind]
-        if self.tracker.succeeded(model, flag, op="write" if write else "read"):
+        before = self.unavailable(model)
+        self.tracker.succeeded(model, flag, op="write" if write else "read")
+        self.permanent.pop((model, target, "write" if write else "read"), None)
+        if flag & before and not flag & self.unavailable(model):
             self.metrics.unavailable.labels(model=model, kind=_FLAG_NAME[flag]).set(0)
             self.log.info("capacity_available", model=model, kind=_FLAG_NAME[flag])
         return result
+
+    def _failed_permanently(self, *, model: str, kind: Kind, target: str, write: bool, error: str) -> None:
+        """Mark the kind unavailable at once and report the target's error once (until it works again)."""
+        key = (model, target, "write" if write else "read")
+        if key in self.permanent:
+            return
+        flag = _FLAG[kind]
+        self.permanent[key] = flag
+        self.metrics.unavailable.labels(model=model, kind=_FLAG_NAME[flag]).set(1)
+        self.log.error(
+            "actuation_failed_permanently",
+            model=model,
+            kind=_FLAG_NAME[flag],
+            target=target,
+            error=error,
+            hint="not retried: fix the connection settings, RBAC or the policy's target",
+        )
 
     async def read(self, policy: ModelPolicy) -> Capacity:
         """Return the capacity read back from every target of ``policy`` (None where unreadable)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 import structlog
 from prometheus_client import CollectorRegistry
@@ -32,11 +33,15 @@ def build_actuators(
         wants_kube
         or settings.kubernetes_host
         or settings.kubernetes_kubeconfig
+        or settings.kubernetes_context
         or settings.kubernetes_in_cluster
     ):
         api = kubernetes.load_api_client(
             host=settings.kubernetes_host,
-            kubeconfig=str(settings.kubernetes_kubeconfig) if settings.kubernetes_kubeconfig else None,
+            token_file=_path(settings.kubernetes_token_file),
+            ca_file=_path(settings.kubernetes_ca_file),
+            kubeconfig=_path(settings.kubernetes_kubeconfig),
+            context=settings.kubernetes_context,
             in_cluster=settings.kubernetes_in_cluster,
         )
         kube = kubernetes.KubernetesActuator(api, request_timeout=settings.actuator_timeout_seconds)
@@ -64,3 +69,7 @@ def build_actuators(
         min_interval_seconds=settings.actuator_min_interval_seconds,
         failure_threshold=settings.actuator_failure_threshold,
     )
+
+
+def _path(value: Path | None) -> str | None:
+    return str(value) if value is not None else None

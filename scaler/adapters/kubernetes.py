@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
+import ssl
 import uuid
 from typing import Any, Final
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
-from urllib3.exceptions import HTTPError
+from urllib3.exceptions import HTTPError, SSLError
 
 from scaler.adapters.actuator import KubeState, PermanentError, TransientError
 from scaler.core.policy import KubernetesTarget
@@ -43,22 +45,37 @@ EVENT_REASON: Final = "SpillwayScaled"
 _TRANSIENT_STATUS: Final = frozenset({408, 409, 429, 500, 502, 503, 504})
 
 
-def load_api_client(*, host: str | None, kubeconfig: str | None, in_cluster: bool) -> client.ApiClient:
-    """Return an API client: explicit ``host``, else in-cluster config, else the kubeconfig file.
+def load_api_client(
+    *,
+    host: str | None,
+    kubeconfig: str | None,
+    in_cluster: bool,
+    token_file: str | None = None,
+    ca_file: str | None = None,
+    context: str | None = None,
+) -> client.ApiClient:
+    """Return an API client from one source: ``host`` (with ``token_file`` and ``ca_file``), in-cluster
+    config, or the kubeconfig file (``context``, else its current context).
 
-    Raises ValueError naming the source when the configuration cannot be loaded.
+    The token file is read again whenever it changes (projected tokens rotate). Raises ValueError
+    naming the source when the configuration cannot be loaded.
     """
     configuration = client.Configuration()
     configuration.retries = 0  # one retry layer only: scaler.adapters.actuator (backoff, metrics)
     if host is not None:
         configuration.host = host
+        if ca_file is not None:
+            _readable(ca_file, what="kubernetes_ca_file")
+            configuration.ssl_ca_cert = ca_file
+        if token_file is not None:
+            _use_token_file(configuration, token_file)
         return client.ApiClient(configuration)
     try:
         if in_cluster:
             config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         else:
             config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=kubeconfig, client_configuration=configuration
+                config_file=kubeconfig, context=context, client_configuration=configuration
             )
     except (config.ConfigException, OSError) as exc:
         source = (
@@ -68,13 +85,70 @@ def load_api_client(*, host: str | None, kubeconfig: str | None, in_cluster: boo
     return client.ApiClient(configuration)
 
 
+def _readable(path: str, *, what: str) -> bytes:
+    """Return the bytes of ``path``; raise ValueError naming the setting ``what`` when it cannot be read."""
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError as exc:
+        raise ValueError(f"kubernetes: cannot read {what} {path}: {exc.strerror}") from None
+
+
+def _use_token_file(configuration: client.Configuration, path: str) -> None:
+    """Authenticate ``configuration`` with the bearer token in ``path``, re-read when the file changes.
+
+    Raises ValueError when the file cannot be read or is empty now; later, an unreadable or empty
+    file keeps the last good token (the API's 401 then reports the problem).
+    """
+    token = _readable(path, what="kubernetes_token_file").decode("utf-8", "replace").strip()
+    if not token:
+        raise ValueError(f"kubernetes: kubernetes_token_file {path} is empty")
+    seen = {"mtime": os.stat(path).st_mtime}
+    configuration.api_key = {"authorization": token}
+    configuration.api_key_prefix = {"authorization": "Bearer"}
+
+    def refresh(target: client.Configuration) -> None:
+        try:
+            mtime = os.stat(path).st_mtime
+            if mtime == seen["mtime"]:
+                return
+            with open(path, "rb") as file:
+                fresh = file.read().decode("utf-8", "replace").strip()
+        except OSError:
+            return
+        if fresh:
+            target.api_key = {"authorization": fresh}
+            seen["mtime"] = mtime
+
+    configuration.refresh_api_key_hook = refresh  # type: ignore[assignment]  # typed None upstream
+
+
+_HINTS: Final = {
+    401: "the API refused the credentials (token or kubeconfig user)",
+    403: "forbidden by RBAC (see the chart's Role and rbac.targets)",
+    404: "not found (check the policy's targets: namespace, kind, name)",
+}
+
+
 def _classify(exc: Exception, *, what: str) -> Exception:
-    """Return the TransientError or PermanentError for a client exception (message without bodies)."""
+    """Return the TransientError or PermanentError for a client exception (message without bodies).
+
+    Permanent: a 4xx other than 408/409/429 (401, 403 and 404 with a hint) and a TLS verification
+    failure; everything else (5xx, throttling, conflicts, timeouts, connection errors) is transient.
+    """
     if isinstance(exc, ApiException):
         status = int(exc.status or 0)
         message = f"{what}: HTTP {status} {exc.reason}"
+        if status in _HINTS:
+            message = f"{message}: {_HINTS[status]}"
         return (
             TransientError(message) if status in _TRANSIENT_STATUS or status == 0 else PermanentError(message)
+        )
+    reason = getattr(exc, "reason", None)
+    if isinstance(exc, SSLError | ssl.SSLError) or isinstance(reason, SSLError | ssl.SSLError):
+        return PermanentError(
+            f"{what}: TLS verification of the API server failed (check kubernetes_ca_file or the "
+            f"kubeconfig's certificate-authority): {reason or exc}"
         )
     return TransientError(f"{what}: {type(exc).__name__}: {exc}")
 

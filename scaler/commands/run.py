@@ -62,7 +62,10 @@ FLAGS: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
     ("--log-level", "log_level", "debug, info, warning or error (default info).", {}),
     ("--checkpoint-interval", "checkpoint_interval_seconds", "Seconds between checkpoints.", {"type": float}),
     ("--kubernetes-host", "kubernetes_host", "Kubernetes API URL (else in-cluster/kubeconfig).", {}),
+    ("--kubernetes-token-file", "kubernetes_token_file", "Token file for --kubernetes-host.", {"type": Path}),
+    ("--kubernetes-ca-file", "kubernetes_ca_file", "CA bundle verifying --kubernetes-host.", {"type": Path}),
     ("--kubeconfig", "kubernetes_kubeconfig", "Kubeconfig file for the actuators.", {"type": Path}),
+    ("--kubernetes-context", "kubernetes_context", "Kubeconfig context (default: current-context).", {}),
     ("--aws-endpoint-url", "aws_endpoint_url", "AWS endpoint URL for the actuators.", {}),
     ("--aws-region", "aws_region", "Default AWS region of serverless targets.", {}),
 )

@@ -1,7 +1,8 @@
-"""Real processes for the actuator tests: the extended kmock API server and a moto server.
+"""Real processes for the actuator tests: a moto server and the fault-injecting proxy.
 
-Each starts with ``subprocess.Popen`` on a free 127.0.0.1 port, is health-checked over HTTP, and
-is stopped by its own PID (SIGTERM, then wait).
+Each starts with ``subprocess.Popen`` on a free 127.0.0.1 port, is health-checked over HTTP(S), and
+is stopped by its own PID (SIGTERM, then wait). The Kubernetes API is a real kube-apiserver
+(:mod:`tests.kube_cluster`).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import ssl
 import subprocess
 import sys
 import time
@@ -19,27 +21,32 @@ from typing import Any
 
 from scaler.core.policy import ModelPolicy
 from scaler.core.types import Decision
+from tests.kube_cluster import KubeCluster
 
 HERE = Path(__file__).parent
 
 
-def http_json(method: str, url: str, body: object | None = None) -> Any:
-    """Return the JSON answer of one HTTP request (raise on a non-2xx status)."""
+def http_json(method: str, url: str, body: object | None = None, *, ca_file: Path | None = None) -> Any:
+    """Return the JSON answer of one HTTP(S) request (raise on a non-2xx status).
+
+    ``ca_file`` verifies an HTTPS server.
+    """
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(
         url, data=data, method=method, headers={"Content-Type": "application/json"}
     )
-    with urllib.request.urlopen(request, timeout=10) as response:  # loopback test server
+    context = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
+    with urllib.request.urlopen(request, timeout=10, context=context) as response:  # loopback test server
         raw = response.read()
     return json.loads(raw) if raw else None
 
 
-def wait_http(url: str, *, timeout: float = 20.0) -> None:
+def wait_http(url: str, *, timeout: float = 20.0, context: ssl.SSLContext | None = None) -> None:
     """Return once ``url`` answers any HTTP status; raise TimeoutError after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            urllib.request.urlopen(url, timeout=0.5).close()
+            urllib.request.urlopen(url, timeout=0.5, context=context).close()
             return
         except urllib.error.HTTPError:
             return
@@ -54,11 +61,12 @@ class Process:
 
     port: int
     process: subprocess.Popen[bytes]
+    scheme: str = "http"
 
     @property
     def url(self) -> str:
         """Return the base URL."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
         """Stop it by its PID: SIGTERM, then SIGKILL after 5 s."""
@@ -70,22 +78,20 @@ class Process:
             self.process.wait()
 
 
-def _start(args: list[str], *, port: int, health_path: str) -> Process:
-    """Start ``args`` as a process serving on ``port``; return it once ``health_path`` answers."""
+def _start(args: list[str], *, port: int, health_path: str, ca_file: Path | None = None) -> Process:
+    """Start ``args`` as a process serving on ``port``; return it once ``health_path`` answers.
+
+    With ``ca_file`` the process serves HTTPS with a certificate that CA signed.
+    """
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fixed arguments
-    server = Process(port=port, process=proc)
+    server = Process(port=port, process=proc, scheme="https" if ca_file else "http")
+    context = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
     try:
-        wait_http(f"{server.url}{health_path}")
+        wait_http(f"{server.url}{health_path}", context=context)
     except TimeoutError:
         server.stop()
         raise
     return server
-
-
-def start_kube_apiserver(port: int) -> Process:
-    """Start the extended kmock API server and wait until it answers."""
-    script = str(HERE / "kube_apiserver.py")
-    return _start([sys.executable, script, str(port)], port=port, health_path="/_control/requests")
 
 
 def start_moto(port: int) -> Process:
@@ -134,3 +140,14 @@ def start_faulty_proxy(port: int, upstream: str) -> Process:
     """Start the fault-injecting HTTP proxy in front of ``upstream`` and wait until it answers."""
     script = str(HERE / "faulty_proxy.py")
     return _start([sys.executable, script, str(port), upstream], port=port, health_path="/moto-api/")
+
+
+def start_kube_proxy(port: int, cluster: KubeCluster) -> Process:
+    """Start the proxy in front of ``cluster``'s apiserver, serving TLS with the apiserver's certificate.
+
+    Clients verify it with ``cluster.ca_file``; their bearer tokens pass through to the apiserver.
+    """
+    script = str(HERE / "faulty_proxy.py")
+    cert, key = cluster.workdir / "server.crt", cluster.workdir / "server.key"
+    args = [sys.executable, script, str(port), cluster.url, str(cert), str(key), str(cluster.ca_file)]
+    return _start(args, port=port, health_path="/_requests", ca_file=cluster.ca_file)
