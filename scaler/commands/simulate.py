@@ -374,7 +374,11 @@ def run(args: argparse.Namespace) -> int:
 def load_replay(
     args: argparse.Namespace, *, models: Sequence[str], warn: Callable[[str], None]
 ) -> events_trace.EventsReplay:
-    """Return the events the flags name (a file or a Kafka range); raises UsageError if unusable."""
+    """Return the events the flags name (a file or a Kafka range) of the policy file's ``models``.
+
+    Only ``--model``'s events are kept when it is given. Raises UsageError if the input is unusable.
+    """
+    only = [args.model] if args.model else None
     if args.duration is not None:
         raise UsageError("--duration: not with events; choose the range with --since/--until")
     try:
@@ -383,7 +387,7 @@ def load_replay(
                 raise UsageError("--from-kafka needs --bootstrap-servers, --since and --until")
             settings, topics, since, until = range_settings(args)
             reading = replay_from_kafka(
-                settings=settings, topics=topics, known_models=models, since=since, until=until
+                settings=settings, topics=topics, known_models=models, since=since, until=until, only=only
             )
             replay = asyncio.run(reading)
         else:
@@ -391,7 +395,9 @@ def load_replay(
                 raise UsageError("--trace-format events needs --trace FILE (or use --from-kafka)")
             start = parse_time(args.since, flag="--since") if args.since else None
             end = parse_time(args.until, flag="--until") if args.until else None
-            replay = events_trace.load_events(args.trace, known_models=models, since=start, until=end)
+            replay = events_trace.load_events(
+                args.trace, known_models=models, since=start, until=end, only=only
+            )
     except SettingsError as exc:
         raise UsageError("; ".join(exc.problems)) from exc
     except (traces.TraceError, ValueError, ConnectionError, LookupError) as exc:
@@ -452,7 +458,7 @@ def run_events(args: argparse.Namespace) -> int:
         known = [m.name for m in policies.models]
         if args.model is not None and args.model not in known:
             raise UsageError(f"--model {args.model}: not in the policy file (it has: {', '.join(known)})")
-        replay = load_replay(args, models=[args.model] if args.model else known, warn=warn)
+        replay = load_replay(args, models=known, warn=warn)
     except PolicyError as exc:
         warn(f"error: --policy {args.policy}: invalid policy file")
         for problem in exc.problems:

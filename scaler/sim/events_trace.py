@@ -101,7 +101,9 @@ class EventsReader:
     """Accumulates events fed one at a time (:meth:`feed`) and returns the replay (:meth:`finish`).
 
     ``since``/``until`` (unix seconds, either may be None) keep only events in ``[since, until]``;
-    events outside are skipped silently (a Kafka scan reads a little past its range).
+    events outside are skipped silently (a Kafka scan reads a little past its range). ``only``, if
+    given, keeps the events of those models alone; other models of ``known_models`` are valid but
+    left out, and models outside ``known_models`` are refused (``unknown_model``), as the daemon does.
     """
 
     def __init__(
@@ -110,11 +112,14 @@ class EventsReader:
         known_models: Collection[str],
         since: float | None = None,
         until: float | None = None,
+        only: Collection[str] | None = None,
         source: str = "",
     ) -> None:
         """Create an empty reader for the policy file's ``known_models``; ``source`` names the input."""
-        self.known_models = tuple(dict.fromkeys(known_models))
-        self._known = frozenset(self.known_models)
+        self._known = frozenset(known_models)
+        wanted = frozenset(only) if only is not None else self._known
+        self.known_models = tuple(m for m in dict.fromkeys(known_models) if m in wanted)
+        self._wanted = wanted
         self.since, self.until = since, until
         self.source = source
         self.events = 0
@@ -147,13 +152,13 @@ class EventsReader:
             except events.InvalidEvent:
                 self._refuse(where, exc.reason, exc.detail)  # the request event's reason: the common case
                 return
-            if self._in_range(metric.ts):
+            if metric.model in self._wanted and self._in_range(metric.ts):
                 part = self._by_model.setdefault(metric.model, _Requests())
                 part.replica.append(metric.replica)
                 part.replica_ts.append(metric.ts)
                 part.ready.append(metric.ready)
             return
-        if not self._in_range(request.ts):
+        if request.model not in self._wanted or not self._in_range(request.ts):
             return
         part = self._by_model.setdefault(request.model, _Requests())
         rid = request.request_id
@@ -332,14 +337,19 @@ def iter_lines(
 
 
 def load_events(
-    path: Path, *, known_models: Collection[str], since: float | None = None, until: float | None = None
+    path: Path,
+    *,
+    known_models: Collection[str],
+    since: float | None = None,
+    until: float | None = None,
+    only: Collection[str] | None = None,
 ) -> EventsReplay:
-    """Return the replay of the JSON-lines event file at ``path``.
+    """Return the replay of the JSON-lines event file at ``path`` (arguments as :class:`EventsReader`'s).
 
     Raises TraceError naming the file if it cannot be read, holds a NUL byte, has more than 5% bad
     lines, or has no arrival event (in ``[since, until]``) of ``known_models``.
     """
-    reader = EventsReader(known_models=known_models, since=since, until=until, source=str(path))
+    reader = EventsReader(known_models=known_models, since=since, until=until, only=only, source=str(path))
     try:
         with path.open("rb") as stream:
             for number, line in iter_lines(stream, name=str(path)):
