@@ -193,3 +193,11 @@ def test_a_replay_from_the_topics_equals_one_from_an_exported_file_and_moves_no_
         assert doc["as_run"]["cost"]["replicas"] > 0
     assert from_kafka == from_file
     assert asyncio.run(committed(settings, list(before))) == before
+
+    later = ["--since", str(DAY0 + 86400), "--until", str(DAY0 + 2 * 86400)]  # after the stream: nothing
+    nothing = tmp_path / "nothing.jsonl"
+    assert cli.main(["export", *kafka, *later, "--out", str(nothing)]) == 1
+    assert "error: no events from" in capsys.readouterr().err
+    assert not nothing.exists()
+    assert cli.main(["simulate", "--from-kafka", *kafka, *later, "--policy", str(policy)]) == 1
+    assert "no arrival events of small, big from 2025-12-01T00:00:00Z" in capsys.readouterr().err

@@ -14,9 +14,8 @@ import asyncio
 import datetime as dt
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Final
+from typing import BinaryIO, Final
 
 from scaler.adapters.kafka_range import read_range
 from scaler.core import events
@@ -110,12 +109,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 class _Writer:
-    """Validates records and keeps the canonical lines of the events in range."""
+    """Validates records and writes the canonical lines of the events in range to ``out``."""
 
-    def __init__(self, *, since: float, until: float) -> None:
+    def __init__(self, out: BinaryIO, *, since: float, until: float) -> None:
+        self.out = out
         self.since, self.until = since, until
-        self.lines: list[bytes] = []
-        self.requests = self.metrics = self.outside = self.bad = 0
+        self.requests = self.metrics = self.bad = 0
         self.problems: list[str] = []
 
     def add(self, record: RawRecord) -> None:
@@ -134,27 +133,45 @@ class _Writer:
                     self.problems.append(f"{record.topic}[{record.partition}]@{record.offset}: {exc}")
                 return
         if not self.since <= event.ts <= self.until:
-            self.outside += 1
             return
         if isinstance(event, events.RequestEvent):
             self.requests += 1
         else:
             self.metrics += 1
-        self.lines.append(line)
+        self.out.write(line + b"\n")
+
+    @property
+    def written(self) -> int:
+        """Return how many events were written."""
+        return self.requests + self.metrics
 
 
-def write_lines(path: Path, lines: list[bytes]) -> None:
-    """Write ``lines`` to ``path`` (via a temporary file beside it, then renamed); raises OSError."""
+async def export_range(
+    *, settings: Settings, topics: list[str], since: float, until: float, path: Path
+) -> _Writer:
+    """Write the events of ``topics`` in ``[since, until]`` to ``path`` (via a temporary file beside it).
+
+    Returns the writer's counts. ``path`` is replaced only when at least one event was written.
+    Raises ConnectionError, LookupError (as :func:`read_range`) and OSError.
+    """
     tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as out:
-        for line in lines:
-            out.write(line + b"\n")
-    tmp.replace(path)
+    try:
+        with tmp.open("wb") as out:
+            writer = _Writer(out, since=since, until=until)
+            await read_range(settings=settings, topics=topics, since=since, until=until, on_record=writer.add)
+        if writer.written:
+            tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return writer
 
 
-def run(args: argparse.Namespace, *, warn: Callable[[str], None] | None = None) -> int:
+def run(args: argparse.Namespace) -> int:
     """Export the range; return 0, or 1 (one line on stderr) on bad flags, Kafka errors or no events."""
-    say = warn or (lambda message: print(message, file=sys.stderr))
+
+    def say(message: str) -> None:
+        print(message, file=sys.stderr)
+
     try:
         settings, topics, since, until = range_settings(args)
     except SettingsError as exc:
@@ -163,28 +180,24 @@ def run(args: argparse.Namespace, *, warn: Callable[[str], None] | None = None) 
     except ValueError as exc:
         say(f"error: {exc}")
         return 1
-    writer = _Writer(since=since, until=until)
+    exporting = export_range(settings=settings, topics=topics, since=since, until=until, path=args.out)
     try:
-        asyncio.run(
-            read_range(settings=settings, topics=topics, since=since, until=until, on_record=writer.add)
-        )
+        writer = asyncio.run(exporting)
     except (ConnectionError, LookupError) as exc:
         say(f"error: {exc}")
+        return 1
+    except OSError as exc:
+        say(f"error: cannot write {args.out}: {exc.strerror or exc}")
         return 1
     for problem in writer.problems:
         say(f"warning: {problem} (left out)")
     if writer.bad > len(writer.problems):
         say(f"warning: {writer.bad - len(writer.problems)} more bad records left out")
-    if not writer.lines:
-        say(f"error: no events in [{args.since}, {args.until}] on {', '.join(topics)}")
-        return 1
-    try:
-        write_lines(args.out, writer.lines)
-    except OSError as exc:
-        say(f"error: cannot write {args.out}: {exc.strerror or exc}")
+    if not writer.written:
+        say(f"error: no events from {args.since} to {args.until} on {', '.join(topics)}")
         return 1
     say(
-        f"wrote {len(writer.lines):,} events ({writer.requests:,} request, {writer.metrics:,} metric; "
+        f"wrote {writer.written:,} events ({writer.requests:,} request, {writer.metrics:,} metric; "
         f"{writer.bad:,} bad left out) of {', '.join(topics)} to {args.out}"
     )
     return 0

@@ -83,7 +83,7 @@ class EventsReplay:
 
 
 @dataclasses.dataclass(slots=True)
-class _Requests:
+class _ModelEvents:
     arrival_ts: list[float] = dataclasses.field(default_factory=list)
     arrival_where: list[str] = dataclasses.field(default_factory=list)
     ids: dict[str, int] = dataclasses.field(default_factory=dict)  # request_id -> index of its arrival
@@ -125,7 +125,7 @@ class EventsReader:
         self.events = 0
         self.bad = 0
         self.problems: list[EventProblem] = []
-        self._by_model: dict[str, _Requests] = {}
+        self._by_model: dict[str, _ModelEvents] = {}
 
     def _refuse(self, where: str, reason: str, detail: str) -> None:
         self.bad += 1
@@ -153,14 +153,14 @@ class EventsReader:
                 self._refuse(where, exc.reason, exc.detail)  # the request event's reason: the common case
                 return
             if metric.model in self._wanted and self._in_range(metric.ts):
-                part = self._by_model.setdefault(metric.model, _Requests())
+                part = self._by_model.setdefault(metric.model, _ModelEvents())
                 part.replica.append(metric.replica)
                 part.replica_ts.append(metric.ts)
                 part.ready.append(metric.ready)
             return
         if request.model not in self._wanted or not self._in_range(request.ts):
             return
-        part = self._by_model.setdefault(request.model, _Requests())
+        part = self._by_model.setdefault(request.model, _ModelEvents())
         rid = request.request_id
         if request.backend == "serverless":
             part.serverless.add(rid)
@@ -225,7 +225,7 @@ class EventsReader:
             problems=tuple(self.problems),
         )
 
-    def _near(self, part: _Requests, median: float) -> np.ndarray[tuple[int], np.dtype[np.bool_]]:
+    def _near(self, part: _ModelEvents, median: float) -> np.ndarray[tuple[int], np.dtype[np.bool_]]:
         """Return which arrivals lie within MAX_SPAN_SECONDS of ``median``; refuse the rest (metrics too)."""
         ts = np.asarray(part.arrival_ts, dtype=np.float64)
         keep = np.abs(ts - median) <= MAX_SPAN_SECONDS
@@ -243,7 +243,7 @@ class EventsReader:
 
 def _model(
     model: str,
-    part: _Requests,
+    part: _ModelEvents,
     *,
     keep: np.ndarray[tuple[int], np.dtype[np.bool_]],
     origin: float,
