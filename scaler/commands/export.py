@@ -24,6 +24,13 @@ from scaler.settings import Settings, SettingsError, load_settings
 
 MAX_SHOWN: Final = 5
 
+DESCRIPTION = """\
+Write the events of a time range of the request (and replica metric) topics to a JSON-lines file,
+which `scaler simulate --trace FILE --trace-format events` replays. No consumer group is joined and
+nothing is committed: the daemon's offsets are untouched. Each valid event whose ts is in the range
+becomes one line; records that are not valid events are left out, counted, and the first few named.
+"""
+
 EPILOG = """\
 Examples:
   # Yesterday's traffic (UTC), requests and replica metrics, to a file
@@ -99,7 +106,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser(
         "export",
         help="Write a time range of the request and metric topics to a JSON-lines file",
-        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        description=DESCRIPTION,
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

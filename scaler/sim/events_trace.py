@@ -12,7 +12,7 @@ origin: ``since`` when given, else the earliest arrival or metric event; the rep
 ``until``, else the last arrival or metric event, rounded up to a whole second. Replica metric
 events, when present, give what the cluster actually ran (:mod:`scaler.sim.as_run`).
 
-:func:`read_lines` streams a file line by line with a cap per line, and refuses a file holding a NUL
+:func:`iter_lines` streams a file line by line with a cap per line, and refuses a file holding a NUL
 byte as soon as it reads one (JSON text never holds one; a sparse file is nothing else).
 """
 
@@ -154,10 +154,9 @@ class EventsReader:
 
     def feed(self, raw: bytes, *, where: str) -> None:
         """Read one line or record ``raw`` (``where`` names it in problems); never raises."""
-        self.events += 1
-        if not raw.strip():
-            self.events -= 1  # a blank line is no event
+        if not raw.strip():  # a blank line is no event
             return
+        self.events += 1
         try:
             event = self._decode(raw)
         except events.InvalidEvent as exc:
