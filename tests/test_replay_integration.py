@@ -91,7 +91,7 @@ async def produce_stream(settings: Settings, stream: list[Event]) -> None:
             await producer.send(topics[kind], value=value, key=key.encode(), timestamp_ms=int(ts * 1000))
             for ts, kind, key, value in stream
         ]
-        await asyncio.gather(*futures)
+        await asyncio.wait_for(asyncio.gather(*futures), 60)
     finally:
         await producer.stop()
 
@@ -119,7 +119,8 @@ async def committed(settings: Settings, parts: list[TopicPartition]) -> dict[Top
     admin = AIOKafkaAdminClient(bootstrap_servers=list(settings.kafka_bootstrap_servers))
     await admin.start()
     try:
-        offsets = await admin.list_consumer_group_offsets(settings.kafka_group_id, partitions=parts)
+        listing = admin.list_consumer_group_offsets(settings.kafka_group_id, partitions=parts)
+        offsets = await asyncio.wait_for(listing, 10)
     finally:
         await admin.close()
     return {tp: meta.offset for tp, meta in offsets.items()}
