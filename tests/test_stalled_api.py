@@ -3,9 +3,9 @@
 `scaler run --actuate` with the real broker and a real kube-apiserver behind a TCP proxy that we
 stall (TLS passes through): connections are accepted and bytes sit in the proxy, unanswered, for
 as long as the stall lasts. Two models: ``slow`` (a Deployment behind the stalled API) and ``free``
-(no target). While the API hangs, events are consumed as fast as they are produced, both models are decided and
-published every interval, and once the API answers again the newest decision reaches the
-Deployment: nothing is lost.
+(no target). While the API hangs, events are consumed as fast as they are produced, both models
+are decided and published every interval, and once the API answers again the newest decision
+reaches the Deployment: nothing is lost.
 """
 
 from __future__ import annotations

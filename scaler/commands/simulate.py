@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import dataclasses
+import datetime as dt
 import json
 import math
 import sys
@@ -15,16 +17,19 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from scaler.adapters.kafka_range import replay_from_kafka
+from scaler.commands.export import add_range_flags, parse_time, range_settings
 from scaler.core.policy import ModelPolicy, PolicyFile
 from scaler.core.policy_file import PolicyError, load_policy_file
-from scaler.sim import report, servegen, synthetic, traces
+from scaler.settings import SettingsError
+from scaler.sim import as_run, events_trace, report, servegen, synthetic, traces
 from scaler.sim import workload as wl
 from scaler.sim.baselines import BASELINES, opening_instances, peak_instances
 from scaler.sim.engine import simulate
 from scaler.sim.feasibility import feasibility
 from scaler.sim.oracle import hindsight_oracle
 from scaler.sim.protocol import Controller
-from scaler.sim.results import SimResult
+from scaler.sim.results import SimResult, Summary
 from scaler.sim.spillway import SpillwayController
 
 DEFAULT_POLICY = Path("policies/default.yaml")
@@ -54,6 +59,11 @@ Examples:
 
   # Two weeks of ServeGen rates (fluid model), your own policy file, one of its models
   scaler simulate --trace ../shared/traces/servegen-m-large --policy my.yaml --model llama-70b
+
+  # Your own traffic: events exported by `scaler export`, or read straight from the topics
+  scaler simulate --trace yesterday.jsonl --trace-format events --policy policies/prod.yaml
+  scaler simulate --from-kafka --bootstrap-servers kafka:9092 --since 2026-11-30T00:00Z \\
+      --until 2026-12-01T00:00Z --policy policies/prod.yaml
 """
 
 
@@ -74,14 +84,27 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     source.add_argument(
         "--scenario", metavar="NAME", help=f"synthetic scenario: {', '.join(synthetic.SCENARIOS)}"
     )
-    source.add_argument("--trace", type=Path, metavar="PATH", help="Azure CSV file or ServeGen directory")
+    source.add_argument(
+        "--trace", type=Path, metavar="PATH", help="Azure CSV file, ServeGen directory or events file"
+    )
+    source.add_argument(
+        "--from-kafka",
+        action="store_true",
+        help="replay the request (and metric) topics over --since..--until (no consumer group is joined)",
+    )
     parser.add_argument(
         "--trace-format",
-        choices=("azure", "servegen"),
-        help="format of --trace (default: servegen for a directory, azure for a file)",
+        choices=("azure", "servegen", "events"),
+        help="format of --trace (default: servegen for a directory, azure for a file); events: the "
+        "daemon's request/metric events as JSON lines (scaler export writes them)",
     )
+    add_range_flags(parser, required=False)
     parser.add_argument("--policy", type=Path, metavar="FILE", help=f"policy file (default {DEFAULT_POLICY})")
-    parser.add_argument("--model", metavar="NAME", help="which model of the policy file (default: the first)")
+    parser.add_argument(
+        "--model",
+        metavar="NAME",
+        help="which model of the policy file (default: the first; for events: every model with events)",
+    )
     parser.add_argument(
         "--baselines",
         metavar="LIST",
@@ -110,16 +133,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(func=run)
 
 
-def select_policy(path: Path | None, model: str | None) -> ModelPolicy:
-    """Return the chosen model's policy; raises UsageError or PolicyError (with its problems)."""
+def load_policies(path: Path | None) -> PolicyFile:
+    """Return the policy file at ``path`` (default: policies/default.yaml, else built-in defaults).
+
+    Raises UsageError for a missing file, PolicyError (with its problems) for an invalid one.
+    """
     if path is None and DEFAULT_POLICY.is_file():
         path = DEFAULT_POLICY
     if path is None:
-        policies = PolicyFile(models=[ModelPolicy(name="llama-3.1-8b-instruct")])
-    else:
-        if not path.is_file():
-            raise UsageError(f"--policy {path}: no such file")
-        policies = load_policy_file(path)
+        return PolicyFile(models=[ModelPolicy(name="llama-3.1-8b-instruct")])
+    if not path.is_file():
+        raise UsageError(f"--policy {path}: no such file")
+    return load_policy_file(path)
+
+
+def select_policy(path: Path | None, model: str | None) -> ModelPolicy:
+    """Return the chosen model's policy; raises UsageError or PolicyError (with its problems)."""
+    policies = load_policies(path)
     if model is None:
         return policies.models[0]
     for candidate in policies.models:
@@ -278,6 +308,14 @@ def warm_start(workload: wl.Workload | wl.RateWorkload, *, policy: ModelPolicy) 
 
 def run(args: argparse.Namespace) -> int:
     """Run the simulation for the parsed ``args``; return the exit code (1 on bad input)."""
+    if args.from_kafka or args.trace_format == "events":
+        return run_events(args)
+    if args.since or args.until or args.bootstrap_servers:
+        print(
+            "error: --since, --until and --bootstrap-servers need --trace-format events or --from-kafka",
+            file=sys.stderr,
+        )
+        return 1
     out = Console()
     if not out.is_terminal:
         out = Console(width=220)  # a pipe or file: do not squeeze the table into 80 columns
@@ -330,4 +368,141 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         warn(f"error: cannot write output: {exc}")
         return 1
+    return 0
+
+
+# -- replaying the daemon's own events (--trace-format events, --from-kafka) -------------------------
+
+
+def load_replay(
+    args: argparse.Namespace, *, models: Sequence[str], warn: Callable[[str], None]
+) -> events_trace.EventsReplay:
+    """Return the events the flags name (a file or a Kafka range) of the policy file's ``models``.
+
+    Only ``--model``'s events are kept when it is given. Raises UsageError if the input is unusable.
+    """
+    only = [args.model] if args.model else None
+    if args.duration is not None:
+        raise UsageError("--duration: not with events; choose the range with --since/--until")
+    try:
+        if args.from_kafka:
+            if not (args.bootstrap_servers and args.since and args.until):
+                raise UsageError("--from-kafka needs --bootstrap-servers, --since and --until")
+            settings, topics, since, until = range_settings(args)
+            reading = replay_from_kafka(
+                settings=settings, topics=topics, known_models=models, since=since, until=until, only=only
+            )
+            replay = asyncio.run(reading)
+        else:
+            if args.trace is None:
+                raise UsageError("--trace-format events needs --trace FILE (or use --from-kafka)")
+            start = parse_time(args.since, flag="--since") if args.since else None
+            end = parse_time(args.until, flag="--until") if args.until else None
+            replay = events_trace.load_events(
+                args.trace, known_models=models, since=start, until=end, only=only
+            )
+    except SettingsError as exc:
+        raise UsageError("; ".join(exc.problems)) from exc
+    except (traces.TraceError, ValueError, ConnectionError, LookupError) as exc:
+        raise UsageError(str(exc)) from exc
+    for problem in replay.problems:
+        warn(f"warning: {problem} (skipped)")
+    if replay.bad > len(replay.problems):
+        warn(f"warning: {replay.bad - len(replay.problems):,} more events skipped")
+    return replay
+
+
+def _stamp(unix: float) -> str:
+    return dt.datetime.fromtimestamp(unix, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _output_path(path: Path, model: str, *, several: bool) -> Path:
+    return path.with_name(f"{path.stem}-{model}{path.suffix}") if several else path
+
+
+def replay_model(
+    part: events_trace.ModelReplay,
+    *,
+    policy: ModelPolicy,
+    args: argparse.Namespace,
+    names: Sequence[str],
+    warn: Callable[[str], None],
+    err: Console,
+) -> tuple[list[SimResult], SimResult, Summary | None]:
+    """Return the runs of Spillway and ``names`` on one model's events, the oracle's, and the "as run" row."""
+    workload: wl.Workload | wl.RateWorkload = to_rates(part.workload) if args.fluid else part.workload
+    check_capacity(workload, policy=policy, warn=warn)
+    initial = None if args.cold_start else warm_start(workload, policy=policy)
+    show = not args.no_progress and err.is_terminal and workload.requests >= PROGRESS_MIN_REQUESTS
+    results: list[SimResult] = []
+    with _progress(show, err) as progress:
+        for controller in controllers(policy, workload, names):
+            hook = progress(controller.name) if progress is not None else None
+            results.append(
+                simulate(workload, controller, policy=policy, on_progress=hook, initial_replicas=initial)
+            )
+        oracle = hindsight_oracle(workload, policy=policy, initial_replicas=initial)
+    return results, oracle, as_run.as_run_summary(part, policy=policy)
+
+
+def run_events(args: argparse.Namespace) -> int:
+    """Replay recorded events, one table per model (with an "as run" row when replicas were recorded)."""
+    out = Console()
+    if not out.is_terminal:
+        out = Console(width=220)
+    err = Console(stderr=True)
+
+    def warn(message: str) -> None:
+        print(message, file=sys.stderr)
+
+    try:
+        policies = load_policies(args.policy)
+        names = select_baselines(args.baselines)
+        known = [m.name for m in policies.models]
+        if args.model is not None and args.model not in known:
+            raise UsageError(f"--model {args.model}: not in the policy file (it has: {', '.join(known)})")
+        replay = load_replay(args, models=known, warn=warn)
+    except PolicyError as exc:
+        warn(f"error: --policy {args.policy}: invalid policy file")
+        for problem in exc.problems:
+            warn(f"  {problem}")
+        return 1
+    except UsageError as exc:
+        warn(f"error: {exc}")
+        return 1
+    by_name = {m.name: m for m in policies.models}
+    several = len(replay.models) > 1
+    docs: dict[str, object] = {}
+    span = f"{_stamp(replay.origin)} to {_stamp(replay.origin + replay.duration)}"
+    for model, part in replay.models.items():
+        policy = by_name[model]
+        results, oracle, recorded = replay_model(
+            part, policy=policy, args=args, names=names, warn=warn, err=err
+        )
+        summaries = [r.summary for r in results]
+        kind = "fluid" if args.fluid else "per-request"
+        title = (
+            f"{part.workload.name}: {part.workload.requests:,} requests, {span} ({kind} model), "
+            f"policy {policy.name}, SLO {policy.slo.attainment:.0%} within target"
+        )
+        out.print(report.render_table(summaries, oracle=oracle.summary, title=title, as_run=recorded))
+        docs[model] = json.loads(
+            report.to_json(summaries, oracle=oracle.summary, workload=part.workload.name, as_run=recorded)
+        )
+        try:
+            if args.plot is not None:
+                path = _output_path(args.plot, model, several=several)
+                report.plot([*results, oracle], path=path, title=title)
+                warn(f"wrote {path}")
+        except OSError as exc:
+            warn(f"error: cannot write output: {exc}")
+            return 1
+    if args.json is not None:
+        doc = next(iter(docs.values())) if not several else {"version": report.JSON_VERSION, "models": docs}
+        try:
+            args.json.write_text(json.dumps(doc, indent=2) + "\n")
+        except OSError as exc:
+            warn(f"error: cannot write output: {exc}")
+            return 1
+        warn(f"wrote {args.json}")
     return 0

@@ -37,8 +37,20 @@ def cost_ratio(summary: Summary, oracle: Summary | None) -> float | None:
     return summary.cost.total / oracle.cost.total
 
 
-def render_table(results: Sequence[Summary], *, oracle: Summary | None, title: str | None = None) -> Table:
-    """Return a rich Table with one row per policy, then the oracle's row (if given) last.
+def _share(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.2%}"
+
+
+def render_table(
+    results: Sequence[Summary],
+    *,
+    oracle: Summary | None,
+    title: str | None = None,
+    as_run: Summary | None = None,
+) -> Table:
+    """Return a rich Table: the "as run" row (if given) first, one row per policy, the oracle's row last.
+
+    Figures the row's source cannot know (NaN, e.g. queue waits of a recorded run) show as "-".
 
     Columns: total cost, cost / oracle, SLO attainment, p50/p95/p99 queue wait and TTFT, share
     served by serverless, idle replica-hours, scaling actions.
@@ -53,7 +65,7 @@ def render_table(results: Sequence[Summary], *, oracle: Summary | None, title: s
     table.add_column("serverless", justify="right")
     table.add_column("idle replica-h", justify="right")
     table.add_column("actions", justify="right")
-    rows = [*results, *([oracle] if oracle is not None else [])]
+    rows = [*([as_run] if as_run is not None else []), *results, *([oracle] if oracle is not None else [])]
     for row in rows:
         ratio = cost_ratio(row, oracle)
         dropped = f" ({row.dropped:,} dropped)" if row.dropped else ""
@@ -61,11 +73,11 @@ def render_table(results: Sequence[Summary], *, oracle: Summary | None, title: s
             row.policy,
             _money(row.cost.total),
             "-" if ratio is None else f"{ratio:.2f}",
-            f"{row.slo_attainment:.2%}{dropped}",
+            f"{_share(row.slo_attainment)}{dropped}",
             _triple(row.wait_p50, row.wait_p95, row.wait_p99),
             _triple(row.ttft_p50, row.ttft_p95, row.ttft_p99),
             f"{row.serverless_share:.1%}",
-            f"{row.idle_replica_hours:,.1f}",
+            "-" if math.isnan(row.idle_replica_hours) else f"{row.idle_replica_hours:,.1f}",
             f"{row.scaling_actions:,}",
         )
     return table
@@ -82,11 +94,13 @@ def _finite(value: object) -> object:
     return value
 
 
-def to_json(results: Sequence[Summary], *, oracle: Summary | None, workload: str = "") -> str:
+def to_json(
+    results: Sequence[Summary], *, oracle: Summary | None, workload: str = "", as_run: Summary | None = None
+) -> str:
     """Return a JSON document holding every figure of every row (NaN written as null).
 
     Shape: ``{"version", "workload", "policies": [row...], "oracle": row | null}``, each row being
-    :meth:`Summary.as_dict` plus ``cost_vs_oracle``.
+    :meth:`Summary.as_dict` plus ``cost_vs_oracle``; with ``as_run``, also ``"as_run": row``.
     """
 
     def row(summary: Summary) -> dict[str, object]:
@@ -98,6 +112,8 @@ def to_json(results: Sequence[Summary], *, oracle: Summary | None, workload: str
         "policies": [row(s) for s in results],
         "oracle": row(oracle) if oracle is not None else None,
     }
+    if as_run is not None:
+        doc["as_run"] = row(as_run)
     return json.dumps(_finite(doc), indent=2, allow_nan=False)
 
 

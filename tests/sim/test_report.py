@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -76,6 +77,29 @@ def test_table_has_a_row_per_policy_and_the_oracle_last_with_cost_ratios() -> No
     assert "7 dropped" in lines[1]
     assert "90.00%" in lines[1]
     assert "$110.00" in lines[0]
+
+
+def test_the_as_run_row_comes_first_and_shows_what_a_recording_cannot_know_as_a_dash() -> None:
+    recorded = dataclasses.replace(
+        _summary("as run", cost=300.0),
+        slo_attainment=math.nan,
+        wait_p50=math.nan,
+        idle_replica_hours=math.nan,
+    )
+    rows = [_summary("spillway", cost=110.0)]
+    text = _text(report.render_table(rows, oracle=_summary("oracle", cost=100.0), as_run=recorded))
+    lines = [
+        line.strip("│ ")
+        for line in text.splitlines()
+        if line.strip("│ ").startswith(("as run", "spill", "orac"))
+    ]
+    assert [line.split("│")[0].strip() for line in lines] == ["as run", "spillway", "oracle"]
+    cells = [cell.strip() for cell in lines[0].split("│")]
+    assert cells[1:4] == ["$300.00", "3.00", "-"]  # cost, x oracle, SLO met unknown
+    assert cells[7] == "-"  # idle replica-hours unknown
+    doc = json.loads(report.to_json(rows, oracle=None, as_run=recorded))
+    assert doc["as_run"]["policy"] == "as run"
+    assert doc["as_run"]["slo_attainment"] is None
 
 
 def test_table_without_an_oracle_shows_no_ratio() -> None:
