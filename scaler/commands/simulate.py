@@ -9,10 +9,9 @@ import math
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from scaler.core.policy import ModelPolicy, PolicyFile
 from scaler.core.policy_file import PolicyError, load_policy_file
@@ -24,6 +23,9 @@ from scaler.sim.oracle import hindsight_oracle
 from scaler.sim.protocol import Controller
 from scaler.sim.results import SimResult
 from scaler.sim.spillway import SpillwayController
+
+if TYPE_CHECKING:  # rich and matplotlib come with the [sim] extra, which the daemon's image leaves out
+    from rich.console import Console
 
 DEFAULT_POLICY = Path("policies/default.yaml")
 PROGRESS_MIN_REQUESTS = 200_000  # show a progress bar only for runs at least this large
@@ -53,6 +55,21 @@ Examples:
   # Two weeks of ServeGen rates (fluid model), your own policy file, one of its models
   scaler simulate --trace ../shared/traces/servegen-m-large --policy my.yaml --model llama-70b
 """
+
+
+def missing_extra(*, plot: bool) -> str | None:
+    """Return a one-line error naming the [sim] extra when rich (or, for ``plot``, matplotlib) is absent."""
+    try:
+        import rich  # noqa: F401, PLC0415
+
+        if plot:
+            import matplotlib  # noqa: F401, PLC0415
+    except ImportError as exc:
+        return (
+            f"error: scaler simulate needs {exc.name or 'rich'}, from the 'sim' extra: "
+            "pip install 'spillway-scaler[sim]'"
+        )
+    return None
 
 
 class UsageError(Exception):
@@ -241,6 +258,8 @@ def _progress(enabled: bool, console: Console) -> Iterator[Callable[[str], Calla
     if not enabled:
         yield None
         return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
+
     bar = Progress(
         TextColumn("{task.description:<16}"),
         BarColumn(),
@@ -275,7 +294,13 @@ def warm_start(workload: wl.Workload | wl.RateWorkload, *, policy: ModelPolicy) 
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the simulation for the parsed ``args``; return the exit code (1 on bad input)."""
+    """Run the simulation for the parsed ``args``; return the exit code (1 on bad input or no [sim] extra)."""
+    missing = missing_extra(plot=args.plot is not None)
+    if missing is not None:
+        print(missing, file=sys.stderr)
+        return 1
+    from rich.console import Console  # noqa: PLC0415
+
     out = Console()
     if not out.is_terminal:
         out = Console(width=220)  # a pipe or file: do not squeeze the table into 80 columns
