@@ -12,10 +12,9 @@ import math
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from scaler.adapters.kafka_range import replay_from_kafka
 from scaler.commands.export import add_range_flags, parse_time, range_settings
@@ -31,6 +30,9 @@ from scaler.sim.oracle import hindsight_oracle
 from scaler.sim.protocol import Controller
 from scaler.sim.results import SimResult, Summary
 from scaler.sim.spillway import SpillwayController
+
+if TYPE_CHECKING:  # rich and matplotlib come with the [sim] extra, which the daemon's image leaves out
+    from rich.console import Console
 
 DEFAULT_POLICY = Path("policies/default.yaml")
 PROGRESS_MIN_REQUESTS = 200_000  # show a progress bar only for runs at least this large
@@ -65,6 +67,21 @@ Examples:
   scaler simulate --from-kafka --bootstrap-servers kafka:9092 --since 2026-11-30T00:00Z \\
       --until 2026-12-01T00:00Z --policy policies/prod.yaml
 """
+
+
+def missing_extra(*, plot: bool) -> str | None:
+    """Return a one-line error naming the [sim] extra when rich (or, for ``plot``, matplotlib) is absent."""
+    try:
+        import rich  # noqa: F401, PLC0415
+
+        if plot:
+            import matplotlib  # noqa: F401, PLC0415
+    except ImportError as exc:
+        return (
+            f"error: scaler simulate needs {exc.name or 'rich'}, from the 'sim' extra: "
+            "pip install 'spillway-scaler[sim]'"
+        )
+    return None
 
 
 class UsageError(Exception):
@@ -273,6 +290,8 @@ def _progress(enabled: bool, console: Console) -> Iterator[Callable[[str], Calla
     if not enabled:
         yield None
         return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
+
     bar = Progress(
         TextColumn("{task.description:<16}"),
         BarColumn(),
@@ -307,7 +326,11 @@ def warm_start(workload: wl.Workload | wl.RateWorkload, *, policy: ModelPolicy) 
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the simulation for the parsed ``args``; return the exit code (1 on bad input)."""
+    """Run the simulation for the parsed ``args``; return the exit code (1 on bad input or no [sim] extra)."""
+    missing = missing_extra(plot=args.plot is not None)
+    if missing is not None:
+        print(missing, file=sys.stderr)
+        return 1
     if args.from_kafka or args.trace_format == "events":
         return run_events(args)
     if args.since or args.until or args.bootstrap_servers:
@@ -316,6 +339,8 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    from rich.console import Console  # noqa: PLC0415
+
     out = Console()
     if not out.is_terminal:
         out = Console(width=220)  # a pipe or file: do not squeeze the table into 80 columns
@@ -447,6 +472,8 @@ def replay_model(
 
 def run_events(args: argparse.Namespace) -> int:
     """Replay recorded events, one table per model (with an "as run" row when replicas were recorded)."""
+    from rich.console import Console  # noqa: PLC0415  # the [sim] extra: run() checked it is installed
+
     out = Console()
     if not out.is_terminal:
         out = Console(width=220)

@@ -6,10 +6,12 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
-
-from rich.table import Table
+from typing import TYPE_CHECKING
 
 from scaler.sim.results import SimResult, Summary
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 JSON_VERSION = 1
 
@@ -55,6 +57,8 @@ def render_table(
     Columns: total cost, cost / oracle, SLO attainment, p50/p95/p99 queue wait and TTFT, share
     served by serverless, idle replica-hours, scaling actions.
     """
+    from rich.table import Table  # noqa: PLC0415 - the [sim] extra: the daemon imports this module without it
+
     table = Table(title=title, title_justify="left")
     table.add_column("policy", style="bold")
     table.add_column("cost", justify="right")

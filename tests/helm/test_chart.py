@@ -79,6 +79,13 @@ def test_security_context_and_probes(rendered: tuple[str, list[dict[str, Any]]])
     assert pod["securityContext"]["runAsUser"] == 10001
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     container = _container(objects)
+    # the image's entrypoint runs unchanged (it seeds /tmp with the baked numba kernels, then execs
+    # `scaler run`), as the image's user (Dockerfile: ARG SPILLWAY_UID=10001)
+    assert "command" not in container
+    assert "args" not in container
+    assert "ARG SPILLWAY_UID=10001" in (REPO / "Dockerfile").read_text(encoding="utf-8")
+    assert pod["securityContext"]["runAsGroup"] == 10001
+    assert "NUMBA_CACHE_DIR" not in _env(container)  # the image's /tmp/numba-cache, on the emptyDir
     sc = container["securityContext"]
     assert sc["readOnlyRootFilesystem"] is True
     assert sc["allowPrivilegeEscalation"] is False

@@ -1,10 +1,11 @@
 """The container image: the Dockerfile lints clean and says what the chart relies on; the package
 installs the way the Dockerfile installs it, from a clean copy, and runs from that install.
 
-There is no container engine here, so the image is not built: ``test_installs_like_the_image``
-repeats its build stage from the committed project (``git archive HEAD``: a wheel of it, then a
-fresh virtual environment pinned by constraints.txt) and runs ``scaler --help`` and the sandbox
-daemon from it, with the image's environment, probing /healthz and /metrics over a real socket.
+The image itself is built and run by ``.ci/image`` (tests/image, ``pytest -m image``);
+``test_installs_like_the_image`` needs no image builder: it repeats the build stage from the
+committed project (``git archive HEAD``: a wheel of it, then a fresh virtual environment pinned by
+constraints.txt, without the [sim] extra) and runs ``scaler --help`` and the sandbox daemon from
+it, with the image's environment, probing /healthz and /metrics over a real socket.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"
 IMAGE_UID = 10001
 # What the Dockerfile's build stage copies (and .dockerignore lets through)
-BUILD_CONTEXT = ("pyproject.toml", "constraints.txt", "README.md", "scaler/")
+BUILD_CONTEXT = ("pyproject.toml", "constraints.txt", "README.md", "scaler/", "image/")
+ENTRYPOINT = REPO / "image" / "entrypoint.sh"
 
 
 def _hadolint() -> str:
@@ -69,19 +71,45 @@ def test_dockerfile_runs_scaler_as_a_fixed_non_root_user() -> None:
     assert users == ["${SPILLWAY_UID}:${SPILLWAY_UID}"]
     assert ("ARG", f"SPILLWAY_UID={IMAGE_UID}") in steps
     (entrypoint,) = [args for word, args in steps if word == "ENTRYPOINT"]
-    assert json.loads(entrypoint) == ["scaler", "run"]
+    assert json.loads(entrypoint) == ["spillway-entrypoint"]
     run = " ".join(args for word, args in steps if word == "RUN")
     assert "--constraint constraints.txt" in run
     assert "pip wheel --no-deps" in run
     env = " ".join(args for word, args in steps if word == "ENV")
     assert "NUMBA_CACHE_DIR=/tmp/" in env  # the read-only root's only writable place is /tmp
-    assert "MPLCONFIGDIR=/tmp/" in env
+    assert "NUMBA_CPU_NAME=generic" in env  # the baked cache holds for every node's CPU
+    # the daemon's kernels are compiled at build time, into the image, with the runtime's environment
+    final = steps[[i for i, (word, _) in enumerate(steps) if word == "FROM"][-1] :]
+    warm = [i for i, (word, args) in enumerate(final) if word == "RUN" and "warm_kernels.py" in args]
+    assert len(warm) == 1
+    assert "NUMBA_CACHE_DIR=/opt/spillway/numba-cache" in final[warm[0]][1]
+    assert any(word == "ENV" and "NUMBA_CPU_NAME" in args for word, args in final[: warm[0]])
+    # no [sim] extra in the daemon's image: the wheel is installed without extras
+    assert re.search(r"pip install --constraint constraints\.txt /wheels/spillway_scaler-\*\.whl\s", run), run
     # nothing secret baked in
     assert not re.search(
         r"(?i)(password|secret|token|access_key)\s*=", env + " ".join(a for w, a in steps if w == "ARG")
     )
     copied = [args for word, args in steps if word == "COPY" and "--from" not in args]
-    assert copied == ["pyproject.toml constraints.txt README.md ./", "scaler ./scaler"]
+    assert copied == [
+        "pyproject.toml constraints.txt README.md ./",
+        "scaler ./scaler",
+        "image/entrypoint.sh /opt/spillway/bin/spillway-entrypoint",
+        "image/warm_kernels.py /opt/spillway/share/warm_kernels.py",
+    ]
+
+
+def test_entrypoint_seeds_the_numba_cache_then_execs_scaler_run() -> None:
+    assert os.access(ENTRYPOINT, os.X_OK)  # COPY keeps the mode: the image runs it directly
+    text = ENTRYPOINT.read_text(encoding="utf-8")
+    assert text.startswith("#!/bin/sh\n")
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    assert lines[-1] == 'exec scaler run "$@"'  # flags pass through; the daemon is PID 1's exec
+    assert "baked=/opt/spillway/numba-cache" in lines
+    result = subprocess.run(
+        ["sh", "-n", str(ENTRYPOINT)], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert result.returncode == 0, result.stderr
 
 
 def test_dockerignore_lets_through_only_the_build_context() -> None:
