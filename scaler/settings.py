@@ -104,10 +104,18 @@ class Settings(BaseModel):
     actuator_min_interval_seconds: float = Field(default=0.0, ge=0, le=86_400)  # per target, between changes
     actuator_failure_threshold: int = Field(default=3, ge=1, le=1000)  # failures in a row: unavailable
     # -- end Actuators --
+    # -- KEDA external scaler (scaler.adapters.keda): gRPC on keda_listen; no address = off --
+    keda_listen: str | None = None  # HOST:PORT, e.g. 0.0.0.0:9090 in a pod
+    keda_tls_certfile: Path | None = None  # server certificate (KEDA's caCert must trust its CA)
+    keda_tls_keyfile: Path | None = None
+    keda_tls_client_cafile: Path | None = None  # require client certificates (KEDA's tlsClientCert) from it
+    # -- end KEDA --
 
-    @field_validator("http_listen")
+    @field_validator("http_listen", "keda_listen")
     @classmethod
-    def _host_port(cls, value: str) -> str:
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         host, sep, port = value.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:8080)")
@@ -126,6 +134,10 @@ class Settings(BaseModel):
             )
         if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
             raise ValueError("kafka_ssl_certfile and kafka_ssl_keyfile go together")
+        if (self.keda_tls_certfile is None) != (self.keda_tls_keyfile is None):
+            raise ValueError("keda_tls_certfile and keda_tls_keyfile go together")
+        if self.keda_tls_client_cafile is not None and self.keda_tls_certfile is None:
+            raise ValueError("keda_tls_client_cafile needs keda_tls_certfile and keda_tls_keyfile (TLS)")
         if self.kafka_heartbeat_interval_ms * 3 > self.kafka_session_timeout_ms:
             raise ValueError(
                 "kafka_heartbeat_interval_ms must be at most a third of kafka_session_timeout_ms"

@@ -65,6 +65,15 @@ FLAGS: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
     ("--kubeconfig", "kubernetes_kubeconfig", "Kubeconfig file for the actuators.", {"type": Path}),
     ("--aws-endpoint-url", "aws_endpoint_url", "AWS endpoint URL for the actuators.", {}),
     ("--aws-region", "aws_region", "Default AWS region of serverless targets.", {}),
+    ("--keda-listen", "keda_listen", "HOST:PORT of the KEDA external scaler (gRPC; default off).", {}),
+    ("--keda-tls-certfile", "keda_tls_certfile", "TLS certificate of the KEDA scaler.", {"type": Path}),
+    ("--keda-tls-keyfile", "keda_tls_keyfile", "TLS key of the KEDA scaler.", {"type": Path}),
+    (
+        "--keda-tls-client-cafile",
+        "keda_tls_client_cafile",
+        "CA of KEDA's client certificates (mutual TLS).",
+        {"type": Path},
+    ),
 )
 
 

@@ -1,0 +1,158 @@
+"""The KEDA external scaler: the pure lookup as a table, and the gRPC server over a real socket with a
+client generated from the same .proto (as KEDA's operator calls it)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+
+from scaler.adapters import externalscaler_pb2 as pb
+from scaler.adapters import externalscaler_pb2_grpc as pb_grpc
+from scaler.adapters.keda import KedaScaler, KedaServer, Refusal, metric_name, resolve
+from scaler.core.types import Decision
+
+KNOWN = {"llama-8b", "mistral-7b"}
+
+
+@pytest.mark.parametrize(
+    ("metadata", "owned", "desired", "expected"),
+    [
+        ({"model": "llama-8b"}, {"llama-8b"}, {"llama-8b": 3}, ("llama-8b", 3)),
+        ({"model": " llama-8b "}, {"llama-8b"}, {"llama-8b": 0}, ("llama-8b", 0)),
+        ({}, {"llama-8b"}, {}, Refusal("INVALID_ARGUMENT", "")),
+        ({"model": "gpt-9"}, {"llama-8b"}, {}, Refusal("NOT_FOUND", "")),
+        ({"model": "mistral-7b"}, {"llama-8b"}, {"llama-8b": 3}, Refusal("UNAVAILABLE", "not owner")),
+        ({"model": "llama-8b"}, {"llama-8b"}, {}, Refusal("UNAVAILABLE", "no decision yet")),
+    ],
+)
+def test_resolve_answers_only_owned_decided_models(
+    metadata: dict[str, str], owned: set[str], desired: dict[str, int], expected: object
+) -> None:
+    found = resolve(metadata, known=KNOWN, owned=owned, desired=desired)
+    if isinstance(expected, Refusal):
+        assert isinstance(found, Refusal)
+        assert found.code == expected.code
+        assert expected.message in found.message
+    else:
+        assert found == expected
+
+
+@pytest.mark.parametrize(
+    ("model", "name"),
+    [
+        ("llama-8b", "spillway-replicas-llama-8b"),
+        ("Llama-3.1-8B_Instruct", "spillway-replicas-llama-3-1-8b-instruct"),
+        ("meta/llama", "spillway-replicas-meta-llama"),
+        ("...", "spillway-replicas-model"),
+    ],
+)
+def test_metric_names_are_valid_kubernetes_metric_names(model: str, name: str) -> None:
+    assert metric_name(model) == name
+
+
+def _decision(replicas: int) -> Decision:
+    return Decision(
+        at=0.0,
+        replicas=replicas,
+        standby=0,
+        serverless_provisioned=0,
+        spill_fraction=0.0,
+        reason="test",
+        bound_by="none",
+        quantile=0.9,
+        cost_per_hour={},
+    )
+
+
+def _ref(model: str) -> pb.ScaledObjectRef:
+    return pb.ScaledObjectRef(name="so", namespace="inference", scalerMetadata={"model": model})
+
+
+async def _served(owned: set[str]) -> AsyncIterator[tuple[KedaScaler, pb_grpc.ExternalScalerStub]]:
+    scaler = KedaScaler(known=lambda: KNOWN, owned=lambda: owned)
+    server = KedaServer(scaler=scaler, host="127.0.0.1", port=0)
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            yield scaler, pb_grpc.ExternalScalerStub(channel)
+    finally:
+        await server.stop()
+
+
+async def _code(call: object) -> tuple[grpc.StatusCode, str]:
+    try:
+        await call  # type: ignore[misc]
+    except grpc.aio.AioRpcError as exc:
+        return exc.code(), exc.details() or ""
+    raise AssertionError("the call succeeded")
+
+
+def test_the_server_answers_metric_spec_metrics_and_activity_from_decisions() -> None:
+    async def run() -> None:
+        owned = {"llama-8b"}
+        async for scaler, stub in _served(owned):
+            spec = await stub.GetMetricSpec(_ref("llama-8b"))
+            assert [(s.metricName, s.targetSize, s.targetSizeFloat) for s in spec.metricSpecs] == [
+                ("spillway-replicas-llama-8b", 1, 1.0)
+            ]
+            request = pb.GetMetricsRequest(scaledObjectRef=_ref("llama-8b"), metricName="spillway-replicas-llama-8b")
+            code, why = await _code(stub.GetMetrics(request))
+            assert (code, why) == (grpc.StatusCode.UNAVAILABLE, "model 'llama-8b' has no decision yet")
+            scaler.decided(model="llama-8b", decision=_decision(3), payload={})
+            values = (await stub.GetMetrics(request)).metricValues
+            assert [(v.metricName, v.metricValue, v.metricValueFloat) for v in values] == [
+                ("spillway-replicas-llama-8b", 3, 3.0)
+            ]
+            assert (await stub.IsActive(_ref("llama-8b"))).result is True
+            scaler.decided(model="llama-8b", decision=_decision(0), payload={})
+            assert (await stub.IsActive(_ref("llama-8b"))).result is False
+            code, why = await _code(stub.IsActive(_ref("mistral-7b")))
+            assert code == grpc.StatusCode.UNAVAILABLE
+            assert why.startswith("not owner")
+            assert (await _code(stub.GetMetricSpec(_ref("gpt-9"))))[0] == grpc.StatusCode.NOT_FOUND
+            empty = pb.ScaledObjectRef(name="so", namespace="inference")
+            assert (await _code(stub.GetMetrics(pb.GetMetricsRequest(scaledObjectRef=empty))))[
+                0
+            ] == grpc.StatusCode.INVALID_ARGUMENT
+
+    asyncio.run(run())
+
+
+def test_the_stream_pushes_every_decision_and_ends_when_the_model_moves_away() -> None:
+    async def run() -> None:
+        owned = {"llama-8b"}
+        async for scaler, stub in _served(owned):
+            scaler.decided(model="llama-8b", decision=_decision(2), payload={})
+            stream = stub.StreamIsActive(_ref("llama-8b"))
+            pushed = [(await stream.read()).result]
+            for replicas in (0, 0, 4):  # every decision is pushed, a repeated one too
+                scaler.decided(model="llama-8b", decision=_decision(replicas), payload={})
+                pushed.append((await asyncio.wait_for(stream.read(), 5)).result)
+            assert pushed == [True, False, False, True]
+            owned.clear()
+            scaler.released(frozenset({"llama-8b"}))
+            with pytest.raises(grpc.aio.AioRpcError) as ended:
+                await asyncio.wait_for(stream.read(), 5)
+            assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "not owner" in (ended.value.details() or "")
+
+    asyncio.run(run())
+
+
+def test_a_taken_port_is_an_oserror_naming_the_address() -> None:
+    async def run() -> None:
+        first = KedaServer(scaler=KedaScaler(known=lambda: KNOWN, owned=set), host="127.0.0.1", port=0)
+        await first.start()
+        try:
+            second = KedaServer(
+                scaler=KedaScaler(known=lambda: KNOWN, owned=set), host="127.0.0.1", port=first.port
+            )
+            with pytest.raises(OSError, match=f"127.0.0.1:{first.port}"):
+                await second.start()
+        finally:
+            await first.stop()
+
+    asyncio.run(run())
