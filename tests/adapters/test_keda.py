@@ -98,7 +98,9 @@ def test_the_server_answers_metric_spec_metrics_and_activity_from_decisions() ->
             assert [(s.metricName, s.targetSize, s.targetSizeFloat) for s in spec.metricSpecs] == [
                 ("spillway-replicas-llama-8b", 1, 1.0)
             ]
-            request = pb.GetMetricsRequest(scaledObjectRef=_ref("llama-8b"), metricName="spillway-replicas-llama-8b")
+            request = pb.GetMetricsRequest(
+                scaledObjectRef=_ref("llama-8b"), metricName="spillway-replicas-llama-8b"
+            )
             code, why = await _code(stub.GetMetrics(request))
             assert (code, why) == (grpc.StatusCode.UNAVAILABLE, "model 'llama-8b' has no decision yet")
             scaler.decided(model="llama-8b", decision=_decision(3), payload={})
