@@ -161,7 +161,7 @@ def test_keda_follows_a_burst_through_get_metrics_and_the_stream(
     assert daemon.process.returncode == 0, err[-3000:]
     assert seen[0] == (f"spillway-replicas-{model}", 1)
     assert all(code == grpc.StatusCode.UNAVAILABLE for code in seen[1:])
-    decisions = [line for line in err.splitlines() if "\"decision\"" in line]
+    decisions = [line for line in err.splitlines() if '"decision"' in line]
     assert peak >= base + 3, f"desired replicas stayed {base}..{peak}: {decisions[-3:]}"
     assert len(pushes) >= 3  # one push at once, then one per decision (1 s interval)
     assert pushes[-1] is True
@@ -188,9 +188,7 @@ async def _ready(port: int, *, seconds: float = 60) -> None:
     raise AssertionError(f"daemon on {port} never became ready")
 
 
-def test_two_daemons_in_one_group_answer_each_model_from_its_owner(
-    broker: Broker, tmp_path: Path
-) -> None:
+def test_two_daemons_in_one_group_answer_each_model_from_its_owner(broker: Broker, tmp_path: Path) -> None:
     models = _one_per_partition(4)
     policy = tmp_path / "policies.yaml"
     policy.write_text(_policy(models))

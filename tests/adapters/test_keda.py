@@ -4,14 +4,21 @@ client generated from the same .proto (as KEDA's operator calls it)."""
 from __future__ import annotations
 
 import asyncio
+import datetime
+import ipaddress
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from scaler.adapters import externalscaler_pb2 as pb
 from scaler.adapters import externalscaler_pb2_grpc as pb_grpc
-from scaler.adapters.keda import KedaScaler, KedaServer, Refusal, metric_name, resolve
+from scaler.adapters.keda import KedaScaler, KedaServer, Refusal, Tls, metric_name, resolve
 from scaler.core.types import Decision
 
 KNOWN = {"llama-8b", "mistral-7b"}
@@ -156,5 +163,95 @@ def test_a_taken_port_is_an_oserror_naming_the_address() -> None:
                 await second.start()
         finally:
             await first.stop()
+
+    asyncio.run(run())
+
+
+def _pki(tmp_path: Path) -> dict[str, Path]:
+    """Write a CA, a server certificate for 127.0.0.1 and a client certificate, all signed by the CA."""
+    now = datetime.datetime.now(datetime.UTC)
+
+    def issue(
+        name: str, *, issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None, server: bool = False
+    ) -> tuple[x509.Name, ec.EllipticCurvePrivateKey, x509.Certificate]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        issuer_name, issuer_key = issuer or (subject, key)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
+        )
+        if server:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False,
+            )
+        return subject, key, builder.sign(issuer_key, hashes.SHA256())
+
+    ca_name, ca_key, ca = issue("spillway-test-ca", issuer=None)
+    files: dict[str, Path] = {}
+    for role, server in (("server", True), ("client", False)):
+        _, key, cert = issue(f"spillway-{role}", issuer=(ca_name, ca_key), server=server)
+        files[f"{role}.crt"] = tmp_path / f"{role}.crt"
+        files[f"{role}.crt"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        files[f"{role}.key"] = tmp_path / f"{role}.key"
+        files[f"{role}.key"].write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+    files["ca.crt"] = tmp_path / "ca.crt"
+    files["ca.crt"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    return files
+
+
+def test_mutual_tls_admits_only_clients_with_a_certificate_of_the_ca(tmp_path: Path) -> None:
+    pki = _pki(tmp_path)
+
+    async def run() -> tuple[bool, grpc.StatusCode]:
+        scaler = KedaScaler(known=lambda: KNOWN, owned=lambda: {"llama-8b"})
+        scaler.decided(model="llama-8b", decision=_decision(2), payload={})
+        tls = Tls(certfile=pki["server.crt"], keyfile=pki["server.key"], client_cafile=pki["ca.crt"])
+        server = KedaServer(scaler=scaler, host="127.0.0.1", port=0, tls=tls)
+        await server.start()
+        ca = pki["ca.crt"].read_bytes()
+        with_cert = grpc.ssl_channel_credentials(
+            root_certificates=ca,
+            private_key=pki["client.key"].read_bytes(),
+            certificate_chain=pki["client.crt"].read_bytes(),
+        )
+        try:
+            async with grpc.aio.secure_channel(f"127.0.0.1:{server.port}", with_cert) as channel:
+                active = (
+                    await pb_grpc.ExternalScalerStub(channel).IsActive(_ref("llama-8b"), timeout=5)
+                ).result
+            anonymous = grpc.ssl_channel_credentials(root_certificates=ca)
+            async with grpc.aio.secure_channel(f"127.0.0.1:{server.port}", anonymous) as channel:
+                code, _ = await _code(
+                    pb_grpc.ExternalScalerStub(channel).IsActive(_ref("llama-8b"), timeout=5)
+                )
+        finally:
+            await server.stop()
+        return active, code
+
+    active, refused = asyncio.run(run())
+    assert active is True
+    assert refused == grpc.StatusCode.UNAVAILABLE  # the handshake fails without a client certificate
+
+
+def test_unreadable_tls_files_are_an_oserror_naming_the_file(tmp_path: Path) -> None:
+    async def run() -> None:
+        tls = Tls(certfile=tmp_path / "missing.crt", keyfile=tmp_path / "missing.key")
+        server = KedaServer(
+            scaler=KedaScaler(known=lambda: KNOWN, owned=set), host="127.0.0.1", port=0, tls=tls
+        )
+        with pytest.raises(OSError, match=r"missing\.crt"):
+            await server.start()
 
     asyncio.run(run())
