@@ -7,10 +7,10 @@ import sys
 from collections.abc import Sequence
 
 from scaler import __version__
-from scaler.commands import policy, run, simulate
+from scaler.commands import bridge, policy, run, simulate
 
 # each module exposes register(subparsers), which adds its parser and sets args.func
-COMMANDS = (simulate, run, policy)
+COMMANDS = (simulate, run, policy, bridge)
 
 DESCRIPTION = """\
 Spillway shifts LLM inference capacity between Kubernetes GPU replicas and serverless burst
@@ -19,6 +19,7 @@ capacity, ahead of forecast load, at the lowest cost that meets the latency SLO.
 Basic commands:
   simulate    Replay a workload through Spillway, the baselines and the hindsight oracle
   run         Run the autoscaler daemon (Kafka in, decisions out; --sandbox for a local demo)
+  bridge      Publish other systems' metrics as Spillway events (bridge vllm: vLLM /metrics)
 
 Policy commands:
   policy      Validate, explain or print the schema of policy files
