@@ -26,8 +26,10 @@ from pydantic import (
 )
 
 ENV_PREFIX = "SCALER_"
-SECRET_FIELDS = frozenset({"kafka_sasl_password", "alerts_token"})
-LIST_FIELDS = frozenset({"kafka_bootstrap_servers", "policy_files"})
+SECRET_FIELDS = frozenset(
+    {"kafka_sasl_password", "alerts_token", "prometheus_bearer_token", "prometheus_password"}
+)
+LIST_FIELDS = frozenset({"kafka_bootstrap_servers", "policy_files", "prometheus_headers"})
 
 
 class SettingsError(Exception):
@@ -91,6 +93,16 @@ class Settings(BaseModel):
     prometheus_running_query: str = 'sum(vllm:num_requests_running{model_name="{model}"})'
     prometheus_waiting_query: str = 'sum(vllm:num_requests_waiting{model_name="{model}"})'
     prometheus_ready_replicas_query: str = 'count(vllm:num_requests_running{model_name="{model}"})'
+    prometheus_headers: tuple[str, ...] = ()  # extra request headers, each "Name: value" (e.g. X-Scope-OrgID)
+    prometheus_bearer_token: SecretStr | None = None  # env SCALER_PROMETHEUS_BEARER_TOKEN or the file below
+    prometheus_bearer_token_file: Path | None = None
+    prometheus_username: str | None = None  # basic auth; the password from SCALER_PROMETHEUS_PASSWORD only
+    prometheus_password: SecretStr | None = None
+    prometheus_ca_file: Path | None = None  # CA bundle of Prometheus' TLS certificate (default: the system's)
+    prometheus_tls_verify: bool = True  # False: do not verify Prometheus' certificate (tests only)
+    prometheus_certfile: Path | None = None  # client certificate for mutual TLS
+    prometheus_keyfile: Path | None = None
+    prometheus_retries: int = Field(default=0, ge=0, le=10)  # per request, with backoff
     # -- end Prometheus --
     # -- Actuators (scaler.adapters.actuator/kubernetes/aws): off unless actuate; dry_run then only logs --
     actuate: bool = False  # change the resources named in policies' targets (False: publish decisions only)
@@ -134,6 +146,10 @@ class Settings(BaseModel):
             )
         if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
             raise ValueError("kafka_ssl_certfile and kafka_ssl_keyfile go together")
+        if (self.prometheus_certfile is None) != (self.prometheus_keyfile is None):
+            raise ValueError("prometheus_certfile and prometheus_keyfile go together")
+        if self.prometheus_password is not None and self.prometheus_username is None:
+            raise ValueError("prometheus_password needs prometheus_username")
         if (self.keda_tls_certfile is None) != (self.keda_tls_keyfile is None):
             raise ValueError("keda_tls_certfile and keda_tls_keyfile go together")
         if self.keda_tls_client_cafile is not None and self.keda_tls_certfile is None:
