@@ -19,7 +19,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from conftest import Broker
+from conftest import Broker, free_port
 from integration_fixtures import kafka_settings, policy_yaml, read_topic, settings_env
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
@@ -166,6 +166,7 @@ def test_the_bridge_feeds_the_daemon_and_its_decisions_follow_the_scrapes(
     policy.write_text(policy_yaml([MODEL]))
     settings = kafka_settings(broker.bootstrap, policy_files=(policy,), checkpoint_interval_seconds=5.0)
     log = tmp_path / "bridge.log"
+    bridge_port = free_port()
     bridge = subprocess.Popen(
         [
             sys.executable,
@@ -183,13 +184,15 @@ def test_the_bridge_feeds_the_daemon_and_its_decisions_follow_the_scrapes(
             "1",
             "--max-bytes",
             str(1024 * 1024),
+            "--listen",
+            f"127.0.0.1:{bridge_port}",
         ],
         env={**os.environ, **settings_env(settings)},
         stdout=subprocess.DEVNULL,
         stderr=log.open("wb"),
     )
 
-    async def run() -> tuple[list[int], int, int, list[object]]:
+    async def run() -> tuple[list[int], int, int, list[object], str]:
         daemon = build_kafka_daemon(
             settings=settings, policies=load_policies((policy,)), planner=_ready_planner
         )
@@ -221,10 +224,12 @@ def test_the_bridge_feeds_the_daemon_and_its_decisions_follow_the_scrapes(
         )
         daemon.request_stop(signal.SIGTERM)
         await task
-        return replicas, consumed, rejected, metrics
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{bridge_port}/metrics") as r:
+            exposition = await r.text()
+        return replicas, consumed, rejected, metrics, exposition
 
     try:
-        replicas, consumed, rejected, metric_records = asyncio.run(run())
+        replicas, consumed, rejected, metric_records, exposition = asyncio.run(run())
     finally:
         bridge.send_signal(signal.SIGTERM)
         try:
@@ -252,5 +257,7 @@ def test_the_bridge_feeds_the_daemon_and_its_decisions_follow_the_scrapes(
     ):
         assert (endpoints[name], reason) in failed
     assert (endpoints["new"], "unreachable") in failed
+    counted = f'scaler_bridge_scrape_errors_total{{reason="too_big",target="{endpoints["huge"]}"}}'
+    assert any(line.startswith(counted) and float(line.split()[-1]) >= 1 for line in exposition.splitlines())
     assert lines[-1]["event"] == "stopped"
     assert not math.isnan(sum(kv.values()))

@@ -7,9 +7,14 @@ import asyncio
 import os
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, start_http_server
 
 from scaler.settings import SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from scaler.adapters.vllm import VllmBridge
 
 DESCRIPTION = """\
 Scrape vLLM servers' Prometheus /metrics and publish one replica metric event per server and model
@@ -53,6 +58,9 @@ def register(subparsers: Any) -> None:
         "--max-bytes", type=int, default=4 * 1024 * 1024, metavar="N", help="Largest body read (4 MiB)."
     )
     vllm.add_argument("--log-level", default=None, metavar="LEVEL", help="debug, info, warning or error.")
+    vllm.add_argument(
+        "--listen", metavar="HOST:PORT", help="Serve the bridge's own /metrics here (default: not served)."
+    )
     vllm.set_defaults(func=handler)
     parser.set_defaults(func=lambda _args: _usage(parser))
 
@@ -81,9 +89,14 @@ def handler(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
         return 2
+    listen = _host_port(args.listen) if args.listen else None
+    if args.listen and listen is None:
+        print(f"error: --listen {args.listen!r} is not HOST:PORT (e.g. 127.0.0.1:9464)", file=sys.stderr)
+        return 2
     if not targets or args.interval <= 0 or args.timeout <= 0 or args.max_bytes <= 0:
         print("error: --targets needs a URL; --interval, --timeout, --max-bytes must be > 0", file=sys.stderr)
         return 2
+    registry = CollectorRegistry()
     try:
         bridge = vllm.VllmBridge(
             targets=targets,
@@ -91,15 +104,29 @@ def handler(args: argparse.Namespace) -> int:
             options=vllm.BridgeOptions(
                 interval_seconds=args.interval, timeout_seconds=args.timeout, max_bytes=args.max_bytes
             ),
+            registry=registry,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     scaler_logging.configure(level=settings.log_level)
+    if listen is not None:
+        try:
+            start_http_server(listen[1], addr=listen[0], registry=registry)
+        except OSError as exc:
+            print(f"error: --listen {args.listen}: {exc.strerror}", file=sys.stderr)
+            return 1
     return asyncio.run(_run(bridge))
 
 
-async def _run(bridge: Any) -> int:
+def _host_port(value: str) -> tuple[str, int] | None:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        return None
+    return host.strip("[]"), int(port)
+
+
+async def _run(bridge: VllmBridge) -> int:
     from scaler.adapters import logging as scaler_logging  # noqa: PLC0415
     from scaler.app import SystemClock  # noqa: PLC0415
 
