@@ -125,15 +125,17 @@ class KedaScaler(pb_grpc.ExternalScalerServicer):  # the generated base: gRPC fi
 
     # -- the gRPC methods ---------------------------------------------------------------------------
 
+    def _lookup(self, ref: Any, method: str) -> tuple[str, int] | Refusal:
+        metadata = dict(ref.scalerMetadata)
+        found = resolve(metadata, known=self.known(), owned=self.owned(), desired=self.desired)
+        self.requests.labels(method=method, code=found.code if isinstance(found, Refusal) else "OK").inc()
+        return found
+
     async def _answer(self, ref: Any, context: Any, method: str) -> tuple[str, int]:
-        found = resolve(
-            dict(ref.scalerMetadata), known=self.known(), owned=self.owned(), desired=self.desired
-        )
+        found = self._lookup(ref, method)
         if isinstance(found, Refusal):
-            self.requests.labels(method=method, code=found.code).inc()
-            await context.abort(getattr(grpc.StatusCode, found.code), found.message)
-            raise AssertionError("unreachable: abort raises")  # pragma: no cover
-        self.requests.labels(method=method, code="OK").inc()
+            await _abort(context, found)
+        assert not isinstance(found, Refusal)  # abort raised
         return found
 
     async def IsActive(self, request: Any, context: Any) -> Any:  # noqa: N802  # gRPC's method name
@@ -144,18 +146,22 @@ class KedaScaler(pb_grpc.ExternalScalerServicer):  # the generated base: gRPC fi
     async def StreamIsActive(self, request: Any, context: Any) -> AsyncIterator[Any]:  # noqa: N802
         """Yield whether the model is active now, then again after every decision for it."""
         while True:
-            model = dict(request.scalerMetadata).get("model", "").strip()
-            change = self._next_change(model)  # before answering: a decision made meanwhile is not missed
-            _, replicas = await self._answer(request, context, "StreamIsActive")
+            found = self._lookup(request, "StreamIsActive")
+            if isinstance(found, Refusal):
+                await _abort(context, found)
+                return
+            model, replicas = found
+            change = self._next_change(model)  # taken with the answer: a decision made meanwhile wakes it
             yield pb.IsActiveResponse(result=replicas > 0)
             await change.wait()
 
     async def GetMetricSpec(self, request: Any, context: Any) -> Any:  # noqa: N802
         """Return the model's one metric with target size 1 (the HPA's desired count = Spillway's)."""
         model = dict(request.scalerMetadata).get("model", "").strip()
-        if not model or model not in self.known():
+        if not model or model not in self.known():  # any process answers for a known model
             await self._answer(request, context, "GetMetricSpec")  # refuses with the reason
-        self.requests.labels(method="GetMetricSpec", code="OK").inc()
+        else:
+            self.requests.labels(method="GetMetricSpec", code="OK").inc()
         spec = pb.MetricSpec(metricName=metric_name(model), targetSize=1, targetSizeFloat=1.0)
         return pb.GetMetricSpecResponse(metricSpecs=[spec])
 
@@ -168,6 +174,11 @@ class KedaScaler(pb_grpc.ExternalScalerServicer):  # the generated base: gRPC fi
             metricValueFloat=float(replicas),
         )
         return pb.GetMetricsResponse(metricValues=[value])
+
+
+async def _abort(context: Any, refusal: Refusal) -> None:
+    """End the call with ``refusal``'s status (grpc.aio raises out of abort)."""
+    await context.abort(getattr(grpc.StatusCode, refusal.code), refusal.message)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

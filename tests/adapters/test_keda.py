@@ -255,3 +255,32 @@ def test_unreadable_tls_files_are_an_oserror_naming_the_file(tmp_path: Path) -> 
             await server.start()
 
     asyncio.run(run())
+
+
+def test_calls_are_counted_by_method_and_status() -> None:
+    from prometheus_client import CollectorRegistry  # noqa: PLC0415
+
+    registry = CollectorRegistry()
+
+    async def run() -> None:
+        scaler = KedaScaler(known=lambda: KNOWN, owned=lambda: {"llama-8b"}, registry=registry)
+        scaler.decided(model="llama-8b", decision=_decision(1), payload={})
+        server = KedaServer(scaler=scaler, host="127.0.0.1", port=0)
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+                stub = pb_grpc.ExternalScalerStub(channel)
+                await stub.IsActive(_ref("llama-8b"))
+                await _code(stub.IsActive(_ref("mistral-7b")))
+                await stub.GetMetricSpec(_ref("mistral-7b"))
+        finally:
+            await server.stop()
+
+    asyncio.run(run())
+
+    def count(method: str, code: str) -> float | None:
+        return registry.get_sample_value("scaler_keda_requests_total", {"method": method, "code": code})
+
+    assert count("IsActive", "OK") == 1
+    assert count("IsActive", "UNAVAILABLE") == 1
+    assert count("GetMetricSpec", "OK") == 1  # any process answers the spec of a known model
