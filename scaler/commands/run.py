@@ -38,6 +38,7 @@ Examples:
   SCALER_KAFKA_SASL_PASSWORD=... scaler run --config /etc/spillway/scaler.yaml
 
 Endpoints (default 127.0.0.1:8080): /healthz, /readyz, /metrics.
+With --keda-listen HOST:PORT: KEDA's external scaler (gRPC) of each owned model's desired replicas.
 Exit codes: 0 stopped cleanly (SIGTERM or SIGINT), 1 failed at run time, 2 bad settings or policies.
 """
 
