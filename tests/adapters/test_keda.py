@@ -284,3 +284,19 @@ def test_calls_are_counted_by_method_and_status() -> None:
     assert count("IsActive", "OK") == 1
     assert count("IsActive", "UNAVAILABLE") == 1
     assert count("GetMetricSpec", "OK") == 1  # any process answers the spec of a known model
+
+
+def test_the_committed_generated_code_matches_the_proto(tmp_path: Path) -> None:
+    protoc = pytest.importorskip("grpc_tools.protoc", reason="grpcio-tools (dev extra) regenerates the code")
+    repo = Path(__file__).resolve().parents[2]
+    proto = "scaler/adapters/externalscaler.proto"
+    out = str(tmp_path)
+    code = protoc.main(
+        ["protoc", f"-I{repo}", f"--python_out={out}", f"--pyi_out={out}", f"--grpc_python_out={out}", proto]
+    )
+    assert code == 0
+    for name in ("externalscaler_pb2.py", "externalscaler_pb2.pyi", "externalscaler_pb2_grpc.py"):
+        generated = (tmp_path / "scaler" / "adapters" / name).read_text()
+        assert generated == (repo / "scaler" / "adapters" / name).read_text(), (
+            f"{name} is stale: regenerate it with the command at the top of {proto}"
+        )
