@@ -135,6 +135,7 @@ def test_malformed_targets_are_counted_and_never_hold_up_the_others(
         (endpoints["nan"], "bad_value"): 1.0,
     }
     assert elapsed < 2.5  # the 3 s endpoint was cut at its 1 s timeout, concurrently with the rest
+    print(f"one scrape of 6 targets (one 3 s slow, 1 s timeout): {elapsed:.2f} s")
 
 
 def _ready_planner(
