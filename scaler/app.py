@@ -22,8 +22,9 @@ import dataclasses
 import os
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -39,6 +40,9 @@ from scaler.executor import Executor
 from scaler.ports import CheckpointStore, Clock, DecisionSink, EventSource, Planner
 from scaler.runtime import Runtime, RuntimeOptions, refresh_fallback
 from scaler.settings import Settings
+
+if TYPE_CHECKING:
+    from scaler.adapters.keda import KedaServer
 
 log = structlog.get_logger("scaler.app")
 
@@ -105,6 +109,7 @@ class Daemon:
         self._policy_sig = policy_signature(settings.policy_files)
         self.history: prometheus.PrometheusHistory | None = None  # seeds new models' forecasters
         self.signals: prometheus.PrometheusSignal | None = None  # fallback when a model's events stop
+        self.keda: KedaServer | None = None  # KEDA external scaler (gRPC), when keda_listen is set
 
     # -- readiness and ownership callbacks ------------------------------------------------------
 
@@ -278,6 +283,8 @@ class Daemon:
             if self.http is not None:
                 await self.http.start()
                 log.info("http_listening", address=f"{self.http.host}:{self.http.port}")
+            if self.keda is not None:  # -- KEDA external scaler: serves from the start, stops in _close --
+                await self.keda.start()
             await self.sink_start()
             await self.source.start(on_assigned=self.on_assigned, on_revoked=self.on_revoked)
         except (ConnectionError, OSError) as exc:
@@ -326,6 +333,8 @@ class Daemon:
         await self.sink.stop()
         if self.http is not None:
             await self.http.stop()
+        if self.keda is not None:  # -- KEDA external scaler --
+            await self.keda.stop()
 
 
 def build_kafka_daemon(
@@ -342,9 +351,18 @@ def build_kafka_daemon(
     actuators = actuator_setup.build_actuators(
         settings=settings, policies=policies, registry=metrics.registry
     )
+    keda = _keda_server(  # -- KEDA external scaler: an observer of the executor, when keda_listen is set --
+        settings, known=lambda: runtime.policies, owned=lambda: runtime.owned, metrics=metrics
+    )
     runtime = Runtime(
         policies=policies,
-        executor=Executor(sink=sink, actuators=actuators, metrics=metrics, clock=clock),
+        executor=Executor(
+            sink=sink,
+            actuators=actuators,
+            metrics=metrics,
+            clock=clock,
+            observers=[keda.scaler] if keda is not None else [],
+        ),
         planner=planner or default_planner(),
         new_forecaster=DemandForecaster.from_policy,
         load_forecaster=DemandForecaster.from_bytes,
@@ -364,6 +382,7 @@ def build_kafka_daemon(
     daemon.http = HttpServer(
         host=settings.http_host, port=settings.http_port, metrics=metrics, ready=daemon.not_ready
     )
+    daemon.keda = keda
     daemon.history = prometheus.reader_from_settings(settings)  # None: no prometheus_url, no seeding
     daemon.signals = prometheus.signal_from_settings(settings)  # None: no fallback signal
     # Alertmanager webhook: POST /alerts feeds the runtime's override book
@@ -375,6 +394,30 @@ def build_kafka_daemon(
         registry=metrics.registry,
     )
     return daemon
+
+
+def _keda_server(
+    settings: Settings,
+    *,
+    known: Callable[[], Collection[str]],
+    owned: Callable[[], Collection[str]],
+    metrics: DaemonMetrics,
+) -> KedaServer | None:
+    """Return the KEDA external scaler ``settings.keda_listen`` asks for (None: off)."""
+    if settings.keda_listen is None:
+        return None
+    from scaler.adapters import keda  # noqa: PLC0415  # grpc only when KEDA is on
+
+    host, _, port = settings.keda_listen.rpartition(":")
+    tls = None
+    if settings.keda_tls_certfile is not None and settings.keda_tls_keyfile is not None:
+        tls = keda.Tls(
+            certfile=settings.keda_tls_certfile,
+            keyfile=settings.keda_tls_keyfile,
+            client_cafile=settings.keda_tls_client_cafile,
+        )
+    scaler = keda.KedaScaler(known=known, owned=owned, registry=metrics.registry)
+    return keda.KedaServer(scaler=scaler, host=host.strip("[]"), port=int(port), tls=tls)
 
 
 def runtime_options(settings: Settings) -> RuntimeOptions:

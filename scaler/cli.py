@@ -7,10 +7,10 @@ import sys
 from collections.abc import Sequence
 
 from scaler import __version__
-from scaler.commands import export, policy, run, simulate
+from scaler.commands import bridge, export, policy, run, simulate
 
 # each module exposes register(subparsers), which adds its parser and sets args.func
-COMMANDS = (simulate, export, run, policy)
+COMMANDS = (simulate, export, run, policy, bridge)
 
 DESCRIPTION = """\
 Spillway shifts LLM inference capacity between Kubernetes GPU replicas and serverless burst
@@ -20,6 +20,7 @@ Basic commands:
   simulate    Replay a workload through Spillway, the baselines and the hindsight oracle
   export      Write a time range of the request and metric topics to a file, for simulate
   run         Run the autoscaler daemon (Kafka in, decisions out; --sandbox for a local demo)
+  bridge      Publish other systems' metrics as Spillway events (bridge vllm: vLLM /metrics)
 
 Policy commands:
   policy      Validate, explain or print the schema of policy files

@@ -37,8 +37,10 @@ from pydantic import (
 from scaler.files import read_regular_file
 
 ENV_PREFIX = "SCALER_"
-SECRET_FIELDS = frozenset({"kafka_sasl_password", "alerts_token"})
-LIST_FIELDS = frozenset({"kafka_bootstrap_servers", "policy_files"})
+SECRET_FIELDS = frozenset(
+    {"kafka_sasl_password", "alerts_token", "prometheus_bearer_token", "prometheus_password"}
+)
+LIST_FIELDS = frozenset({"kafka_bootstrap_servers", "policy_files", "prometheus_headers"})
 URL_FIELDS = frozenset({"prometheus_url", "kubernetes_host", "aws_endpoint_url"})
 OTHER_ENV = frozenset({"SCALER_TRACES_DIR"})  # read by other commands, not settings
 _LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
@@ -162,6 +164,16 @@ class Settings(BaseModel):
     prometheus_running_query: str = 'sum(vllm:num_requests_running{model_name="{model}"})'
     prometheus_waiting_query: str = 'sum(vllm:num_requests_waiting{model_name="{model}"})'
     prometheus_ready_replicas_query: str = 'count(vllm:num_requests_running{model_name="{model}"})'
+    prometheus_headers: tuple[str, ...] = ()  # extra request headers, each "Name: value" (e.g. X-Scope-OrgID)
+    prometheus_bearer_token: SecretStr | None = None  # env SCALER_PROMETHEUS_BEARER_TOKEN or the file below
+    prometheus_bearer_token_file: Path | None = None
+    prometheus_username: str | None = None  # basic auth; the password from SCALER_PROMETHEUS_PASSWORD only
+    prometheus_password: SecretStr | None = None
+    prometheus_ca_file: Path | None = None  # CA bundle of Prometheus' TLS certificate (default: the system's)
+    prometheus_tls_verify: bool = True  # False: do not verify Prometheus' certificate (tests only)
+    prometheus_certfile: Path | None = None  # client certificate for mutual TLS
+    prometheus_keyfile: Path | None = None
+    prometheus_retries: int = Field(default=0, ge=0, le=10)  # per request, with backoff
     # -- end Prometheus --
     # -- Actuators (scaler.adapters.actuator/kubernetes/aws): off unless actuate; dry_run then only logs --
     actuate: bool = False  # change the resources named in policies' targets (False: publish decisions only)
@@ -179,42 +191,19 @@ class Settings(BaseModel):
     actuator_min_interval_seconds: float = Field(default=0.0, ge=0, le=86_400)  # per target, between changes
     actuator_failure_threshold: int = Field(default=3, ge=1, le=1000)  # failures in a row: unavailable
     # -- end Actuators --
+    # -- KEDA external scaler (scaler.adapters.keda): gRPC on keda_listen; no address = off --
+    keda_listen: str | None = None  # HOST:PORT, e.g. 0.0.0.0:9090 in a pod
+    keda_tls_certfile: Path | None = None  # server certificate (KEDA's caCert must trust its CA)
+    keda_tls_keyfile: Path | None = None
+    keda_tls_client_cafile: Path | None = None  # require client certificates (KEDA's tlsClientCert) from it
+    # -- end KEDA --
 
-    @field_validator("http_listen")
+    @field_validator("http_listen", "keda_listen")
     @classmethod
-    def _host_port(cls, value: str) -> str:
-        return check_address(value, example="127.0.0.1:8080", allow_port_zero=True)
-
-    @field_validator("kafka_bootstrap_servers")
-    @classmethod
-    def _servers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for server in value:
-            check_address(server, example="broker-1:9092")
-        return value
-
-    @field_validator("kafka_group_id", "kafka_client_id")
-    @classmethod
-    def _printable(cls, value: str) -> str:
-        if not value.isprintable():
-            raise ValueError("must be printable text (no control characters)")
-        return value
-
-    @field_validator(*sorted(URL_FIELDS))
-    @classmethod
-    def _url(cls, value: str | None) -> str | None:
+    def _host_port(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        try:
-            parts = urllib.parse.urlsplit(value)
-            port = parts.port
-        except ValueError as exc:
-            raise ValueError(f"{mask_url(value)[:80]!r} is not a URL: {exc}") from None
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"{mask_url(value)[:80]!r} is not an http(s)://HOST[:PORT] URL")
-        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-        check_host(host)
-        if port == 0:
-            raise ValueError(f"{mask_url(value)[:80]!r}: port 0 is not a port to connect to")
+        return check_address(value, example="127.0.0.1:8080", allow_port_zero=True)
         return value
 
     @model_validator(mode="after")
@@ -231,6 +220,14 @@ class Settings(BaseModel):
         if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
             raise ValueError("kafka_ssl_certfile and kafka_ssl_keyfile go together")
         self._kubernetes_source()
+        if (self.prometheus_certfile is None) != (self.prometheus_keyfile is None):
+            raise ValueError("prometheus_certfile and prometheus_keyfile go together")
+        if self.prometheus_password is not None and self.prometheus_username is None:
+            raise ValueError("prometheus_password needs prometheus_username")
+        if (self.keda_tls_certfile is None) != (self.keda_tls_keyfile is None):
+            raise ValueError("keda_tls_certfile and keda_tls_keyfile go together")
+        if self.keda_tls_client_cafile is not None and self.keda_tls_certfile is None:
+            raise ValueError("keda_tls_client_cafile needs keda_tls_certfile and keda_tls_keyfile (TLS)")
         if self.kafka_heartbeat_interval_ms * 3 > self.kafka_session_timeout_ms:
             raise ValueError(
                 "kafka_heartbeat_interval_ms must be at most a third of kafka_session_timeout_ms"

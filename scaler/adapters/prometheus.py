@@ -1,23 +1,32 @@
-"""Prometheus (HTTP API, aiohttp): per-bucket request and token counts of a model's past, to seed forecasts.
+"""Prometheus (prometheus-api-client, through asyncio.to_thread): a model's past, to seed forecasts, and
+its current load, the fallback signal when its events stop.
 
 Counters (vLLM's ``vllm:request_success_total``, ``vllm:prompt_tokens_total`` and
 ``vllm:generation_tokens_total`` by default) are read raw with range queries stepped at the bucket
 size, each series differenced on its own (a drop is a counter reset: the new value is the count),
 and summed across series. A bucket no series covers is NaN (missing), never zero. Ranges longer than
 ``max_points`` steps are fetched in chunks (Prometheus refuses more than 11,000 points per series).
+
+Connection options (:class:`Connection`: headers, bearer token or basic auth, TLS CA, client
+certificate, retries) come from the ``prometheus_*`` settings. The client is synchronous, so every
+query runs in a worker thread; a query that fails in any way is a ConnectionError naming it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Final
+from typing import Any, Final
 
-import aiohttp
 import numpy as np
+import requests
 import structlog
+from prometheus_api_client import PrometheusConnect
+from prometheus_api_client.exceptions import PrometheusApiClientException
+from urllib3.util.retry import Retry
 
 from scaler.core.fallback import FallbackSignal
 from scaler.core.policy import ModelPolicy
@@ -27,6 +36,70 @@ from scaler.settings import Settings
 log = structlog.get_logger("scaler.prometheus")
 MAX_POINTS: Final = 10_000
 Samples = list[tuple[float, float]]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Connection:
+    """How to reach Prometheus: extra headers, auth, TLS and retries of each request."""
+
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    bearer_token: str | None = None  # sent as Authorization: Bearer (never logged)
+    basic_auth: tuple[str, str] | None = None  # (user, password)
+    ca_file: str | None = None  # CA bundle to verify Prometheus' certificate (None: the system's)
+    verify_tls: bool = True
+    client_cert: tuple[str, str] | None = None  # (certificate file, key file) for mutual TLS
+    retries: int = 0  # per request, on connection errors and 408/429/5xx, with backoff
+
+
+class PrometheusClient:
+    """prometheus-api-client behind an async interface: each query runs in a worker thread."""
+
+    def __init__(self, *, url: str, timeout_seconds: float, connection: Connection | None = None) -> None:
+        """Create a client of the Prometheus at ``url``; nothing is sent until a query."""
+        conn = connection or Connection()
+        self.url = url.rstrip("/")
+        session = requests.Session()
+        session.verify = conn.ca_file if conn.ca_file is not None and conn.verify_tls else conn.verify_tls
+        session.cert = conn.client_cert
+        headers = dict(conn.headers)
+        if conn.bearer_token is not None:
+            headers["Authorization"] = f"Bearer {conn.bearer_token}"
+        retry = Retry(
+            total=conn.retries, backoff_factor=0.5, status_forcelist=(408, 429, 500, 502, 503, 504)
+        )
+        self._api = PrometheusConnect(
+            url=self.url,
+            headers=headers or None,
+            auth=conn.basic_auth,
+            retry=retry,
+            session=session,
+            timeout=timeout_seconds,
+        )
+
+    async def range(self, query: str, *, start: float, end: float, step: float) -> list[dict[str, Any]]:
+        """Return the series of a range query; raise ConnectionError naming the query on any failure."""
+        when = (datetime.datetime.fromtimestamp(t, datetime.UTC) for t in (start, end))
+        # the client rounds start and end to whole seconds: the exact bucket bounds go as params
+        params = {"start": f"{start:.3f}", "end": f"{end:.3f}"}
+        return await self._call(
+            f"query_range {query!r}", self._api.custom_query_range, query, *when, f"{step:g}", params
+        )
+
+    async def instant(self, query: str, *, at: float) -> list[dict[str, Any]]:
+        """Return the result of an instant query at ``at``; raise ConnectionError naming it on any failure."""
+        return await self._call(f"query {query!r}", self._api.custom_query, query, {"time": f"{at:.3f}"})
+
+    async def _call(self, what: str, fn: Any, *args: Any) -> list[dict[str, Any]]:
+        where = f"prometheus {self.url} {what}"
+        try:
+            result = await asyncio.to_thread(fn, *args)
+        except PrometheusApiClientException as exc:
+            raise ConnectionError(f"{where}: refused: {str(exc)[:300]}") from None
+        except (requests.RequestException, ValueError, KeyError, TypeError) as exc:  # incl. bad JSON
+            raise ConnectionError(f"{where}: {type(exc).__name__}: {str(exc)[:300]}") from None
+        if not isinstance(result, list):
+            raise ConnectionError(f"{where}: expected a list of series, got {result!r:.120}")
+        return result
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -94,11 +167,12 @@ class PrometheusHistory:
         queries: HistoryQueries | None = None,
         timeout_seconds: float = 30.0,
         max_points: int = MAX_POINTS,
+        connection: Connection | None = None,
     ) -> None:
         """Create a reader of the Prometheus at ``url`` (e.g. ``http://prometheus:9090``)."""
         self.url = url.rstrip("/")
         self.queries = queries or HistoryQueries()
-        self.timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+        self.client = PrometheusClient(url=url, timeout_seconds=timeout_seconds, connection=connection)
         self.max_points = max_points
 
     async def history(self, policy: ModelPolicy, *, now: float) -> History:
@@ -112,55 +186,35 @@ class PrometheusHistory:
         buckets = max(1, int(policy.forecast.history_seconds // b))
         start = end - buckets * b
         arrays = []
-        async with aiohttp.ClientSession(timeout=self.timeout) as http:
-            for selector in self.queries.render(policy.name):
-                # a value only where a sample lies within the bucket (the window excludes its start,
-                # as ranges in Prometheus 2 include both ends): a gap stays missing (NaN), never 0
-                query = f"({selector}) and count_over_time({selector}[{round(b * 1000) - 1}ms])"
-                series = await self._range(http, query, start=start, end=end, step=b)
-                arrays.append(bucket_counts(series, start=start, bucket_seconds=b, buckets=buckets))
+        for selector in self.queries.render(policy.name):
+            # a value only where a sample lies within the bucket (the window excludes its start,
+            # as ranges in Prometheus 2 include both ends): a gap stays missing (NaN), never 0
+            query = f"({selector}) and count_over_time({selector}[{round(b * 1000) - 1}ms])"
+            series = await self._range(query, start=start, end=end, step=b)
+            arrays.append(bucket_counts(series, start=start, bucket_seconds=b, buckets=buckets))
         found = History(start=start, requests=arrays[0], prompt_tokens=arrays[1], output_tokens=arrays[2])
         log.info("history_read", model=policy.name, buckets=buckets, covered=found.covered, start=start)
         return found
 
-    async def _range(
-        self, http: aiohttp.ClientSession, query: str, *, start: float, end: float, step: float
-    ) -> list[Samples]:
+    async def _range(self, query: str, *, start: float, end: float, step: float) -> list[Samples]:
         """Return the samples of every series of ``query`` at ``start, start+step, ..., end`` (chunked)."""
         by_series: dict[tuple[tuple[str, str], ...], Samples] = {}
         chunk = step * (self.max_points - 1)
         lo = start
         while lo <= end:
             hi = min(end, lo + chunk)
-            params = {"query": query, "start": f"{lo:.3f}", "end": f"{hi:.3f}", "step": f"{step:g}"}
-            for labels, values in await self._get(http, params):
+            for item in await self.client.range(query, start=lo, end=hi, step=step):
+                labels = tuple(sorted(item.get("metric", {}).items()))
+                try:
+                    values = [(float(t), float(v)) for t, v in item.get("values", [])]
+                except (TypeError, ValueError):
+                    raise ConnectionError(
+                        f"prometheus {self.url} query_range {query!r}: expected a matrix result (a counter "
+                        f"selector), got {item!r:.120}"
+                    ) from None
                 by_series.setdefault(labels, []).extend(values)
             lo = hi + step
         return list(by_series.values())
-
-    async def _get(
-        self, http: aiohttp.ClientSession, params: dict[str, str]
-    ) -> list[tuple[tuple[tuple[str, str], ...], Samples]]:
-        where = f"prometheus {self.url} query_range {params['query']!r}"
-        try:
-            async with http.get(f"{self.url}/api/v1/query_range", params=params) as response:
-                body = await response.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise ConnectionError(f"{where}: {type(exc).__name__}: {exc}") from None
-        if not isinstance(body, dict) or body.get("status") != "success":
-            error = body.get("error") if isinstance(body, dict) else body
-            raise ConnectionError(f"{where}: refused: {str(error)[:200]}")
-        data = body.get("data", {})
-        if not isinstance(data, dict) or data.get("resultType") != "matrix":
-            raise ConnectionError(
-                f"{where}: expected a matrix result (a counter selector), got {data!r:.120}"
-            )
-        out = []
-        for item in data.get("result", []):
-            labels = tuple(sorted(item.get("metric", {}).items()))
-            values = [(float(t), float(v)) for t, v in item.get("values", [])]
-            out.append((labels, values))
-        return out
 
 
 async def read_histories(
@@ -202,7 +256,10 @@ def reader_from_settings(settings: Settings) -> PrometheusHistory | None:
         output_tokens=settings.prometheus_output_tokens_selector,
     )
     return PrometheusHistory(
-        url=settings.prometheus_url, queries=queries, timeout_seconds=settings.prometheus_timeout_seconds
+        url=settings.prometheus_url,
+        queries=queries,
+        timeout_seconds=settings.prometheus_timeout_seconds,
+        connection=connection_from_settings(settings),
     )
 
 
@@ -220,12 +277,17 @@ class PrometheusSignal:
     """Reads the fallback signal (request rate, running/waiting requests, ready replicas) of a model."""
 
     def __init__(
-        self, *, url: str, queries: SignalQueries | None = None, timeout_seconds: float = 10.0
+        self,
+        *,
+        url: str,
+        queries: SignalQueries | None = None,
+        timeout_seconds: float = 10.0,
+        connection: Connection | None = None,
     ) -> None:
         """Create a reader of the Prometheus at ``url``."""
         self.url = url.rstrip("/")
         self.queries = queries or SignalQueries()
-        self.timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+        self.client = PrometheusClient(url=url, timeout_seconds=timeout_seconds, connection=connection)
 
     async def signal(self, model: str, *, now: float) -> FallbackSignal:
         """Return what Prometheus says of ``model`` now (None fields: no such series).
@@ -235,9 +297,8 @@ class PrometheusSignal:
         quoted = model.replace("\\", "\\\\").replace('"', '\\"')
         q = self.queries
         values: list[float | None] = []
-        async with aiohttp.ClientSession(timeout=self.timeout) as http:
-            for template in (q.request_rate, q.running, q.waiting, q.ready_replicas):
-                values.append(await self._instant(http, template.replace("{model}", quoted), now=now))
+        for template in (q.request_rate, q.running, q.waiting, q.ready_replicas):
+            values.append(await self._instant(template.replace("{model}", quoted), now=now))
         rate, running, waiting, ready = values
         return FallbackSignal(
             at=now,
@@ -247,21 +308,16 @@ class PrometheusSignal:
             waiting=waiting,
         )
 
-    async def _instant(self, http: aiohttp.ClientSession, query: str, *, now: float) -> float | None:
-        where = f"prometheus {self.url} query {query!r}"
-        try:
-            params = {"query": query, "time": f"{now:.3f}"}
-            async with http.get(f"{self.url}/api/v1/query", params=params) as response:
-                body = await response.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise ConnectionError(f"{where}: {type(exc).__name__}: {exc}") from None
-        if not isinstance(body, dict) or body.get("status") != "success":
-            error = body.get("error") if isinstance(body, dict) else body
-            raise ConnectionError(f"{where}: refused: {str(error)[:200]}")
-        result = body.get("data", {}).get("result", [])
+    async def _instant(self, query: str, *, now: float) -> float | None:
+        result = await self.client.instant(query, at=now)
         if not result:
             return None
-        value = float(result[0]["value"][1])
+        try:
+            value = float(result[0]["value"][1])
+        except (KeyError, IndexError, TypeError, ValueError):
+            raise ConnectionError(
+                f"prometheus {self.url} query {query!r}: expected a vector, got {result[0]!r:.120}"
+            ) from None
         return value if math.isfinite(value) else None
 
 
@@ -276,5 +332,43 @@ def signal_from_settings(settings: Settings) -> PrometheusSignal | None:
         ready_replicas=settings.prometheus_ready_replicas_query,
     )
     return PrometheusSignal(
-        url=settings.prometheus_url, queries=queries, timeout_seconds=settings.prometheus_timeout_seconds
+        url=settings.prometheus_url,
+        queries=queries,
+        timeout_seconds=settings.prometheus_timeout_seconds,
+        connection=connection_from_settings(settings),
+    )
+
+
+def connection_from_settings(settings: Settings) -> Connection:
+    """Return the connection options of the ``prometheus_*`` settings; raise ValueError on a bad one."""
+    headers: dict[str, str] = {}
+    for header in settings.prometheus_headers:
+        name, sep, value = header.partition(":")
+        if not sep or not name.strip():
+            raise ValueError(f"prometheus_headers: {name.strip()[:40]!r} is not 'Name: value'")
+        headers[name.strip()] = value.strip()
+    token = settings.prometheus_bearer_token.get_secret_value() if settings.prometheus_bearer_token else None
+    if token is None and settings.prometheus_bearer_token_file is not None:
+        try:
+            token = settings.prometheus_bearer_token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ValueError(
+                f"prometheus_bearer_token_file: cannot read {settings.prometheus_bearer_token_file}: "
+                f"{exc.strerror}"
+            ) from None
+    password = settings.prometheus_password
+    basic = None
+    if settings.prometheus_username is not None:
+        basic = (settings.prometheus_username, password.get_secret_value() if password else "")
+    cert = None
+    if settings.prometheus_certfile is not None and settings.prometheus_keyfile is not None:
+        cert = (str(settings.prometheus_certfile), str(settings.prometheus_keyfile))
+    return Connection(
+        headers=headers,
+        bearer_token=token,
+        basic_auth=basic,
+        ca_file=str(settings.prometheus_ca_file) if settings.prometheus_ca_file else None,
+        verify_tls=settings.prometheus_tls_verify,
+        client_cert=cert,
+        retries=settings.prometheus_retries,
     )

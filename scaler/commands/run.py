@@ -38,6 +38,7 @@ Examples:
   SCALER_KAFKA_SASL_PASSWORD=... scaler run --config /etc/spillway/scaler.yaml
 
 Endpoints (default 127.0.0.1:8080): /healthz, /readyz, /metrics.
+With --keda-listen HOST:PORT: KEDA's external scaler (gRPC) of each owned model's desired replicas.
 Exit codes: 0 stopped cleanly (SIGTERM or SIGINT), 1 failed at run time, 2 bad settings or policies.
 """
 
@@ -68,6 +69,15 @@ FLAGS: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
     ("--kubernetes-context", "kubernetes_context", "Kubeconfig context (default: current-context).", {}),
     ("--aws-endpoint-url", "aws_endpoint_url", "AWS endpoint URL for the actuators.", {}),
     ("--aws-region", "aws_region", "Default AWS region of serverless targets.", {}),
+    ("--keda-listen", "keda_listen", "HOST:PORT of the KEDA external scaler (gRPC; default off).", {}),
+    ("--keda-tls-certfile", "keda_tls_certfile", "TLS certificate of the KEDA scaler.", {"type": Path}),
+    ("--keda-tls-keyfile", "keda_tls_keyfile", "TLS key of the KEDA scaler.", {"type": Path}),
+    (
+        "--keda-tls-client-cafile",
+        "keda_tls_client_cafile",
+        "CA of KEDA's client certificates (mutual TLS).",
+        {"type": Path},
+    ),
 )
 
 

@@ -436,3 +436,84 @@ def test_readme_iam_policy_lists_exactly_what_the_aws_actuators_call() -> None:
     except ImportError:
         pytest.skip("scaler.adapters.aws (the serverless actuators) is not in this checkout yet")
     assert sorted(actions) == sorted(adapter.IAM_ACTIONS)
+
+
+# -- KEDA external scaler (keda.*) --
+
+KEDA_ON: dict[str, Any] = {
+    "keda": {
+        "enabled": True,
+        "tls": {"existingSecret": "spillway-keda-tls", "clientCaKey": "ca.crt"},
+        "ingressFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}}}],
+    },
+    "rbac": {"targets": {"deployments": ["llama-8b"]}},
+}
+
+
+def test_keda_on_validates_strictly_and_serves_grpc_on_the_service() -> None:
+    objects = manifests(KEDA_ON)
+    for obj in objects:
+        if obj["kind"] not in CRD_KINDS:
+            kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+    ports = {p["name"]: p for p in one(objects, "Service")["spec"]["ports"]}
+    assert ports["keda"] == {"name": "keda", "port": 9090, "targetPort": "keda", "protocol": "TCP"}
+    container = _container(objects)
+    assert {"name": "keda", "containerPort": 9090, "protocol": "TCP"} in container["ports"]
+    rules = one(objects, "NetworkPolicy")["spec"]["ingress"]
+    assert {"ports": [{"port": "keda", "protocol": "TCP"}], "from": KEDA_ON["keda"]["ingressFrom"]} in rules
+    assert "keda" not in {p["name"] for p in one(manifests({}), "Service")["spec"]["ports"]}
+
+
+def test_keda_pod_environment_turns_the_scaler_on_with_mutual_tls() -> None:
+    from scaler.settings import load_settings  # noqa: PLC0415
+
+    objects = manifests(KEDA_ON)
+    env = {n: v for n, v in _env(_container(objects)).items() if isinstance(v, str)}
+    env["SCALER_KAFKA_CLIENT_ID"] = "spillway-7d9f-abcde"
+    settings = load_settings(config_file=None, env=env, flags={})
+    assert settings.keda_listen == "0.0.0.0:9090"
+    assert str(settings.keda_tls_certfile) == "/etc/spillway/keda-tls/tls.crt"
+    assert str(settings.keda_tls_client_cafile) == "/etc/spillway/keda-tls/client-ca.crt"
+    deployment = one(objects, "Deployment")["spec"]["template"]["spec"]
+    (volume,) = [v for v in deployment["volumes"] if v["name"] == "keda-tls"]
+    assert volume["secret"]["secretName"] == "spillway-keda-tls"
+    assert [i["path"] for i in volume["secret"]["items"]] == ["tls.crt", "tls.key", "client-ca.crt"]
+    assert "SCALER_KEDA_LISTEN" not in _env(_container(manifests({})))
+
+
+def test_when_keda_actuates_no_rule_may_write_workloads() -> None:
+    writes = {"update", "patch", "create", "delete"}
+    for values in (KEDA_ON, {"keda": {"enabled": True}}):
+        for rule in _rbac_rules(manifests(values)):
+            workloads = {r for r in rule["resources"] if r.split("/")[0] in {"deployments", "statefulsets"}}
+            assert not (workloads and writes & set(rule["verbs"])), rule
+    scale = {"apiGroups": ["apps"], "resources": ["deployments/scale"], "resourceNames": ["llama-8b"]}
+    rules = _rbac_rules(manifests(KEDA_ON))
+    assert {**scale, "verbs": ["get"]} in rules  # still read back
+    actuating = {"keda": {"enabled": True, "actuates": False}, "rbac": KEDA_ON["rbac"]}
+    assert {**scale, "verbs": ["get", "update"]} in _rbac_rules(manifests(actuating))
+
+
+def test_keda_notes_and_readme_show_a_scaled_object_for_the_service() -> None:
+    notes = render(KEDA_ON)["spillway/templates/NOTES.txt"]
+    assert "type: external-push" in notes
+    assert "scalerAddress: spillway.ml.svc:9090" in notes
+    readme = (CHART / "README.md").read_text(encoding="utf-8")
+    assert "kind: ScaledObject" in readme
+    assert "scalerAddress: spillway.spillway.svc:9090" in readme
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"keda": {"enabled": "yes"}}, "/keda/enabled"),
+        ({"keda": {"port": 80}}, "/keda/port"),
+        ({"keda": {"tls": {"caCert": "x"}}}, "additional properties 'caCert' not allowed"),
+    ],
+)
+def test_keda_values_breaking_the_schema_are_refused(values: dict[str, Any], message: str) -> None:
+    from helm_python import HelmError  # noqa: PLC0415
+
+    with pytest.raises(HelmError) as caught:
+        render(values)
+    assert message in str(caught.value)

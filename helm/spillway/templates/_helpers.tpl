@@ -84,8 +84,11 @@ app.kubernetes.io/component: autoscaler
 {{- define "spillway.rbacRules" -}}
 {{- $targets := .Values.rbac.targets }}
 {{- $known := or $targets.deployments $targets.statefulsets }}
+{{- /* KEDA actuates: Spillway only reads the workloads, the scale write verbs are dropped */}}
+{{- $readOnly := and .Values.keda.enabled .Values.keda.actuates }}
 {{- $rules := .Files.Get "files/rbac-rules.yaml" | fromYamlArray }}
 {{- range $rules }}
+{{- $verbs := ternary (without .verbs "update" "patch") .verbs $readOnly }}
 {{- if and .targets $known }}
 {{- $rule := . }}
 {{- range .resources }}
@@ -95,13 +98,13 @@ app.kubernetes.io/component: autoscaler
 - apiGroups: {{ toJson $rule.apiGroups }}
   resources: [{{ . | quote }}]
   resourceNames: {{ toJson (uniq $names) }}
-  verbs: {{ toJson $rule.verbs }}
+  verbs: {{ toJson $verbs }}
 {{- end }}
 {{- end }}
 {{- else }}
 - apiGroups: {{ toJson .apiGroups }}
   resources: {{ toJson .resources }}
-  verbs: {{ toJson .verbs }}
+  verbs: {{ toJson $verbs }}
 {{- end }}
 {{- end }}
 {{- end }}

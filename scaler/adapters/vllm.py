@@ -1,0 +1,263 @@
+"""vLLM's Prometheus ``/metrics`` as replica metric events (topic ``llm.metrics``): the bridge's adapter.
+
+Each target is one vLLM server (one replica). A scrape becomes one event per ``model_name`` label:
+
+* ``running``: ``vllm:num_requests_running``; ``waiting``: ``vllm:num_requests_waiting`` (summed over
+  the server's engines);
+* ``kv_cache_usage``: ``vllm:kv_cache_usage_perc``, else the older ``vllm:gpu_cache_usage_perc``
+  (both are fractions 0..1 despite the name; the mean over engines);
+* ``ready``: the scrape succeeded; a target that fails after a good scrape is published as not ready
+  (with zero load) for the models it served, so the daemon sees the replica go;
+* ``replica``: the target's ``host:port``.
+
+A scrape fails, for its own target only, on an HTTP error, a body over ``max_bytes``, a response
+slower than ``timeout_seconds``, text that is not Prometheus exposition, a gauge that is NaN, negative
+or out of range, or no vLLM gauge at all. Each failure is logged with the target and counted in
+``scaler_bridge_scrape_errors_total{target, reason}``; the other targets are scraped all the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from urllib.parse import urlsplit
+
+import aiohttp
+import msgspec
+import structlog
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.parser import text_string_to_metric_families
+
+from scaler.adapters.kafka import client_options
+from scaler.core.events import MetricEvent
+from scaler.ports import Clock
+from scaler.settings import Settings
+
+log = structlog.get_logger("scaler.bridge")
+
+RUNNING = "vllm:num_requests_running"
+WAITING = "vllm:num_requests_waiting"
+KV_CACHE = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")  # newest name first
+MAX_MODEL_CHARS = 256
+MAX_COUNT = 2**31 - 1
+
+
+class ScrapeError(Exception):
+    """A scrape could not be turned into events; ``reason`` is a short label for the error counter."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}")
+
+
+def replica_of(url: str) -> str:
+    """Return the replica name of a target URL: its ``host:port``; raise ValueError if it has none."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"target {url!r} is not an http(s) URL (e.g. http://10.0.0.7:8000/metrics)")
+    return parts.netloc
+
+
+def parse(text: str, *, replica: str, now: float) -> list[MetricEvent]:
+    """Return one event per model in the vLLM exposition ``text``; raise ScrapeError if it is unusable."""
+    gauges: dict[str, dict[str, float]] = {}  # metric name -> model -> summed value (over engines)
+    samples: dict[tuple[str, str], int] = {}  # (metric name, model) -> samples summed
+    try:
+        for family in text_string_to_metric_families(text):
+            if family.name not in (RUNNING, WAITING, *KV_CACHE):
+                continue
+            for sample in family.samples:
+                if sample.name != family.name:
+                    continue
+                model = sample.labels.get("model_name", "")
+                if not model or len(model) > MAX_MODEL_CHARS:
+                    detail = f"{sample.name}: model_name {model[:64]!r} is empty or too long"
+                    raise ScrapeError("bad_label", detail)
+                if math.isnan(sample.value) or math.isinf(sample.value) or sample.value < 0:
+                    raise ScrapeError("bad_value", f"{sample.name}{{model_name={model!r}}} is {sample.value}")
+                per_model = gauges.setdefault(family.name, {})
+                per_model[model] = per_model.get(model, 0.0) + sample.value
+                samples[family.name, model] = samples.get((family.name, model), 0) + 1
+    except ScrapeError:
+        raise
+    except Exception as exc:  # the parser raises ValueError, IndexError, ... on garbage
+        raise ScrapeError("not_exposition", f"{type(exc).__name__}: {str(exc)[:200]}") from None
+    models = sorted(set(gauges.get(RUNNING, {})) | set(gauges.get(WAITING, {})))
+    if not models:
+        raise ScrapeError("no_vllm_metrics", f"neither {RUNNING} nor {WAITING} with a model_name label")
+    events = []
+    for model in models:
+        # requests add up over a server's engines (data parallel); KV-cache use is their mean
+        kv = next(
+            (gauges[n][model] / samples[n, model] for n in KV_CACHE if model in gauges.get(n, {})), 0.0
+        )
+        if kv > 1.0:
+            raise ScrapeError("bad_value", f"KV cache usage of {model!r} is {kv}, over 1")
+        running = gauges.get(RUNNING, {}).get(model, 0.0)
+        waiting = gauges.get(WAITING, {}).get(model, 0.0)
+        if max(running, waiting) > MAX_COUNT:
+            raise ScrapeError("bad_value", f"request counts of {model!r} are out of range")
+        events.append(
+            MetricEvent(
+                model=model,
+                ts=now,
+                replica=replica,
+                waiting=round(waiting),
+                running=round(running),
+                kv_cache_usage=kv,
+                ready=True,
+            )
+        )
+    return events
+
+
+def not_ready(models: Iterable[str], *, replica: str, now: float) -> list[MetricEvent]:
+    """Return events saying ``replica`` serves nothing of ``models`` now (its scrape failed)."""
+    return [
+        MetricEvent(model=m, ts=now, replica=replica, waiting=0, running=0, kv_cache_usage=0.0, ready=False)
+        for m in sorted(models)
+    ]
+
+
+async def fetch(session: aiohttp.ClientSession, url: str, *, max_bytes: int, timeout_seconds: float) -> str:
+    """Return the body of ``url`` as text; raise ScrapeError on an HTTP error, a timeout or a body too big."""
+    try:
+        async with asyncio.timeout(timeout_seconds):
+            async with session.get(url, allow_redirects=False) as response:
+                if response.status != 200:
+                    raise ScrapeError("http_status", f"HTTP {response.status}")
+                body = bytearray()
+                async for chunk in response.content.iter_chunked(65_536):
+                    body += chunk
+                    if len(body) > max_bytes:
+                        raise ScrapeError("too_big", f"body over {max_bytes} bytes")
+    except TimeoutError:
+        raise ScrapeError("timeout", f"no full answer within {timeout_seconds} s") from None
+    except aiohttp.ClientError as exc:
+        raise ScrapeError("unreachable", str(exc) or type(exc).__name__) from None
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ScrapeError("not_exposition", "body is not UTF-8") from None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BridgeOptions:
+    """How the bridge scrapes: every ``interval_seconds``, each answer bounded in time and size."""
+
+    interval_seconds: float = 5.0
+    timeout_seconds: float = 2.0
+    max_bytes: int = 4 * 1024 * 1024
+
+
+class VllmBridge:
+    """Scrapes vLLM targets and publishes their replica metric events to Kafka, keyed by model."""
+
+    def __init__(
+        self,
+        *,
+        targets: Sequence[str],
+        settings: Settings,
+        options: BridgeOptions,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        """Create a stopped bridge; raise ValueError if a target is not an http(s) URL."""
+        self.targets = {url: replica_of(url) for url in targets}
+        self.settings = settings
+        self.options = options
+        self.served: dict[str, frozenset[str]] = {}  # target -> models of its last good scrape
+        self.errors = Counter(
+            "scaler_bridge_scrape_errors",
+            "Failed scrapes of vLLM targets, by target and reason.",
+            ["target", "reason"],
+            registry=registry,
+        )
+        self.published = Counter(
+            "scaler_bridge_events_published", "Replica metric events published.", registry=registry
+        )
+        self._producer: AIOKafkaProducer | None = None
+
+    async def scrape_once(self, session: aiohttp.ClientSession, *, now: float) -> list[MetricEvent]:
+        """Scrape every target at once; return their events (failed targets: logged and counted)."""
+        results = await asyncio.gather(*(self._scrape(session, url, now=now) for url in self.targets))
+        return [event for events in results for event in events]
+
+    async def _scrape(self, session: aiohttp.ClientSession, url: str, *, now: float) -> list[MetricEvent]:
+        replica = self.targets[url]
+        try:
+            text = await fetch(
+                session, url, max_bytes=self.options.max_bytes, timeout_seconds=self.options.timeout_seconds
+            )
+            events = parse(text, replica=replica, now=now)
+        except ScrapeError as exc:
+            self.errors.labels(target=url, reason=exc.reason).inc()
+            log.warning("scrape_failed", target=url, reason=exc.reason, detail=exc.detail)
+            return not_ready(self.served.get(url, ()), replica=replica, now=now)
+        self.served[url] = frozenset(e.model for e in events)
+        return events
+
+    async def start(self) -> None:
+        """Connect the producer; raise ConnectionError if Kafka cannot be reached."""
+        self._producer = AIOKafkaProducer(**client_options(self.settings), acks="all", linger_ms=5)
+        try:
+            await self._producer.start()
+        except KafkaError as exc:
+            await self._producer.stop()
+            self._producer = None
+            raise ConnectionError(f"cannot start the Kafka producer: {exc}") from exc
+
+    async def publish(self, events: Sequence[MetricEvent]) -> None:
+        """Send ``events`` to the metrics topic and wait for the broker; raise ConnectionError on failure."""
+        assert self._producer is not None, "start() first"
+        topic = self.settings.kafka_metrics_topic
+        try:
+            futures = [
+                await self._producer.send(topic, value=msgspec.json.encode(e), key=e.model.encode())
+                for e in events
+            ]
+            await asyncio.gather(*futures)
+        except KafkaError as exc:
+            raise ConnectionError(f"metric events not published: {exc}") from exc
+        self.published.inc(len(events))
+
+    async def run(self, *, stopping: asyncio.Event, clock: Clock) -> None:
+        """Scrape and publish every interval until ``stopping`` is set; a failed publish is logged."""
+        timeout = aiohttp.ClientTimeout(total=None)  # each fetch is bounded by its own timeout
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while not stopping.is_set():
+                started = clock.now()
+                events = await self.scrape_once(session, now=started)
+                try:
+                    await self.publish(events)
+                except ConnectionError as exc:
+                    log.error("publish_failed", error=str(exc), events=len(events))
+                else:
+                    log.info("scraped", targets=len(self.targets), events=len(events))
+                left = self.options.interval_seconds - (clock.now() - started)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), max(left, 0.0))
+
+    async def stop(self) -> None:
+        """Close the producer; never raises."""
+        if self._producer is not None:
+            try:
+                await self._producer.stop()
+            except Exception as exc:  # shutting down: log and go on
+                log.warning("producer_stop_failed", error=str(exc))
+            self._producer = None
+
+
+def counts(registry: CollectorRegistry) -> Mapping[tuple[str, str], float]:
+    """Return the scrape error counts of ``registry`` by (target, reason)."""
+    found: dict[tuple[str, str], float] = {}
+    for metric in registry.collect():
+        for sample in metric.samples:
+            if sample.name == "scaler_bridge_scrape_errors_total":
+                found[(sample.labels["target"], sample.labels["reason"])] = sample.value
+    return found

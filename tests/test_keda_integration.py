@@ -1,0 +1,245 @@
+"""KEDA's view of a real ``scaler run``: a gRPC client generated from the same .proto (as KEDA's operator
+calls it) against daemons on the real tansu broker, with the real planner."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import grpc
+import pytest
+from conftest import Broker, free_port, wait_for_tcp
+from integration_fixtures import kafka_settings, produce, request_event, settings_env
+
+from scaler.adapters import externalscaler_pb2 as pb
+from scaler.adapters import externalscaler_pb2_grpc as pb_grpc
+from scaler.adapters import kafka
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+MODELS = ["llama-8b", "mistral-7b", "qwen-14b"]
+
+
+def _policy(models: list[str]) -> str:
+    """Small replicas (5 req/s of 200 prompt tokens each) and no serverless: a burst needs replicas."""
+    lines = ["models:"]
+    for m in models:
+        lines += [
+            f"  - name: {m}",
+            "    behavior: {interval_seconds: 1}",
+            "    forecast: {bucket_seconds: 1, horizon_seconds: 30, seasonalities_seconds: [60]}",
+            "    replica: {prefill_tokens_per_second: 1000, decode_tokens_per_second: 500}",
+            "    bounds: {min_replicas: 0, max_replicas: 40, serverless_quota: 0}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+class Daemon:
+    """A ``scaler run`` subprocess serving KEDA's external scaler on a free loopback port."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.log = log
+        self.http_port = free_port()
+        self.keda_port = free_port()
+        env = {
+            **env,
+            "SCALER_HTTP_LISTEN": f"127.0.0.1:{self.http_port}",
+            "SCALER_KEDA_LISTEN": f"127.0.0.1:{self.keda_port}",
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "scaler", "run"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log.open("wb"),  # a file: a pipe nobody reads would fill and stall the daemon
+        )
+
+    def wait_listening(self) -> None:
+        wait_for_tcp(self.keda_port, timeout=60)
+
+    def stop(self) -> str:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def env(broker: Broker, tmp_path: Path) -> dict[str, str]:
+    policy = tmp_path / "policies.yaml"
+    policy.write_text(_policy(MODELS))
+    settings = kafka_settings(broker.bootstrap, policy_files=(policy,), checkpoint_interval_seconds=5.0)
+    return {**os.environ, **settings_env(settings), "SCALER_DRY_RUN": "true"}
+
+
+def _ref(model: str) -> pb.ScaledObjectRef:
+    return pb.ScaledObjectRef(name=model, namespace="inference", scalerMetadata={"model": model})
+
+
+async def _metric(stub: pb_grpc.ExternalScalerStub, model: str) -> int | tuple[grpc.StatusCode, str]:
+    """Return the model's metric value, or the status KEDA would get."""
+    request = pb.GetMetricsRequest(scaledObjectRef=_ref(model), metricName=f"spillway-replicas-{model}")
+    try:
+        response = await stub.GetMetrics(request, timeout=5)
+    except grpc.aio.AioRpcError as exc:
+        return exc.code(), exc.details() or ""
+    return int(response.metricValues[0].metricValue)
+
+
+async def _send(bootstrap: str, topic: str, model: str, *, per_second: int, seconds: int, start: int) -> None:
+    """Produce ``per_second`` arrivals stamped now, once a second for ``seconds``."""
+    for s in range(seconds):
+        now = time.time()
+        events = [(model, request_event(model, now, start + s * per_second + k)) for k in range(per_second)]
+        await produce(bootstrap, topic, events)
+        await asyncio.sleep(1.0)
+
+
+def test_keda_follows_a_burst_through_get_metrics_and_the_stream(
+    broker: Broker, env: dict[str, str], tmp_path: Path
+) -> None:
+    daemon = Daemon(env, tmp_path / "daemon.log")
+    topic = env["SCALER_KAFKA_REQUESTS_TOPIC"]
+    model = MODELS[0]
+
+    async def run() -> tuple[list[object], int, int, list[bool], float]:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{daemon.keda_port}") as channel:
+            stub = pb_grpc.ExternalScalerStub(channel)
+            spec = await stub.GetMetricSpec(_ref(model), timeout=5)
+            seen: list[object] = [(spec.metricSpecs[0].metricName, spec.metricSpecs[0].targetSize)]
+            # a trickle until the model is decided: before, KEDA gets UNAVAILABLE and retries
+            deadline = time.monotonic() + 60
+            base: int | tuple[grpc.StatusCode, str] = await _metric(stub, model)
+            sent = 0
+            while not isinstance(base, int) and time.monotonic() < deadline:
+                seen.append(base[0])
+                await _send(broker.bootstrap, topic, model, per_second=1, seconds=1, start=sent)
+                sent += 1
+                base = await _metric(stub, model)
+            assert isinstance(base, int), base
+            stream = stub.StreamIsActive(_ref(model))
+            pushes = [(await asyncio.wait_for(stream.read(), 10)).result]
+
+            async def follow() -> None:
+                while True:
+                    pushes.append((await stream.read()).result)
+
+            follower = asyncio.create_task(follow())
+            burst = asyncio.create_task(
+                _send(broker.bootstrap, topic, model, per_second=60, seconds=6, start=10_000)
+            )
+            started = time.monotonic()
+            peak = base
+            while time.monotonic() - started < 30:
+                value = await _metric(stub, model)
+                if isinstance(value, int):
+                    peak = max(peak, value)
+                if peak >= base + 3:
+                    break
+                await asyncio.sleep(0.25)
+            rose_after = time.monotonic() - started
+            await burst
+            follower.cancel()
+            stream.cancel()
+            return seen, base, peak, pushes, rose_after
+
+    try:
+        daemon.wait_listening()
+        seen, base, peak, pushes, rose_after = asyncio.run(run())
+    finally:
+        err = daemon.stop()
+    assert daemon.process.returncode == 0, err[-3000:]
+    assert seen[0] == (f"spillway-replicas-{model}", 1)
+    assert all(code == grpc.StatusCode.UNAVAILABLE for code in seen[1:])
+    decisions = [line for line in err.splitlines() if '"decision"' in line]
+    assert peak >= base + 3, f"desired replicas stayed {base}..{peak}: {decisions[-3:]}"
+    assert len(pushes) >= 3  # one push at once, then one per decision (1 s interval)
+    assert pushes[-1] is True
+    print(f"KEDA metric rose from {base} to {peak} replicas {rose_after:.1f} s after the burst began")
+
+
+def _one_per_partition(partitions: int) -> list[str]:
+    """Return model names whose records land on each of ``partitions`` (so every member owns some)."""
+    found: dict[int, str] = {}
+    for i in range(1000):
+        found.setdefault(kafka.partition_for(f"model-{i}", partitions), f"model-{i}")
+    return [found[p] for p in range(partitions)]
+
+
+async def _ready(port: int, *, seconds: float = 60) -> None:
+    async with aiohttp.ClientSession() as http:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            with contextlib.suppress(aiohttp.ClientError):
+                async with http.get(f"http://127.0.0.1:{port}/readyz") as r:
+                    if r.status == 200:
+                        return
+            await asyncio.sleep(0.2)
+    raise AssertionError(f"daemon on {port} never became ready")
+
+
+def test_two_daemons_in_one_group_answer_each_model_from_its_owner(broker: Broker, tmp_path: Path) -> None:
+    models = _one_per_partition(4)
+    policy = tmp_path / "policies.yaml"
+    policy.write_text(_policy(models))
+    settings = kafka_settings(broker.bootstrap, policy_files=(policy,), checkpoint_interval_seconds=5.0)
+    env = {**os.environ, **settings_env(settings), "SCALER_DRY_RUN": "true"}
+    daemons = [Daemon(env, tmp_path / "a.log"), Daemon(env, tmp_path / "b.log")]
+
+    async def run() -> dict[str, list[int | tuple[grpc.StatusCode, str]]]:
+        await asyncio.gather(*(_ready(d.http_port) for d in daemons))
+        channels = [grpc.aio.insecure_channel(f"127.0.0.1:{d.keda_port}") for d in daemons]
+        stubs = [pb_grpc.ExternalScalerStub(c) for c in channels]
+        answers: dict[str, list[int | tuple[grpc.StatusCode, str]]] = {}
+        stable = 0
+        deadline = time.monotonic() + 90
+        try:
+            while stable < 3 and time.monotonic() < deadline:  # the same split, three checks in a row
+                now = time.time()
+                await produce(
+                    broker.bootstrap,
+                    settings.kafka_requests_topic,
+                    [(m, request_event(m, now, int(now * 1000))) for m in models],
+                )
+                await asyncio.sleep(1.0)
+                fresh = {m: [await _metric(stub, m) for stub in stubs] for m in models}
+                split = all(
+                    sorted(isinstance(a, int) for a in got) == [False, True]
+                    and all(isinstance(a, int) or a[1].startswith("not owner") for a in got)
+                    for got in fresh.values()
+                )
+                owners = {m: [isinstance(a, int) for a in got] for m, got in fresh.items()}
+                previous = {m: [isinstance(a, int) for a in got] for m, got in answers.items()}
+                stable = stable + 1 if split and owners == previous else int(split)
+                answers = fresh
+        finally:
+            for channel in channels:
+                await channel.close()
+        return answers
+
+    try:
+        for daemon in daemons:
+            daemon.wait_listening()
+        answers = asyncio.run(run())
+    finally:
+        logs = [d.stop() for d in daemons]
+    assert [d.process.returncode for d in daemons] == [0, 0], [log[-2000:] for log in logs]
+    for model, got in answers.items():
+        owner = [isinstance(a, int) for a in got]
+        assert sorted(owner) == [False, True], (model, got)
+        refusal = got[owner.index(False)]
+        assert isinstance(refusal, tuple)
+        assert refusal[0] == grpc.StatusCode.UNAVAILABLE
+        assert refusal[1] == f"not owner: this Spillway process does not own model {model!r}"
+    owned_by = [sum(isinstance(got[i], int) for got in answers.values()) for i in range(2)]
+    assert min(owned_by) >= 1, owned_by  # both members own models, each answered by its owner only
