@@ -204,6 +204,37 @@ class Settings(BaseModel):
         if value is None:
             return None
         return check_address(value, example="127.0.0.1:8080", allow_port_zero=True)
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _servers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for server in value:
+            check_address(server, example="broker-1:9092")
+        return value
+
+    @field_validator("kafka_group_id", "kafka_client_id")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        if not value.isprintable():
+            raise ValueError("must be printable text (no control characters)")
+        return value
+
+    @field_validator(*sorted(URL_FIELDS))
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            parts = urllib.parse.urlsplit(value)
+            port = parts.port
+        except ValueError as exc:
+            raise ValueError(f"{mask_url(value)[:80]!r} is not a URL: {exc}") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{mask_url(value)[:80]!r} is not an http(s)://HOST[:PORT] URL")
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        check_host(host)
+        if port == 0:
+            raise ValueError(f"{mask_url(value)[:80]!r}: port 0 is not a port to connect to")
         return value
 
     @model_validator(mode="after")
