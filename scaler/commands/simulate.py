@@ -361,17 +361,7 @@ def run(args: argparse.Namespace) -> int:
     except UsageError as exc:
         warn(f"error: {exc}")
         return 1
-    check_capacity(workload, policy=policy, warn=warn)
-    initial = None if args.cold_start else warm_start(workload, policy=policy)
-    show = not args.no_progress and err.is_terminal and workload.requests >= PROGRESS_MIN_REQUESTS
-    results: list[SimResult] = []
-    with _progress(show, err) as progress:
-        for controller in controllers(policy, workload, names):
-            hook = progress(controller.name) if progress is not None else None
-            results.append(
-                simulate(workload, controller, policy=policy, on_progress=hook, initial_replicas=initial)
-            )
-        oracle = hindsight_oracle(workload, policy=policy, initial_replicas=initial)
+    results, oracle = run_policies(workload, policy=policy, args=args, names=names, warn=warn, err=err)
     summaries = [r.summary for r in results]
     kind = "fluid" if isinstance(workload, wl.RateWorkload) else "per-request"
     title = (
@@ -456,6 +446,20 @@ def replay_model(
 ) -> tuple[list[SimResult], SimResult, Summary | None]:
     """Return the runs of Spillway and ``names`` on one model's events, the oracle's, and the "as run" row."""
     workload: wl.Workload | wl.RateWorkload = to_rates(part.workload) if args.fluid else part.workload
+    results, oracle = run_policies(workload, policy=policy, args=args, names=names, warn=warn, err=err)
+    return results, oracle, as_run.as_run_summary(part, policy=policy)
+
+
+def run_policies(
+    workload: wl.Workload | wl.RateWorkload,
+    *,
+    policy: ModelPolicy,
+    args: argparse.Namespace,
+    names: Sequence[str],
+    warn: Callable[[str], None],
+    err: Console,
+) -> tuple[list[SimResult], SimResult]:
+    """Return the runs of Spillway and the baselines ``names`` on ``workload``, and the relaxed oracle's."""
     check_capacity(workload, policy=policy, warn=warn)
     initial = None if args.cold_start else warm_start(workload, policy=policy)
     show = not args.no_progress and err.is_terminal and workload.requests >= PROGRESS_MIN_REQUESTS
@@ -467,7 +471,7 @@ def replay_model(
                 simulate(workload, controller, policy=policy, on_progress=hook, initial_replicas=initial)
             )
         oracle = hindsight_oracle(workload, policy=policy, initial_replicas=initial)
-    return results, oracle, as_run.as_run_summary(part, policy=policy)
+    return results, oracle
 
 
 def run_events(args: argparse.Namespace) -> int:
