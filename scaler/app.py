@@ -7,6 +7,7 @@ Tasks of the main loop, all stopped by one event:
 * tick: every ``burst_check_seconds``, plan every owned model whose interval is due or that sees a
   burst, and export the consumer lag;
 * checkpoint: every ``checkpoint_interval_seconds``, save each owned model's state;
+* leases (with Kubernetes fencing): acquire the assigned partitions' Leases and renew them;
 * policy watch: re-read the policy files when their mtime or size changes; a broken edit is logged
   and counted, and the last good policies stay in force.
 
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from scaler.adapters import actuator_setup, alerts, prometheus
+from scaler.adapters import actuator_setup, alerts, fence, prometheus
 from scaler.adapters.http import HttpServer
 from scaler.adapters.memory import MAX_BATCH_SECONDS, MemorySink, MemoryStore, ReplaySource, VirtualClock
 from scaler.adapters.metrics import DaemonMetrics
@@ -43,6 +44,7 @@ from scaler.settings import Settings
 
 if TYPE_CHECKING:
     from scaler.adapters.keda import KedaServer
+    from scaler.adapters.lease import LeaseKeeper
 
 log = structlog.get_logger("scaler.app")
 
@@ -110,6 +112,7 @@ class Daemon:
         self.history: prometheus.PrometheusHistory | None = None  # seeds new models' forecasters
         self.signals: prometheus.PrometheusSignal | None = None  # fallback when a model's events stop
         self.keda: KedaServer | None = None  # KEDA external scaler (gRPC), when keda_listen is set
+        self.leases: LeaseKeeper | None = None  # fencing Leases, when on (scaler.adapters.lease)
 
     # -- readiness and ownership callbacks ------------------------------------------------------
 
@@ -230,6 +233,13 @@ class Daemon:
                 await refresh_fallback(self.signals, self.runtime, now=self.clock.now())
             await self._pause(self.settings.prometheus_fallback_poll_seconds)
 
+    async def _leases(self) -> None:
+        """Acquire and renew the assigned partitions' Leases (idle without Leases)."""
+        if self.leases is None:
+            await self.stopping.wait()
+            return
+        await self.leases.run(self.stopping)
+
     async def _watch_policies(self) -> None:
         while not self.stopping.is_set():
             await self._pause(self.settings.policy_poll_seconds)
@@ -294,7 +304,14 @@ class Daemon:
         log.info("started", models=len(self.runtime.policies), dry_run=self.settings.dry_run)
         tasks = [
             asyncio.create_task(coro(), name=coro.__name__)
-            for coro in (self._consume, self._tick, self._checkpoint, self._watch_policies, self._fallback)
+            for coro in (
+                self._consume,
+                self._tick,
+                self._checkpoint,
+                self._watch_policies,
+                self._fallback,
+                self._leases,
+            )
         ]
         stopper = asyncio.create_task(self.stopping.wait())
         done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
@@ -324,6 +341,8 @@ class Daemon:
         async with self.lock:  # stop acting for every model before leaving the group
             final = self.runtime.revoke(frozenset(self.runtime.owned))
         await self.runtime.executor.close()
+        if self.leases is not None:  # nothing acts any more: let the next owners take over at once
+            await self.leases.close()
         await self._save(final)
         await self._flush_and_commit()
         await self._close()
@@ -341,7 +360,7 @@ def build_kafka_daemon(
     *, settings: Settings, policies: dict[str, ModelPolicy], planner: Planner | None = None
 ) -> Daemon:
     """Return a daemon on Kafka as ``settings`` say; ``planner`` defaults to the real planner."""
-    from scaler.adapters import kafka  # noqa: PLC0415  # keeps aiokafka out of the sandbox's imports
+    from scaler.adapters import kafka, lease  # noqa: PLC0415  # keeps aiokafka out of the sandbox's imports
     from scaler.forecast.models import DemandForecaster  # noqa: PLC0415  # compiles numba kernels
 
     metrics = DaemonMetrics()
@@ -351,6 +370,22 @@ def build_kafka_daemon(
     actuators = actuator_setup.build_actuators(
         settings=settings, policies=policies, registry=metrics.registry
     )
+    # fencing: the group's facts always; a Lease per partition when actuating Kubernetes (or asked)
+    identity = fence.default_identity()
+    source = kafka.KafkaEventSource(settings=settings, models=lambda: list(runtime.policies))
+    leases = lease.keeper_from_settings(
+        settings, policies, identity=identity, held_gauge=metrics.leases_held
+    )  # raises ValueError if the Kubernetes config cannot load
+    gate = fence.Fence(
+        group=source,
+        leases=leases,
+        session_timeout=settings.kafka_session_timeout_ms / 1000,
+        session_margin=settings.kafka_heartbeat_interval_ms / 1000,
+        identity=identity,
+        metrics=metrics,
+    )
+    source.partition_listener = leases
+    sink.headers = gate.headers
     keda = _keda_server(  # -- KEDA external scaler: an observer of the executor, when keda_listen is set --
         settings, known=lambda: runtime.policies, owned=lambda: runtime.owned, metrics=metrics
     )
@@ -362,6 +397,7 @@ def build_kafka_daemon(
             metrics=metrics,
             clock=clock,
             observers=[keda.scaler] if keda is not None else [],
+            gate=gate,
         ),
         planner=planner or default_planner(),
         new_forecaster=DemandForecaster.from_policy,
@@ -372,7 +408,7 @@ def build_kafka_daemon(
     daemon = Daemon(
         settings=settings,
         runtime=runtime,
-        source=kafka.KafkaEventSource(settings=settings, models=lambda: list(runtime.policies)),
+        source=source,
         sink=sink,
         store=kafka.KafkaCheckpointStore(settings=settings, sink=sink),
         clock=clock,
@@ -383,6 +419,7 @@ def build_kafka_daemon(
         host=settings.http_host, port=settings.http_port, metrics=metrics, ready=daemon.not_ready
     )
     daemon.keda = keda
+    daemon.leases = leases
     daemon.history = prometheus.reader_from_settings(settings)  # None: no prometheus_url, no seeding
     daemon.signals = prometheus.signal_from_settings(settings)  # None: no fallback signal
     # Alertmanager webhook: POST /alerts feeds the runtime's override book

@@ -11,6 +11,10 @@ never waits. Then, per model:
   decision. A target whose API hangs holds up only its own model's worker; decisions of that model
   are still made and published every interval, and only the newest waits to be applied.
 
+Fencing: with a ``gate`` (:class:`scaler.ports.Gate`), a decision is published, and applied, only
+if the gate allows it at that very moment (checked right before the broker call and right before
+each apply): a decision made before a pause is never sent after it by a process that lost the model.
+
 A model with targets is not decided before its first read-back (its worker reads at once when the
 model is attached): deciding on nothing could scale a running workload down.
 """
@@ -29,7 +33,7 @@ from scaler.control.controller import ReadBack
 from scaler.core.actuation import Change
 from scaler.core.policy import ModelPolicy
 from scaler.core.types import Decision, Unavailable
-from scaler.ports import Capacity, Clock, DecisionObserver, DecisionSink
+from scaler.ports import Capacity, Clock, DecisionObserver, DecisionSink, Gate
 
 MAX_PUBLISHING = 10_000  # decisions in flight to the broker at most; beyond, new ones are counted lost
 
@@ -58,11 +62,14 @@ class Executor:
         metrics: DaemonMetrics,
         clock: Clock,
         observers: Sequence[DecisionObserver] = (),
+        gate: Gate | None = None,
     ) -> None:
         """Create an executor; ``actuators`` None means decisions are only published.
 
-        ``observers`` hear of every decision as it is submitted, and of models released.
+        ``observers`` hear of every decision as it is submitted, and of models released; ``gate``
+        (fencing) may refuse a publish or an apply at the moment it would happen.
         """
+        self.gate = gate
         self.sink = sink
         self.observers = list(observers)
         self.actuators = actuators
@@ -131,6 +138,8 @@ class Executor:
             worker.wake.set()
 
     async def _publish(self, model: str, payload: Mapping[str, object]) -> None:
+        if self.gate is not None and not self.gate.allows(model, action="publish"):
+            return
         try:
             await self.sink.publish(model=model, payload=payload)
         except ConnectionError as exc:
@@ -155,7 +164,9 @@ class Executor:
             try:
                 capacity = await actuators.read(worker.policy)
                 worker.readback = readback_from(capacity, unavailable=actuators.unavailable(model))
-                if decision is not None:
+                if decision is not None and (
+                    self.gate is None or self.gate.allows(model, action="actuate")
+                ):
                     made = await actuators.apply(
                         policy=worker.policy, decision=decision, current=capacity, now=self.clock.now()
                     )

@@ -108,6 +108,26 @@ class DecisionObserver(Protocol):
         """Forget ``models``: this process no longer acts for them."""
 
 
+class PartitionListener(Protocol):
+    """Hears of request-topic partitions this process was assigned or lost (fencing Leases)."""
+
+    async def assigned(self, partitions: frozenset[int]) -> None:
+        """Start holding ``partitions`` (the whole current assignment); must not wait on slow I/O."""
+
+    async def revoked(self, partitions: frozenset[int]) -> None:
+        """Stop holding ``partitions``, after their models were released; bounded, never raises."""
+
+
+class Gate(Protocol):
+    """Says, at the moment of acting, whether this process may still act for a model (fencing)."""
+
+    def allows(self, model: str, *, action: str) -> bool:
+        """Return True if a decision for ``model`` may be published or applied (``action``) now.
+
+        A refusal is counted and logged by the gate; no I/O, cheap.
+        """
+
+
 class CheckpointStore(Protocol):
     """Per-model state that survives restarts and moves with a model's ownership."""
 

@@ -191,6 +191,15 @@ class Settings(BaseModel):
     actuator_min_interval_seconds: float = Field(default=0.0, ge=0, le=86_400)  # per target, between changes
     actuator_failure_threshold: int = Field(default=3, ge=1, le=1000)  # failures in a row: unavailable
     # -- end Actuators --
+    # -- Fencing (scaler.adapters.fence, scaler.adapters.lease): a Lease per request-topic partition --
+    # auto: on when actuating with a Kubernetes client; on: required (needs a Kubernetes source); off
+    fencing_leases: Literal["auto", "on", "off"] = "auto"
+    lease_namespace: str | None = Field(default=None, pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+    lease_name_prefix: str = Field(default="spillway-scaler", pattern=r"^[a-z0-9]([-a-z0-9]{0,46}[a-z0-9])?$")
+    lease_duration_seconds: float = Field(default=15.0, ge=1, le=600)  # others may take it after this
+    lease_renew_seconds: float = Field(default=5.0, gt=0, le=300)  # the holder renews this often
+    lease_margin_seconds: float = Field(default=5.0, ge=0, le=300)  # stop acting this long before expiry
+    # -- end Fencing --
     # -- KEDA external scaler (scaler.adapters.keda): gRPC on keda_listen; no address = off --
     keda_listen: str | None = None  # HOST:PORT, e.g. 0.0.0.0:9090 in a pod
     keda_tls_certfile: Path | None = None  # server certificate (KEDA's caCert must trust its CA)
@@ -259,6 +268,12 @@ class Settings(BaseModel):
             raise ValueError("keda_tls_certfile and keda_tls_keyfile go together")
         if self.keda_tls_client_cafile is not None and self.keda_tls_certfile is None:
             raise ValueError("keda_tls_client_cafile needs keda_tls_certfile and keda_tls_keyfile (TLS)")
+        if self.lease_renew_seconds + self.lease_margin_seconds >= self.lease_duration_seconds:
+            raise ValueError(
+                "lease_renew_seconds + lease_margin_seconds must be less than lease_duration_seconds "
+                f"(got {self.lease_renew_seconds:g} + {self.lease_margin_seconds:g} >= "
+                f"{self.lease_duration_seconds:g}): a renewal must land before the margin starts"
+            )
         if self.kafka_heartbeat_interval_ms * 3 > self.kafka_session_timeout_ms:
             raise ValueError(
                 "kafka_heartbeat_interval_ms must be at most a third of kafka_session_timeout_ms"

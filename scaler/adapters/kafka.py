@@ -9,6 +9,12 @@
 * :class:`KafkaCheckpointStore` keeps per-model checkpoints on a compacted topic (key = model) and
   reads them back by scanning it to its high-water mark.
 
+For fencing (:mod:`scaler.adapters.fence`) the source keeps the group facts of each request-topic
+partition: assigned or not, the generation it was assigned in, the consumer's generation now, and
+when the last successful heartbeat was sent (read from aiokafka's group coordinator, 0.14, pinned;
+without it every partition counts as fenced, never as safe). A :class:`PartitionListener` hears
+of request-topic partitions assigned (after ``on_assigned``) and revoked (after ``on_revoked``).
+
 Lag uses ``consumer.highwater(tp)``: the tansu broker's ``end_offsets()`` is wrong when a record
 batch holds several records.
 """
@@ -20,6 +26,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -31,7 +38,8 @@ from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsErr
 from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import murmur2
 
-from scaler.ports import OwnershipCallback, RawRecord
+from scaler.control.fencing import GroupView
+from scaler.ports import OwnershipCallback, PartitionListener, RawRecord
 from scaler.settings import Settings
 
 log = structlog.get_logger("scaler.kafka")
@@ -116,6 +124,11 @@ class KafkaEventSource:
         self._positions: dict[TopicPartition, int] = {}
         self._on_assigned: OwnershipCallback | None = None
         self._on_revoked: OwnershipCallback | None = None
+        self.partition_listener: PartitionListener | None = None  # leases: hears of partitions moving
+        self.partitions: frozenset[int] = frozenset()  # request-topic partitions assigned now
+        self.generation: int | None = None  # the generation they were assigned in
+        self.heartbeat_at: float | None = None  # monotonic send time of the last good heartbeat or join
+        self._partition_count = 0
 
     async def start(self, *, on_assigned: OwnershipCallback, on_revoked: OwnershipCallback) -> None:
         """Connect and subscribe; raise ConnectionError if the bootstrap servers cannot be reached."""
@@ -145,6 +158,44 @@ class KafkaEventSource:
             raise ConnectionError(
                 f"cannot reach Kafka at {','.join(s.kafka_bootstrap_servers)}: {exc}"
             ) from exc
+        self._watch_heartbeats()
+
+    def _watch_heartbeats(self) -> None:
+        """Record the send time of every successful heartbeat (wraps the coordinator's ``_do_heartbeat``)."""
+        coordinator = getattr(self.consumer, "_coordinator", None)
+        beat = getattr(coordinator, "_do_heartbeat", None)
+        if coordinator is None or beat is None:
+            log.warning("heartbeats_not_visible", effect="every partition counts as fenced")
+            return
+
+        async def watched() -> bool:
+            sent = time.monotonic()
+            ok = bool(await beat())
+            if ok:
+                self.heartbeat_at = max(self.heartbeat_at or sent, sent)
+            return ok
+
+        coordinator._do_heartbeat = watched
+
+    def _current_generation(self) -> int | None:
+        """Return the consumer's group generation now (None when unknown or reset after an expiry)."""
+        generation = getattr(getattr(self.consumer, "_coordinator", None), "generation", None)
+        return generation if isinstance(generation, int) and generation >= 0 else None
+
+    def partition_of(self, model: str) -> int | None:
+        """Return the request-topic partition of ``model`` (None before the first assignment)."""
+        if self._partition_count == 0:
+            return None
+        return partition_for(model, self._partition_count)
+
+    def group_view(self, partition: int) -> GroupView:
+        """Return what the consumer knows of request-topic ``partition`` now (no I/O)."""
+        return GroupView(
+            assigned=partition in self.partitions,
+            assigned_generation=self.generation,
+            current_generation=self._current_generation(),
+            heartbeat_at=self.heartbeat_at,
+        )
 
     def _models_of(self, partitions: Iterable[TopicPartition]) -> frozenset[str]:
         assert self.consumer is not None
@@ -166,9 +217,14 @@ class KafkaEventSource:
         """Hand the revoked partitions' models back before they move: the callback stops acting."""
         models = self._models_of(revoked) & self.owned
         self.assigned = False
+        topic = self.settings.kafka_requests_topic
+        gone = frozenset(tp.partition for tp in revoked if tp.topic == topic)
+        self.partitions = self.partitions - gone  # fenced from here on, before anything else runs
         if self._on_revoked is not None and models:
             await self._on_revoked(models)
         self.owned = self.owned - models
+        if self.partition_listener is not None and gone:
+            await self.partition_listener.revoked(gone)
         for tp in revoked:
             self._positions.pop(tp, None)
         log.info("partitions_revoked", partitions=len(revoked), models=len(models))
@@ -178,6 +234,14 @@ class KafkaEventSource:
         models = self._models_of(assigned)
         new = models - self.owned
         self.owned = models
+        assert self.consumer is not None
+        topic = self.settings.kafka_requests_topic
+        self._partition_count = len(self.consumer.partitions_for_topic(topic) or ())
+        self.partitions = frozenset(tp.partition for tp in assigned if tp.topic == topic)
+        self.generation = self._current_generation()
+        self.heartbeat_at = time.monotonic()  # the group just answered this member's join
+        if self.partition_listener is not None:
+            await self.partition_listener.assigned(self.partitions)
         if self._on_assigned is not None:
             await self._on_assigned(new)
         self.assigned = True
@@ -282,6 +346,8 @@ class KafkaDecisionSink:
         self.settings = settings
         self.producer: AIOKafkaProducer | None = None
         self._pending: list[asyncio.Future[Any]] = []
+        # headers of each decision record, e.g. the publishing member and its generation (fencing)
+        self.headers: Callable[[str], list[tuple[str, bytes]]] | None = None
 
     async def start(self) -> None:
         """Connect the producer; raise ConnectionError if Kafka cannot be reached."""
@@ -298,7 +364,10 @@ class KafkaDecisionSink:
         value = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
         try:
             await self.producer.send_and_wait(
-                self.settings.kafka_decisions_topic, value=value, key=model.encode()
+                self.settings.kafka_decisions_topic,
+                value=value,
+                key=model.encode(),
+                headers=self.headers(model) if self.headers is not None else None,
             )
         except KafkaError as exc:
             raise ConnectionError(f"decision for {model} not published: {exc}") from exc

@@ -76,6 +76,18 @@ class DaemonMetrics:
             ["model"],
             registry=r,
         )
+        # -- fencing (scaler.adapters.fence) --
+        self.decisions_fenced = Counter(
+            "scaler_decisions_fenced",
+            "Decisions not published (action=publish) or not applied (action=actuate) because this "
+            "process may no longer own the model: not_assigned, generation_changed, session_expired, "
+            "lease_not_held.",
+            ["action", "reason"],
+            registry=r,
+        )
+        self.leases_held = Gauge(
+            "scaler_leases_held", "Partition Leases this process holds (fencing with Kubernetes).", registry=r
+        )
         # -- fallback (scaler.core.fallback) --
         self.fallback_active = Gauge(
             "scaler_fallback_active",
