@@ -146,14 +146,17 @@ class LeaseKeeper:
         """Acquire wanted Leases and renew held ones until ``stopping`` is set; never raises."""
         tick = max(0.05, min(1.0, self.renew_every / 2))
         while not stopping.is_set():
-            wanted = self._wanted
-            await asyncio.gather(*(self._keep(p) for p in sorted(wanted)), return_exceptions=True)
-            self._gauge()
             self._wake.clear()
+            await self.step()
             waits = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stopping.wait())]
             await asyncio.wait(waits, timeout=tick, return_when=asyncio.FIRST_COMPLETED)
             for waiter in waits:
                 waiter.cancel()
+
+    async def step(self) -> None:
+        """Renew every wanted Lease that is due and try to acquire the others, once; never raises."""
+        await asyncio.gather(*(self._keep(p) for p in sorted(self._wanted)), return_exceptions=True)
+        self._gauge()
 
     def _gauge(self) -> None:
         if self.held_gauge is not None:
