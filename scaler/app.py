@@ -214,7 +214,7 @@ class Daemon:
             try:
                 self.runtime.decide(model, trigger=trigger, now=now)
             except Exception:
-                log.exception("decision_failed", model=model, policy=model, trigger=trigger)
+                log.exception("decision_failed", model=model, trigger=trigger)
 
     async def _checkpoint(self) -> None:
         while not self.stopping.is_set():

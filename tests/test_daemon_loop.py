@@ -207,14 +207,14 @@ def test_a_corrupt_checkpoint_is_logged_and_the_model_starts_fresh() -> None:
     assert any(e["event"] == "checkpoint_rejected" for e in logs)
 
 
-def test_decisions_are_logged_with_model_and_policy_and_marked_dry_run() -> None:
+def test_decisions_are_logged_with_the_model_and_marked_dry_run() -> None:
     sink = RecordingSink()
     rt = _runtime(_policies("m"), sink, dry_run=True)
     rt.assign(frozenset({"m"}), checkpoints={}, now=T0)
     with capture_logs() as logs:
         asyncio.run(decide_now(rt, "m", now=T0 + 1))
     entry = next(e for e in logs if e["event"] == "decision")
-    assert (entry["model"], entry["policy"], entry["dry_run"]) == ("m", "m", True)
+    assert (entry["model"], entry.get("policy"), entry["dry_run"]) == ("m", None, True)
     assert sink.decisions[0][1]["dry_run"] is True
 
 
