@@ -19,6 +19,7 @@ from collections.abc import Callable
 import numpy as np
 
 from scaler.core.policy import ModelPolicy
+from scaler.sim.cluster import hold_seconds
 from scaler.sim.predictive_baselines import AwsPredictive, DynamoPlanner
 from scaler.sim.protocol import CapacityTarget, Controller, TickObservation
 from scaler.sim.workload import RateWorkload, Workload
@@ -64,31 +65,16 @@ def _clamp(n: int, policy: ModelPolicy) -> int:
     return max(bounds.min_replicas, min(bounds.max_replicas, n))
 
 
-def _service_seconds(policy: ModelPolicy, prompt: float, output: float) -> float:
-    """Return the instance-seconds of work one request of ``prompt``/``output`` tokens needs."""
-    rep = policy.replica
-    return prompt / rep.prefill_tokens_per_second + output / rep.decode_tokens_per_second
-
-
 def _window_work(workload: Workload | RateWorkload, *, policy: ModelPolicy, window: float) -> np.ndarray:
     """Return instance-seconds of work arriving in each consecutive ``window``-second window."""
     if window <= 0:
         raise ValueError(f"window must be > 0 seconds, got {window}")
-    if isinstance(workload, RateWorkload):
-        per_request = _service_seconds(policy, workload.mean_prompt_tokens, workload.mean_output_tokens)
-        width = max(1, round(window))
-        counts = workload.counts
-        pad = (-counts.shape[0]) % width
-        sums = np.concatenate([counts, np.zeros(pad)]).reshape(-1, width).sum(axis=1)
-        return np.asarray(sums * per_request, dtype=np.float64)
-    if workload.requests == 0:
+    rows = workload.rows()
+    if not rows.weights.any():
         return np.zeros(0)
-    rep = policy.replica
-    each = (
-        workload.prompt_tokens / rep.prefill_tokens_per_second
-        + workload.output_tokens / rep.decode_tokens_per_second
-    )
-    bins = (workload.arrivals // window).astype(np.int64)
+    slots = policy.replica.max_concurrency  # a request holds one of C slots: C slot-seconds = 1 instance-s
+    each = rows.weights * hold_seconds(policy, rows.prompt_tokens, rows.output_tokens) / slots
+    bins = (rows.arrivals // window).astype(np.int64)
     return np.bincount(bins, weights=each)
 
 
