@@ -325,6 +325,32 @@ def warm_start(workload: wl.Workload | wl.RateWorkload, *, policy: ModelPolicy) 
     return min(max(need, bounds.min_replicas), bounds.max_replicas)
 
 
+def warn(message: str) -> None:
+    """Print one line of a warning or error to stderr."""
+    print(message, file=sys.stderr)
+
+
+def _consoles() -> tuple[Console, Console]:
+    """Return the (stdout, stderr) rich consoles; a pipe or file gets a wide one (no squeezed tables)."""
+    from rich.console import Console  # noqa: PLC0415  # the [sim] extra: run() checked it is installed
+
+    out = Console()
+    if not out.is_terminal:
+        out = Console(width=220)
+    return out, Console(stderr=True)
+
+
+def _input_error(exc: PolicyError | UsageError, *, policy: Path | None) -> int:
+    """Print what is wrong with the input (each policy problem on its own line); return exit code 1."""
+    if isinstance(exc, PolicyError):
+        warn(f"error: --policy {policy}: invalid policy file")
+        for problem in exc.problems:
+            warn(f"  {problem}")
+    else:
+        warn(f"error: {exc}")
+    return 1
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the simulation for the parsed ``args``; return the exit code (1 on bad input or no [sim] extra)."""
     missing = missing_extra(plot=args.plot is not None)
@@ -339,28 +365,13 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    from rich.console import Console  # noqa: PLC0415
-
-    out = Console()
-    if not out.is_terminal:
-        out = Console(width=220)  # a pipe or file: do not squeeze the table into 80 columns
-    err = Console(stderr=True)
-
-    def warn(message: str) -> None:
-        print(message, file=sys.stderr)
-
+    out, err = _consoles()
     try:
         policy = select_policy(args.policy, args.model)
         names = select_baselines(args.baselines)
         workload = load_workload(args, warn=warn)
-    except PolicyError as exc:
-        warn(f"error: --policy {args.policy}: invalid policy file")
-        for problem in exc.problems:
-            warn(f"  {problem}")
-        return 1
-    except UsageError as exc:
-        warn(f"error: {exc}")
-        return 1
+    except (PolicyError, UsageError) as exc:
+        return _input_error(exc, policy=args.policy)
     results, oracle = run_policies(workload, policy=policy, args=args, names=names, warn=warn, err=err)
     summaries = [r.summary for r in results]
     kind = "fluid" if isinstance(workload, wl.RateWorkload) else "per-request"
@@ -476,16 +487,7 @@ def run_policies(
 
 def run_events(args: argparse.Namespace) -> int:
     """Replay recorded events, one table per model (with an "as run" row when replicas were recorded)."""
-    from rich.console import Console  # noqa: PLC0415  # the [sim] extra: run() checked it is installed
-
-    out = Console()
-    if not out.is_terminal:
-        out = Console(width=220)
-    err = Console(stderr=True)
-
-    def warn(message: str) -> None:
-        print(message, file=sys.stderr)
-
+    out, err = _consoles()
     try:
         policies = load_policies(args.policy)
         names = select_baselines(args.baselines)
@@ -493,14 +495,8 @@ def run_events(args: argparse.Namespace) -> int:
         if args.model is not None and args.model not in known:
             raise UsageError(f"--model {args.model}: not in the policy file (it has: {', '.join(known)})")
         replay = load_replay(args, models=known, warn=warn)
-    except PolicyError as exc:
-        warn(f"error: --policy {args.policy}: invalid policy file")
-        for problem in exc.problems:
-            warn(f"  {problem}")
-        return 1
-    except UsageError as exc:
-        warn(f"error: {exc}")
-        return 1
+    except (PolicyError, UsageError) as exc:
+        return _input_error(exc, policy=args.policy)
     by_name = {m.name: m for m in policies.models}
     several = len(replay.models) > 1
     docs: dict[str, object] = {}

@@ -2,7 +2,8 @@
 
 Two shapes: :class:`Workload` lists individual requests (for the per-request cluster model) and
 :class:`RateWorkload` gives per-second arrival counts (for the fluid model, used where a trace holds
-too many requests to list, such as 14 days of ServeGen m-large).
+too many requests to list, such as 14 days of ServeGen m-large). Both give the same view,
+:class:`Requests` (weighted rows), so code that only sums or bins requests is written once for both.
 """
 
 from __future__ import annotations
@@ -14,6 +15,20 @@ import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Requests:
+    """Requests as weighted rows: ``weights[i]`` requests arrive at ``arrivals[i]`` with those token counts.
+
+    A listed request is one row of weight 1; a rate workload's second ``i`` is one row of mean-sized
+    requests at ``i + 0.5`` (its middle), weighted by that second's count.
+    """
+
+    arrivals: FloatArray
+    prompt_tokens: FloatArray
+    output_tokens: FloatArray
+    weights: FloatArray
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -35,6 +50,15 @@ class Workload:
     def requests(self) -> int:
         """Return the number of requests."""
         return int(self.arrivals.shape[0])
+
+    def rows(self) -> Requests:
+        """Return the requests as rows of weight 1."""
+        return Requests(
+            arrivals=np.asarray(self.arrivals, dtype=np.float64),
+            prompt_tokens=self.prompt_tokens.astype(np.float64),
+            output_tokens=self.output_tokens.astype(np.float64),
+            weights=np.ones(self.arrivals.shape[0]),
+        )
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,6 +82,16 @@ class RateWorkload:
     def requests(self) -> int:
         """Return the (rounded) number of requests."""
         return round(float(self.counts.sum()))
+
+    def rows(self) -> Requests:
+        """Return one row per second: mean-sized requests at the second's middle, weighted by its count."""
+        n = self.counts.shape[0]
+        return Requests(
+            arrivals=np.arange(n, dtype=np.float64) + 0.5,
+            prompt_tokens=np.full(n, self.mean_prompt_tokens),
+            output_tokens=np.full(n, self.mean_output_tokens),
+            weights=np.asarray(self.counts, dtype=np.float64),
+        )
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
