@@ -12,8 +12,9 @@ never waits. Then, per model:
   are still made and published every interval, and only the newest waits to be applied.
 
 Fencing: with a ``gate`` (:class:`scaler.ports.Gate`), a decision is published, and applied, only
-if the gate allows it at that very moment (checked right before the broker call and right before
-each apply): a decision made before a pause is never sent after it by a process that lost the model.
+if the gate allows it at that very moment (checked right before the broker call, before each apply
+and before each write attempt of it, retries included): a decision made before a pause is never
+sent after it by a process that lost the model.
 
 A model with targets is not decided before its first read-back (its worker reads at once when the
 model is attached): deciding on nothing could scale a running workload down.
@@ -70,6 +71,8 @@ class Executor:
         (fencing) may refuse a publish or an apply at the moment it would happen.
         """
         self.gate = gate
+        if gate is not None and actuators is not None:  # every write attempt asks too (retries included)
+            actuators.gate = lambda model: gate.allows(model, action="actuate")
         self.sink = sink
         self.observers = list(observers)
         self.actuators = actuators

@@ -214,6 +214,8 @@ class Actuators:
         self.rng = random.Random(seed)  # noqa: S311  # jitter, not cryptography
         self.sleep = sleep
         self.log = structlog.get_logger("scaler.actuator")
+        # fencing (scaler.executor sets it): asked before every write attempt, retries included
+        self.gate: Callable[[str], bool] | None = None
 
     def _targets(self, policy: ModelPolicy) -> dict[Kind, str]:
         targets: dict[Kind, str] = {}
@@ -254,6 +256,8 @@ class Actuators:
             if _FLAG[kind] & self.unavailable(model)
             else self.retry
         )
+        if write and self.gate is not None:
+            op = _gated(op, model=model, gate=self.gate)
         try:
             result = await with_retries(
                 op,
@@ -263,6 +267,8 @@ class Actuators:
                 on_retry=lambda _: retries.inc(),
                 sleep=self.sleep,
             )
+        except FencedError:  # this process may no longer act for the model: nothing written, not a failure
+            return None
         except ActuationError as exc:
             self.metrics.failures.labels(kind=kind, target=target).inc()
             flag = _FLAG[kind]
@@ -498,6 +504,23 @@ class Actuators:
                 desired=change.desired,
             )
         return bool(done)
+
+
+class FencedError(Exception):
+    """A write the fencing gate refused at the moment of the attempt (never retried)."""
+
+
+def _gated(
+    op: Callable[[], Awaitable[T]], *, model: str, gate: Callable[[str], bool]
+) -> Callable[[], Awaitable[T]]:
+    """Return ``op`` that first asks ``gate(model)`` and raises FencedError if it refuses."""
+
+    async def run() -> T:
+        if not gate(model):
+            raise FencedError(model)
+        return await op()
+
+    return run
 
 
 def _returning_true(op: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[bool]]:

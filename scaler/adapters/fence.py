@@ -99,12 +99,12 @@ class Fence:
         if why is None:
             if before is not None:
                 del self._fenced[model]
-                self.log.info("fence_lifted", model=model, policy=model, was=before)
+                self.log.info("fence_lifted", model=model, was=before)
             return True
         self.metrics.decisions_fenced.labels(action=action, reason=why).inc()
         if before != why:
             self._fenced[model] = why
-            self.log.warning("fenced", model=model, policy=model, reason=why, action=action)
+            self.log.warning("fenced", model=model, reason=why, action=action)
         return False
 
     def headers(self, model: str) -> list[tuple[str, bytes]]:

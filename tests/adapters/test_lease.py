@@ -8,7 +8,6 @@ a renewal, so the takeover is exact and no test waits for wall-clock seconds.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 from kubernetes import client
@@ -31,7 +30,7 @@ class Clock:
 
 
 @pytest.fixture
-def keepers(kube: KubeCluster, kube_namespace: str) -> Iterator[tuple[LeaseKeeper, LeaseKeeper, Clock]]:
+def keepers(kube: KubeCluster, kube_namespace: str) -> tuple[LeaseKeeper, LeaseKeeper, Clock]:
     """Keepers a (user scaler) and b (user chart) of partition Leases in the test's namespace."""
     clock = Clock()
     made = []
@@ -50,7 +49,7 @@ def keepers(kube: KubeCluster, kube_namespace: str) -> Iterator[tuple[LeaseKeepe
                 monotonic=clock,
             )
         )
-    yield made[0], made[1], clock
+    return made[0], made[1], clock
 
 
 def _holder(kube: KubeCluster, namespace: str, name: str) -> str | None:
@@ -140,5 +139,6 @@ def test_without_the_role_nothing_is_held_and_the_error_is_logged(
         held = asyncio.run(run())
     assert held is False
     failures = [e for e in logs if e["event"] == "lease_call_failed"]
-    assert failures and "HTTP 403" in failures[0]["error"]
+    assert failures
+    assert "HTTP 403" in failures[0]["error"]
     assert failures[0]["lease"] == "spillway-0"
