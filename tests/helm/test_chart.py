@@ -183,8 +183,14 @@ def _normalise(rules: Any) -> set[tuple[str, str, str]]:
     return found
 
 
+def _is_leases(obj: dict[str, Any]) -> bool:
+    """Return True for the fencing Leases' Role and RoleBinding (templates/lease-rbac.yaml)."""
+    return str(obj["metadata"]["name"]).endswith("-leases")
+
+
 def _rbac_rules(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    (role,) = [o for o in objects if o["kind"] in {"Role", "ClusterRole"}]
+    """Return the rules of the actuators' Role or ClusterRole (the Leases' Role aside)."""
+    (role,) = [o for o in objects if o["kind"] in {"Role", "ClusterRole"} and not _is_leases(o)]
     rules: list[dict[str, Any]] = role["rules"]
     return rules
 
@@ -221,7 +227,7 @@ def test_rbac_grants_exactly_what_the_actuators_call() -> None:
 def test_rbac_targets_restrict_scaling_by_name_in_each_namespace() -> None:
     objects = manifests(EVERYTHING_ON)
     role = one(objects, "ClusterRole")  # two namespaces: one ClusterRole ...
-    bindings = [o for o in objects if o["kind"] == "RoleBinding"]  # ... bound in each of them only
+    bindings = [o for o in objects if o["kind"] == "RoleBinding" and not _is_leases(o)]  # ... in each only
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["inference-a", "inference-b"]
     assert all(b["roleRef"]["kind"] == "ClusterRole" for b in bindings)
     assert all(b["subjects"][0]["namespace"] == "ml" for b in bindings)
@@ -517,3 +523,36 @@ def test_keda_values_breaking_the_schema_are_refused(values: dict[str, Any], mes
     with pytest.raises(HelmError) as caught:
         render(values)
     assert message in str(caught.value)
+
+
+def test_fencing_leases_get_a_role_of_their_own_names_in_the_release_namespace() -> None:
+    objects = manifests(EVERYTHING_ON)
+    role = next(o for o in objects if o["kind"] == "Role" and _is_leases(o))
+    binding = next(o for o in objects if o["kind"] == "RoleBinding" and _is_leases(o))
+    assert role["metadata"]["namespace"] == "ml"  # the release namespace, not the targets'
+    assert binding["metadata"]["namespace"] == "ml"
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "spillway-leases"}
+    lease = importlib.import_module("scaler.adapters.lease")
+    assert _normalise(role["rules"]) == _normalise(lease.RBAC_RULES)
+    named = [r for r in role["rules"] if "resourceNames" in r]
+    assert named == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": [f"spillway-{p}" for p in range(6)],  # kafka.topicPartitions
+            "verbs": ["get", "update"],
+        }
+    ]
+    unnamed = [r for r in role["rules"] if "resourceNames" not in r]
+    assert [r["verbs"] for r in unnamed] == [["create"]]  # create cannot be restricted by name
+    env = _env(_container(objects))
+    assert env["SCALER_FENCING_LEASES"] == "auto"
+    assert env["SCALER_LEASE_NAMESPACE"] == "ml"
+    assert env["SCALER_LEASE_NAME_PREFIX"] == "spillway"
+    # more partitions named on request; none without actuation or with fencing off
+    more = copy.deepcopy(EVERYTHING_ON)
+    more["fencing"] = {"partitions": 12}
+    role = next(o for o in manifests(more) if o["kind"] == "Role" and _is_leases(o))
+    assert len(next(r for r in role["rules"] if "resourceNames" in r)["resourceNames"]) == 12
+    for values in ({}, {**EVERYTHING_ON, "fencing": {"leases": "off"}}):
+        assert not [o for o in manifests(values) if _is_leases(o)]

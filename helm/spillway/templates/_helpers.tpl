@@ -108,3 +108,8 @@ app.kubernetes.io/component: autoscaler
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/* Lease name prefix of the fencing Leases (<prefix>-<partition>): the release's full name. */}}
+{{- define "spillway.leasePrefix" -}}
+{{- include "spillway.fullname" . | trunc 40 | trimSuffix "-" }}
+{{- end }}
