@@ -78,6 +78,13 @@ def test_env_lists_and_booleans_are_parsed() -> None:
             {},
             "needs kafka_sasl_mechanism and kafka_sasl_username",
         ),
+        (  # a renewal could not land before the holder stops acting
+            {"SCALER_LEASE_DURATION_SECONDS": "10", "SCALER_LEASE_RENEW_SECONDS": "5"},
+            {},
+            "lease_renew_seconds + lease_margin_seconds must be less than lease_duration_seconds",
+        ),
+        ({"SCALER_FENCING_LEASES": "maybe"}, {}, "environment: fencing_leases: Input should be 'auto'"),
+        ({"SCALER_LEASE_NAME_PREFIX": "Not_DNS"}, {}, "environment: lease_name_prefix: String should match"),
     ],
 )
 def test_bad_settings_name_their_source_and_field(

@@ -37,6 +37,9 @@ Examples:
   # Settings from a file, the password from the environment
   SCALER_KAFKA_SASL_PASSWORD=... scaler run --config /etc/spillway/scaler.yaml
 
+Fencing: a decision is published or applied only while this process holds the model's partition in
+the group's current generation, with a live session, and (with Kubernetes) its Lease with margin.
+
 Endpoints (default 127.0.0.1:8080): /healthz, /readyz, /metrics.
 With --keda-listen HOST:PORT: KEDA's external scaler (gRPC) of each owned model's desired replicas.
 Exit codes: 0 stopped cleanly (SIGTERM or SIGINT), 1 failed at run time, 2 bad settings or policies.
@@ -67,6 +70,13 @@ FLAGS: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
     ("--kubernetes-ca-file", "kubernetes_ca_file", "CA bundle verifying --kubernetes-host.", {"type": Path}),
     ("--kubeconfig", "kubernetes_kubeconfig", "Kubeconfig file for the actuators.", {"type": Path}),
     ("--kubernetes-context", "kubernetes_context", "Kubeconfig context (default: current-context).", {}),
+    (
+        "--fencing-leases",
+        "fencing_leases",
+        "A Lease per partition: auto (on when actuating Kubernetes), on or off.",
+        {},
+    ),
+    ("--lease-namespace", "lease_namespace", "Namespace of the fencing Leases (default: the pod's).", {}),
     ("--aws-endpoint-url", "aws_endpoint_url", "AWS endpoint URL for the actuators.", {}),
     ("--aws-region", "aws_region", "Default AWS region of serverless targets.", {}),
     ("--keda-listen", "keda_listen", "HOST:PORT of the KEDA external scaler (gRPC; default off).", {}),
