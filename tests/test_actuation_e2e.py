@@ -3,7 +3,8 @@
 A burst of request events raises serverless capacity (a SageMaker variant's instance count) within
 seconds and the Deployment's replicas as the forecast demands; both come back down after the burst
 and the scale-down delay. All are real processes on loopback; the daemon reaches the apiserver
-through a kubeconfig (context ``test``) whose token is bound only to the actuator's RBAC rules.
+through a kubeconfig (context ``test``) whose token is bound only to the actuators' and the
+fencing Leases' RBAC rules (the Leases in the targets' namespace).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pytest
 from botocore.config import Config
 from kubernetes import client
 
+from scaler.adapters import lease
 from scaler.adapters.kubernetes import describe_rules
 from tests.adapters.actuator_fixtures import start_moto
 from tests.conftest import Broker, free_port, wait_for_tcp
@@ -86,7 +88,8 @@ def test_a_burst_raises_serverless_and_replicas_and_both_come_back_down(
     process: subprocess.Popen[bytes] | None = None
     try:
         create_deployment(kube, namespace=kube_namespace, name="chat", replicas=1)
-        bind_role(kube, namespace=kube_namespace, user="scaler", rules=describe_rules())
+        rules = describe_rules() + lease.describe_rules()  # the actuators' and the fencing Leases'
+        bind_role(kube, namespace=kube_namespace, user="scaler", rules=rules)
         apps = client.AppsV1Api(kube.api_client())
         aws_env = {
             "AWS_ACCESS_KEY_ID": "test",

@@ -43,15 +43,22 @@ SERVICE_ACCOUNT_NAMESPACE: Final = Path("/var/run/secrets/kubernetes.io/servicea
 log = structlog.get_logger("scaler.lease")
 
 
-def default_namespace(configured: str | None) -> str:
-    """Return ``configured``, else the pod's own namespace (service account), else ``default``."""
+def default_namespace(configured: str | None, policies: Mapping[str, ModelPolicy]) -> str:
+    """Return ``configured``, else the pod's own namespace (service account), else the namespace of the
+    first Kubernetes target (by model name), else ``default``."""
     if configured:
         return configured
     try:
         found = SERVICE_ACCOUNT_NAMESPACE.read_text(encoding="utf-8").strip()
     except OSError:
-        return "default"
-    return found or "default"
+        found = ""
+    if found:
+        return found
+    for name in sorted(policies):
+        targets = policies[name].targets
+        if targets is not None and targets.kubernetes is not None:
+            return targets.kubernetes.namespace
+    return "default"
 
 
 def _micro(moment: dt.datetime) -> str:
@@ -394,7 +401,7 @@ def keeper_from_settings(
     )
     keeper = LeaseKeeper(
         api,
-        namespace=default_namespace(settings.lease_namespace),
+        namespace=default_namespace(settings.lease_namespace, policies),
         prefix=settings.lease_name_prefix,
         identity=identity,
         duration=settings.lease_duration_seconds,

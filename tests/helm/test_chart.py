@@ -531,7 +531,11 @@ def test_fencing_leases_get_a_role_of_their_own_names_in_the_release_namespace()
     binding = next(o for o in objects if o["kind"] == "RoleBinding" and _is_leases(o))
     assert role["metadata"]["namespace"] == "ml"  # the release namespace, not the targets'
     assert binding["metadata"]["namespace"] == "ml"
-    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "spillway-leases"}
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": "spillway-leases",
+    }
     lease = importlib.import_module("scaler.adapters.lease")
     assert _normalise(role["rules"]) == _normalise(lease.RBAC_RULES)
     named = [r for r in role["rules"] if "resourceNames" in r]
