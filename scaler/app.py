@@ -387,7 +387,10 @@ def build_kafka_daemon(
     source.partition_listener = leases
     sink.headers = gate.headers
     keda = _keda_server(  # -- KEDA external scaler: an observer of the executor, when keda_listen is set --
-        settings, known=lambda: runtime.policies, owned=lambda: runtime.owned, metrics=metrics
+        settings,
+        known=lambda: runtime.policies,
+        owned=lambda: [m for m in runtime.owned if gate.reason(m) is None],  # fenced: not served
+        metrics=metrics,
     )
     runtime = Runtime(
         policies=policies,
