@@ -98,6 +98,13 @@ def opening_instances(
     return float(work[0]) / window if work.shape[0] else 0.0
 
 
+def warm_replicas(workload: Workload | RateWorkload, *, policy: ModelPolicy) -> int:
+    """Return the replicas ready at t=0 for a warm start: what the opening minute keeps busy, in bounds."""
+    need = math.ceil(opening_instances(workload, policy=policy) - 1e-9)
+    bounds = policy.bounds
+    return min(max(need, bounds.min_replicas), bounds.max_replicas)
+
+
 class StaticPeak:
     """A fixed number of replicas sized for the workload's peak minute, no serverless.
 

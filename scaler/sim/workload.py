@@ -9,6 +9,7 @@ too many requests to list, such as 14 days of ServeGen m-large). Both give the s
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import numpy.typing as npt
@@ -51,6 +52,31 @@ class Workload:
         """Return the number of requests."""
         return int(self.arrivals.shape[0])
 
+    def first(self, seconds: float) -> Workload:
+        """Return the requests of the first ``seconds`` (the whole workload if it is shorter)."""
+        if seconds >= self.duration:
+            return self
+        keep = int(np.searchsorted(self.arrivals, seconds, side="left"))
+        return Workload(
+            name=f"{self.name} first {seconds:g} s",
+            arrivals=self.arrivals[:keep],
+            prompt_tokens=self.prompt_tokens[:keep],
+            output_tokens=self.output_tokens[:keep],
+            duration=float(seconds),
+        )
+
+    def as_rates(self) -> RateWorkload:
+        """Return per-second arrival counts with the mean token sizes (for the fluid model)."""
+        seconds = max(1, math.ceil(self.duration))
+        idx = np.minimum(self.arrivals.astype(np.int64), seconds - 1)
+        n = max(self.requests, 1)
+        return RateWorkload(
+            name=self.name,
+            counts=np.bincount(idx, minlength=seconds).astype(np.float64),
+            mean_prompt_tokens=float(self.prompt_tokens.sum()) / n,
+            mean_output_tokens=float(self.output_tokens.sum()) / n,
+        )
+
     def rows(self) -> Requests:
         """Return the requests as rows of weight 1."""
         return Requests(
@@ -82,6 +108,18 @@ class RateWorkload:
     def requests(self) -> int:
         """Return the (rounded) number of requests."""
         return round(float(self.counts.sum()))
+
+    def as_rates(self) -> RateWorkload:
+        """Return this workload (it is per-second counts already)."""
+        return self
+
+    def first(self, seconds: float) -> RateWorkload:
+        """Return the counts of the first ``seconds`` (whole seconds; the whole workload if shorter)."""
+        if seconds >= self.duration:
+            return self
+        return dataclasses.replace(
+            self, name=f"{self.name} first {seconds:g} s", counts=self.counts[: max(1, math.ceil(seconds))]
+        )
 
     def rows(self) -> Requests:
         """Return one row per second: mean-sized requests at the second's middle, weighted by its count."""
