@@ -8,12 +8,30 @@ Each target is one vLLM server (one replica). A scrape becomes one event per ``m
   (both are fractions 0..1 despite the name; the mean over engines);
 * ``ready``: the scrape succeeded; a target that fails after a good scrape is published as not ready
   (with zero load) for the models it served, so the daemon sees the replica go;
-* ``replica``: the target's ``host:port``.
+* ``replica``: the target's ``host:port`` (a discovered pod: its name);
+* ``request_rate``, ``prompt_token_rate``, ``output_token_rate`` and ``rate_seconds``: requests served
+  and tokens per second since the target's previous good scrape, from vLLM's counters
+  (:mod:`scaler.adapters.vllm_rates`: none on the first scrape, a reset never gives a negative rate).
+
+Why rates on the metric event rather than synthesized request events: the daemon keeps one demand
+path, its bucket aggregator, and the controller counts a replica's rates there as the arrivals and
+tokens they stand for, only while the model has no request events (see
+:mod:`scaler.control.controller`). Synthesizing request events would mean one record per request
+with invented ids, prompt sizes and finish events, many times the traffic, and the daemon could not
+tell them from real ones to avoid counting a model twice.
 
 A scrape fails, for its own target only, on an HTTP error, a body over ``max_bytes``, a response
 slower than ``timeout_seconds``, text that is not Prometheus exposition, a gauge that is NaN, negative
 or out of range, or no vLLM gauge at all. Each failure is logged with the target and counted in
 ``scaler_bridge_scrape_errors_total{target, reason}``; the other targets are scraped all the same.
+A malformed counter (NaN, infinite, negative) or rates beyond the event's bounds cost only that
+model's rates (reason ``bad_counter``); a counter that went down is counted in
+``scaler_bridge_counter_resets_total{target}``.
+
+Targets are a static list and/or those a :class:`Discovery` lists (Kubernetes pods by label selector:
+:mod:`scaler.adapters.vllm_discovery`), listed again every ``refresh_seconds``; a listing that fails
+is logged and counted in ``scaler_bridge_discovery_errors_total{reason}`` and the last good list is
+kept; a target that leaves the list is published not ready once, for the models it served.
 """
 
 from __future__ import annotations
