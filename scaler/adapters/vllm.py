@@ -53,7 +53,7 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.parser import text_string_to_metric_families
 
 from scaler.adapters.kafka import client_options
-from scaler.adapters.vllm_rates import CounterReader, Rates, Totals, rates
+from scaler.adapters.vllm_rates import COUNTERS, CounterReader, Rates, Totals, rates
 from scaler.core.events import MetricEvent
 from scaler.ports import Clock
 from scaler.settings import Settings
@@ -64,6 +64,7 @@ RUNNING = "vllm:num_requests_running"
 WAITING = "vllm:num_requests_waiting"
 KV_CACHE = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")  # newest name first
 GAUGES = frozenset({RUNNING, WAITING, *KV_CACHE})
+_READ = (*sorted(GAUGES), *COUNTERS)  # name prefixes of the lines the bridge reads
 MAX_MODEL_CHARS = 256
 MAX_COUNT = 2**31 - 1
 
@@ -146,7 +147,7 @@ def _read_families(
     samples: dict[tuple[str, str], int] = {}  # (metric name, model) -> samples summed
     counters = CounterReader()
     try:
-        for family in text_string_to_metric_families(text):
+        for family in text_string_to_metric_families(_relevant(text)):
             if family.name not in GAUGES:
                 for sample in family.samples:
                     counters.add(sample.name, sample.labels, sample.value)
@@ -168,6 +169,17 @@ def _read_families(
     except Exception as exc:  # the parser raises ValueError, IndexError, ... on garbage
         raise ScrapeError("not_exposition", f"{type(exc).__name__}: {str(exc)[:200]}") from None
     return gauges, samples, counters
+
+
+def _relevant(text: str) -> str:
+    """Return ``text`` without the lines of vLLM metrics the bridge does not read (its histograms are
+    most of a scrape, and the parser is slow); anything else stays, so garbage is still found."""
+    kept = []
+    for line in text.splitlines():
+        name = line[7:] if line.startswith(("# HELP ", "# TYPE ")) else line
+        if not name.startswith("vllm:") or name.startswith(_READ):
+            kept.append(line)
+    return "\n".join(kept) + "\n" if kept else ""
 
 
 def with_rates(event: MetricEvent, found: Rates) -> MetricEvent:
