@@ -427,9 +427,12 @@ def test_discovered_pods_counters_become_rates_and_the_daemon_decides_on_them(
                 broker.bootstrap, settings.kafka_decisions_topic, at_least=len(seen) + 1, seconds=5
             )
             seen = [json.loads(r.value)["desired"]["replicas"] for r in records]
+            at.extend(json.loads(r.value)["at"] for r in records[len(at) :])
             if condition(seen):
                 break
         return seen
+
+    at: list[float] = []  # when each decision was made
 
     marks: dict[str, float] = {}
 
@@ -506,7 +509,10 @@ def test_discovered_pods_counters_become_rates_and_the_daemon_decides_on_them(
     assert any(line.startswith(resets) for line in exposition.splitlines()), exposition
     bad = f'reason="bad_counter",target="http://127.0.0.1:{servers["vllm-bad"][1]}/metrics"'
     assert any(bad in line for line in exposition.splitlines())
+    first_eight = next(t for t, r in zip(at, high, strict=False) if r == 8 and t > marks["step"])
+    took = first_eight - marks["step"]
     print(
-        f"decisions {low[-3:]} at 15 requests/s, {high[-2:]} at 75; vllm-a measured "
-        f"{_weighted_rate(before):.2f}/s (10) and {_weighted_rate(after):.2f}/s (50)"
+        f"decisions {low[-3:]} at 15 requests/s, {high[-2:]} at 75 ({took:.1f} s after "
+        f"the step, 5 s buckets, 1 s scrapes); vllm-a measured {_weighted_rate(before):.2f}/s (10) and "
+        f"{_weighted_rate(after):.2f}/s (50); {len(events)} events"
     )
