@@ -54,7 +54,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from scaler.adapters.kafka import client_options
 from scaler.adapters.vllm_rates import COUNTERS, CounterReader, Rates, Totals, rates
-from scaler.core.events import MetricEvent
+from scaler.core.events import MAX_RATE_SECONDS, MetricEvent
 from scaler.ports import Clock
 from scaler.settings import Settings
 
@@ -236,7 +236,9 @@ class BridgeOptions:
     @property
     def max_rate_seconds(self) -> float:
         """Return the longest gap between two scrapes that still yields rates (three intervals)."""
-        return min(max(3 * self.interval_seconds, self.interval_seconds + self.timeout_seconds), 3600.0)
+        return min(
+            max(3 * self.interval_seconds, self.interval_seconds + self.timeout_seconds), MAX_RATE_SECONDS
+        )
 
 
 class DiscoveryError(Exception):
