@@ -196,7 +196,8 @@ class ModelController:
         self._carry[event.replica] = (totals[0] - whole[0], totals[1] - whole[1], totals[2] - whole[2])
         agg = self.aggregator
         earliest = math.floor((now - agg.grace_seconds) / agg.bucket_seconds) * agg.bucket_seconds
-        for second, counts in _spread(whole, end=math.ceil(event.ts) - 1, seconds=seconds, earliest=earliest):
+        span = min(seconds, MAX_SPREAD_SECONDS)
+        for second, counts in _spread(whole, start=event.ts - span, end=event.ts, earliest=earliest):
             if second < self._counting_from:  # before this controller began counting, like a late request
                 continue
             agg.add_second(
@@ -348,19 +349,23 @@ class ModelController:
 
 
 def _spread(
-    counts: Sequence[int], *, end: int, seconds: float, earliest: int
+    counts: Sequence[int], *, start: float, end: float, earliest: int
 ) -> list[tuple[int, tuple[int, ...]]]:
-    """Return ``counts`` spread evenly over the whole seconds that ``seconds`` before second ``end`` cover
-    (``end`` included), as (second, counts) in order; seconds before ``earliest`` (in a closed bucket)
-    are moved to ``earliest``, so nothing is lost as late."""
-    n = max(1, min(round(seconds), MAX_SPREAD_SECONDS))
+    """Return ``counts`` spread over the seconds of ``[start, end)`` in proportion to how much of each
+    second the span covers (whole numbers, summing to ``counts``), as (second, counts) in order;
+    seconds before ``earliest`` (in a closed bucket) are moved to ``earliest``, so nothing is late."""
+    first = math.floor(start)
+    last = max(math.ceil(end) - 1, first)
+    span = end - start
     spread: dict[int, list[int]] = {}
-    for i in range(n):
-        second = max(end - n + 1 + i, earliest)
-        share = [(c * (i + 1)) // n - (c * i) // n for c in counts]
-        cell = spread.setdefault(second, [0] * len(counts))
-        for k, value in enumerate(share):
-            cell[k] += value
+    done = [0] * len(counts)
+    for second in range(first, last + 1):
+        covered = 1.0 if second == last or span <= 0 else min((second + 1 - start) / span, 1.0)
+        upto = [math.floor(c * covered + 1e-9) if second < last else c for c in counts]
+        cell = spread.setdefault(max(second, earliest), [0] * len(counts))
+        for k, value in enumerate(upto):
+            cell[k] += value - done[k]
+        done = upto
     return [(second, tuple(cell)) for second, cell in spread.items() if any(cell)]
 
 

@@ -156,3 +156,9 @@ def test_rates_are_counted_whole_never_negative_never_late_and_nothing_is_made_u
     assert ctl.aggregator.late == ctl.aggregator.early == 0
     replicas = len({r for r, *_ in reports})
     assert math.floor(expected + 1e-6) - replicas <= sum(counted) <= math.ceil(expected + 1e-6)
+
+
+def test_a_report_straddling_two_buckets_is_split_by_the_time_it_covers_in_each() -> None:
+    ctl = _controller()
+    ctl.ingest_metric(_metric("a", T0 + 11.5, rate=10.0, seconds=5.0), now=T0 + 11.5)  # 6.5..11.5 s
+    assert _buckets(ctl, now=T0 + 22.5) == [(0.0, 35, 35_000, 7_000), (10.0, 15, 15_000, 3_000)]
