@@ -19,14 +19,15 @@ One decision (:meth:`ModelController.decide`), in order:
 
 Demand has one path: the bucket aggregator. Request events fill its buckets; so do the request and
 token rates that replica metric events may carry (the vLLM bridge reads them from vLLM's counters),
-but only while the model has had no request event for ``fallback_after_seconds``: a replica's rates
-over the ``rate_seconds`` before its event become whole arrivals and tokens spread over those seconds
-(fractions carried to the replica's next event; seconds of a bucket already closed go to the oldest
-open one), exactly as a replay's :meth:`ModelController.ingest_second` counts them. So the forecaster,
-the burst trigger and the observed request rate read rates like events, and a deployment that
-publishes request events is never counted twice (save the first events after a start, before its
-first request event). Synthesized request events were the other way in: one record per request,
-with made-up ids, sizes and finish events, to say what four numbers say.
+but only while the model has had no request event for ``fallback_after_seconds``. A replica's rates
+over the ``rate_seconds`` before its event become whole arrivals and tokens, spread over those
+seconds by the time the span covers in each (fractions carried to the replica's next event), and
+counted as a replay's :meth:`ModelController.ingest_second` counts them. Seconds that reach back into
+a bucket already closed go to the oldest open one; a report that ended in one is dropped as late.
+So the forecaster, the burst trigger and the observed request rate read rates like events, and a
+deployment that publishes request events is never counted twice (save the first events after a
+start, before its first request event). Synthesized request events were the other way in: one record
+per request, with made-up ids, sizes and finish events, to say what four numbers say.
 
 Like Knative's ``Scale(now)``, nothing here performs I/O; what :meth:`decide` returns carries
 everything the caller logs, exports and applies.
@@ -196,6 +197,8 @@ class ModelController:
         self._carry[event.replica] = (totals[0] - whole[0], totals[1] - whole[1], totals[2] - whole[2])
         agg = self.aggregator
         earliest = math.floor((now - agg.grace_seconds) / agg.bucket_seconds) * agg.bucket_seconds
+        if event.ts < earliest:  # all of it in closed buckets (a backlog): dropped, like a late request
+            return
         span = min(seconds, MAX_SPREAD_SECONDS)
         for second, counts in _spread(whole, start=event.ts - span, end=event.ts, earliest=earliest):
             if second < self._counting_from:  # before this controller began counting, like a late request

@@ -162,3 +162,11 @@ def test_a_report_straddling_two_buckets_is_split_by_the_time_it_covers_in_each(
     ctl = _controller()
     ctl.ingest_metric(_metric("a", T0 + 11.5, rate=10.0, seconds=5.0), now=T0 + 11.5)  # 6.5..11.5 s
     assert _buckets(ctl, now=T0 + 22.5) == [(0.0, 35, 35_000, 7_000), (10.0, 15, 15_000, 3_000)]
+
+
+def test_a_report_that_ended_in_a_closed_bucket_is_dropped_like_a_late_request() -> None:
+    ctl = _controller()
+    ctl.aggregator.close(now=T0 + 32.5)  # buckets 0..20 s closed
+    ctl.ingest_metric(_metric("a", T0 + 15, rate=10.0), now=T0 + 32.5)  # a backlog: 10..15 s
+    ctl.ingest_metric(_metric("a", T0 + 32, rate=10.0), now=T0 + 32.5)  # 27..32 s: 3 s moved to 30
+    assert _buckets(ctl, now=T0 + 42.5) == [(30.0, 50, 50_000, 10_000)]
