@@ -9,7 +9,7 @@ server shows both).
 
 :func:`rates` turns two successive scrapes into rates, the way Prometheus' ``rate()`` does: the first
 scrape yields none; a counter that went down was reset (the pod restarted) and its increase is its new
-value, so a rate is never negative; a clock that did not advance, or a gap longer than
+value, so a rate is never negative; a clock that did not advance (by a millisecond), or a gap longer than
 ``max_seconds``, yields none either (an average over a long outage says little about any second of it).
 """
 
@@ -25,6 +25,7 @@ REQUESTS = "vllm:request_success"
 PROMPT_TOKENS = "vllm:prompt_tokens"
 OUTPUT_TOKENS = "vllm:generation_tokens"
 COUNTERS = (REQUESTS, PROMPT_TOKENS, OUTPUT_TOKENS)
+MIN_SECONDS = 0.001  # closer scrapes say nothing about a rate (and could divide by almost zero)
 SAMPLE_NAMES: Mapping[str, tuple[str, bool]] = {  # sample name -> (counter, has the _total suffix)
     name + suffix: (name, bool(suffix)) for name in COUNTERS for suffix in ("_total", "")
 }
@@ -61,11 +62,11 @@ class Rates:
 
 def rates(previous: Totals | None, current: Totals, *, max_seconds: float) -> Rates | None:
     """Return the rates from ``previous`` to ``current``; None on the first scrape (``previous`` None),
-    when no time passed, or when more than ``max_seconds`` did. Never negative (see the module doc)."""
+    when under :data:`MIN_SECONDS` passed, or more than ``max_seconds``. Never negative (module doc)."""
     if previous is None:
         return None
     seconds = current.at - previous.at
-    if not 0.0 < seconds <= max_seconds:
+    if not MIN_SECONDS <= seconds <= max_seconds:
         return None
     pairs = (
         (previous.requests, current.requests),

@@ -97,6 +97,7 @@ def _t(at: float, requests: float, prompt: float = 0.0, output: float = 0.0) -> 
         (_t(0, 500, 9000, 900), _t(5, 10, 100, 50), Rates(5, 2.0, 20.0, 10.0, reset=True)),  # restarted pod
         (_t(0, 500, 9000, 900), _t(5, 510, 100, 950), Rates(5, 2.0, 20.0, 10.0, reset=True)),  # one counter
         (_t(5, 100), _t(5, 200), None),  # no time passed
+        (_t(0, 0, 0, 0), _t(1e-300, 0, 0, 4), None),  # under a millisecond: no rate (never infinite)
         (_t(6, 100), _t(5, 200), None),  # the clock went back
         (_t(0, 100), _t(16, 200), None),  # a gap over max_seconds (15)
     ],
