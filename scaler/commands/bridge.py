@@ -68,7 +68,7 @@ def register(subparsers: Any) -> None:
         help="Also scrape the Ready pods matching this label selector (app=vllm).",
     )
     vllm.add_argument(
-        "--namespace", default="default", metavar="NS", help="Namespace of --selector (default)."
+        "--namespace", default="default", metavar="NS", help="Namespace of --selector (default: default)."
     )
     vllm.add_argument(
         "--port",
