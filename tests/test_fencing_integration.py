@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
@@ -37,7 +38,7 @@ from scaler.adapters import kubernetes as kube_adapter
 from scaler.adapters import lease as lease_adapter
 from scaler.adapters.kafka import partition_for
 from tests.conftest import Broker, free_port, wait_for_tcp
-from tests.integration_fixtures import kafka_settings, produce, read_topic, request_event, settings_env
+from tests.integration_fixtures import kafka_settings, produce, request_event, settings_env
 from tests.kube_cluster import KubeCluster, bind_role, create_deployment
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -129,6 +130,29 @@ def trickle(bootstrap: str, topic: str, models: list[str]) -> Iterator[None]:
     finally:
         stop.set()
         thread.join()
+
+
+async def read_all(bootstrap: str, topic: str, *, at_least: int, seconds: float = 30.0) -> list[Any]:
+    """Return every record of ``topic``: at least ``at_least``, then until none came for 1.5 s."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        await consumer.topics()
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        last = loop.time()
+        while loop.time() < deadline and (len(records) < at_least or loop.time() - last < 1.5):
+            batches = await consumer.getmany(timeout_ms=300)
+            for batch in batches.values():
+                records.extend(batch)
+                last = loop.time() if batch else last
+    finally:
+        await consumer.stop()
+    return records
 
 
 def decisions_by_model(records: list[Any]) -> dict[str, list[tuple[int, str, int, int]]]:
@@ -228,7 +252,7 @@ def test_a_member_paused_past_its_session_never_publishes_for_the_models_it_lost
             time.sleep(1.0)
             c = start("c")  # forced rebalances: a third member joins ...
             until(lambda: split(owned(), 3), seconds=60, what="c gets models")
-            time.sleep(0.5)
+            until(lambda: c.total("scaler_decisions_published_total") > 0, seconds=30, what="c publishes")
             published_c = c.total("scaler_decisions_published_total")
             assert c.stop() == 0  # ... and leaves
             until(lambda: split(owned(), 2), seconds=30, what="a and b take c's models back")
@@ -238,9 +262,7 @@ def test_a_member_paused_past_its_session_never_publishes_for_the_models_it_lost
     finally:
         codes = [m.stop() for m in members]
     assert codes == [0] * len(members)
-    records = asyncio.run(
-        read_topic(broker.bootstrap, settings.kafka_decisions_topic, at_least=int(published), seconds=20)
-    )
+    records = asyncio.run(read_all(broker.bootstrap, settings.kafka_decisions_topic, at_least=int(published)))
     by_model = decisions_by_model(records)
     publishers = {member for rows in by_model.values() for _, member, _, _ in rows}
     assert set(by_model) == set(models)
@@ -381,9 +403,7 @@ def test_with_leases_no_target_is_written_by_a_member_that_lost_its_lease(
     assert overlaps == []
     assert per_user.get("scaler", 0) >= 1, per_user  # both acted
     assert per_user.get("chart", 0) >= 1, per_user
-    records = asyncio.run(
-        read_topic(broker.bootstrap, settings.kafka_decisions_topic, at_least=int(published), seconds=20)
-    )
+    records = asyncio.run(read_all(broker.bootstrap, settings.kafka_decisions_topic, at_least=int(published)))
     by_model = decisions_by_model(records)
     assert stale_decisions(by_model) == []
     assert shared_generations(by_model) == []
