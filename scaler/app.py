@@ -6,7 +6,8 @@ Tasks of the main loop, all stopped by one event:
   events, flush, then commit (offsets only ever cover aggregated or dead-lettered events);
 * tick: every ``burst_check_seconds``, plan every owned model whose interval is due or that sees a
   burst, and export the consumer lag;
-* checkpoint: every ``checkpoint_interval_seconds``, save each owned model's state;
+* checkpoint: every ``checkpoint_interval_seconds``, bring each owned model's ledger up to now and
+  save its state;
 * policy watch: re-read the policy files when their mtime or size changes; a broken edit is logged
   and counted, and the last good policies stay in force.
 
@@ -220,6 +221,7 @@ class Daemon:
         while not self.stopping.is_set():
             await self._pause(self.settings.checkpoint_interval_seconds)
             async with self.lock:
+                self.runtime.account(now=self.clock.now())  # the ledger's cost up to now, then saved
                 checkpoints = self.runtime.checkpoints()
             await self._save(checkpoints)
 

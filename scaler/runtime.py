@@ -158,6 +158,7 @@ class Runtime:
                 if policy.forecast != controller.policy.forecast:
                     fresh = self._fresh(policy, now=now)
                     fresh.previous = controller.previous
+                    fresh.ledger = controller.ledger
                     self.owned[model] = fresh
                 else:
                     controller.policy = policy
@@ -294,12 +295,24 @@ class Runtime:
         decision = step.decision
         self._explain(model, controller.policy, step)
         payload = decision_payload(
-            model=model, decision=decision, trigger=trigger, dry_run=self.options.dry_run
+            model=model, decision=decision, trigger=trigger, dry_run=self.options.dry_run, ledger=step.ledger
         )
         self.executor.submit(policy=controller.policy, decision=decision, payload=payload)
         self.metrics.record_decision(model=model, decision=decision, trigger=trigger)
+        self.metrics.record_ledger(model=model, accrued=controller.ledger.take_unexported(controller.policy))
         self.metrics.decision_latency.observe(time.perf_counter() - started)
         return decision
+
+    def account(self, *, now: float) -> None:
+        """Bring every owned model's ledger up to ``now`` on its latest read-back and export it.
+
+        Between decisions (the daemon calls it before each checkpoint), so the cost counters move
+        more often than once an interval and a checkpoint holds the cost up to ``now``.
+        """
+        for model, controller in self.owned.items():
+            controller.account(now=now, readback=self.executor.readback(model))
+            accrued = controller.ledger.take_unexported(controller.policy)
+            self.metrics.record_ledger(model=model, accrued=accrued)
 
     def _explain(self, model: str, policy: ModelPolicy, step: Step) -> None:
         """Log one decision (and any fallback transition or clamp) and export the fallback gauge."""

@@ -27,6 +27,7 @@ import dataclasses
 import math
 
 import numpy as np
+import numpy.typing as npt
 
 from scaler.core.accounting import CostBreakdown, bill, hold_seconds, wait_limit
 from scaler.core.policy import ModelPolicy
@@ -245,6 +246,12 @@ class RequestCluster:
             queue_length=int(self._qs[1] - self._qs[0]),
             in_flight=in_flight,
         )
+
+    def served(self) -> tuple[FloatArray, npt.NDArray[np.int64]]:
+        """Return, per request in arrival order, when its slot started (NaN if not yet or dropped) and
+        where it went (``kernels.KUBERNETES``, ``SERVERLESS``, ``DROPPED`` or ``PENDING``): copies.
+        """
+        return self._out_start.copy(), self._out_kind.copy()
 
     def finish(self, *, timeline_step: float) -> Outcome:
         """Serve what is still queued, close the books at the workload's end and return the outcome."""
