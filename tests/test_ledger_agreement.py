@@ -276,12 +276,12 @@ def test_without_first_token_events_the_estimate_from_finish_times_gives_the_sim
     ledger = Ledger()
     for i, at in enumerate(workload.arrivals.tolist()):
         rid, p, o = f"r{i}", int(workload.prompt_tokens[i]), int(workload.output_tokens[i])
-        ledger.add_request(RequestEvent("m", T0 + at, "arrival", rid, p, o), policy=POLICY)
+        ledger.add_request(RequestEvent("m", T0 + at, "arrival", rid, p, o), POLICY)
         if run.kind[i] == kernels.DROPPED:
             event = RequestEvent("m", T0 + at + GIVE_UP_SECONDS, "reject", rid, p, o)
         else:
             event = RequestEvent("m", T0 + float(run.start[i] + hold[i]), "finish", rid, p, o)
-        ledger.add_request(event, policy=POLICY)
+        ledger.add_request(event, POLICY)
     slo = ledger.slo
     assert slo.estimated == run.report.requests - run.report.dropped  # every served one, labelled estimated
     assert slo.unknown == 0

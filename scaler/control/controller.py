@@ -159,7 +159,7 @@ class ModelController:
         The ledger takes every valid event, late or early for the buckets or not.
         """
         self.last_event_at = now
-        self.ledger.add_request(event, policy=self.policy)
+        self.ledger.add_request(event, self.policy)
         return self.aggregator.add_request(event)
 
     def ingest_metric(self, event: MetricEvent, *, now: float) -> None:

@@ -51,9 +51,10 @@ Source = Literal["measured", "estimated", "none"]
 
 MAX_GAP_SECONDS: Final = 600.0  # a longer gap between two capacity observations is not priced
 PENDING_SECONDS: Final = 600.0  # an arrival without a verdict for this long is unknown
-MAX_PENDING: Final = 200_000  # open requests kept per model; beyond, the oldest are pushed out as unknown
+MAX_PENDING: Final = 50_000  # requests kept per model and book (~100 B each); beyond, the oldest go
 _EVICT_SHARE: Final = 0.05  # pushed out at once when full (one scan, not one per arrival)
 _STATE_VERSION: Final = 1
+MET_MEASURED, MET_ESTIMATED, MISSED_MEASURED, MISSED_ESTIMATED, UNKNOWN = range(5)  # SloCounts order
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -153,7 +154,8 @@ class Ledger:
         self._counts = [0, 0, 0, 0, 0]  # SloCounts fields, in order
         self._sv_busy = 0.0  # serverless busy instance-seconds not yet priced
         self._sv_tokens = 0.0  # serverless tokens not yet priced
-        self._targets: tuple[int, float, float, float] | None = None  # id(policy), ttft, wait, Tp
+        self._policy: ModelPolicy | None = None  # whose targets these are
+        self._ttft_target = self._wait_target = self._tp = math.inf
         # -- capacity and totals
         self._cost = NO_COST
         self._observed_at: float | None = None
@@ -171,86 +173,86 @@ class Ledger:
 
     # -- requests (called per event: keep it cheap) --------------------------------------------------
 
-    def add_request(self, event: RequestEvent, *, policy: ModelPolicy) -> None:
+    def add_request(self, event: RequestEvent, policy: ModelPolicy) -> None:  # noqa: PLR0912  # hot path: one call
         """Take one validated request event into the SLO counts and the serverless bill."""
         kind = event.type
         rid = event.request_id
         if kind == "arrival":
-            if len(self._open) >= self.max_pending:
-                self._push_out()
-            self._open[rid] = event.ts
+            opened = self._open
+            if len(opened) >= self.max_pending:
+                self._push_out(opened)
+            opened[rid] = event.ts
             if event.backend == "serverless":
                 self._serverless.add(rid)
             return
+        if policy is not self._policy:
+            self._set_targets(policy)
+        counts = self._counts
         if kind == "first_token":
             arrived = self._open.pop(rid, None)
+            if len(self._judged) >= self.max_pending:
+                self._push_out(self._judged)
             if arrived is not None:
                 ttft = event.ts - arrived
-                self._judge(ttft, ttft - event.prompt_tokens / self._prefill(policy), estimated=False)
+                met = ttft <= self._ttft_target and ttft - event.prompt_tokens / self._tp <= self._wait_target
+                counts[MET_MEASURED if met else MISSED_MEASURED] += 1
                 self._judged[rid] = arrived
             elif rid not in self._judged:  # its arrival came before this process, or never
-                self._counts[4] += 1
+                counts[UNKNOWN] += 1
                 self._judged[rid] = event.ts
             if event.backend == "serverless":
                 self._serverless.add(rid)
             return
         if kind == "finish":
             arrived = self._open.pop(rid, None)
-            hold = accounting.hold_seconds(policy, float(event.prompt_tokens), float(event.output_tokens))
             if arrived is not None:  # no first token seen: the cluster model's estimate
+                hold = accounting.hold_seconds(policy, float(event.prompt_tokens), float(event.output_tokens))
                 wait = max(0.0, event.ts - arrived - hold)
-                self._judge(wait + event.prompt_tokens / self._prefill(policy), wait, estimated=True)
+                met = wait + event.prompt_tokens / self._tp <= self._ttft_target and wait <= self._wait_target
+                counts[MET_ESTIMATED if met else MISSED_ESTIMATED] += 1
             elif self._judged.pop(rid, None) is None:
-                self._counts[4] += 1
+                counts[UNKNOWN] += 1
             if event.backend == "serverless" or rid in self._serverless:
                 self._serverless.discard(rid)
+                hold = accounting.hold_seconds(policy, float(event.prompt_tokens), float(event.output_tokens))
                 self._sv_busy += hold / policy.replica.max_concurrency
                 self._sv_tokens += event.prompt_tokens + event.output_tokens
             return
         # reject: a miss, unless a first token already judged it
         if self._judged.pop(rid, None) is None:
             self._open.pop(rid, None)
-            self._counts[2] += 1
+            counts[MISSED_MEASURED] += 1
         self._serverless.discard(rid)
 
-    def _prefill(self, policy: ModelPolicy) -> float:
-        targets = self._targets
-        if targets is None or targets[0] != id(policy):
-            targets = self._set_targets(policy)
-        return targets[3]
+    def _set_targets(self, policy: ModelPolicy) -> None:
+        """Keep ``policy``'s SLO targets and prefill rate at hand (the hot path reads them per event)."""
+        self._ttft_target, self._wait_target = accounting.wait_limit(policy)
+        self._tp = policy.replica.prefill_tokens_per_second
+        self._policy = policy
 
-    def _set_targets(self, policy: ModelPolicy) -> tuple[int, float, float, float]:
-        ttft, wait = accounting.wait_limit(policy)
-        self._targets = (id(policy), ttft, wait, policy.replica.prefill_tokens_per_second)
-        return self._targets
-
-    def _judge(self, ttft: float, wait: float, *, estimated: bool) -> None:
-        targets = self._targets
-        assert targets is not None  # set by _prefill just before
-        met = ttft <= targets[1] and wait <= targets[2]
-        self._counts[(0 if met else 2) + (1 if estimated else 0)] += 1
-
-    def _push_out(self) -> None:
-        """Push the oldest open requests out as unknown (and the oldest judged ones) to make room."""
-        count = max(1, int(self.max_pending * _EVICT_SHARE))
-        for book in (self._open, self._judged):
-            oldest = list(itertools.islice(book, count))
-            for rid in oldest:
-                del book[rid]
-                self._serverless.discard(rid)
-            if book is self._open:
-                self._counts[4] += len(oldest)
+    def _push_out(self, book: dict[str, float]) -> None:
+        """Make room in ``book``: its oldest entries go (open requests as unknown, judged ones silently)."""
+        oldest = list(itertools.islice(book, max(1, int(self.max_pending * _EVICT_SHARE))))
+        for rid in oldest:
+            del book[rid]
+            self._serverless.discard(rid)
+        if book is self._open:
+            self._counts[UNKNOWN] += len(oldest)
 
     def _expire(self, *, now: float) -> None:
         """Count open requests older than ``pending_seconds`` as unknown; forget old judged ones."""
         cutoff = now - self.pending_seconds
         for book in (self._open, self._judged):
-            stale = [rid for rid, _ in itertools.takewhile(lambda kv: kv[1] < cutoff, book.items())]
+            stale = []
+            for rid, ts in book.items():  # oldest first (insertion order): stop at the first fresh one
+                if ts >= cutoff:
+                    break
+                stale.append(rid)
             for rid in stale:
                 del book[rid]
                 self._serverless.discard(rid)
             if book is self._open:
-                self._counts[4] += len(stale)
+                self._counts[UNKNOWN] += len(stale)
 
     @property
     def open_requests(self) -> int:
