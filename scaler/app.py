@@ -158,7 +158,7 @@ class Daemon:
     async def on_revoked(self, models: frozenset[str]) -> None:
         """Stop acting for ``models`` before they move: final checkpoints, flush and commit."""
         async with self.lock:
-            final = self.runtime.revoke(models)
+            final = self.runtime.revoke(models, now=self.clock.now())
         await self.runtime.executor.release(models)
         await self._save(final)
         await self._flush_and_commit()
@@ -324,7 +324,7 @@ class Daemon:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         async with self.lock:  # stop acting for every model before leaving the group
-            final = self.runtime.revoke(frozenset(self.runtime.owned))
+            final = self.runtime.revoke(frozenset(self.runtime.owned), now=self.clock.now())
         await self.runtime.executor.close()
         await self._save(final)
         await self._flush_and_commit()

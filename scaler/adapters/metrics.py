@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from scaler.control.ledger import SloCounts, Unexported
-from scaler.core.accounting import COST_KINDS
+from scaler.control.ledger import Unexported
 from scaler.core.types import Decision
 
 DECISION_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -126,16 +125,11 @@ class DaemonMetrics:
         self.spill_fraction.labels(model=model).set(decision.spill_fraction)
 
     def forget_model(self, model: str) -> None:
-        """Drop the per-model gauges and ledger counters of a model this process no longer owns."""
+        """Drop the per-model gauges of a model this process no longer owns."""
         gauges = (self.desired_replicas, self.desired_standby, self.desired_serverless, self.spill_fraction)
-        series: list[tuple[Counter | Gauge, tuple[str, ...]]] = [
-            (gauge, (model,)) for gauge in (*gauges, self.fallback_active, self.predicted_cost_dollars)
-        ]
-        series += [(self.cost_dollars, (model, kind)) for kind in COST_KINDS]
-        series += [(self.slo_requests, (model, o, src)) for o, src, _ in SloCounts().labelled()]
-        for metric, labels in series:
+        for gauge in (*gauges, self.fallback_active):  # fallback gauge too; counters stay, as they count
             try:
-                metric.remove(*labels)
+                gauge.remove(model)
             except KeyError:
                 continue
 
