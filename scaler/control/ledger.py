@@ -358,7 +358,7 @@ class Ledger:
         return self._unpriced
 
     def take_unexported(self, policy: ModelPolicy) -> Unexported:
-        """Return what accrued since the last call (the first: since this process began) and mark it taken."""
+        """Return what accrued since the last call (or since the ledger was made or restored), as taken."""
         cost, slo = self.settled_cost(policy), self.slo
         out = Unexported(
             cost=cost.minus(self._exported_cost),
@@ -404,6 +404,9 @@ class Ledger:
         ledger._interval_unpriced = _amount(data.get("interval_unpriced_seconds"), "interval_unpriced")
         ledger._observed_at = _time(data.get("observed_at"), "observed_at")
         ledger._interval_start = _time(data.get("interval_start"), "interval_start")
+        # this process exports only what it measures itself: its counters start from zero
+        ledger._exported_cost, ledger._exported_slo = ledger._cost, slo
+        ledger._exported_predicted = ledger._predicted
         return ledger
 
 

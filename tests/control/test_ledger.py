@@ -231,6 +231,10 @@ def test_the_exporter_gets_each_amount_once() -> None:
     again = ledger.take_unexported(POLICY)
     assert again.cost.total == 0.0
     assert again.slo == SloCounts()
+    # a restored ledger exports only what it measures from then on (per-process counters)
+    restored = Ledger.from_state(ledger.state(POLICY))
+    assert restored.take_unexported(POLICY).cost.total == 0.0
+    assert restored.slo == SloCounts(missed_measured=1)
 
 
 def _decision() -> object:
