@@ -8,10 +8,12 @@ import asyncio
 import itertools
 
 import pytest
+from integration_fixtures import make_runtime
 
-from scaler.adapters.memory import MemoryStore
+from scaler.adapters.memory import MemorySink, MemoryStore
 from scaler.app import build_sandbox_daemon, run_for
 from scaler.control import checkpoint
+from scaler.control.controller import ReadBack
 from scaler.core.policy import ModelPolicy
 from scaler.settings import Settings
 
@@ -76,3 +78,25 @@ def test_the_daemon_publishes_predicted_vs_realized_exports_the_ledger_and_check
     assert unknown == state["slo"]["unknown"]
     predicted = registry.get_sample_value("scaler_predicted_cost_dollars_total", {"model": "alpha"})
     assert predicted == pytest.approx(sum(b["predicted_dollars"] or 0.0 for b in blocks), abs=1e-5)  # type: ignore[index, misc]
+
+
+def test_a_policy_reload_that_resets_the_forecaster_keeps_the_ledger() -> None:
+    policy = ModelPolicy.model_validate({"name": "m", "forecast": {"bucket_seconds": 10}})
+    runtime = make_runtime({"m": policy}, sink=MemorySink())
+    now = 1_750_000_000.0
+    back = ReadBack(replicas_ready=3, replicas_starting=0)
+
+    async def run() -> None:
+        runtime.assign(frozenset({"m"}), checkpoints={}, now=now)
+        runtime.owned["m"].account(now=now, readback=back)
+        runtime.owned["m"].account(now=now + 60, readback=back)
+        changed = policy.model_copy(
+            update={"forecast": policy.forecast.model_copy(update={"bucket_seconds": 30})}
+        )
+        runtime.set_policies({"m": changed}, now=now + 60)
+        await runtime.executor.idle()
+
+    asyncio.run(run())
+    controller = runtime.owned["m"]
+    assert controller.aggregator.bucket_seconds == 30  # a fresh controller: new buckets, new forecaster
+    assert controller.ledger.cost.replicas == pytest.approx(3 * 60 * policy.prices.replica_per_hour / 3600)

@@ -46,8 +46,9 @@ def ledger_payload(interval: LedgerInterval) -> dict[str, object]:
 
     ``from``/``to`` bound the interval (unix seconds); ``predicted_dollars`` is what the previous
     decision's ``cost_per_hour.chosen`` comes to over it (null without one); ``realized_dollars`` and
-    ``realized_by_kind`` what the ledger priced; ``slo`` the requests judged in it; ``total_*`` the
-    ledger's running totals (they survive restarts through the checkpoint).
+    ``realized_by_kind`` what the ledger priced; ``unpriced_seconds`` the part of it left unpriced (a
+    gap in the observations); ``slo`` the requests judged in it; ``total_*`` the ledger's running
+    totals (they survive restarts through the checkpoint).
     """
     predicted = interval.predicted
     return {
