@@ -23,6 +23,7 @@ from typing import overload
 
 import numpy as np
 
+from scaler.core import queueing
 from scaler.core.policy import ModelPolicy, Prices
 from scaler.core.types import FloatArray
 
@@ -81,12 +82,15 @@ def hold_seconds(policy: ModelPolicy, prompt: float, output: float) -> float: ..
 def hold_seconds(
     policy: ModelPolicy, prompt: FloatArray | float, output: FloatArray | float
 ) -> FloatArray | float:
-    """Return how long each request holds one slot: ``C * (P/Tp + O/Td)`` seconds (arrays or one)."""
-    rep = policy.replica
-    per_request = prompt / rep.prefill_tokens_per_second + output / rep.decode_tokens_per_second
-    if isinstance(per_request, np.ndarray):
-        return np.asarray(rep.max_concurrency * per_request, dtype=np.float64)
-    return float(rep.max_concurrency * per_request)
+    """Return how long each request holds one slot: ``C * (P/Tp + O/Td)`` seconds (arrays or one).
+
+    The work ``P/Tp + O/Td`` is :func:`scaler.core.queueing.request_work`, the planner's too.
+    """
+    slots = policy.replica.max_concurrency
+    if isinstance(prompt, np.ndarray) or isinstance(output, np.ndarray):
+        prompts, outputs = np.asarray(prompt, dtype=np.float64), np.asarray(output, dtype=np.float64)
+        return np.asarray(slots * queueing.request_work(policy, prompts, outputs), dtype=np.float64)
+    return slots * queueing.request_work(policy, float(prompt), float(output))
 
 
 def bill(
