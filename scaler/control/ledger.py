@@ -24,7 +24,9 @@ not in any read-back, so unlike the simulator the ledger does not bill their dra
   was never seen (it came before this process owned the model), or an arrival pushed out when
   :data:`MAX_PENDING` requests are open: ``unknown``, source ``none``.
 
-Attainment is met / (met + missed): unknown requests are left out, not counted as misses.
+Each request is judged once while it is in memory (until its finish, or :data:`PENDING_SECONDS`),
+however often its events are delivered (Kafka delivers at least once). Attainment is
+met / (met + missed): unknown requests are left out, not counted as misses.
 
 **Intervals.** :meth:`Ledger.close_interval` ends the interval at a decision and returns what the
 previous decision predicted it would cost (its ``cost_per_hour["chosen"]`` over the interval) beside
@@ -178,6 +180,8 @@ class Ledger:
         kind = event.type
         rid = event.request_id
         if kind == "arrival":
+            if rid in self._judged:  # delivered again (at least once): it has its verdict
+                return
             opened = self._open
             if len(opened) >= self.max_pending:
                 self._push_out(opened)

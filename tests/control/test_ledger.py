@@ -141,6 +141,11 @@ def test_serverless_work_is_priced_per_finished_request_the_events_place_on_serv
             "met_measured",
             id="duplicate-first-token",
         ),
+        pytest.param(
+            [("arrival", 0.0), ("first_token", 1.0), ("arrival", 0.0), ("first_token", 1.0), ("finish", 2.0)],
+            "met_measured",
+            id="delivered-twice",
+        ),
     ],
 )
 def test_each_request_gets_one_outcome_from_its_events(
