@@ -124,8 +124,3 @@ def wait_limit(policy: ModelPolicy) -> tuple[float, float]:
     ttft = slo.ttft_seconds if slo.ttft_seconds is not None else math.inf
     queue = slo.queue_wait_seconds if slo.queue_wait_seconds is not None else math.inf
     return ttft, queue
-
-
-def prefill_seconds(policy: ModelPolicy, prompt: float) -> float:
-    """Return the time from a request's slot starting to its first token: ``P/Tp`` seconds."""
-    return prompt / policy.replica.prefill_tokens_per_second
