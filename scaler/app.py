@@ -6,7 +6,8 @@ Tasks of the main loop, all stopped by one event:
   events, flush, then commit (offsets only ever cover aggregated or dead-lettered events);
 * tick: every ``burst_check_seconds``, plan every owned model whose interval is due or that sees a
   burst, and export the consumer lag;
-* checkpoint: every ``checkpoint_interval_seconds``, save each owned model's state;
+* checkpoint: every ``checkpoint_interval_seconds``, bring each owned model's ledger up to now and
+  save its state;
 * leases (with Kubernetes fencing): acquire the assigned partitions' Leases and renew them;
 * policy watch: re-read the policy files when their mtime or size changes; a broken edit is logged
   and counted, and the last good policies stay in force.
@@ -160,7 +161,7 @@ class Daemon:
     async def on_revoked(self, models: frozenset[str]) -> None:
         """Stop acting for ``models`` before they move: final checkpoints, flush and commit."""
         async with self.lock:
-            final = self.runtime.revoke(models)
+            final = self.runtime.revoke(models, now=self.clock.now())
         await self.runtime.executor.release(models)
         await self._save(final)
         await self._flush_and_commit()
@@ -223,6 +224,7 @@ class Daemon:
         while not self.stopping.is_set():
             await self._pause(self.settings.checkpoint_interval_seconds)
             async with self.lock:
+                self.runtime.account(now=self.clock.now())  # the ledger's cost up to now, then saved
                 checkpoints = self.runtime.checkpoints()
             await self._save(checkpoints)
 
@@ -339,7 +341,7 @@ class Daemon:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         async with self.lock:  # stop acting for every model before leaving the group
-            final = self.runtime.revoke(frozenset(self.runtime.owned))
+            final = self.runtime.revoke(frozenset(self.runtime.owned), now=self.clock.now())
         await self.runtime.executor.close()
         if self.leases is not None:  # nothing acts any more: let the next owners take over at once
             await self.leases.close()

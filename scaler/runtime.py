@@ -124,8 +124,13 @@ class Runtime:
         self.log.info("history_seeded", model=model, buckets=len(requests), start=start)
         return True
 
-    def revoke(self, models: frozenset[str]) -> dict[str, bytes]:
-        """Stop deciding for ``models``; return their final checkpoints (the caller releases the executor)."""
+    def revoke(self, models: frozenset[str], *, now: float | None = None) -> dict[str, bytes]:
+        """Stop deciding for ``models``; return their final checkpoints (the caller releases the executor).
+
+        With ``now``, their ledgers are first brought up to ``now`` (:meth:`account`).
+        """
+        if now is not None:
+            self.account(now=now, models=models)
         final = self.checkpoints(models)
         for model in models:
             if self.owned.pop(model, None) is not None:
@@ -158,6 +163,7 @@ class Runtime:
                 if policy.forecast != controller.policy.forecast:
                     fresh = self._fresh(policy, now=now)
                     fresh.previous = controller.previous
+                    fresh.ledger = controller.ledger
                     self.owned[model] = fresh
                 else:
                     controller.policy = policy
@@ -294,12 +300,26 @@ class Runtime:
         decision = step.decision
         self._explain(model, controller.policy, step)
         payload = decision_payload(
-            model=model, decision=decision, trigger=trigger, dry_run=self.options.dry_run
+            model=model, decision=decision, trigger=trigger, dry_run=self.options.dry_run, ledger=step.ledger
         )
         self.executor.submit(policy=controller.policy, decision=decision, payload=payload)
         self.metrics.record_decision(model=model, decision=decision, trigger=trigger)
+        self.metrics.record_ledger(model=model, accrued=controller.ledger.take_unexported(controller.policy))
         self.metrics.decision_latency.observe(time.perf_counter() - started)
         return decision
+
+    def account(self, *, now: float, models: frozenset[str] | None = None) -> None:
+        """Bring every owned model's ledger (of ``models``, if given) up to ``now`` and export it.
+
+        Between decisions (the daemon calls it before each checkpoint), so the cost counters move
+        more often than once an interval and a checkpoint holds the cost up to ``now``.
+        """
+        for model, controller in self.owned.items():
+            if models is not None and model not in models:
+                continue
+            controller.account(now=now, readback=self.executor.readback(model))
+            accrued = controller.ledger.take_unexported(controller.policy)
+            self.metrics.record_ledger(model=model, accrued=accrued)
 
     def _explain(self, model: str, policy: ModelPolicy, step: Step) -> None:
         """Log one decision (and any fallback transition or clamp) and export the fallback gauge."""

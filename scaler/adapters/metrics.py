@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from scaler.control.ledger import Unexported
 from scaler.core.types import Decision
 
 DECISION_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -96,6 +97,37 @@ class DaemonMetrics:
             registry=r,
         )
 
+        # -- the shadow ledger (scaler.control.ledger), per process: a restart is a counter reset --
+        self.cost_dollars = Counter(
+            "scaler_cost_dollars",
+            "What the capacity in force cost, as the shadow ledger priced it (policy prices), by kind.",
+            ["model", "kind"],
+            registry=r,
+        )
+        self.predicted_cost_dollars = Counter(
+            "scaler_predicted_cost_dollars",
+            "What each decision predicted its mix would cost over the interval until the next one.",
+            ["model"],
+            registry=r,
+        )
+        self.slo_requests = Counter(
+            "scaler_slo_requests",
+            "Requests judged against the SLO: outcome met/missed/unknown, source measured/estimated/none.",
+            ["model", "outcome", "source"],
+            registry=r,
+        )
+
+    def record_ledger(self, *, model: str, accrued: Unexported) -> None:
+        """Add what a model's ledger accrued since it was last exported to the ledger counters."""
+        for kind, amount in accrued.cost.as_dict().items():
+            if amount > 0:
+                self.cost_dollars.labels(model=model, kind=kind).inc(amount)
+        if accrued.predicted > 0:
+            self.predicted_cost_dollars.labels(model=model).inc(accrued.predicted)
+        for outcome, source, count in accrued.slo.labelled():
+            if count > 0:
+                self.slo_requests.labels(model=model, outcome=outcome, source=source).inc(count)
+
     def record_decision(self, *, model: str, decision: Decision, trigger: str) -> None:
         """Update the per-model gauges and counters for a decision made."""
         self.decisions.labels(model=model, trigger=trigger).inc()
@@ -107,7 +139,7 @@ class DaemonMetrics:
     def forget_model(self, model: str) -> None:
         """Drop the per-model gauges of a model this process no longer owns."""
         gauges = (self.desired_replicas, self.desired_standby, self.desired_serverless, self.spill_fraction)
-        for gauge in (*gauges, self.fallback_active):  # fallback gauge too
+        for gauge in (*gauges, self.fallback_active):  # fallback gauge too; counters stay, as they count
             try:
                 gauge.remove(model)
             except KeyError:

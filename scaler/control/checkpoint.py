@@ -1,9 +1,10 @@
 """Checkpoints of a :class:`~scaler.control.controller.ModelController` (safe to read from untrusted bytes).
 
 Layout: ``SPW1``, a 4-byte big-endian header length, a JSON header (policy name, the previous
-decision, the open buckets), then the forecaster's own checkpoint bytes. A checkpoint follows a
-model when its ownership moves, so a restarted daemon, or the one that takes the model over,
-continues from the same forecast, planner memory and half-filled buckets.
+decision, the open buckets, the ledger's totals and interval basis), then the forecaster's own
+checkpoint bytes. A checkpoint follows a model when its ownership moves, so a restarted daemon, or the
+one that takes the model over, continues from the same forecast, planner memory, half-filled buckets
+and ledger totals. A checkpoint without a ledger (written before it existed) starts a fresh one.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from scaler.control.controller import Forecaster, ModelController, Planner
+from scaler.control.ledger import Ledger
 from scaler.core import framing
 from scaler.core.aggregate import ModelAggregator
 from scaler.core.policy import ModelPolicy
@@ -28,6 +30,7 @@ def encode(controller: ModelController) -> bytes:
         "policy": controller.policy.name,
         "decision": dataclasses.asdict(previous) if previous is not None else None,
         "open_buckets": controller.aggregator.open_state(),
+        "ledger": controller.ledger.state(controller.policy),
     }
     return framing.frame(MAGIC, header, controller.forecaster.to_bytes())
 
@@ -51,7 +54,7 @@ def restore(
 ) -> ModelController:
     """Return the controller saved in ``data``, continuing at ``now`` under ``policy``.
 
-    Raises ValueError when the bytes are not a checkpoint, or one of another bucket size.
+    Raises ValueError when the bytes are not a checkpoint, one of another bucket size, or a bad ledger.
     """
     header, blob = decode(data)
     forecaster = load_forecaster(blob)
@@ -67,6 +70,8 @@ def restore(
         burst_window_seconds=burst_window_seconds,
     )
     controller.previous = _decision_from(header.get("decision"))
+    if header.get("ledger") is not None:
+        controller.ledger = Ledger.from_state(header["ledger"])
     open_buckets = header.get("open_buckets")
     if isinstance(open_buckets, dict):
         restored = ModelAggregator(bucket_seconds=policy.forecast.bucket_seconds)

@@ -29,6 +29,9 @@ deployment that publishes request events is never counted twice (save the first 
 start, before its first request event). Synthesized request events were the other way in: one record
 per request, with made-up ids, sizes and finish events, to say what four numbers say.
 
+Beside the decision, the shadow ledger (:mod:`scaler.control.ledger`) takes every request event and,
+at each decision, the capacity observed: it closes the interval the previous decision priced.
+
 Like Knative's ``Scale(now)``, nothing here performs I/O; what :meth:`decide` returns carries
 everything the caller logs, exports and applies.
 """
@@ -40,6 +43,7 @@ import math
 from collections.abc import Sequence
 from typing import Literal, Protocol
 
+from scaler.control.ledger import Ledger, LedgerInterval
 from scaler.core import actuation, aggregate, fallback
 from scaler.core.aggregate import ModelAggregator
 from scaler.core.events import MetricEvent, RequestEvent
@@ -113,7 +117,8 @@ class Step:
     """One decision and what the caller needs to log, export and apply it.
 
     ``source`` says what the decision was made on; ``transition`` is ``fallback_started`` or
-    ``fallback_ended`` when this decision changed that; ``clamped`` lists what the final clamp changed.
+    ``fallback_ended`` when this decision changed that; ``clamped`` lists what the final clamp changed;
+    ``ledger`` is the interval this decision closed: the previous one's predicted cost and the realized.
     """
 
     decision: Decision
@@ -125,6 +130,7 @@ class Step:
     transition: str | None
     clamped: tuple[str, ...]
     overrides: tuple[Override, ...]
+    ledger: LedgerInterval | None = None
 
 
 class ModelController:
@@ -156,6 +162,7 @@ class ModelController:
         ] = {}  # replica -> fractions of rates not counted yet
         self.signal: FallbackSignal | None = None
         self.on_fallback = False
+        self.ledger = Ledger()
         self._threshold: float | None = None
 
     @property
@@ -166,8 +173,12 @@ class ModelController:
     # -- observe ------------------------------------------------------------------------------------
 
     def ingest_request(self, event: RequestEvent, *, now: float) -> bool:
-        """Count a validated request event; return False if it was dropped as late or early."""
+        """Count a validated request event; return False if it was dropped as late or early.
+
+        The ledger takes every valid event, late or early for the buckets or not.
+        """
         self.last_event_at = self.last_request_at = now
+        self.ledger.add_request(event, self.policy)
         return self.aggregator.add_request(event)
 
     def ingest_metric(self, event: MetricEvent, *, now: float) -> None:
@@ -285,6 +296,13 @@ class ModelController:
                 observed = fallback.observed_from(signal, observed)
         active = tuple(overrides)
         observed = adjust_observed(observed, active)
+        previous = self.previous
+        ledger = self.ledger.close_interval(
+            now=now,
+            policy=self.policy,
+            capacity=observed,
+            predicted_per_hour=previous.cost_per_hour.get("chosen") if previous is not None else None,
+        )
         decision = self.planner(
             policy=self.policy, forecast=forecast, observed=observed, previous=self.previous, now=now
         )
@@ -306,7 +324,12 @@ class ModelController:
             transition=transition,
             clamped=clamped,
             overrides=active,
+            ledger=ledger,
         )
+
+    def account(self, *, now: float, readback: ReadBack | None = None) -> None:
+        """Bring the ledger up to ``now`` on the capacity observed now, between decisions."""
+        self.ledger.observe(now=now, policy=self.policy, capacity=self._observed(now=now, readback=readback))
 
     def _observed(self, *, now: float, readback: ReadBack | None) -> Observed:
         """Return what is observed now: event-derived counts, replaced by the read-back where known."""

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+from scaler.control.ledger import LedgerInterval
 from scaler.core.types import Decision
 
 
-def decision_payload(*, model: str, decision: Decision, trigger: str, dry_run: bool) -> dict[str, object]:
-    """Return the JSON-ready message published for one decision (routing weights clamped to [0, 1])."""
+def decision_payload(
+    *,
+    model: str,
+    decision: Decision,
+    trigger: str,
+    dry_run: bool,
+    ledger: LedgerInterval | None = None,
+) -> dict[str, object]:
+    """Return the JSON-ready message published for one decision (routing weights clamped to [0, 1]).
+
+    With ``ledger``, the message carries the interval this decision closed (:func:`ledger_payload`).
+    """
     spill = min(max(decision.spill_fraction, 0.0), 1.0)
-    return {
+    payload: dict[str, object] = {
         "model": model,
         "at": decision.at,
         "desired": {
@@ -24,4 +35,30 @@ def decision_payload(*, model: str, decision: Decision, trigger: str, dry_run: b
         "held": decision.held,
         "trigger": trigger,
         "dry_run": dry_run,
+    }
+    if ledger is not None:
+        payload["ledger"] = ledger_payload(ledger)
+    return payload
+
+
+def ledger_payload(interval: LedgerInterval) -> dict[str, object]:
+    """Return the ``ledger`` part of a decision message: predicted vs realized over the closed interval.
+
+    ``from``/``to`` bound the interval (unix seconds); ``predicted_dollars`` is what the previous
+    decision's ``cost_per_hour.chosen`` comes to over it (null without one); ``realized_dollars`` and
+    ``realized_by_kind`` what the ledger priced; ``unpriced_seconds`` the part of it left unpriced (a
+    gap in the observations); ``slo`` the requests judged in it; ``total_*`` the ledger's running
+    totals (they survive restarts through the checkpoint).
+    """
+    predicted = interval.predicted
+    return {
+        "from": interval.start,
+        "to": interval.end,
+        "predicted_dollars": round(predicted, 6) if predicted is not None else None,
+        "realized_dollars": round(interval.realized.total, 6),
+        "realized_by_kind": {k: round(v, 6) for k, v in interval.realized.as_dict().items()},
+        "unpriced_seconds": round(interval.unpriced_seconds, 3),
+        "slo": interval.slo.summary(),
+        "total_dollars": round(interval.total.total, 6),
+        "total_slo": interval.total_slo.summary(),
     }

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import overload
 
 import numpy as np
 import numpy.typing as npt
@@ -96,14 +97,21 @@ def prob_wait_exceeds(c: int, offered_load: float, service_time: float, t: float
     return p * math.exp(-(c - offered_load) * t / service_time)
 
 
-def request_work(policy: ModelPolicy, prompt: FloatArray, output: FloatArray) -> FloatArray:
+@overload
+def request_work(policy: ModelPolicy, prompt: FloatArray, output: FloatArray) -> FloatArray: ...
+@overload
+def request_work(policy: ModelPolicy, prompt: float, output: float) -> float: ...
+def request_work(
+    policy: ModelPolicy, prompt: FloatArray | float, output: FloatArray | float
+) -> FloatArray | float:
     """Return ``P/Tp + O/Td`` per request: instance-seconds of work of requests of these token counts.
 
-    The one place the work formula is written; the simulator's slot time is ``C`` times it.
+    The one place the work formula is written; the simulator's slot time is ``C`` times it. Arrays
+    give an array; one request's counts as floats give a float (the daemon's ledger, per event).
     """
     replica = policy.replica
     work = prompt / replica.prefill_tokens_per_second + output / replica.decode_tokens_per_second
-    return np.asarray(work, dtype=np.float64)
+    return work if isinstance(work, float) else np.asarray(work, dtype=np.float64)
 
 
 def work_seconds(policy: ModelPolicy, *, mean_prompt: float, mean_output: float) -> float:

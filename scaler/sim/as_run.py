@@ -19,10 +19,11 @@ from typing import Final
 
 import numpy as np
 
+from scaler.core.accounting import bill, hold_seconds, wait_limit
 from scaler.core.policy import ModelPolicy
-from scaler.sim.cluster import hold_seconds, percentiles, wait_limit
+from scaler.sim.cluster import percentiles
 from scaler.sim.events_trace import ModelReplay, ReplicaSamples
-from scaler.sim.results import CostBreakdown, FloatArray, Summary
+from scaler.sim.results import FloatArray, Summary
 
 AS_RUN: Final = "as run"
 STALE_SECONDS: Final = 60.0
@@ -54,7 +55,6 @@ def as_run_summary(
     if replay.replicas is None:
         return None
     workload = replay.workload
-    prices = policy.prices
     present, _ready = replica_seconds(
         replay.replicas, duration=workload.duration, stale_seconds=stale_seconds
     )
@@ -62,12 +62,11 @@ def as_run_summary(
     prompt = workload.prompt_tokens[on_sv].astype(np.float64)
     output = workload.output_tokens[on_sv].astype(np.float64)
     busy = float(hold_seconds(policy, prompt, output).sum()) / policy.replica.max_concurrency
-    cost = CostBreakdown(
-        replicas=float(present.sum()) * prices.replica_per_hour / 3600.0,
-        standby=0.0,
-        serverless_busy=busy * prices.serverless_per_gpu_second,
-        serverless_provisioned=0.0,
-        serverless_tokens=float(prompt.sum() + output.sum()) / 1e6 * prices.serverless_per_million_tokens,
+    cost = bill(
+        policy.prices,
+        replica_seconds=float(present.sum()),
+        serverless_busy_seconds=busy,
+        serverless_tokens=float(prompt.sum() + output.sum()),
     )
     ttft_target, _ = wait_limit(policy)
     seen = np.isfinite(replay.ttft)

@@ -18,8 +18,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from scaler.core.accounting import hold_seconds
 from scaler.core.policy import ModelPolicy
-from scaler.sim.cluster import hold_seconds
 from scaler.sim.predictive_baselines import AwsPredictive, DynamoPlanner
 from scaler.sim.protocol import CapacityTarget, Controller, TickObservation
 from scaler.sim.workload import RateWorkload, Workload

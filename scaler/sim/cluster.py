@@ -11,7 +11,8 @@ cold start); else the replica queue, served first-come first-served as replica s
 request that would wait longer than :data:`GIVE_UP_SECONDS` is dropped. Provisioned serverless
 instances take traffic even when on-demand serverless is disabled.
 
-Billing: replicas and standby as in :mod:`scaler.sim.fleet`; serverless per busy instance-second,
+Billing (the rules of :mod:`scaler.core.accounting`, shared with the daemon's ledger): replicas and
+standby as in :mod:`scaler.sim.fleet`; serverless per busy instance-second,
 i.e. ``serverless_per_gpu_second * S / C`` per request served there (provisioned instances too, like
 AWS Lambda provisioned concurrency), plus ``serverless_per_million_tokens``, plus
 ``serverless_provisioned_per_hour`` per provisioned instance whether used or not. Serverless cold
@@ -26,13 +27,14 @@ import dataclasses
 import math
 
 import numpy as np
+import numpy.typing as npt
 
-from scaler.core import queueing
+from scaler.core.accounting import CostBreakdown, bill, hold_seconds, wait_limit
 from scaler.core.policy import ModelPolicy
 from scaler.sim import kernels
 from scaler.sim.fleet import Fleet, mean_coverage, replica_series
 from scaler.sim.protocol import CapacityTarget, TickObservation
-from scaler.sim.results import CostBreakdown, FloatArray, Timeline
+from scaler.sim.results import FloatArray, Timeline
 from scaler.sim.workload import Workload
 
 GIVE_UP_SECONDS = 60.0  # a request waiting longer than this for a replica slot is dropped
@@ -53,19 +55,6 @@ class Outcome:
     ttft: tuple[float, float, float]
     idle_replica_hours: float
     timeline: Timeline
-
-
-def hold_seconds(policy: ModelPolicy, prompt: FloatArray, output: FloatArray) -> FloatArray:
-    """Return how long each request holds one slot: ``C * (P/Tp + O/Td)`` seconds."""
-    return policy.replica.max_concurrency * queueing.request_work(policy, prompt, output)
-
-
-def wait_limit(policy: ModelPolicy) -> tuple[float, float]:
-    """Return (TTFT target, queue-wait target) in seconds, ``inf`` where the SLO sets none."""
-    slo = policy.slo
-    ttft = slo.ttft_seconds if slo.ttft_seconds is not None else math.inf
-    queue = slo.queue_wait_seconds if slo.queue_wait_seconds is not None else math.inf
-    return ttft, queue
 
 
 def timeline_edges(duration: float, step: float) -> FloatArray:
@@ -258,6 +247,12 @@ class RequestCluster:
             in_flight=in_flight,
         )
 
+    def served(self) -> tuple[FloatArray, npt.NDArray[np.int64]]:
+        """Return, per request in arrival order, when its slot started (NaN if not yet or dropped) and
+        where it went (``kernels.KUBERNETES``, ``SERVERLESS``, ``DROPPED`` or ``PENDING``): copies.
+        """
+        return self._out_start.copy(), self._out_kind.copy()
+
     def finish(self, *, timeline_step: float) -> Outcome:
         """Serve what is still queued, close the books at the workload's end and return the outcome."""
         self.advance(until=math.inf)
@@ -280,13 +275,13 @@ class RequestCluster:
         ttft = wait + self._prompt / policy.replica.prefill_tokens_per_second
         ttft_target, wait_target = wait_limit(policy)
         met = served & (ttft <= ttft_target) & (wait <= wait_target)
-        tokens = (self._prompt[on_sv].sum() + self._output[on_sv].sum()) / 1e6
-        cost = CostBreakdown(
-            replicas=self.fleet.segments.billed_seconds(0) * prices.replica_per_hour / 3600.0,
-            standby=self.fleet.segments.billed_seconds(1) * prices.replica_per_hour / 3600.0,
-            serverless_busy=float(self._hold[on_sv].sum()) / self._c * prices.serverless_per_gpu_second,
-            serverless_provisioned=self._prov_seconds * prices.serverless_provisioned_per_hour / 3600.0,
-            serverless_tokens=float(tokens) * prices.serverless_per_million_tokens,
+        cost: CostBreakdown = bill(
+            prices,
+            replica_seconds=self.fleet.segments.billed_seconds(0),
+            standby_seconds=self.fleet.segments.billed_seconds(1),
+            serverless_busy_seconds=float(self._hold[on_sv].sum()) / self._c,
+            provisioned_seconds=self._prov_seconds,
+            serverless_tokens=float(self._prompt[on_sv].sum() + self._output[on_sv].sum()),
         )
         valid = max(0, math.ceil(self._dur))
         per_second = np.cumsum(self._busy_diff) + self._busy_corr

@@ -25,19 +25,14 @@ import math
 
 import numpy as np
 
+from scaler.core import accounting
+from scaler.core.accounting import hold_seconds, wait_limit
 from scaler.core.policy import ModelPolicy
 from scaler.sim import fluid_kernels as fk
-from scaler.sim.cluster import (
-    GIVE_UP_SECONDS,
-    KEEPALIVE_SECONDS,
-    Outcome,
-    hold_seconds,
-    timeline_edges,
-    wait_limit,
-)
+from scaler.sim.cluster import GIVE_UP_SECONDS, KEEPALIVE_SECONDS, Outcome, timeline_edges
 from scaler.sim.fleet import Fleet, replica_series
 from scaler.sim.protocol import CapacityTarget, TickObservation
-from scaler.sim.results import CostBreakdown, FloatArray, Timeline
+from scaler.sim.results import FloatArray, Timeline
 from scaler.sim.workload import RateWorkload
 
 WAIT_BIN_SECONDS = 0.25
@@ -189,15 +184,13 @@ class FluidCluster:
         served_k, served_s, dropped = (float(x) for x in self._tallies)
         requests = float(self._counts.sum())
         seg = self.fleet.segments
-        cost = CostBreakdown(
-            replicas=seg.billed_seconds(0) * prices.replica_per_hour / 3600.0,
-            standby=seg.billed_seconds(1) * prices.replica_per_hour / 3600.0,
-            serverless_busy=served_s * self._hold / c * prices.serverless_per_gpu_second,
-            serverless_provisioned=self._prov_seconds * prices.serverless_provisioned_per_hour / 3600.0,
-            serverless_tokens=served_s
-            * (self._mean_p + self._mean_o)
-            / 1e6
-            * prices.serverless_per_million_tokens,
+        cost = accounting.bill(
+            prices,
+            replica_seconds=seg.billed_seconds(0),
+            standby_seconds=seg.billed_seconds(1),
+            serverless_busy_seconds=served_s * self._hold / c,
+            provisioned_seconds=self._prov_seconds,
+            serverless_tokens=served_s * (self._mean_p + self._mean_o),
         )
         paid_hours = (seg.billed_seconds(0) + seg.billed_seconds(1)) / 3600.0
         busy_hours = float(self._busy_k[: self._t_end].sum()) * self._occupancy / c / 3600.0

@@ -30,12 +30,13 @@ import math
 
 import numpy as np
 
+from scaler.core.accounting import CostBreakdown, hold_seconds
 from scaler.core.policy import ModelPolicy
 from scaler.sim import oracle_kernels as ok
-from scaler.sim.cluster import Outcome, hold_seconds, percentiles, timeline_edges
+from scaler.sim.cluster import Outcome, percentiles, timeline_edges
 from scaler.sim.engine import summarise
 from scaler.sim.fluid import bin_sums
-from scaler.sim.results import CostBreakdown, FloatArray, SimResult, Timeline
+from scaler.sim.results import FloatArray, SimResult, Timeline
 from scaler.sim.workload import RateWorkload, Workload
 
 POLICY_NAME = "oracle"

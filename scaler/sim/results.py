@@ -1,4 +1,8 @@
-"""What one simulated run returns: a summary row for the report and a timeline for the plot."""
+"""What one simulated run returns: a summary row for the report and a timeline for the plot.
+
+The bill by kind (:class:`CostBreakdown`) lives in :mod:`scaler.core.accounting`, shared with the
+daemon's ledger.
+"""
 
 from __future__ import annotations
 
@@ -7,24 +11,9 @@ import dataclasses
 import numpy as np
 import numpy.typing as npt
 
+from scaler.core.accounting import CostBreakdown
+
 FloatArray = npt.NDArray[np.float64]
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class CostBreakdown:
-    """Money spent in one run, by kind (same currency as the policy's prices)."""
-
-    replicas: float  # serving replicas, billed per second from the moment they were requested
-    standby: float  # warm standby replicas, billed the same way
-    serverless_busy: float  # on-demand + provisioned serverless, per busy instance-second
-    serverless_provisioned: float  # pre-warmed serverless instances, per hour whether used or not
-    serverless_tokens: float  # per-token serverless charges
-
-    @property
-    def total(self) -> float:
-        """Return the total cost."""
-        serverless = self.serverless_busy + self.serverless_provisioned + self.serverless_tokens
-        return self.replicas + self.standby + serverless
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

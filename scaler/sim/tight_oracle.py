@@ -53,8 +53,8 @@ import numpy as np
 import scipy.optimize as so
 import scipy.sparse as sp
 
+from scaler.core.accounting import hold_seconds, wait_limit
 from scaler.core.policy import ModelPolicy
-from scaler.sim.cluster import hold_seconds, wait_limit
 from scaler.sim.engine import simulate
 from scaler.sim.feasibility import Feasibility, feasibility, prefill_seconds
 from scaler.sim.oracle import requirement

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from rich.console import Console
 
+from scaler.core.accounting import CostBreakdown
 from scaler.sim import report
-from scaler.sim.results import CostBreakdown, SimResult, Summary, Timeline
+from scaler.sim.results import SimResult, Summary, Timeline
 
 
 def _summary(policy: str, *, cost: float, attainment: float = 0.995, dropped: int = 0) -> Summary:
