@@ -294,9 +294,19 @@ class Runtime:
         decision = step.decision
         self._explain(model, controller.policy, step)
         payload = decision_payload(
-            model=model, decision=decision, trigger=trigger, dry_run=self.options.dry_run
+            model=model,
+            decision=decision,
+            trigger=trigger,
+            dry_run=self.options.dry_run,
+            paused=step.paused,
+            floors=step.floors,
         )
-        self.executor.submit(policy=controller.policy, decision=decision, payload=payload)
+        self.executor.submit(
+            policy=controller.policy,
+            decision=decision,
+            payload=payload,
+            inflight=controller.aggregator.inflight(now=now),
+        )
         self.metrics.record_decision(model=model, decision=decision, trigger=trigger)
         self.metrics.decision_latency.observe(time.perf_counter() - started)
         return decision

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from scaler.core.types import Decision
 
 
-def decision_payload(*, model: str, decision: Decision, trigger: str, dry_run: bool) -> dict[str, object]:
-    """Return the JSON-ready message published for one decision (routing weights clamped to [0, 1])."""
+def decision_payload(
+    *,
+    model: str,
+    decision: Decision,
+    trigger: str,
+    dry_run: bool,
+    paused: tuple[str, ...] = (),
+    floors: Mapping[str, int] | None = None,
+) -> dict[str, object]:
+    """Return the JSON-ready message published for one decision (routing weights clamped to [0, 1]).
+
+    ``paused`` lists the kinds whose targets carry ``spillway.io/paused`` (not actuated);
+    ``floors`` the replica counts kept from out-of-band changes, by kind.
+    """
     spill = min(max(decision.spill_fraction, 0.0), 1.0)
     return {
         "model": model,
@@ -24,4 +38,6 @@ def decision_payload(*, model: str, decision: Decision, trigger: str, dry_run: b
         "held": decision.held,
         "trigger": trigger,
         "dry_run": dry_run,
+        "paused": list(paused),
+        "external_floors": dict(floors or {}),
     }

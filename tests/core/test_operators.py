@@ -1,4 +1,4 @@
-"""Operators stay in charge (scaler.core.operators): paused, external changes as floors, which pods go first."""
+"""Operators stay in charge (scaler.core.operators): paused, external changes as floors, pods to remove."""
 
 from __future__ import annotations
 
@@ -86,7 +86,8 @@ def test_correct_overwrites_at_once_and_a_higher_plan_is_never_lowered() -> None
     higher, _ = operators.respect_operators(
         _decision(9), state=state, mode="respect-for-scale-down-delay", delay_seconds=600.0, now=1.0
     )
-    assert higher.replicas == 9 and higher.reason == "plan"
+    assert higher.replicas == 9
+    assert higher.reason == "plan"
 
 
 def test_standby_has_its_own_floor_and_a_paused_kind_none() -> None:
@@ -144,7 +145,8 @@ def test_no_busy_pod_is_picked_while_an_idle_one_is_left(
 ) -> None:
     inflight = {pod: load for pod, load in zip(pods, loads, strict=False) if load is not None}
     picked = operators.pods_to_remove(pods=pods, inflight=inflight, count=count)
-    assert len(picked) == min(count, len(inflight)) and len(set(picked)) == len(picked)
+    assert len(picked) == min(count, len(inflight))
+    assert len(set(picked)) == len(picked)
     assert set(picked) <= set(inflight)  # a pod without fresh metrics is never picked
     left = [pod for pod in inflight if pod not in picked]
     if picked and left:
@@ -170,7 +172,8 @@ def test_a_floor_never_lowers_a_decision_and_ends_with_the_delay(
     )
     assert decision.replicas >= planned
     if now - change_at >= delay:
-        assert decision == _decision(planned) and floors == {}
+        assert decision == _decision(planned)
+        assert floors == {}
     else:
         assert decision.replicas == max(planned, operator)
     assert dataclasses.replace(decision, replicas=planned, reason="plan", bound_by="slo") == _decision(
