@@ -601,7 +601,11 @@ class Actuators:
         what = f"drain {change.target}"
         try:
             pods: list[PodInfo] = await with_retries(
-                lambda: kube.list_pods(k, name=k.name), what=what, retry=self.retry, rng=self.rng
+                lambda: kube.list_pods(k, name=k.name),
+                what=what,
+                retry=self.retry,
+                rng=self.rng,
+                sleep=self.sleep,
             )
             picked = operators.pods_to_remove(pods=[p.name for p in pods], inflight=inflight, count=count)
             mark = str(operators.DRAIN_COST)
@@ -614,6 +618,7 @@ class Actuators:
                     what=what,
                     retry=self.retry,
                     rng=self.rng,
+                    sleep=self.sleep,
                 )
         except ActuationError as exc:
             self.log.warning("drain_marking_failed", model=policy.name, target=change.target, error=str(exc))
