@@ -35,6 +35,7 @@ __all__ = [
     "PodInfo",
     "RawRecord",
     "ServerlessPort",
+    "Superseded",
     "TrafficWeightsPort",
     "TransientError",
 ]
@@ -143,6 +144,10 @@ class PermanentError(Exception):
     """An API call failed in a way a retry cannot fix (not found, forbidden, invalid)."""
 
 
+class Superseded(Exception):  # noqa: N818  # not an error: someone else changed the target first
+    """The target changed since it was read back, so the change was not made (the next read sees why)."""
+
+
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class KubeState:
     """Replica counts of one workload: desired (spec), ready, and starting (desired but not ready).
@@ -193,6 +198,18 @@ class PodInfo:
 @runtime_checkable
 class KubernetesOperatorsPort(KubernetesPort, Protocol):
     """A Kubernetes port that also records Events and marks pods for drain-aware scale-in."""
+
+    async def set_replicas(
+        self,
+        target: KubernetesTarget,
+        *,
+        name: str,
+        replicas: int,
+        reason: str,
+        only_from: int | None = None,
+    ) -> None:
+        """Set the workload's replicas as :class:`KubernetesPort` does; raise Superseded when
+        ``only_from`` is given and the workload no longer has that many (someone else changed it)."""
 
     async def record_event(
         self, target: KubernetesTarget, *, name: str, reason: str, message: str, warning: bool = False

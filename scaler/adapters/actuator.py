@@ -50,6 +50,7 @@ from scaler.ports import (
     PermanentError,
     PodInfo,
     ServerlessPort,
+    Superseded,
     TrafficWeightsPort,
     TransientError,
 )
@@ -66,6 +67,7 @@ __all__ = [  # the ports' types are re-exported for the adapters that implement 
     "PodInfo",
     "RetryPolicy",
     "ServerlessPort",
+    "Superseded",
     "TrafficWeightsPort",
     "TransientError",
     "with_retries",
@@ -550,7 +552,12 @@ class Actuators:
         kube = change.kind in ("replicas", "standby")
         if change.kind == "replicas" and change.current is not None and change.desired < change.current:
             await self._mark_for_drain(policy=policy, change=change, inflight=inflight)
-        if not await self._change(policy=policy, change=change, reason=reason, weights=weights):
+        try:
+            done = await self._change(policy=policy, change=change, reason=reason, weights=weights)
+        except Superseded as exc:  # the next read-back reports the external change
+            self.log.warning("actuation_superseded", model=policy.name, target=change.target, error=str(exc))
+            return False
+        if not done:
             if kube:
                 self.expected.pop(change.target, None)  # unknown whether it landed: re-baseline
             return False
@@ -703,7 +710,13 @@ class Actuators:
             if k is None or kube is None:
                 return False
             name = k.name if change.kind == "replicas" else (k.standby_name or k.name)
-            op = lambda: kube.set_replicas(k, name=name, replicas=change.desired, reason=reason)  # noqa: E731
+            if isinstance(kube, KubernetesOperatorsPort):  # never over a count changed since the read
+                checked = kube
+                op = lambda: checked.set_replicas(  # noqa: E731
+                    k, name=name, replicas=change.desired, reason=reason, only_from=change.current
+                )
+            else:
+                op = lambda: kube.set_replicas(k, name=name, replicas=change.desired, reason=reason)  # noqa: E731
         else:
             s = spec.serverless
             if s is None or aws is None:

@@ -32,7 +32,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError, SSLError
 
-from scaler.adapters.actuator import KubeState, PermanentError, PodInfo, TransientError
+from scaler.adapters.actuator import KubeState, PermanentError, PodInfo, Superseded, TransientError
 from scaler.core import operators
 from scaler.core.policy import KubernetesTarget
 
@@ -172,12 +172,21 @@ class KubernetesActuator:
         """Return desired/ready/starting replicas of ``name``; raise TransientError or PermanentError."""
         return await asyncio.to_thread(self._read, target, name)
 
-    async def set_replicas(self, target: KubernetesTarget, *, name: str, replicas: int, reason: str) -> None:
+    async def set_replicas(
+        self,
+        target: KubernetesTarget,
+        *,
+        name: str,
+        replicas: int,
+        reason: str,
+        only_from: int | None = None,
+    ) -> None:
         """Replace the Scale of ``name`` at the version just read and record an Event.
 
-        Raises TransientError (409 included: retry re-reads) or PermanentError.
+        Raises TransientError (409 included: retry re-reads) or PermanentError, and Superseded when
+        ``only_from`` is given and the Scale no longer says that many replicas (changed out of band).
         """
-        await asyncio.to_thread(self._set_replicas, target, name, replicas, reason)
+        await asyncio.to_thread(self._set_replicas, target, name, replicas, reason, only_from)
 
     def _read(self, target: KubernetesTarget, name: str) -> KubeState:
         what = f"{target.kind} {target.namespace}/{name}"
@@ -203,7 +212,9 @@ class KubernetesActuator:
             resource_version=meta.resource_version,
         )
 
-    def _set_replicas(self, target: KubernetesTarget, name: str, replicas: int, reason: str) -> None:
+    def _set_replicas(
+        self, target: KubernetesTarget, name: str, replicas: int, reason: str, only_from: int | None
+    ) -> None:
         what = f"{target.kind} {target.namespace}/{name}"
         deployment = target.kind == "Deployment"
         read = (
@@ -222,6 +233,8 @@ class KubernetesActuator:
             before = int(scale.spec.replicas or 0) if scale.spec is not None else 0
             if before == replicas:
                 return
+            if only_from is not None and before != only_from:
+                raise Superseded(f"{what} has {before} replicas, not the {only_from} read back")
             body = client.V1Scale(
                 metadata=client.V1ObjectMeta(
                     name=name, namespace=target.namespace, resource_version=meta.resource_version

@@ -244,3 +244,21 @@ def test_without_fresh_metrics_no_pod_is_marked(cluster: Any) -> None:
     assert not [
         e for e in kube.audit(namespace=namespace, user="scaler") if e["objectRef"]["resource"] == "pods"
     ]
+
+
+def test_a_scale_between_read_back_and_write_is_not_overwritten(cluster: Any) -> None:
+    kube, namespace, admin = cluster
+    create_deployment(kube, namespace=namespace, name="chat", replicas=2)
+    acts, registry = _actuators(kube)
+    pol = _policy(namespace, "chat", scale_down_delay_seconds=300)
+
+    async def stale_apply() -> list[Any]:
+        current = await acts.read(pol, now=T0)  # reads 2
+        _kubectl_scale(admin, namespace, "chat", 5)  # the operator, right after the read
+        return await acts.apply(policy=pol, decision=decision(replicas=3, at=T0), current=current, now=T0)
+
+    assert asyncio.run(stale_apply()) == []  # the write saw 5, not the 2 read back: not made
+    assert _spec_replicas(admin, namespace, "chat") == 5
+    assert _tick(acts, pol, replicas=3, now=T0 + 10) == []  # the next read-back: an external change, kept
+    assert _sample(registry, "scaler_external_changes_total", model="chat", kind="replicas") == 1.0
+    assert _scale_writes(kube, namespace) == []
