@@ -32,6 +32,7 @@ from scaler.adapters.actuator import Actuators
 from scaler.adapters.metrics import DaemonMetrics
 from scaler.control.controller import ReadBack
 from scaler.core.actuation import Change
+from scaler.core.operators import OperatorState
 from scaler.core.policy import ModelPolicy
 from scaler.core.types import Decision, Unavailable
 from scaler.ports import Capacity, Clock, DecisionObserver, DecisionSink, Gate
@@ -47,6 +48,7 @@ class _Worker:
     wake: asyncio.Event
     task: asyncio.Task[None] | None = None
     pending: Decision | None = None
+    inflight: Mapping[str, int] = dataclasses.field(default_factory=dict)
     readback: ReadBack | None = None
     busy: bool = False
     released: bool = False
@@ -122,8 +124,18 @@ class Executor:
 
     # -- decisions ----------------------------------------------------------------------------------
 
-    def submit(self, *, policy: ModelPolicy, decision: Decision, payload: Mapping[str, object]) -> None:
-        """Publish ``payload`` and hand ``decision`` to the model's worker; returns at once."""
+    def submit(
+        self,
+        *,
+        policy: ModelPolicy,
+        decision: Decision,
+        payload: Mapping[str, object],
+        inflight: Mapping[str, int] | None = None,
+    ) -> None:
+        """Publish ``payload`` and hand ``decision`` to the model's worker; returns at once.
+
+        ``inflight`` (requests in flight per pod) picks the pods a scale-in removes first.
+        """
         model = policy.name
         for observer in self.observers:
             observer.decided(model=model, decision=decision, payload=payload)
@@ -138,6 +150,7 @@ class Executor:
         if worker is not None:
             worker.policy = policy
             worker.pending = decision
+            worker.inflight = dict(inflight or {})
             worker.wake.set()
 
     async def _publish(self, model: str, payload: Mapping[str, object]) -> None:
@@ -163,15 +176,20 @@ class Executor:
                 return
             worker.wake.clear()
             decision, worker.pending = worker.pending, None
+            inflight, worker.inflight = worker.inflight, {}
             worker.busy = True
             try:
-                capacity = await actuators.read(worker.policy)
+                capacity = await actuators.read(worker.policy, now=self.clock.now())
                 worker.readback = readback_from(capacity, unavailable=actuators.unavailable(model))
                 if decision is not None and (
                     self.gate is None or self.gate.allows(model, action="actuate")
                 ):
                     made = await actuators.apply(
-                        policy=worker.policy, decision=decision, current=capacity, now=self.clock.now()
+                        policy=worker.policy,
+                        decision=decision,
+                        current=capacity,
+                        now=self.clock.now(),
+                        inflight=inflight,
                     )
                     if not actuators.dry_run:  # dry-run changed nothing: the read-back stands
                         worker.readback = _after(worker.readback, made)
@@ -201,6 +219,11 @@ class Executor:
 def readback_from(capacity: Capacity, *, unavailable: Unavailable) -> ReadBack:
     """Return what ``capacity`` says as the controller's read-back, with the kinds whose API keeps failing."""
     replicas, standby = capacity.replicas, capacity.standby
+    kinds = (("replicas", replicas), ("standby", standby))
+    state = OperatorState(
+        paused=frozenset(kind for kind, s in kinds if s is not None and s.paused),
+        external={kind: s.external for kind, s in kinds if s is not None and s.external is not None},
+    )
     return ReadBack(
         replicas_ready=replicas.ready if replicas is not None else None,
         replicas_starting=replicas.starting if replicas is not None else None,
@@ -208,6 +231,7 @@ def readback_from(capacity: Capacity, *, unavailable: Unavailable) -> ReadBack:
         standby_starting=standby.starting if standby is not None else None,
         serverless_provisioned=capacity.serverless,
         unavailable=unavailable,
+        operators=state,
     )
 
 

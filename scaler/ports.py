@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import NamedTuple, Protocol, runtime_checkable
 
 from scaler.control.controller import Forecaster, Planner
+from scaler.core.operators import ExternalChange
 from scaler.core.policy import KubernetesTarget, ModelPolicy, ServerlessTarget
 from scaler.core.types import Decision
 
@@ -26,12 +27,15 @@ __all__ = [
     "ForecasterFactory",
     "ForecasterLoader",
     "KubeState",
+    "KubernetesOperatorsPort",
     "KubernetesPort",
     "OwnershipCallback",
     "PermanentError",
     "Planner",
+    "PodInfo",
     "RawRecord",
     "ServerlessPort",
+    "Superseded",
     "TrafficWeightsPort",
     "TransientError",
 ]
@@ -160,13 +164,27 @@ class PermanentError(Exception):
     """An API call failed in a way a retry cannot fix (not found, forbidden, invalid)."""
 
 
+class Superseded(Exception):  # noqa: N818  # not an error: someone else changed the target first
+    """The target changed since it was read back, so the change was not made (the next read sees why)."""
+
+
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class KubeState:
-    """Replica counts of one workload: desired (spec), ready, and starting (desired but not ready)."""
+    """Replica counts of one workload: desired (spec), ready, and starting (desired but not ready).
+
+    ``paused``: the workload carries ``spillway.io/paused: "true"`` (never written while so);
+    ``generation`` and ``resource_version`` identify what was read (None: unknown); ``external`` is
+    set by :class:`scaler.adapters.actuator.Actuators` when ``desired`` is a count Spillway did not
+    write (the latest such change, kept while it is in force).
+    """
 
     desired: int
     ready: int
     starting: int
+    paused: bool = False
+    generation: int | None = None
+    resource_version: str | None = None
+    external: ExternalChange | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -187,6 +205,42 @@ class KubernetesPort(Protocol):
 
     async def set_replicas(self, target: KubernetesTarget, *, name: str, replicas: int, reason: str) -> None:
         """Set the workload's replicas and record an Event; raise TransientError or PermanentError."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class PodInfo:
+    """One pod of a workload: its name and its pod-deletion-cost annotation (None: unset)."""
+
+    name: str
+    deletion_cost: str | None = None
+
+
+@runtime_checkable
+class KubernetesOperatorsPort(KubernetesPort, Protocol):
+    """A Kubernetes port that also records Events and marks pods for drain-aware scale-in."""
+
+    async def set_replicas(
+        self,
+        target: KubernetesTarget,
+        *,
+        name: str,
+        replicas: int,
+        reason: str,
+        only_from: int | None = None,
+    ) -> None:
+        """Set the workload's replicas as :class:`KubernetesPort` does; raise Superseded when
+        ``only_from`` is given and the workload no longer has that many (someone else changed it)."""
+
+    async def record_event(
+        self, target: KubernetesTarget, *, name: str, reason: str, message: str, warning: bool = False
+    ) -> None:
+        """Record an Event on the workload ``name``; best effort (never raises)."""
+
+    async def list_pods(self, target: KubernetesTarget, *, name: str) -> list[PodInfo]:
+        """Return the live pods of the workload ``name``; raise TransientError or PermanentError."""
+
+    async def set_deletion_cost(self, target: KubernetesTarget, *, pod: str, cost: int | None) -> None:
+        """Set (None: remove) the pod's deletion cost annotation; raise TransientError or PermanentError."""
 
 
 class ServerlessPort(Protocol):

@@ -300,9 +300,20 @@ class Runtime:
         decision = step.decision
         self._explain(model, controller.policy, step)
         payload = decision_payload(
-            model=model, decision=decision, trigger=trigger, dry_run=self.options.dry_run, ledger=step.ledger
+            model=model,
+            decision=decision,
+            trigger=trigger,
+            dry_run=self.options.dry_run,
+            ledger=step.ledger,
+            paused=step.paused,
+            floors=step.floors,
         )
-        self.executor.submit(policy=controller.policy, decision=decision, payload=payload)
+        self.executor.submit(
+            policy=controller.policy,
+            decision=decision,
+            payload=payload,
+            inflight=controller.aggregator.inflight(now=now),
+        )
         self.metrics.record_decision(model=model, decision=decision, trigger=trigger)
         self.metrics.record_ledger(model=model, accrued=controller.ledger.take_unexported(controller.policy))
         self.metrics.decision_latency.observe(time.perf_counter() - started)

@@ -14,30 +14,43 @@ traffic between ``primary_variant`` and ``variant_name`` from the decision's ``s
 the weights are read back with the capacity, set only when they differ by more than
 :data:`scaler.core.actuation.WEIGHT_TOLERANCE`, in the same call as a capacity change of that
 target, paced and dry-run like any other change.
+
+Operators stay in charge (:mod:`scaler.core.operators`): a Kubernetes target read back as paused
+(``spillway.io/paused: "true"``) is never written (``scaler_target_paused``); a replica count that
+Spillway did not write is an external change, recorded as an Event on the target and counted
+(``scaler_external_changes_total``), and kept as a floor while ``behavior.external_changes`` says so
+(the controller floors its decisions too; this guard covers a decision made before the change was
+seen). Before replicas of a Deployment go down, the pods with the fewest requests in flight are
+marked with a low ``controller.kubernetes.io/pod-deletion-cost`` so the ReplicaSet removes them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import random
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
 import structlog
 import tenacity
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from scaler.core import actuation
+from scaler.core import actuation, operators
 from scaler.core.actuation import Change, Kind
 from scaler.core.policy import ModelPolicy
 from scaler.core.types import Decision, Unavailable
 from scaler.ports import (
     Capacity,
+    KubernetesOperatorsPort,
     KubernetesPort,
     KubeState,
     PermanentError,
+    PodInfo,
     ServerlessPort,
+    Superseded,
     TrafficWeightsPort,
     TransientError,
 )
@@ -48,10 +61,13 @@ __all__ = [  # the ports' types are re-exported for the adapters that implement 
     "Actuators",
     "Capacity",
     "KubeState",
+    "KubernetesOperatorsPort",
     "KubernetesPort",
     "PermanentError",
+    "PodInfo",
     "RetryPolicy",
     "ServerlessPort",
+    "Superseded",
     "TrafficWeightsPort",
     "TransientError",
     "with_retries",
@@ -172,6 +188,24 @@ class ActuatorMetrics:
             ["model"],
             registry=registry,
         )
+        self.paused = Gauge(
+            "scaler_target_paused",
+            'Kubernetes targets annotated spillway.io/paused: "true" (never written while 1).',
+            ["model", "kind"],
+            registry=registry,
+        )
+        self.external_changes = Counter(
+            "scaler_external_changes",
+            "Replica counts of a target changed outside Spillway (kubectl scale, an operator).",
+            ["model", "kind"],
+            registry=registry,
+        )
+        self.drain_marked = Counter(
+            "scaler_drain_pods_marked",
+            "Pods marked with a low pod-deletion-cost before a scale-in (removed first).",
+            ["model"],
+            registry=registry,
+        )
 
 
 _FLAG_NAME: dict[Unavailable, str] = {
@@ -216,6 +250,11 @@ class Actuators:
         self.log = structlog.get_logger("scaler.actuator")
         # fencing (scaler.executor sets it): asked before every write attempt, retries included
         self.gate: Callable[[str], bool] | None = None
+        # Kubernetes target -> the replica count Spillway last wrote (or first read, or accepted)
+        self.expected: dict[str, int] = {}
+        # Kubernetes target -> the latest change of its replicas made outside Spillway
+        self.external: dict[str, operators.ExternalChange] = {}
+        self.paused_targets: set[str] = set()
 
     def _targets(self, policy: ModelPolicy) -> dict[Kind, str]:
         targets: dict[Kind, str] = {}
@@ -307,8 +346,12 @@ class Actuators:
             hint="not retried: fix the connection settings, RBAC or the policy's target",
         )
 
-    async def read(self, policy: ModelPolicy) -> Capacity:
-        """Return the capacity read back from every target of ``policy`` (None where unreadable)."""
+    async def read(self, policy: ModelPolicy, *, now: float | None = None) -> Capacity:
+        """Return the capacity read back from every target of ``policy`` (None where unreadable).
+
+        Kubernetes read-backs carry ``paused`` and the latest external change of each target (seen
+        at ``now``, default the wall clock), which is recorded as an Event and counted once.
+        """
         spec = policy.targets
         targets = self._targets(policy)
         if spec is None or not targets:
@@ -332,6 +375,9 @@ class Actuators:
                     target=targets["standby"],
                     op=lambda: kube.read(k, name=standby_name),
                 )
+            at = time.time() if now is None else now
+            replicas = await self._operators(policy, "replicas", targets, replicas, now=at)
+            standby = await self._operators(policy, "standby", targets, standby, now=at)
         if spec.serverless is not None and aws is not None:
             s = spec.serverless
             serverless = await self._call(
@@ -351,17 +397,101 @@ class Actuators:
                 return Capacity(replicas=replicas, standby=standby, serverless=serverless, weights=weights)
         return Capacity(replicas=replicas, standby=standby, serverless=serverless)
 
+    async def _operators(
+        self,
+        policy: ModelPolicy,
+        kind: Kind,
+        targets: dict[Kind, str],
+        state: KubeState | None,
+        *,
+        now: float,
+    ) -> KubeState | None:
+        """Return ``state`` with the target's latest external change; report pauses and new changes."""
+        if state is None:
+            return None
+        target = targets[kind]
+        self.metrics.paused.labels(model=policy.name, kind=kind).set(1 if state.paused else 0)
+        if state.paused != (target in self.paused_targets):
+            event = "target_paused" if state.paused else "target_resumed"
+            self.log.warning(event, model=policy.name, kind=kind, target=target)
+            if state.paused:
+                self.paused_targets.add(target)
+            else:
+                self.paused_targets.discard(target)
+        # while paused the operators own the count: it is the new baseline, not an external change
+        expected = None if state.paused else self.expected.get(target)
+        change = operators.detect_change(
+            expected=expected, read=state.desired, at=now, generation=state.generation
+        )
+        self.expected[target] = state.desired
+        if change is not None:
+            self.external[target] = change
+            await self._report_external(policy, kind=kind, target=target, change=change)
+        return dataclasses.replace(state, external=self.external.get(target))
+
+    async def _report_external(
+        self, policy: ModelPolicy, *, kind: Kind, target: str, change: operators.ExternalChange
+    ) -> None:
+        """Count, log and record as an Event (best effort) one external change of ``target``."""
+        behavior = policy.behavior
+        mode = behavior.external_changes
+        handling = (
+            f"kept as a floor for {behavior.scale_down_delay_seconds:g} s (scale-down delay)"
+            if mode == "respect-for-scale-down-delay"
+            else "corrected at once"
+        )
+        self.metrics.external_changes.labels(model=policy.name, kind=kind).inc()
+        self.log.warning(
+            "external_change",
+            model=policy.name,
+            kind=kind,
+            target=target,
+            previous=change.previous,
+            replicas=change.replicas,
+            generation=change.generation,
+            handling=mode,
+        )
+        kube, spec = self.kubernetes, policy.targets
+        if self.dry_run or not isinstance(kube, KubernetesOperatorsPort) or spec is None:
+            return
+        k = spec.kubernetes
+        if k is None:
+            return
+        name = k.name if kind == "replicas" else (k.standby_name or k.name)
+        message = (
+            f"replicas changed outside Spillway: {change.previous} -> {change.replicas}"
+            f" (generation {change.generation}); {handling} (behavior.external_changes={mode})"
+        )
+        try:
+            await asyncio.wait_for(
+                kube.record_event(
+                    k, name=name, reason="SpillwayExternalChange", message=message, warning=True
+                ),
+                timeout=self.retry.timeout_seconds,
+            )
+        except TimeoutError:
+            return
+
     async def apply(
-        self, *, policy: ModelPolicy, decision: Decision, current: Capacity, now: float
+        self,
+        *,
+        policy: ModelPolicy,
+        decision: Decision,
+        current: Capacity,
+        now: float,
+        inflight: Mapping[str, int] | None = None,
     ) -> list[Change]:
         """Bring the targets of ``policy`` to ``decision`` (clamped); return the changes made (or logged).
 
-        Skips what already matches ``current``, targets changed less than ``min_interval`` ago, and
-        kinds whose current value could not be read. Never raises: failures are recorded.
+        Skips what already matches ``current``, targets changed less than ``min_interval`` ago, paused
+        targets and kinds whose current value could not be read; keeps external changes as floors
+        while the policy says so. ``inflight`` (requests in flight per pod, from fresh metric events)
+        picks the pods a scale-in removes first. Never raises: failures are recorded.
         """
         targets = self._targets(policy)
         if not targets:
             return []
+        decision = self._respect_external(policy=policy, decision=decision, current=current, now=now)
         # the controller already clamped at decision time; this guard only ever catches a bug
         desired, notes = actuation.clamp(policy=policy, decision=decision, now=decision.at)
         if notes:
@@ -372,7 +502,12 @@ class Actuators:
             "standby": current.standby.desired if current.standby else None,
             "serverless": current.serverless,
         }
-        readable = {k: t for k, t in targets.items() if known[k] is not None}
+        paused = {
+            kind
+            for kind, state in (("replicas", current.replicas), ("standby", current.standby))
+            if state is not None and state.paused
+        }
+        readable = {k: t for k, t in targets.items() if known[k] is not None and k not in paused}
         weights = self._weights_to_set(policy=policy, decision=decision, current=current)
         made: list[Change] = []
         for change in actuation.changes(desired=desired, current=known, targets=readable):
@@ -395,7 +530,9 @@ class Actuators:
                     desired=change.desired,
                     **({"weights": together} if together is not None else {}),
                 )
-            elif not await self._change(policy=policy, change=change, reason=reason, weights=together):
+            elif not await self._write(
+                policy=policy, change=change, reason=reason, weights=together, inflight=inflight or {}
+            ):
                 continue
             self.pacer.record(change.target, now=now)
             self.metrics.changes.labels(
@@ -407,6 +544,112 @@ class Actuators:
                 policy=policy, weights=weights, target=targets["serverless"], now=now
             )
         return made
+
+    async def _write(
+        self,
+        *,
+        policy: ModelPolicy,
+        change: Change,
+        reason: str,
+        weights: dict[str, float] | None,
+        inflight: Mapping[str, int],
+    ) -> bool:
+        """Make ``change`` (marking pods first on a scale-in); return True if it was made."""
+        kube = change.kind in ("replicas", "standby")
+        if change.kind == "replicas" and change.current is not None and change.desired < change.current:
+            await self._mark_for_drain(policy=policy, change=change, inflight=inflight)
+        try:
+            done = await self._change(policy=policy, change=change, reason=reason, weights=weights)
+        except Superseded as exc:  # the next read-back reports the external change
+            self.log.warning("actuation_superseded", model=policy.name, target=change.target, error=str(exc))
+            return False
+        if not done:
+            if kube:
+                self.expected.pop(change.target, None)  # unknown whether it landed: re-baseline
+            return False
+        if kube:
+            self.expected[change.target] = change.desired
+        return True
+
+    def _respect_external(
+        self, *, policy: ModelPolicy, decision: Decision, current: Capacity, now: float
+    ) -> Decision:
+        """Return ``decision`` raised to the floors of external changes in force (logged when it moves)."""
+        external = {
+            kind: state.external
+            for kind, state in (("replicas", current.replicas), ("standby", current.standby))
+            if state is not None and state.external is not None
+        }
+        if not external:
+            return decision
+        behavior = policy.behavior
+        raised, floors = operators.respect_operators(
+            decision,
+            state=operators.OperatorState(external=external),
+            mode=behavior.external_changes,
+            delay_seconds=behavior.scale_down_delay_seconds,
+            now=now,
+        )
+        if raised is not decision:
+            self.log.info("external_change_respected", model=policy.name, floors=floors)
+        return raised
+
+    async def _mark_for_drain(
+        self, *, policy: ModelPolicy, change: Change, inflight: Mapping[str, int]
+    ) -> None:
+        """Mark the pods to remove first before ``change`` lowers a Deployment's replicas; never raises.
+
+        The pods with the fewest requests in flight get :data:`operators.DRAIN_COST`; pods marked so
+        by an earlier scale-in and not picked now are unmarked. A failure is logged and the scale-in
+        goes ahead (the ReplicaSet then picks by its own ranking).
+        """
+        spec = policy.targets
+        kube = self.kubernetes
+        k = spec.kubernetes if spec is not None else None
+        if k is None or k.kind != "Deployment" or not isinstance(kube, KubernetesOperatorsPort):
+            return
+        if change.current is None:
+            return
+        count = change.current - change.desired
+        what = f"drain {change.target}"
+        try:
+            pods: list[PodInfo] = await with_retries(
+                lambda: kube.list_pods(k, name=k.name),
+                what=what,
+                retry=self.retry,
+                rng=self.rng,
+                sleep=self.sleep,
+            )
+            picked = operators.pods_to_remove(pods=[p.name for p in pods], inflight=inflight, count=count)
+            mark = str(operators.DRAIN_COST)
+            for pod in pods:
+                wanted = operators.DRAIN_COST if pod.name in picked else None
+                if (pod.deletion_cost == mark) == (wanted is not None):
+                    continue  # already as wanted (a cost someone else set on an unpicked pod stays)
+                await with_retries(
+                    functools.partial(kube.set_deletion_cost, k, pod=pod.name, cost=wanted),
+                    what=what,
+                    retry=self.retry,
+                    rng=self.rng,
+                    sleep=self.sleep,
+                )
+        except ActuationError as exc:
+            self.log.warning("drain_marking_failed", model=policy.name, target=change.target, error=str(exc))
+            return
+        if not picked:
+            self.log.info(
+                "drain_unknown_load", model=policy.name, target=change.target, why="no pod has fresh metrics"
+            )
+            return
+        self.metrics.drain_marked.labels(model=policy.name).inc(len(picked))
+        self.log.info(
+            "drain_marked",
+            model=policy.name,
+            target=change.target,
+            remove=count,
+            pods=picked,
+            inflight={pod: inflight[pod] for pod in picked},
+        )
 
     def _weights_to_set(
         self, *, policy: ModelPolicy, decision: Decision, current: Capacity
@@ -473,7 +716,13 @@ class Actuators:
             if k is None or kube is None:
                 return False
             name = k.name if change.kind == "replicas" else (k.standby_name or k.name)
-            op = lambda: kube.set_replicas(k, name=name, replicas=change.desired, reason=reason)  # noqa: E731
+            if isinstance(kube, KubernetesOperatorsPort):  # never over a count changed since the read
+                checked = kube
+                op = lambda: checked.set_replicas(  # noqa: E731
+                    k, name=name, replicas=change.desired, reason=reason, only_from=change.current
+                )
+            else:
+                op = lambda: kube.set_replicas(k, name=name, replicas=change.desired, reason=reason)  # noqa: E731
         else:
             s = spec.serverless
             if s is None or aws is None:

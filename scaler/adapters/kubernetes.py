@@ -5,6 +5,10 @@ read, and replaced with its ``resourceVersion``; a 409 Conflict means someone el
 the call is reported as transient and :mod:`scaler.adapters.actuator` re-reads and re-applies
 (never forced). Every change records a Kubernetes Event on the workload with the reason.
 
+Operators stay in charge: a workload annotated ``spillway.io/paused: "true"`` is read back as
+paused (the actuators then never write it); before replicas of a Deployment go down, the pods to
+remove first are marked with a low ``controller.kubernetes.io/pod-deletion-cost`` (pods: list, patch).
+
 Warm standby: a second workload of the same model (``targets.kubernetes.standby_name``) whose pods
 carry labels outside the model's Service selector: loaded and warm, taking no traffic. Promotion is
 "serving up first, standby down after" (:func:`scaler.core.actuation.order_for_promotion`): the
@@ -28,7 +32,8 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError, SSLError
 
-from scaler.adapters.actuator import KubeState, PermanentError, TransientError
+from scaler.adapters.actuator import KubeState, PermanentError, PodInfo, Superseded, TransientError
+from scaler.core import operators
 from scaler.core.policy import KubernetesTarget
 
 RBAC_RULES: Final[tuple[dict[str, tuple[str, ...]], ...]] = (
@@ -39,6 +44,7 @@ RBAC_RULES: Final[tuple[dict[str, tuple[str, ...]], ...]] = (
         "verbs": ("get", "update"),
     },
     {"apiGroups": ("",), "resources": ("events",), "verbs": ("create",)},
+    {"apiGroups": ("",), "resources": ("pods",), "verbs": ("list", "patch")},
 )
 COMPONENT: Final = "spillway-scaler"
 EVENT_REASON: Final = "SpillwayScaled"
@@ -166,12 +172,21 @@ class KubernetesActuator:
         """Return desired/ready/starting replicas of ``name``; raise TransientError or PermanentError."""
         return await asyncio.to_thread(self._read, target, name)
 
-    async def set_replicas(self, target: KubernetesTarget, *, name: str, replicas: int, reason: str) -> None:
+    async def set_replicas(
+        self,
+        target: KubernetesTarget,
+        *,
+        name: str,
+        replicas: int,
+        reason: str,
+        only_from: int | None = None,
+    ) -> None:
         """Replace the Scale of ``name`` at the version just read and record an Event.
 
-        Raises TransientError (409 included: retry re-reads) or PermanentError.
+        Raises TransientError (409 included: retry re-reads) or PermanentError, and Superseded when
+        ``only_from`` is given and the Scale no longer says that many replicas (changed out of band).
         """
-        await asyncio.to_thread(self._set_replicas, target, name, replicas, reason)
+        await asyncio.to_thread(self._set_replicas, target, name, replicas, reason, only_from)
 
     def _read(self, target: KubernetesTarget, name: str) -> KubeState:
         what = f"{target.kind} {target.namespace}/{name}"
@@ -187,9 +202,19 @@ class KubernetesActuator:
         desired = int(obj.spec.replicas or 0) if obj.spec is not None else 0
         status = obj.status
         ready = int(status.ready_replicas or 0) if status is not None else 0
-        return KubeState(desired=desired, ready=ready, starting=max(desired - ready, 0))
+        meta = obj.metadata or client.V1ObjectMeta()
+        return KubeState(
+            desired=desired,
+            ready=ready,
+            starting=max(desired - ready, 0),
+            paused=operators.is_paused(meta.annotations),
+            generation=int(meta.generation) if meta.generation is not None else None,
+            resource_version=meta.resource_version,
+        )
 
-    def _set_replicas(self, target: KubernetesTarget, name: str, replicas: int, reason: str) -> None:
+    def _set_replicas(
+        self, target: KubernetesTarget, name: str, replicas: int, reason: str, only_from: int | None
+    ) -> None:
         what = f"{target.kind} {target.namespace}/{name}"
         deployment = target.kind == "Deployment"
         read = (
@@ -208,6 +233,8 @@ class KubernetesActuator:
             before = int(scale.spec.replicas or 0) if scale.spec is not None else 0
             if before == replicas:
                 return
+            if only_from is not None and before != only_from:
+                raise Superseded(f"{what} has {before} replicas, not the {only_from} read back")
             body = client.V1Scale(
                 metadata=client.V1ObjectMeta(
                     name=name, namespace=target.namespace, resource_version=meta.resource_version
@@ -219,17 +246,92 @@ class KubernetesActuator:
             raise _classify(exc, what=f"scale {what} to {replicas}") from None
         self._event(target, name=name, uid=meta.uid, message=f"{before} -> {replicas} replicas; {reason}")
 
-    def _event(self, target: KubernetesTarget, *, name: str, uid: str | None, message: str) -> None:
-        """Record a Normal Event on the workload; a failure here does not undo the change (best effort)."""
+    async def record_event(
+        self, target: KubernetesTarget, *, name: str, reason: str, message: str, warning: bool = False
+    ) -> None:
+        """Record an Event ``reason`` on the workload ``name`` (Warning if ``warning``); never raises."""
+        await asyncio.to_thread(self._event_on, target, name, reason, message, warning)
+
+    async def list_pods(self, target: KubernetesTarget, *, name: str) -> list[PodInfo]:
+        """Return the pods selected by the workload ``name`` that are not being deleted.
+
+        Raises TransientError or PermanentError (a workload without a selector is a PermanentError).
+        """
+        return await asyncio.to_thread(self._list_pods, target, name)
+
+    async def set_deletion_cost(self, target: KubernetesTarget, *, pod: str, cost: int | None) -> None:
+        """Patch the pod's pod-deletion-cost annotation (None removes it); raise on failure."""
+        await asyncio.to_thread(self._set_deletion_cost, target, pod, cost)
+
+    def _event_on(
+        self, target: KubernetesTarget, name: str, reason: str, message: str, warning: bool
+    ) -> None:
+        read = (
+            self.apps.read_namespaced_deployment
+            if target.kind == "Deployment"
+            else self.apps.read_namespaced_stateful_set
+        )
+        try:
+            meta = read(name, target.namespace, _request_timeout=self.timeout).metadata
+        except (ApiException, HTTPError, OSError):
+            meta = None
+        uid = meta.uid if meta is not None else None
+        self._event(target, name=name, uid=uid, message=message, reason=reason, warning=warning)
+
+    def _list_pods(self, target: KubernetesTarget, name: str) -> list[PodInfo]:
+        what = f"pods of {target.kind} {target.namespace}/{name}"
+        read = (
+            self.apps.read_namespaced_deployment
+            if target.kind == "Deployment"
+            else self.apps.read_namespaced_stateful_set
+        )
+        try:
+            obj = read(name, target.namespace, _request_timeout=self.timeout)
+            selector = _label_selector(obj.spec.selector if obj.spec is not None else None)
+            if not selector:
+                raise PermanentError(f"list {what}: the workload has no label selector")
+            items = self.core.list_namespaced_pod(
+                target.namespace, label_selector=selector, _request_timeout=self.timeout
+            ).items
+        except (ApiException, HTTPError, OSError) as exc:
+            raise _classify(exc, what=f"list {what}") from None
+        pods = []
+        for pod in items:
+            meta = pod.metadata
+            if meta is None or meta.deletion_timestamp is not None or not meta.name:
+                continue
+            cost = (meta.annotations or {}).get(operators.DELETION_COST_ANNOTATION)
+            pods.append(PodInfo(name=meta.name, deletion_cost=cost))
+        return pods
+
+    def _set_deletion_cost(self, target: KubernetesTarget, pod: str, cost: int | None) -> None:
+        value = None if cost is None else str(int(cost))
+        body = {"metadata": {"annotations": {operators.DELETION_COST_ANNOTATION: value}}}
+        try:
+            self.core.patch_namespaced_pod(pod, target.namespace, body, _request_timeout=self.timeout)
+        except (ApiException, HTTPError, OSError) as exc:
+            raise _classify(exc, what=f"mark pod {target.namespace}/{pod}") from None
+
+    def _event(
+        self,
+        target: KubernetesTarget,
+        *,
+        name: str,
+        uid: str | None,
+        message: str,
+        reason: str = EVENT_REASON,
+        warning: bool = False,
+    ) -> None:
+        """Record an Event on the workload; a failure here does not undo the change (best effort)."""
         now = dt.datetime.now(dt.UTC)
         event = client.CoreV1Event(
             metadata=client.V1ObjectMeta(name=f"{name}.{uuid.uuid4().hex[:12]}", namespace=target.namespace),
             involved_object=client.V1ObjectReference(
                 api_version="apps/v1", kind=target.kind, name=name, namespace=target.namespace, uid=uid
             ),
-            reason=EVENT_REASON,
+            reason=reason,
             message=message[:1024],
-            type="Normal",
+            type="Warning" if warning else "Normal",
             source=client.V1EventSource(component=COMPONENT),
             reporting_component=COMPONENT,
             first_timestamp=now,
@@ -240,6 +342,24 @@ class KubernetesActuator:
             self.core.create_namespaced_event(target.namespace, event, _request_timeout=self.timeout)
         except (ApiException, HTTPError, OSError):
             return
+
+
+def _label_selector(selector: Any) -> str:
+    """Return a label selector string for a V1LabelSelector (matchLabels and matchExpressions); '' if none."""
+    if selector is None:
+        return ""
+    parts = [f"{key}={value}" for key, value in sorted((selector.match_labels or {}).items())]
+    for expression in selector.match_expressions or []:
+        key, op, values = expression.key, expression.operator, sorted(expression.values or [])
+        if op == "In":
+            parts.append(f"{key} in ({','.join(values)})")
+        elif op == "NotIn":
+            parts.append(f"{key} notin ({','.join(values)})")
+        elif op == "Exists":
+            parts.append(key)
+        elif op == "DoesNotExist":
+            parts.append(f"!{key}")
+    return ",".join(parts)
 
 
 def describe_rules() -> list[dict[str, Any]]:

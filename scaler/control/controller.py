@@ -13,7 +13,9 @@ One decision (:meth:`ModelController.decide`), in order:
    read back from the targets (:class:`ReadBack`) where it could, and the request rate of the last
    bucket; while events are silent, load and readiness come from a fresh fallback signal, and
    without one the forecast is unusable (the planner holds);
-3. alert overrides mark capacity unavailable, the planner plans, overrides apply freeze and boost;
+3. alert overrides mark capacity unavailable (a paused serving target too), the planner plans,
+   overrides apply freeze and boost, and an operator's out-of-band replica count is kept as a floor
+   while ``behavior.external_changes`` says so (:mod:`scaler.core.operators`);
 4. **the one clamp**: the bounds in force at ``now`` (policy, schedules) bound every output, so the
    decision published is exactly the one actuated.
 
@@ -44,7 +46,7 @@ from collections.abc import Sequence
 from typing import Literal, Protocol
 
 from scaler.control.ledger import Ledger, LedgerInterval
-from scaler.core import actuation, aggregate, fallback
+from scaler.core import actuation, aggregate, fallback, operators
 from scaler.core.aggregate import ModelAggregator
 from scaler.core.events import MetricEvent, RequestEvent
 from scaler.core.fallback import FallbackSignal
@@ -101,7 +103,8 @@ class Planner(Protocol):
 class ReadBack:
     """What the executor last read back from a model's targets (None: no target of that kind, or unread).
 
-    ``unavailable`` names the kinds whose API keeps failing (the planner plans around them).
+    ``unavailable`` names the kinds whose API keeps failing (the planner plans around them);
+    ``operators`` what operators did to the targets (paused kinds, external changes).
     """
 
     replicas_ready: int | None = None
@@ -110,6 +113,7 @@ class ReadBack:
     standby_starting: int | None = None
     serverless_provisioned: int | None = None
     unavailable: Unavailable = Unavailable.NONE
+    operators: operators.OperatorState = dataclasses.field(default_factory=operators.OperatorState)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -119,6 +123,7 @@ class Step:
     ``source`` says what the decision was made on; ``transition`` is ``fallback_started`` or
     ``fallback_ended`` when this decision changed that; ``clamped`` lists what the final clamp changed;
     ``ledger`` is the interval this decision closed: the previous one's predicted cost and the realized.
+    ``paused`` the kinds whose targets operators paused; ``floors`` the external changes kept by kind.
     """
 
     decision: Decision
@@ -131,6 +136,8 @@ class Step:
     clamped: tuple[str, ...]
     overrides: tuple[Override, ...]
     ledger: LedgerInterval | None = None
+    paused: tuple[str, ...] = ()
+    floors: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 class ModelController:
@@ -303,10 +310,23 @@ class ModelController:
             capacity=observed,
             predicted_per_hour=previous.cost_per_hour.get("chosen") if previous is not None else None,
         )
+        state = (readback or ReadBack()).operators
+        if "replicas" in state.paused:  # its replicas cannot change: serverless covers what they cannot
+            observed = dataclasses.replace(
+                observed, unavailable=observed.unavailable | Unavailable.KUBERNETES
+            )
         decision = self.planner(
             policy=self.policy, forecast=forecast, observed=observed, previous=self.previous, now=now
         )
         decision = adjust_decision(decision, overrides=active, previous=self.previous, policy=self.policy)
+        behavior = self.policy.behavior
+        decision, floors = operators.respect_operators(
+            decision,
+            state=state,
+            mode=behavior.external_changes,
+            delay_seconds=behavior.scale_down_delay_seconds,
+            now=now,
+        )
         if note:
             decision = dataclasses.replace(decision, reason=f"{decision.reason} [{note}]")
         decision, clamped = _clamp(self.policy, decision, now=now)
@@ -325,6 +345,8 @@ class ModelController:
             clamped=clamped,
             overrides=active,
             ledger=ledger,
+            paused=tuple(sorted(state.paused)),
+            floors=floors,
         )
 
     def account(self, *, now: float, readback: ReadBack | None = None) -> None:

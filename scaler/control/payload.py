@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from scaler.control.ledger import LedgerInterval
 from scaler.core.types import Decision
 
@@ -13,10 +15,14 @@ def decision_payload(
     trigger: str,
     dry_run: bool,
     ledger: LedgerInterval | None = None,
+    paused: tuple[str, ...] = (),
+    floors: Mapping[str, int] | None = None,
 ) -> dict[str, object]:
     """Return the JSON-ready message published for one decision (routing weights clamped to [0, 1]).
 
     With ``ledger``, the message carries the interval this decision closed (:func:`ledger_payload`).
+    ``paused`` lists the kinds whose targets carry ``spillway.io/paused`` (not actuated);
+    ``floors`` the replica counts kept from out-of-band changes, by kind.
     """
     spill = min(max(decision.spill_fraction, 0.0), 1.0)
     payload: dict[str, object] = {
@@ -35,6 +41,8 @@ def decision_payload(
         "held": decision.held,
         "trigger": trigger,
         "dry_run": dry_run,
+        "paused": list(paused),
+        "external_floors": dict(floors or {}),
     }
     if ledger is not None:
         payload["ledger"] = ledger_payload(ledger)

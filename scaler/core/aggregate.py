@@ -237,6 +237,18 @@ class ModelAggregator:
             kv_cache_usage_mean=float(np.mean([m.kv_cache_usage for m in ready])) if ready else 0.0,
         )
 
+    def inflight(self, *, now: float) -> dict[str, int]:
+        """Return requests in flight (waiting + running) per pod, from ready replicas' fresh reports.
+
+        A report's ``pod`` names the pod (else its ``replica``); a replica that is not ready (starting,
+        or its scrape failed) or whose report is stale is left out: its load is unknown.
+        """
+        return {
+            m.pod or m.replica: m.waiting + m.running
+            for m in self._replicas.values()
+            if m.ready and now - m.ts <= self.replica_stale_seconds
+        }
+
     # -- checkpoint ---------------------------------------------------------------------------------
 
     def open_state(self) -> dict[str, object]:

@@ -92,12 +92,24 @@ class RequestEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit
     ] = None
 
 
+_PodName = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+        description="Kubernetes pod name (DNS-1123 subdomain) of the replica, for drain-aware scale-in.",
+    ),
+]
+
+
 class MetricEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, gc=False):
     """A vLLM replica's state at one instant (topic llm.metrics, key = model, at most 64 KiB).
 
     The optional rates (all four or none: :data:`RATE_FIELDS`) are the replica's served requests and
     tokens per second over the ``rate_seconds`` before ``ts``, read from its counters by the vLLM
-    bridge; the controller counts them as demand while the model has no request events.
+    bridge; the controller counts them as demand while the model has no request events. ``pod``
+    names the replica's pod, for drain-aware scale-in.
     """
 
     model: _Model
@@ -111,6 +123,7 @@ class MetricEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_
     prompt_token_rate: _TokenRate | None = None
     output_token_rate: _TokenRate | None = None
     rate_seconds: _RateSeconds | None = None
+    pod: _PodName | None = None
 
     def __post_init__(self) -> None:
         """Raise ValueError unless the rate fields are all set or all unset (msgspec reports it)."""

@@ -55,7 +55,7 @@ def explain(
 ) -> Explanation:
     """Return the figures ``policy`` implies, with requests of ``prompt_tokens`` + ``output_tokens``."""
     facts = _economics(policy) + _capacity(policy, prompt_tokens=prompt_tokens, output_tokens=output_tokens)
-    facts += _lead_times(policy) + _schedules(policy.schedules)
+    facts += _lead_times(policy) + _schedules(policy.schedules) + [_external_changes(policy)]
     effective = yaml.safe_dump(policy.model_dump(mode="json"), sort_keys=False, default_flow_style=False)
     return Explanation(model=policy.name, facts=facts, warnings=_warnings(policy), effective_yaml=effective)
 
@@ -161,6 +161,20 @@ def _lead_times(policy: ModelPolicy) -> list[str]:
         f"bounds: {bounds.min_replicas}-{bounds.max_replicas} replicas, at most {bounds.serverless_quota} "
         f"serverless instances; {floor}",
     ]
+
+
+def _external_changes(policy: ModelPolicy) -> str:
+    behavior = policy.behavior
+    if behavior.external_changes == "correct":
+        return (
+            "a replica count set outside Spillway (kubectl scale) is overwritten at the next decision "
+            "(behavior.external_changes: correct)"
+        )
+    return (
+        f"a replica count set outside Spillway (kubectl scale) is kept as a floor for "
+        f"{behavior.scale_down_delay_seconds:g} s (the scale-down delay), then Spillway resumes; "
+        'annotate a target spillway.io/paused: "true" to stop Spillway writing it at all'
+    )
 
 
 def _schedules(schedules: list[Schedule]) -> list[str]:

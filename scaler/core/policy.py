@@ -27,6 +27,8 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from scaler.core.operators import ExternalChanges
+
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
@@ -149,6 +151,14 @@ class Behavior(_Strict):
     stabilization_seconds: NonNegativeFloat = Field(
         default=60.0, le=86_400, description="Window over which upward targets are smoothed (max)."
     )
+    external_changes: ExternalChanges = Field(
+        default="respect-for-scale-down-delay",
+        description=(
+            "A replica count set on a target outside Spillway (kubectl scale, an operator): "
+            "respect-for-scale-down-delay keeps it as a floor until scale_down_delay_seconds have "
+            "passed since it was seen; correct overwrites it at once."
+        ),
+    )
 
 
 class Forecast(_Strict):
@@ -188,9 +198,7 @@ class Schedule(_Strict):
     """A recurring window (days of week, local start/end time) that overrides bounds while active."""
 
     name: Annotated[str, Field(min_length=1, max_length=63)]
-    days: list[Weekday] = Field(
-        default_factory=lambda: list(WEEKDAYS), min_length=1, max_length=7
-    )
+    days: list[Weekday] = Field(default_factory=lambda: list(WEEKDAYS), min_length=1, max_length=7)
     start: str = Field(description="Local start time HH:MM.", json_schema_extra={"pattern": _HHMM.pattern})
     end: str = Field(
         description="Local end time HH:MM (before start: the window crosses midnight).",

@@ -192,8 +192,9 @@ def test_bounds_hold_when_the_planner_asks_for_too_much_or_too_little(cluster: A
     assert registry.get_sample_value("scaler_actuator_clamped_total", {"model": "chat"}) == 2
 
 
-def test_a_real_conflict_is_re_read_and_re_applied_never_forced(cluster: Any, proxy: Proxy) -> None:
-    """Someone scales chat while our update is in flight: the apiserver answers 409; we re-read."""
+def test_a_real_conflict_is_re_read_and_never_forced_over_the_operator(cluster: Any, proxy: Proxy) -> None:
+    """Someone scales chat while our update is in flight: the apiserver answers 409; we re-read, see
+    the operator's count, and leave it (the next read-back reports it as an external change)."""
     kube, namespace, apps = cluster
     _fault(proxy, method="PUT", path=f"/namespaces/{namespace}/deployments/chat/scale", delay=1.0, count=1)
     slow = RetryPolicy(attempts=3, base_seconds=0.01, cap_seconds=0.05, timeout_seconds=5.0)
@@ -205,22 +206,27 @@ def test_a_real_conflict_is_re_read_and_re_applied_never_forced(cluster: Any, pr
 
     other = threading.Thread(target=operator)
     other.start()
-    _apply(acts, policy(kubernetes={"namespace": namespace, "name": "chat"}), decision(replicas=3))
+    pol = policy(kubernetes={"namespace": namespace, "name": "chat"})
+    assert _apply(acts, pol, decision(replicas=3)) == []
     other.join()
-    assert _replicas(apps, namespace, "chat") == 3
+    assert _replicas(apps, namespace, "chat") == 5  # the operator's, not overwritten
     target = f"Deployment/{namespace}/chat"
     assert (
         registry.get_sample_value("scaler_actuator_retries_total", {"kind": "replicas", "target": target})
         == 1
     )
-    assert _puts(proxy, namespace) == 2  # the stale one (409 from the apiserver), then the re-read one
-    updates = [w for w in _writes(kube, namespace) if w[1] == "deployments/scale"]
+    assert _puts(proxy, namespace) == 1  # the stale one (409 from the apiserver); the re-read saw 5
     codes = [
         e["responseStatus"]["code"]
         for e in kube.audit(namespace=namespace, user="scaler")
-        if e["objectRef"].get("subresource") == "scale"
+        if e["objectRef"].get("subresource") == "scale" and e["verb"] == "update"
     ]
-    assert (len(updates), codes) == (2, [409, 200])
+    assert codes == [409]
+    _apply(acts, pol, decision(replicas=3))  # the next interval: an external change, kept as a floor
+    assert (
+        registry.get_sample_value("scaler_external_changes_total", {"model": "chat", "kind": "replicas"}) == 1
+    )
+    assert _replicas(apps, namespace, "chat") == 5
 
 
 @pytest.mark.parametrize("status", [429, 500])
@@ -254,9 +260,7 @@ def test_a_timeout_is_retried(cluster: Any, proxy: Proxy) -> None:
     )
 
 
-def test_an_api_that_keeps_failing_is_reported_unavailable_then_recovers(
-    cluster: Any, proxy: Proxy
-) -> None:
+def test_an_api_that_keeps_failing_is_reported_unavailable_then_recovers(cluster: Any, proxy: Proxy) -> None:
     kube, namespace, apps = cluster
     _fault(proxy, method="PUT", path=f"/namespaces/{namespace}/deployments/chat/scale", status=503, count=7)
     acts, registry = _actuators(kube, url=proxy.url)

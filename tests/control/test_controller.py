@@ -9,8 +9,10 @@ import pytest
 
 from scaler.control import checkpoint
 from scaler.control.controller import ModelController, ReadBack
+from scaler.control.payload import decision_payload
 from scaler.core.events import MetricEvent, RequestEvent
 from scaler.core.fallback import FallbackSignal
+from scaler.core.operators import ExternalChange, OperatorState
 from scaler.core.overrides import Action, Override
 from scaler.core.plan import plan
 from scaler.core.policy import ModelPolicy
@@ -57,7 +59,10 @@ def _run(
         if per:
             count = round(per)
             ctl.ingest_second(
-                second=int(T0) + s, arrivals=count, prompt_tokens=1000 * count, output_tokens=200 * count,
+                second=int(T0) + s,
+                arrivals=count,
+                prompt_tokens=1000 * count,
+                output_tokens=200 * count,
                 now=T0 + s + 1,
             )
         trigger = ctl.due(now=T0 + s + 1)
@@ -162,9 +167,7 @@ def test_a_boost_beyond_a_schedule_window_is_clamped_once_so_published_equals_ac
         schedules=[{"name": "cap", "start": "00:00", "end": "23:59", "max_replicas": 2}],
     )
     ctl = _controller(policy)
-    boost = Override(
-        key="a", alert="Boost", action=Action.BOOST, model="m", ends_at=T0 + 999, min_replicas=5
-    )
+    boost = Override(key="a", alert="Boost", action=Action.BOOST, model="m", ends_at=T0 + 999, min_replicas=5)
     step = ctl.decide(now=T0, readback=ReadBack(replicas_ready=1), overrides=[boost])
     # the override raised the floor to 5 (within the policy's 6); the window in force allows 2
     assert step.decision.replicas == 2
@@ -205,3 +208,39 @@ def test_late_and_early_events_are_refused_not_folded_into_the_wrong_bucket() ->
     assert not ctl.ingest_request(late, now=T0 + 6)
     assert not ctl.ingest_request(early, now=T0 + 6)
     assert math.isclose(ctl.last_event_at, T0 + 6)
+
+
+def test_an_operators_scale_is_a_floor_until_the_scale_down_delay_then_the_plan_resumes() -> None:
+    ctl = _controller()  # scale-down delay 60 s
+    _run(ctl, start=0, end=200, rate=5.0, readback=ReadBack(replicas_ready=2))
+    planned = ctl.decide(now=T0 + 200, readback=ReadBack(replicas_ready=2)).decision.replicas
+    operator = planned + 3
+    change = ExternalChange(at=T0 + 205, replicas=operator, previous=planned)
+    back = ReadBack(replicas_ready=operator, operators=OperatorState(external={"replicas": change}))
+    seen = {
+        t: r
+        for t, trigger, r, _ in _run(ctl, start=200, end=330, rate=5.0, readback=back)
+        if trigger == "tick"
+    }
+    assert all(seen[t] == operator for t in (210, 230, 260))  # kept while the delay runs (60 s)
+    # then the planner's own count again, one step down per interval (max_step_down 1)
+    assert [seen[t] for t in (270, 280, 290)] == [operator - 1, operator - 2, operator - 3]
+    assert seen[320] == planned
+
+
+def test_a_paused_serving_target_is_reported_and_planned_around_as_unavailable() -> None:
+    ctl = _controller()
+    _run(ctl, start=0, end=200, rate=5.0, readback=ReadBack(replicas_ready=2))
+    back = ReadBack(replicas_ready=2, operators=OperatorState(paused=frozenset({"replicas"})))
+    step = ctl.decide(now=T0 + 200, readback=back)
+    assert step.paused == ("replicas",)
+    assert Unavailable.KUBERNETES in step.observed.unavailable
+    payload = decision_payload(
+        model="m",
+        decision=step.decision,
+        trigger="tick",
+        dry_run=False,
+        paused=step.paused,
+        floors=step.floors,
+    )
+    assert (payload["paused"], payload["external_floors"]) == (["replicas"], {})

@@ -206,3 +206,28 @@ def test_begin_skips_the_partial_bucket_the_daemon_started_in() -> None:
     assert agg.add_request(_arrival(T0 + 61))
     assert [(b.start, b.requests) for b in agg.close(now=T0 + 120)] == [(T0 + 60, 1)]
     assert agg.late == 1
+
+
+def _report(
+    replica: str, *, ts: float, waiting: int, running: int, ready: bool = True, pod: str | None = None
+) -> MetricEvent:
+    return MetricEvent(
+        model="m",
+        ts=ts,
+        replica=replica,
+        waiting=waiting,
+        running=running,
+        kv_cache_usage=0.1,
+        ready=ready,
+        pod=pod,
+    )
+
+
+def test_inflight_per_pod_counts_only_fresh_reports_of_ready_replicas() -> None:
+    agg = ModelAggregator(bucket_seconds=10, replica_stale_seconds=60)
+    agg.add_metric(_report("10.0.0.1:8000", ts=100, waiting=1, running=2, pod="chat-a"))
+    agg.add_metric(_report("chat-b", ts=100, waiting=0, running=0))  # no pod field: the replica name
+    agg.add_metric(_report("chat-c", ts=100, waiting=0, running=0, ready=False))  # scrape failed: unknown
+    agg.add_metric(_report("chat-d", ts=20, waiting=0, running=0))  # stale at 100
+    agg.add_metric(_report("10.0.0.1:8000", ts=90, waiting=9, running=9, pod="chat-a"))  # older: ignored
+    assert agg.inflight(now=100) == {"chat-a": 3, "chat-b": 0}

@@ -390,3 +390,17 @@ def test_the_shipped_schemas_accept_and_refuse_what_the_decoder_does(
     missing = {k: v for k, v in good.items() if k != "ts"}
     with pytest.raises(jsonschema.ValidationError):
         validator.validate(missing)
+
+
+@pytest.mark.parametrize("pod", ["chat-7f9c5d-abcde", "a", "chat.v2-0"])
+def test_a_metric_event_may_name_its_pod(pod: str) -> None:
+    assert _decode_metric(_met(pod=pod)).pod == pod
+    assert _decode_metric(_met()).pod is None
+
+
+@pytest.mark.parametrize("pod", ["", "Chat-1", "chat_1", "-chat", "chat-", "a" * 254, 7])
+def test_a_pod_name_that_kubernetes_would_refuse_is_rejected(pod: object) -> None:
+    with pytest.raises(events.InvalidEvent) as caught:
+        _decode_metric(_met(pod=pod))
+    assert caught.value.reason in {"bad_value", "wrong_type"}
+    assert "pod" in caught.value.detail

@@ -159,3 +159,11 @@ def test_any_prices_explain_without_error_and_state_one_verdict(
     facts = text_of(p)
     assert ("pays off above" in facts) != ("never pay off" in facts)
     assert explain(p).render().startswith("Model m\n")
+
+
+def test_how_out_of_band_scaling_is_handled_is_stated() -> None:
+    respect = text_of(policy(behavior={"scale_down_delay_seconds": 900}))
+    assert "kept as a floor for 900 s (the scale-down delay)" in respect
+    assert "spillway.io/paused" in respect
+    correct = text_of(policy(behavior={"external_changes": "correct"}))
+    assert "overwritten at the next decision (behavior.external_changes: correct)" in correct

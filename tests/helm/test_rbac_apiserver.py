@@ -81,13 +81,19 @@ def test_every_call_the_daemon_makes_is_allowed(chart_identity: tuple[client.Api
     api, namespace, _elsewhere = chart_identity
     actuator = KubernetesActuator(api)
     target = KubernetesTarget(namespace=namespace, kind="Deployment", name="chat")
-    # get deployment, get + update its scale, create an Event: the daemon's whole repertoire
+    # get deployment, get + update its scale, create an Event, list pods and patch their deletion
+    # cost: the daemon's whole repertoire
     assert asyncio.run(actuator.read(target, name="chat")).desired == 1
     asyncio.run(actuator.set_replicas(target, name="chat", replicas=3, reason="rbac test"))
     assert asyncio.run(actuator.read(target, name="chat")).desired == 3
     apps = client.AppsV1Api(api)
     assert apps.read_namespaced_deployment_scale("chat", namespace).spec.replicas == 3
     assert _status(lambda: _event(api, namespace)) == 200
+    until(lambda: len(asyncio.run(actuator.list_pods(target, name="chat"))) == 3, seconds=30, what="3 pods")
+    pod = asyncio.run(actuator.list_pods(target, name="chat"))[0].name
+    asyncio.run(actuator.set_deletion_cost(target, pod=pod, cost=-1000))
+    (marked,) = [p for p in asyncio.run(actuator.list_pods(target, name="chat")) if p.name == pod]
+    assert marked.deletion_cost == "-1000"
 
 
 def _event(api: client.ApiClient, namespace: str) -> None:
@@ -102,8 +108,23 @@ def _event(api: client.ApiClient, namespace: str) -> None:
     )
 
 
-def test_everything_else_is_forbidden(chart_identity: tuple[client.ApiClient, str, str]) -> None:
+def _a_pod(kube: KubeCluster, namespace: str) -> str:
+    """Return the name of a pod of Deployment chat (as admin), once the controller-manager made one."""
+    with kube.api_client() as admin:
+        core = client.CoreV1Api(admin)
+        until(
+            lambda: bool(core.list_namespaced_pod(namespace, label_selector="app=chat").items),
+            seconds=30,
+            what="a pod of chat",
+        )
+        return str(core.list_namespaced_pod(namespace, label_selector="app=chat").items[0].metadata.name)
+
+
+def test_everything_else_is_forbidden(
+    chart_identity: tuple[client.ApiClient, str, str], kube: KubeCluster
+) -> None:
     api, namespace, elsewhere = chart_identity
+    pod = _a_pod(kube, namespace)
     apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
     scale = {"spec": {"replicas": 5}}
     labels = {"app": "x"}
@@ -130,7 +151,17 @@ def test_everything_else_is_forbidden(chart_identity: tuple[client.ApiClient, st
         "patch the target's scale": lambda: apps.patch_namespaced_deployment_scale("chat", namespace, scale),
         "delete the target": lambda: apps.delete_namespaced_deployment("chat", namespace),
         "create a deployment": lambda: apps.create_namespaced_deployment(namespace, deployment),
-        "get pods": lambda: core.list_namespaced_pod(namespace),
+        "get a pod": lambda: core.read_namespaced_pod(pod, namespace),
+        "delete a pod": lambda: core.delete_namespaced_pod(pod, namespace),
+        "patch a pod's status": lambda: core.patch_namespaced_pod_status(
+            pod, namespace, {"status": {"phase": "Failed"}}
+        ),
+        "evict a pod": lambda: core.create_namespaced_pod_eviction(
+            pod,
+            namespace,
+            {"metadata": {"name": pod, "namespace": namespace}},
+        ),
+        "list pods in another namespace": lambda: core.list_namespaced_pod(elsewhere),
         "get the target in another namespace": lambda: apps.read_namespaced_deployment("chat", elsewhere),
         "scale the target in another namespace": lambda: apps.replace_namespaced_deployment_scale(
             "chat", elsewhere, {"metadata": {"name": "chat"}, **scale}
