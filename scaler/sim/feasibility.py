@@ -95,7 +95,7 @@ def feasibility(workload: Workload | RateWorkload, *, policy: ModelPolicy) -> Fe
     if ttft is None or n == 0:
         return Feasibility(requests=n, prefill_misses=0, cold_path_misses=0, goal=policy.slo.attainment)
     prefill = prefill_seconds(workload, policy=policy)
-    cold = policy.lead_times.serverless_cold_start_seconds
+    cold = policy.serverless_profile.cold_start_seconds
     if isinstance(workload, Workload):
         over = int(np.count_nonzero(prefill > ttft))
         cold_over = int(np.count_nonzero(prefill + cold > ttft))
