@@ -88,7 +88,7 @@ def plan(
         policy, mean_prompt=forecast.mean_prompt_tokens, mean_output=forecast.mean_output_tokens
     )
     quota = _quota_instances(policy, bounds=bounds, forecast=forecast)
-    serverless_ok = Unavailable.SERVERLESS not in observed.unavailable and quota > 0
+    serverless_ok = Unavailable.SERVERLESS not in observed.unavailable and bounds.serverless_quota > 0
     kubernetes_ok = Unavailable.KUBERNETES not in observed.unavailable
     ratio = _break_even(policy, forecast=forecast)
     q_star = _fractile(policy, ratio=ratio)
@@ -249,7 +249,8 @@ def _quota_rate(policy: ModelPolicy, *, forecast: DemandForecast) -> float | Non
 
 def _quota_instances(policy: ModelPolicy, *, bounds: Bounds, forecast: DemandForecast) -> int:
     """Return the serverless quota in instances: ``serverless_quota``, or what a tokens-per-minute quota
-    serves in instance units (its admitted rate times the instance-seconds per request, rounded down).
+    serves in instance units (its admitted rate times the instance-seconds per request, rounded down,
+    so a quota under one instance counts as none when sizing replicas, and still takes spill-over).
 
     ``serverless_quota`` 0 (e.g. in a schedule) turns spill-over off for every backend.
     """

@@ -409,8 +409,8 @@ _COMPARE = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "
 def _problem(err: Any, *, root: Node, source: str) -> Problem:
     """Return the Problem for one pydantic error, located in the YAML and naming the value."""
     tagged: tuple[str | int, ...] = tuple(err["loc"])
-    loc = _untagged(tagged)
     kind: str = err["type"]
+    loc = _untagged(tagged) + (("backend",) if kind == "union_tag_invalid" else ())
     ctx: dict[str, Any] = err.get("ctx") or {}
     node, key, matched = _walk(root, loc)
     line = _line(key if key is not None and matched == len(loc) else node)
@@ -450,7 +450,7 @@ def _backend_tag(kind: str, ctx: dict[str, Any]) -> str:
     if kind == "union_tag_not_found":
         return f"required, but missing: backend, one of {', '.join(map(repr, SERVERLESS_TARGETS))}"
     if kind == "union_tag_invalid":
-        return f"backend must be one of {ctx.get('expected_tags')}, got {ctx.get('tag')!r}"
+        return f"must be one of {ctx.get('expected_tags')}, got {ctx.get('tag')!r}"
     return ""
 
 
