@@ -62,12 +62,13 @@ def as_run_summary(
     prompt = workload.prompt_tokens[on_sv].astype(np.float64)
     output = workload.output_tokens[on_sv].astype(np.float64)
     busy = float(hold_seconds(policy, prompt, output).sum()) / policy.replica.max_concurrency
+    per_input, per_output = policy.serverless_token_prices
     cost = CostBreakdown(
         replicas=float(present.sum()) * prices.replica_per_hour / 3600.0,
         standby=0.0,
-        serverless_busy=busy * prices.serverless_per_gpu_second,
+        serverless_busy=busy * policy.serverless_gpu_second_price,
         serverless_provisioned=0.0,
-        serverless_tokens=float(prompt.sum() + output.sum()) / 1e6 * prices.serverless_per_million_tokens,
+        serverless_tokens=(float(prompt.sum()) * per_input + float(output.sum()) * per_output) / 1e6,
     )
     ttft_target, _ = wait_limit(policy)
     seen = np.isfinite(replay.ttft)

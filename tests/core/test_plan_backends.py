@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scaler.core import queueing
 from scaler.core.plan import plan
@@ -96,3 +98,26 @@ def test_token_prices_set_the_break_even_against_a_replica() -> None:
     assert on_dear.cost_per_hour["all_serverless"] == pytest.approx(
         3.0 * 3600 * TOKENS * even * 4 / 1e6, rel=0.05
     )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    tokens_per_minute=st.integers(min_value=1, max_value=50_000_000),
+    rate=st.floats(min_value=0.01, max_value=500.0),
+    ready=st.integers(min_value=0, max_value=16),
+    sd=st.floats(min_value=0.0, max_value=1.0),
+)
+def test_bedrock_spill_never_exceeds_its_quota_and_nothing_is_provisioned(
+    tokens_per_minute: int, rate: float, ready: int, sd: float
+) -> None:
+    pol = bedrock(tokens_per_minute)
+    decision = plan(
+        policy=pol,
+        forecast=forecast(rate, start=0.0, sd=sd),
+        observed=observed(ready, rate=rate),
+        previous=None,
+        now=0.0,
+    )
+    assert decision.serverless_provisioned == 0
+    assert decision.spill_fraction * rate * TOKENS <= tokens_per_minute / 60.0 * (1 + 1e-9)
+    assert 0.0 <= decision.spill_fraction <= 1.0
