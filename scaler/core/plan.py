@@ -25,7 +25,11 @@
    replicas ready now, and ready standby if it is promoted faster than serverless starts) are kept
    warm, up to the quota. When the cold start fits in W, provisioning only adds cost: none.
    Provisioning falls only past a deadband (a quarter of what is provisioned) to avoid churn.
-   ``spill_fraction`` is the share of the current rate above what ready replicas sustain.
+   ``spill_fraction`` is the share of the current rate above what ready replicas sustain. The cold
+   start is the backend's profile (:mod:`scaler.core.backends`); a per-token backend (Bedrock) is
+   never provisioned and its spill share is capped at the rate its ``tokens_per_minute`` admits,
+   counted as that many instances (rounded down) wherever the quota sizes replicas and standby; its
+   per-token prices set ``c_s`` at the forecast's request size.
 5. Warm standby covers what neither replicas nor serverless can within a replica cold start.
 6. Behaviour: max of recent unclamped targets (stabilisation and scale-down delay), step limits,
    then the schedule-effective bounds clamp every output.
