@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from scaler.cli import main
 from scaler.core.policy import ModelPolicy
 from scaler.sim import kernels
 from scaler.sim.engine import simulate
@@ -115,3 +119,35 @@ def test_the_daemons_controller_spills_to_bedrock_within_its_quota(tokens_per_mi
         assert summary.dropped > 0
     step = int(STEP_AT // result.timeline.step)
     assert result.timeline.slo_misses[:step].sum() == 0  # before the step nothing is missed
+
+
+def test_the_fluid_model_refuses_a_per_token_backend_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    root = Path(__file__).resolve().parents[2]
+    args = [
+        "simulate",
+        "--policy",
+        str(root / "policies" / "bedrock-spill.yaml"),
+        "--fluid",
+        "--duration",
+        "600",
+    ]
+    assert main([*args, "--baselines", "none", "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "error: backend bedrock bills per token and the fluid model (--fluid, per-second counts) has "
+        "serverless instances only: run the per-request model"
+    )
+
+
+def test_bedrock_policy_simulates_per_request_from_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "bedrock.json"
+    root = Path(__file__).resolve().parents[2]
+    args = ["simulate", "--policy", str(root / "policies" / "bedrock-spill.yaml"), "--duration", "1200"]
+    assert main([*args, "--seed", "1", "--baselines", "none", "--no-progress", "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    spillway = next(p for p in doc["policies"] if p["policy"] == "spillway")
+    assert spillway["cost"]["serverless_busy"] == 0.0
+    assert spillway["cost"]["serverless_provisioned"] == 0.0
+    assert spillway["cost"]["serverless_tokens"] > 0.0
