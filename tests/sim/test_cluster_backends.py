@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from scaler.cli import main
 from scaler.core.policy import ModelPolicy
@@ -151,3 +153,24 @@ def test_bedrock_policy_simulates_per_request_from_the_command_line(
     assert spillway["cost"]["serverless_busy"] == 0.0
     assert spillway["cost"]["serverless_provisioned"] == 0.0
     assert spillway["cost"]["serverless_tokens"] > 0.0
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    arrivals=st.lists(st.floats(min_value=0.0, max_value=299.0), min_size=1, max_size=200),
+    prompt=st.integers(min_value=1, max_value=4000),
+    output=st.integers(min_value=1, max_value=1000),
+    tokens_per_minute=st.integers(min_value=1, max_value=200_000),
+    replicas=st.integers(min_value=0, max_value=2),
+)
+def test_bedrock_never_serves_more_tokens_in_a_minute_than_its_quota(
+    arrivals: list[float], prompt: int, output: int, tokens_per_minute: int, replicas: int
+) -> None:
+    policy = bedrock_policy(tokens_per_minute, bounds={"min_replicas": replicas})
+    w = workload(sorted(arrivals), duration=300.0, prompt=prompt, output=output)
+    cluster = run_cluster(w, fixed(replicas, serverless=True), policy)
+    _, kind = starts_and_kinds(cluster)
+    on_bedrock = np.asarray(sorted(arrivals))[kind == kernels.SERVERLESS]
+    per_minute = np.bincount((on_bedrock // 60).astype(np.int64), minlength=6) * (prompt + output)
+    assert np.all(per_minute <= tokens_per_minute)
+    assert np.all(kind != kernels.PENDING)  # every request ends served or dropped
