@@ -95,7 +95,7 @@ def plan(
     serverless_ok = Unavailable.SERVERLESS not in observed.unavailable and bounds.serverless_quota > 0
     kubernetes_ok = Unavailable.KUBERNETES not in observed.unavailable
     ratio = _break_even(policy, forecast=forecast)
-    q_star = _fractile(policy, ratio=ratio)
+    q_star = policy.sizing_quantile_for(ratio)
     life = _lifetime(policy, forecast=forecast, now=now)
     running = observed.replicas_ready + observed.replicas_starting
     current = previous.replicas if previous is not None else running
@@ -226,13 +226,6 @@ def _serverless(
     if within is not None:
         spill = min(spill, within / rate)
     return provisioned, min(max(spill, 0.0), 1.0)
-
-
-def _fractile(policy: ModelPolicy, *, ratio: float) -> float | None:
-    """Return the replica sizing quantile (override or 1 - c_k/c_s), None if replicas never pay off."""
-    if policy.forecast.quantile is not None:
-        return policy.forecast.quantile
-    return 1.0 - ratio if ratio < 1.0 else None
 
 
 def _break_even(policy: ModelPolicy, *, forecast: DemandForecast) -> float:

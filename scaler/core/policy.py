@@ -523,6 +523,24 @@ class ModelPolicy(_Strict):
             return float("inf")
         return self.prices.replica_per_hour / busy_hour
 
+    @property
+    def sizing_quantile(self) -> float | None:
+        """Return the demand quantile replicas are sized to: the override, else ``1 - c_k/c_s``.
+
+        None when replicas never pay off (``c_k >= c_s``): serverless then carries everything it can.
+        """
+        return self.sizing_quantile_for(self.break_even_utilisation)
+
+    def sizing_quantile_for(self, ratio: float) -> float | None:
+        """Return the sizing quantile at break-even ``ratio`` = c_k/c_s (the override, else ``1 - ratio``).
+
+        The planner passes the ratio at the forecast's request size (:meth:`break_even_for`), which
+        folds per-token prices into c_s; None when replicas never pay off.
+        """
+        if self.forecast.quantile is not None:
+            return self.forecast.quantile
+        return 1.0 - ratio if ratio < 1.0 else None
+
 
 class PolicyFile(_Strict):
     """A policy file: one or more models."""
