@@ -244,7 +244,7 @@ class KubernetesOperatorsPort(KubernetesPort, Protocol):
 
 
 class ServerlessPort(Protocol):
-    """Pre-warmed serverless instances of the target named in a policy (:mod:`scaler.adapters.aws`)."""
+    """Pre-warmed serverless instances of the target a policy names (:mod:`scaler.adapters.serverless`)."""
 
     async def read(self, target: ServerlessTarget, *, max_concurrency: int) -> int:
         """Return the provisioned instances; raise TransientError or PermanentError."""

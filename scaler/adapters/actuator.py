@@ -267,13 +267,7 @@ class Actuators:
             if k.standby_name is not None:
                 targets["standby"] = f"{k.kind}/{k.namespace}/{k.standby_name}"
         if spec.serverless is not None and self.serverless is not None:
-            s = spec.serverless
-            name = (
-                f"{s.function_name}:{s.alias}"
-                if s.backend == "lambda"
-                else f"{s.endpoint_name}/{s.variant_name}"
-            )
-            targets["serverless"] = f"{s.backend}/{name}"
+            targets["serverless"] = spec.serverless.key
         return targets
 
     def unavailable(self, model: str) -> Unavailable:
@@ -386,7 +380,7 @@ class Actuators:
                 target=targets["serverless"],
                 op=lambda: aws.read(s, max_concurrency=policy.replica.max_concurrency),
             )
-            if s.primary_variant is not None and isinstance(aws, TrafficWeightsPort):
+            if s.weighted is not None and isinstance(aws, TrafficWeightsPort):
                 weighted = aws
                 weights = await self._call(
                     model=policy.name,
@@ -657,12 +651,13 @@ class Actuators:
         """Return the traffic weights to set for ``decision``, or None (no weights, unread, or equal)."""
         spec = policy.targets
         s = spec.serverless if spec is not None else None
-        if s is None or s.primary_variant is None or s.variant_name is None or current.weights is None:
+        weighted = s.weighted if s is not None else None
+        if weighted is None or current.weights is None:
             return None
         if not isinstance(self.serverless, TrafficWeightsPort):
             return None
         wanted = actuation.traffic_weights(
-            spill_fraction=decision.spill_fraction, primary=s.primary_variant, burst=s.variant_name
+            spill_fraction=decision.spill_fraction, primary=weighted[0], burst=weighted[1]
         )
         return wanted if actuation.weights_differ(current=current.weights, desired=wanted) else None
 

@@ -19,12 +19,15 @@ def build_actuators(
     """Return the actuators, or None when ``settings.actuate`` is off.
 
     The Kubernetes client is made when a Kubernetes setting is given or a policy names a
-    Kubernetes target; the AWS one when a policy names a serverless target or an AWS setting is
-    given. Raises ValueError naming the source when the Kubernetes configuration cannot be loaded.
+    Kubernetes target; the serverless one (each backend's adapter from the registry) when a policy
+    names a serverless target or an AWS setting is given. Raises ValueError naming the source when
+    the Kubernetes configuration cannot be loaded.
     """
     if not settings.actuate:
         return None
-    from scaler.adapters import aws, kubernetes  # noqa: PLC0415  # boto3 and the kubernetes client: only when acting
+    # boto3 and the kubernetes client: imported only when acting
+    from scaler.adapters import kubernetes  # noqa: PLC0415
+    from scaler.adapters import serverless as backends  # noqa: PLC0415
 
     targets = [p.targets for p in policies.values() if p.targets is not None]
     kube: KubernetesPort | None = None
@@ -46,9 +49,9 @@ def build_actuators(
         )
         kube = kubernetes.KubernetesActuator(api, request_timeout=settings.actuator_timeout_seconds)
     serverless: ServerlessPort | None = None
-    wants_aws = any(t.serverless is not None for t in targets)
-    if wants_aws or settings.aws_endpoint_url or settings.aws_region:
-        serverless = aws.AwsServerless(
+    wants_serverless = any(t.serverless is not None for t in targets)
+    if wants_serverless or settings.aws_endpoint_url or settings.aws_region:
+        serverless = backends.ServerlessBackends(  # each target goes to its backend's adapter (REGISTRY)
             endpoint_url=settings.aws_endpoint_url,
             region=settings.aws_region,
             timeout_seconds=settings.actuator_timeout_seconds,

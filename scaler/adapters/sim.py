@@ -10,7 +10,7 @@ of the targets a policy names in memory and model its lead times on the sandbox'
   removes the pods that are not ready first. :meth:`SimKubernetes.read` reports ready and starting
   pods back, as a real cluster does, so the planner sees cold starts through the same port.
 * pre-warmed serverless instances are provisioned at once (the count a real API reports back) and
-  warm after ``serverless_cold_start_seconds`` (:meth:`SimServerless.warm`); they never exceed the
+  warm after the backend profile's cold start (:meth:`SimServerless.warm`); they never exceed the
   quota. SageMaker targets also keep traffic weights.
 
 Both record every change (``changes``) and can be made to fail (:meth:`SimFaults.outage`: every
@@ -29,7 +29,15 @@ from collections.abc import Mapping
 from prometheus_client import CollectorRegistry
 
 from scaler.adapters.actuator import ActuatorMetrics, Actuators, KubeState, RetryPolicy, TransientError
-from scaler.core.policy import KubernetesTarget, LeadTimes, ModelPolicy, ServerlessTarget, Targets
+from scaler.core import backends
+from scaler.core.policy import (
+    KubernetesTarget,
+    LambdaTarget,
+    LeadTimes,
+    ModelPolicy,
+    ServerlessTarget,
+    Targets,
+)
 from scaler.ports import Clock
 from scaler.settings import Settings
 
@@ -127,6 +135,12 @@ class SimServerless:
         self.weights: dict[str, dict[str, float]] = {}
         self.changes: list[SimChange] = []
 
+    @staticmethod
+    def _cold_start(name: str, lead: LeadTimes) -> float:
+        """Return the serverless cold start of the target ``name`` (the generic profile's if unset)."""
+        cold = lead.serverless_cold_start_seconds
+        return backends.GENERIC.cold_start_seconds if cold is None else cold
+
     async def read(self, target: ServerlessTarget, *, max_concurrency: int) -> int:
         """Return the provisioned instances of ``target``; raise TransientError in an outage."""
         name = target_name(target)
@@ -152,14 +166,14 @@ class SimServerless:
             held.sort()
             del held[wanted:]
         else:
-            held.extend([now + lead.serverless_cold_start_seconds] * (wanted - len(held)))
+            held.extend([now + self._cold_start(name, lead)] * (wanted - len(held)))
         self.changes.append(SimChange(at=now, target=name, value=wanted))
 
     async def read_weights(self, target: ServerlessTarget) -> dict[str, float]:
         """Return the weights of the variants ``target`` names (1.0 until set); raise in an outage."""
         name = target_name(target)
         self.faults.check("serverless", what=f"read weights of {name}")
-        names = [n for n in (target.primary_variant, target.variant_name) if n is not None]
+        names = list(target.weighted or ())
         current = self.weights.get(name, {})
         return {n: current.get(n, 1.0) for n in names}
 
@@ -182,10 +196,8 @@ class SimServerless:
 
 
 def target_name(target: ServerlessTarget) -> str:
-    """Return ``backend/function:alias`` or ``backend/endpoint/variant``: the simulator's key."""
-    if target.backend == "lambda":
-        return f"lambda/{target.function_name}:{target.alias}"
-    return f"sagemaker/{target.endpoint_name}/{target.variant_name}"
+    """Return the target's key (``lambda/function:alias``, ``sagemaker/endpoint/variant``, ...)."""
+    return target.key
 
 
 def _slug(model: str) -> str:
@@ -205,9 +217,13 @@ def with_sandbox_targets(policy: ModelPolicy) -> ModelPolicy:
     standby = f"{name}-standby" if policy.bounds.max_standby > 0 else None
     targets = Targets(
         kubernetes=KubernetesTarget(namespace=SANDBOX_NAMESPACE, name=name, standby_name=standby),
-        serverless=ServerlessTarget(backend="lambda", function_name=f"{name}-burst", alias="live"),
+        serverless=LambdaTarget(backend="lambda", function_name=f"{name}-burst", alias="live"),
     )
-    return policy.model_copy(update={"targets": targets})
+    # the simulated Lambda keeps the cold start the policy planned with before it had a target
+    lead = policy.lead_times.model_copy(
+        update={"serverless_cold_start_seconds": policy.serverless_profile.cold_start_seconds}
+    )
+    return policy.model_copy(update={"targets": targets, "lead_times": lead})
 
 
 def sandbox_actuators(
@@ -230,7 +246,9 @@ def sandbox_actuators(
         if spec is not None and spec.kubernetes is not None:
             kube_leads[_key(spec.kubernetes.namespace, spec.kubernetes.name)] = policy.lead_times
         if spec is not None and spec.serverless is not None:
-            serverless_leads[target_name(spec.serverless)] = policy.lead_times
+            serverless_leads[target_name(spec.serverless)] = policy.lead_times.model_copy(
+                update={"serverless_cold_start_seconds": policy.serverless_profile.cold_start_seconds}
+            )
     faults = SimFaults(clock=clock)
     actuators = Actuators(
         kubernetes=SimKubernetes(clock=clock, lead_times=kube_leads, faults=faults),

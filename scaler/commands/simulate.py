@@ -330,6 +330,11 @@ def run(args: argparse.Namespace) -> int:
         policy = select_policy(args.policy, args.model)
         names = select_baselines(args.baselines)
         workload = load_workload(args, warn=warn)
+        if isinstance(workload, wl.RateWorkload) and policy.serverless_profile.per_token:
+            raise UsageError(
+                f"backend {policy.serverless_backend} bills per token and the fluid model (--fluid, "
+                "per-second counts) has serverless instances only: run the per-request model"
+            )
     except (PolicyError, UsageError) as exc:
         return _input_error(exc, policy=args.policy)
     results, oracle = run_policies(workload, policy=policy, args=args, names=names, warn=warn, err=err)

@@ -155,7 +155,8 @@ class Ledger:
         self._serverless: set[str] = set()  # open or judged requests an event placed on serverless
         self._counts = [0, 0, 0, 0, 0]  # SloCounts fields, in order
         self._sv_busy = 0.0  # serverless busy instance-seconds not yet priced
-        self._sv_tokens = 0.0  # serverless tokens not yet priced
+        self._sv_prompt = 0.0  # serverless prompt tokens not yet priced
+        self._sv_output = 0.0  # serverless output tokens not yet priced
         self._policy: ModelPolicy | None = None  # whose targets these are
         self._ttft_target = self._wait_target = self._tp = math.inf
         # -- capacity and totals
@@ -220,7 +221,8 @@ class Ledger:
                 self._serverless.discard(rid)
                 hold = accounting.hold_seconds(policy, float(event.prompt_tokens), float(event.output_tokens))
                 self._sv_busy += hold / policy.replica.max_concurrency
-                self._sv_tokens += event.prompt_tokens + event.output_tokens
+                self._sv_prompt += event.prompt_tokens
+                self._sv_output += event.output_tokens
             return
         # reject: a miss, unless a first token already judged it
         if self._judged.pop(rid, None) is None:
@@ -283,7 +285,7 @@ class Ledger:
                 standby = capacity.standby_ready + capacity.standby_starting
                 self._cost = self._cost.plus(
                     accounting.bill(
-                        policy.prices,
+                        policy,
                         replica_seconds=replicas * seconds,
                         standby_seconds=standby * seconds,
                         provisioned_seconds=capacity.serverless_provisioned * seconds,
@@ -293,13 +295,16 @@ class Ledger:
 
     def _settle(self, policy: ModelPolicy) -> None:
         """Price the serverless work taken in since the last settlement at ``policy``'s prices."""
-        if self._sv_busy or self._sv_tokens:
+        if self._sv_busy or self._sv_prompt or self._sv_output:
             self._cost = self._cost.plus(
                 accounting.bill(
-                    policy.prices, serverless_busy_seconds=self._sv_busy, serverless_tokens=self._sv_tokens
+                    policy,
+                    serverless_busy_seconds=self._sv_busy,
+                    prompt_tokens=self._sv_prompt,
+                    output_tokens=self._sv_output,
                 )
             )
-            self._sv_busy = self._sv_tokens = 0.0
+            self._sv_busy = self._sv_prompt = self._sv_output = 0.0
 
     def close_interval(
         self, *, now: float, policy: ModelPolicy, capacity: Observed, predicted_per_hour: float | None

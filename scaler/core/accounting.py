@@ -9,8 +9,9 @@ and the daemon's shadow ledger (:mod:`scaler.control.ledger`). Pure.
   first token ``P/Tp`` after its slot starts, so ``TTFT = wait + P/Tp``.
 * **Bill.** Replicas and standby per second at ``replica_per_hour`` (from the moment they are
   requested); serverless per busy instance-second (``S/C`` per request served there) at
-  ``serverless_per_gpu_second``, plus ``serverless_per_million_tokens`` on its prompt and output
-  tokens; provisioned serverless per instance-second at ``serverless_provisioned_per_hour``.
+  ``serverless_per_gpu_second``, plus the per-million prices on its prompt and output tokens;
+  provisioned serverless per instance-second at ``serverless_provisioned_per_hour`` (a per-token
+  backend such as Bedrock bills tokens only).
 * **Verdict.** A request meets the SLO when its TTFT is within ``ttft_seconds`` and its queue wait
   within ``queue_wait_seconds`` (a target the policy leaves unset never binds).
 """
@@ -24,7 +25,7 @@ from typing import overload
 import numpy as np
 
 from scaler.core import queueing
-from scaler.core.policy import ModelPolicy, Prices
+from scaler.core.policy import ModelPolicy
 from scaler.core.types import FloatArray
 
 
@@ -94,28 +95,32 @@ def hold_seconds(
 
 
 def bill(
-    prices: Prices,
+    policy: ModelPolicy,
     *,
     replica_seconds: float = 0.0,
     standby_seconds: float = 0.0,
     serverless_busy_seconds: float = 0.0,
     provisioned_seconds: float = 0.0,
-    serverless_tokens: float = 0.0,
+    prompt_tokens: float = 0.0,
+    output_tokens: float = 0.0,
 ) -> CostBreakdown:
-    """Return what these quantities cost at ``prices``.
+    """Return what these quantities cost at ``policy``'s prices and serverless backend.
 
     Replica and standby seconds are replica-seconds billed; ``serverless_busy_seconds`` is busy
-    instance-seconds (``S/C`` summed over the requests serverless served); ``provisioned_seconds`` is
-    provisioned instance-seconds; ``serverless_tokens`` is prompt + output tokens served on serverless.
+    instance-seconds (``S/C`` summed over the requests serverless served; free on a per-token
+    backend); ``provisioned_seconds`` is provisioned instance-seconds (free where nothing can be
+    provisioned); ``prompt_tokens`` and ``output_tokens`` were served on serverless.
     """
-    per_replica_second = prices.replica_per_hour / 3600.0
+    prices = policy.prices
+    per_input, per_output = policy.serverless_token_prices
     return CostBreakdown(
-        replicas=replica_seconds * per_replica_second,
-        standby=standby_seconds * per_replica_second,
-        serverless_busy=serverless_busy_seconds * prices.serverless_per_gpu_second,
-        serverless_provisioned=provisioned_seconds * prices.serverless_provisioned_per_hour / 3600.0,
-        serverless_tokens=serverless_tokens / 1e6 * prices.serverless_per_million_tokens,
+        replicas=replica_seconds * prices.replica_per_hour / 3600.0,
+        standby=standby_seconds * prices.replica_per_hour / 3600.0,
+        serverless_busy=serverless_busy_seconds * policy.serverless_gpu_second_price,
+        serverless_provisioned=provisioned_seconds * policy.serverless_provisioned_price / 3600.0,
+        serverless_tokens=(prompt_tokens * per_input + output_tokens * per_output) / 1e6,
     )
+
 
 
 def wait_limit(policy: ModelPolicy) -> tuple[float, float]:

@@ -54,7 +54,10 @@ def explain(
     output_tokens: int = TYPICAL_OUTPUT_TOKENS,
 ) -> Explanation:
     """Return the figures ``policy`` implies, with requests of ``prompt_tokens`` + ``output_tokens``."""
-    facts = _economics(policy) + _capacity(policy, prompt_tokens=prompt_tokens, output_tokens=output_tokens)
+    size = {"prompt_tokens": prompt_tokens, "output_tokens": output_tokens}
+    per_token = policy.serverless_profile.per_token
+    economics = _token_economics(policy, **size) if per_token else _economics(policy)
+    facts = _backend(policy, **size) + economics + _capacity(policy, **size)
     facts += _lead_times(policy) + _schedules(policy.schedules) + [_external_changes(policy)]
     effective = yaml.safe_dump(policy.model_dump(mode="json"), sort_keys=False, default_flow_style=False)
     return Explanation(model=policy.name, facts=facts, warnings=_warnings(policy), effective_yaml=effective)
@@ -109,9 +112,51 @@ def _economics(policy: ModelPolicy) -> list[str]:
         facts.append(
             f"one provisioned (pre-warmed) serverless instance costs {_money(provisioned)}/h on top of "
             f"busy time ({_pct(provisioned / busy_hour)} of a busy hour) and skips the "
-            f"{policy.lead_times.serverless_cold_start_seconds:g} s serverless cold start; {against}"
+            f"{policy.serverless_profile.cold_start_seconds:g} s serverless cold start; {against}"
         )
     return facts
+
+
+def _backend(policy: ModelPolicy, *, prompt_tokens: int, output_tokens: int) -> list[str]:
+    """Return how the policy's serverless backend behaves (its profile) as one sentence, two for a quota."""
+    profile = policy.serverless_profile
+    warm = "nothing kept warm" if profile.keep_warm_seconds == float("inf") else (
+        f"an idle instance stays warm {profile.keep_warm_seconds:g} s"
+    )
+    facts = [
+        f"serverless backend {profile.name}: {profile.cold_start_seconds:g} s cold start from zero, {warm}; "
+        f"quota: {profile.quota_unit}; billed: {profile.price_unit}"
+    ]
+    tpm = policy.serverless_tokens_per_minute
+    if tpm is not None:
+        rate = tpm / 60.0 / max(prompt_tokens + output_tokens, 1)
+        facts.append(
+            f"spill-over stays within {tpm:,} tokens/min: {rate:,.1f} requests/s of {prompt_tokens:,} + "
+            f"{output_tokens:,} tokens, sent by the decision's routing weights (spill_fraction)"
+        )
+    return facts
+
+
+def _token_economics(policy: ModelPolicy, *, prompt_tokens: int, output_tokens: int) -> list[str]:
+    """Return the break-even of a replica against a per-token backend, for requests of this size."""
+    rate = requests_per_second(policy, prompt_tokens=prompt_tokens, output_tokens=output_tokens)
+    work = 1.0 / rate if rate > 0 else 0.0
+    size = {"prompt_tokens": prompt_tokens, "output_tokens": output_tokens}
+    ratio = policy.break_even_for(**size, work_seconds=work)
+    per_input, per_output = policy.serverless_token_prices
+    busy_hour = policy.serverless_request_price(**size, work_seconds=work) * rate * 3600.0
+    prices = f"{_money(per_input)}/M input, {_money(per_output)}/M output tokens"
+    if ratio >= 1.0:
+        return [
+            f"replicas never pay off: {prices} is {_money(busy_hour)} per busy replica-hour of such "
+            f"requests, below a replica's {_money(policy.prices.replica_per_hour)}/h"
+        ]
+    return [
+        f"a replica pays off above {_pct(ratio)} utilisation (replica "
+        f"{_money(policy.prices.replica_per_hour)}/h vs {prices} = {_money(busy_hour)} per busy hour of "
+        "such requests)",
+        f"replicas are sized to the {1.0 - ratio:.2f} quantile of forecast demand; the rest spills per token",
+    ]
 
 
 def _capacity(policy: ModelPolicy, *, prompt_tokens: int, output_tokens: int) -> list[str]:
@@ -125,8 +170,8 @@ def _capacity(policy: ModelPolicy, *, prompt_tokens: int, output_tokens: int) ->
     ]
     prices = policy.prices
     if rate > 0 and rate != float("inf"):
-        per_request_serverless = prices.serverless_per_gpu_second / rate + (
-            prices.serverless_per_million_tokens * (prompt_tokens + output_tokens) / 1e6
+        per_request_serverless = policy.serverless_request_price(
+            prompt_tokens=prompt_tokens, output_tokens=output_tokens, work_seconds=1.0 / rate
         )
         per_request_replica = prices.replica_per_hour / (rate * 3600.0)
         facts.append(
@@ -153,13 +198,18 @@ def _lead_times(policy: ModelPolicy) -> list[str]:
         if bounds.min_replicas > 0
         else "with no traffic no replica runs"
     )
+    tpm = policy.serverless_tokens_per_minute
+    serverless = (
+        f"at most {bounds.serverless_quota} serverless instances"
+        if tpm is None
+        else f"serverless within {tpm:,} tokens/min"
+    )
     return [
         f"a cold replica takes {cold / 60:.1f} min to serve, so the forecast must see at least "
         f"{cold / 60:.1f} min ahead (forecast.horizon_seconds = {horizon}, {horizon / 60:.1f} min)",
         f"a warm standby costs {_money(standby)}/h each and serves in {lead.standby_promotion_seconds:g} s "
         f"instead of {cold:g} s; {standby_cost}",
-        f"bounds: {bounds.min_replicas}-{bounds.max_replicas} replicas, at most {bounds.serverless_quota} "
-        f"serverless instances; {floor}",
+        f"bounds: {bounds.min_replicas}-{bounds.max_replicas} replicas, {serverless}; {floor}",
     ]
 
 

@@ -25,7 +25,11 @@
    replicas ready now, and ready standby if it is promoted faster than serverless starts) are kept
    warm, up to the quota. When the cold start fits in W, provisioning only adds cost: none.
    Provisioning falls only past a deadband (a quarter of what is provisioned) to avoid churn.
-   ``spill_fraction`` is the share of the current rate above what ready replicas sustain.
+   ``spill_fraction`` is the share of the current rate above what ready replicas sustain. The cold
+   start is the backend's profile (:mod:`scaler.core.backends`); a per-token backend (Bedrock) is
+   never provisioned and its spill share is capped at the rate its ``tokens_per_minute`` admits,
+   counted as that many instances (rounded down) wherever the quota sizes replicas and standby; its
+   per-token prices set ``c_s`` at the forecast's request size.
 5. Warm standby covers what neither replicas nor serverless can within a replica cold start.
 6. Behaviour: max of recent unclamped targets (stabilisation and scale-down delay), step limits,
    then the schedule-effective bounds clamp every output.
@@ -42,7 +46,7 @@ import dataclasses
 
 import numpy as np
 
-from scaler.core import queueing, schedule, sizing
+from scaler.core import backends, queueing, schedule, sizing
 from scaler.core.policy import Bounds, ModelPolicy
 from scaler.core.types import Decision, DemandForecast, Observed, Unavailable
 
@@ -87,18 +91,21 @@ def plan(
     table = queueing.sizing_table(
         policy, mean_prompt=forecast.mean_prompt_tokens, mean_output=forecast.mean_output_tokens
     )
+    quota = _quota_instances(policy, bounds=bounds, forecast=forecast)
     serverless_ok = Unavailable.SERVERLESS not in observed.unavailable and bounds.serverless_quota > 0
     kubernetes_ok = Unavailable.KUBERNETES not in observed.unavailable
-    q_star = policy.sizing_quantile
+    ratio = _break_even(policy, forecast=forecast)
+    q_star = policy.sizing_quantile_for(ratio)
     life = _lifetime(policy, forecast=forecast, now=now)
     running = observed.replicas_ready + observed.replicas_starting
     current = previous.replicas if previous is not None else running
     needs = _needs(
         policy, forecast=forecast, table=table, q_star=q_star, life=life, now=now, current=current,
-        quota=bounds.serverless_quota,
+        quota=quota, ratio=ratio,
     )
     target, driver, quantile = _replica_target(
-        policy, needs=needs, bounds=bounds, q_star=q_star, observed=observed, serverless_ok=serverless_ok
+        policy, needs=needs, bounds=bounds, q_star=q_star, observed=observed, serverless_ok=serverless_ok,
+        ratio=ratio,
     )
 
     memory = _remember(policy, previous=previous, target=target, now=now)
@@ -117,7 +124,7 @@ def plan(
         serverless_ok=serverless_ok, before=previous.serverless_provisioned if previous is not None else None,
     )
     if kubernetes_ok:
-        standby = needs.slo_cold - replicas - (bounds.serverless_quota if serverless_ok else 0)
+        standby = needs.slo_cold - replicas - (quota if serverless_ok else 0)
     elif previous is not None:
         standby = previous.standby
     else:
@@ -134,6 +141,7 @@ def plan(
         reason=_reason(
             policy, life=life, now=now, quantile=quantile, replicas=replicas, target=target, driver=driver,
             bound_by=bound_by, provisioned=provisioned, standby=standby, serverless_ok=serverless_ok,
+            ratio=ratio,
         ),
         bound_by=bound_by,
         quantile=quantile,
@@ -154,6 +162,7 @@ def _replica_target(
     q_star: float | None,
     observed: Observed,
     serverless_ok: bool,
+    ratio: float,
 ) -> tuple[int, str, float]:
     """Return the unclamped replica target, what drove it, and the quantile it was sized at."""
     if not serverless_ok:
@@ -163,7 +172,7 @@ def _replica_target(
     if q_star is None:
         return bounds.min_replicas, "fractile", 0.0
     fractile, driver = needs.fractile, "fractile"
-    if policy.forecast.quantile is None and needs.single_busy < policy.break_even_utilisation:
+    if policy.forecast.quantile is None and needs.single_busy < ratio:
         fractile, driver = 0, "break_even"  # a trickle: even one replica would idle below break-even
     floor = needs.quota_floor
     if floor > fractile:
@@ -199,12 +208,12 @@ def _serverless(
     """
     if not serverless_ok:
         return 0, 0.0
-    lead = policy.lead_times
+    profile = policy.serverless_profile
     wait = queueing.wait_budget(policy, mean_prompt=forecast.mean_prompt_tokens)
-    fast_standby = lead.standby_promotion_seconds <= lead.serverless_cold_start_seconds
+    fast_standby = policy.lead_times.standby_promotion_seconds <= profile.cold_start_seconds
     ready = observed.replicas_ready + (observed.standby_ready if fast_standby else 0)
     provisioned = 0
-    if lead.serverless_cold_start_seconds > wait:
+    if profile.provisionable and profile.cold_start_seconds > wait:
         provisioned = min(max(needs.slo_serverless - ready, 0), bounds.serverless_quota)
         held = before if before is not None and before <= bounds.serverless_quota else 0
         if 0 < held - provisioned <= held // 4:
@@ -213,7 +222,42 @@ def _serverless(
     if rate <= 0.0:
         return provisioned, 0.0
     spill = (rate - table.max_rate(observed.replicas_ready)) / rate
+    within = _quota_rate(policy, forecast=forecast)  # a per-token backend: only what its quota admits
+    if within is not None:
+        spill = min(spill, within / rate)
     return provisioned, min(max(spill, 0.0), 1.0)
+
+
+def _break_even(policy: ModelPolicy, *, forecast: DemandForecast) -> float:
+    """Return c_k / c_s for the forecast's request size (per-token prices folded into c_s)."""
+    prompt, output = forecast.mean_prompt_tokens, forecast.mean_output_tokens
+    work = queueing.work_seconds(policy, mean_prompt=prompt, mean_output=output)
+    return policy.break_even_for(prompt_tokens=prompt, output_tokens=output, work_seconds=work)
+
+
+def _quota_rate(policy: ModelPolicy, *, forecast: DemandForecast) -> float | None:
+    """Return the request rate a per-token backend's tokens-per-minute quota admits; None for instances."""
+    tpm = policy.serverless_tokens_per_minute
+    if tpm is None:
+        return None
+    tokens = max(forecast.mean_prompt_tokens, 0.0) + max(forecast.mean_output_tokens, 0.0)
+    return backends.requests_per_second_within(tokens_per_minute=tpm, tokens_per_request=tokens)
+
+
+def _quota_instances(policy: ModelPolicy, *, bounds: Bounds, forecast: DemandForecast) -> int:
+    """Return the serverless quota in instances: ``serverless_quota``, or what a tokens-per-minute quota
+    serves in instance units (its admitted rate times the instance-seconds per request, rounded down,
+    so a quota under one instance counts as none when sizing replicas, and still takes spill-over).
+
+    ``serverless_quota`` 0 (e.g. in a schedule) turns spill-over off for every backend.
+    """
+    within = _quota_rate(policy, forecast=forecast)
+    if within is None or bounds.serverless_quota == 0:
+        return bounds.serverless_quota
+    work = queueing.work_seconds(
+        policy, mean_prompt=forecast.mean_prompt_tokens, mean_output=forecast.mean_output_tokens
+    )
+    return int(min(within * work, 1e6))
 
 
 def _lifetime(policy: ModelPolicy, *, forecast: DemandForecast, now: float) -> tuple[float, float]:
@@ -232,6 +276,7 @@ def _needs(
     now: float,
     current: int,
     quota: int,
+    ratio: float,
 ) -> _Needs:
     """Return the instance needs of the forecast over the windows the planner looks at."""
     lead = policy.lead_times
@@ -239,7 +284,7 @@ def _needs(
     bucket = forecast.bucket_seconds
     life_w = sizing.window_weights(forecast, t0=life[0], t1=life[1])
     serverless_w = sizing.window_weights(
-        forecast, t0=now, t1=now + max(lead.serverless_cold_start_seconds, bucket)
+        forecast, t0=now, t1=now + max(policy.serverless_profile.cold_start_seconds, bucket)
     )
     cold_w = sizing.window_weights(forecast, t0=now, t1=now + max(lead.cold_start_seconds, bucket))
     rates = np.array(
@@ -258,7 +303,6 @@ def _needs(
         # Deadband (like HPA's tolerance): a replica is added when it would pay off at demand
         # TOLERANCE lower, and kept while it would at demand TOLERANCE higher, so demand sitting on
         # the break-even does not flap it.
-        ratio = policy.break_even_utilisation
         add = sizing.replicas_worth_paying(
             forecast, weights=life_w, work=table.work * (1.0 - TOLERANCE), ratio=ratio
         )
@@ -349,11 +393,14 @@ def _clamp(
     return value, bound_by
 
 
-def _serverless_cost(policy: ModelPolicy, *, rate: float, work: float, tokens: float) -> float:
+def _serverless_cost(policy: ModelPolicy, *, rate: float, work: float, forecast: DemandForecast) -> float:
     """Return $/h of serving ``rate`` requests/s on serverless (busy GPU time plus tokens)."""
-    prices = policy.prices
-    busy = rate * work * 3600.0 * prices.serverless_per_gpu_second
-    return busy + rate * tokens * 3600.0 / 1e6 * prices.serverless_per_million_tokens
+    one = policy.serverless_request_price(
+        prompt_tokens=forecast.mean_prompt_tokens,
+        output_tokens=forecast.mean_output_tokens,
+        work_seconds=work,
+    )
+    return rate * 3600.0 * one
 
 
 def _costs(
@@ -371,16 +418,15 @@ def _costs(
     work = queueing.work_seconds(
         policy, mean_prompt=forecast.mean_prompt_tokens, mean_output=forecast.mean_output_tokens
     )
-    tokens = max(forecast.mean_prompt_tokens, 0.0) + max(forecast.mean_output_tokens, 0.0)
     rate = needs.mean_rate
     overflow = max(rate - table.max_rate(replicas), 0.0)
     chosen = (replicas + standby) * prices.replica_per_hour
-    chosen += provisioned * prices.serverless_provisioned_per_hour
-    chosen += _serverless_cost(policy, rate=overflow, work=work, tokens=tokens)
+    chosen += provisioned * policy.serverless_provisioned_price
+    chosen += _serverless_cost(policy, rate=overflow, work=work, forecast=forecast)
     return {
         "chosen": chosen,
         "all_kubernetes": needs.slo_life * prices.replica_per_hour,
-        "all_serverless": _serverless_cost(policy, rate=rate, work=work, tokens=tokens),
+        "all_serverless": _serverless_cost(policy, rate=rate, work=work, forecast=forecast),
     }
 
 
@@ -401,13 +447,14 @@ def _reason(
     provisioned: int,
     standby: int,
     serverless_ok: bool,
+    ratio: float,
 ) -> str:
     """Return the one-line explanation of a decision."""
     window = f"[t+{life[0] - now:.0f}s, t+{life[1] - now:.0f}s]"
     if driver == "fractile" and quantile == 0.0:
         head = f"serverless is never dearer than a busy replica: replicas at the minimum {target}"
     elif driver == "break_even":
-        share = f"{policy.break_even_utilisation:.0%}"
+        share = f"{ratio:.0%}"
         head = f"a replica over {window} would be busy under the {share} break-even: serverless serves it"
     elif driver == "quota":
         head = f"{_pct(policy.slo.attainment)} over {window} exceeds the serverless quota: {target} replicas"

@@ -15,18 +15,21 @@ Default figures and their reasoning (see also README "Policy defaults"):
   GPU list prices). The replica therefore pays off above 4.00 / 7.56 = 53% utilisation.
 * Lead times: a cold replica needs an image pull and model load, 3-10 minutes for an 8B model; we
   default to 300 s. A warm standby (model loaded, out of the Service) is promoted in ~15 s.
-  Serverless GPU cold starts are 5-30 s; we default to 15 s.
+  The serverless cold start defaults to the backend's profile (:mod:`scaler.core.backends`): minutes
+  for Lambda and SageMaker capacity from zero, none for Bedrock, 15 s without a serverless target.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 import zoneinfo
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
+from scaler.core import backends
 from scaler.core.operators import ExternalChanges
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -90,8 +93,11 @@ class LeadTimes(_Strict):
     standby_promotion_seconds: NonNegativeFloat = Field(
         default=15.0, le=3600, description="Promoting a warm standby replica into service."
     )
-    serverless_cold_start_seconds: NonNegativeFloat = Field(
-        default=15.0, le=3600, description="A serverless instance from zero to serving."
+    serverless_cold_start_seconds: NonNegativeFloat | None = Field(
+        default=None,
+        le=3600,
+        description="A serverless instance from zero to serving; default: the backend's profile (lambda "
+        "120 s, sagemaker 360 s, 15 s without a serverless target; bedrock has none and refuses it).",
     )
 
 
@@ -106,6 +112,12 @@ class Prices(_Strict):
     )
     serverless_per_million_tokens: NonNegativeFloat = Field(
         default=0.0, description="Serverless price per million (prompt + output) tokens, if billed per token."
+    )
+    serverless_per_million_input_tokens: NonNegativeFloat = Field(
+        default=0.0, description="Serverless price per million prompt (input) tokens, e.g. Bedrock on-demand."
+    )
+    serverless_per_million_output_tokens: NonNegativeFloat = Field(
+        default=0.0, description="Serverless price per million output tokens, e.g. Bedrock on-demand."
     )
     serverless_provisioned_per_hour: NonNegativeFloat = Field(
         default=1.00, description="Keeping one serverless instance provisioned (pre-warmed), per hour."
@@ -278,49 +290,120 @@ class KubernetesTarget(_Strict):
         return self
 
 
-class ServerlessTarget(_Strict):
-    """The serverless burst capacity of the model: a Lambda alias or a SageMaker endpoint variant."""
+_AWS_REGION_RE = r"^[a-z]{2}(-[a-z]+)+-\d$"
+BEDROCK_MODEL_RE = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,255}$"
 
-    backend: Literal["lambda", "sagemaker"] = Field(description="Which AWS service runs the model.")
-    function_name: str | None = Field(
-        default=None, pattern=AWS_NAME_RE, description="Lambda function name (backend lambda)."
+
+class _ServerlessBase(_Strict):
+    """Fields every serverless backend has; each backend's model adds only its own."""
+
+    region: str | None = Field(
+        default=None, pattern=_AWS_REGION_RE, description="AWS region, if not the default."
     )
-    alias: str | None = Field(
-        default=None, pattern=AWS_NAME_RE, description="Lambda alias carrying provisioned concurrency."
-    )
-    endpoint_name: str | None = Field(
-        default=None, pattern=AWS_NAME_RE, description="SageMaker endpoint name (backend sagemaker)."
-    )
-    variant_name: str | None = Field(
-        default=None, pattern=AWS_NAME_RE, description="SageMaker production variant name."
-    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fields_of_other_backends(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            own = cls.model_fields
+            for key in data:
+                owner = _FIELD_BACKEND.get(key)
+                if owner is not None and key not in own:
+                    raise ValueError(f"field {key} is for backend {owner}, not {data.get('backend')}")
+        return data
+
+    @property
+    def key(self) -> str:
+        """Return ``backend/<resource>``: how logs, metrics and the pacer name this target."""
+        raise NotImplementedError
+
+    @property
+    def weighted(self) -> tuple[str, str] | None:
+        """Return (primary, burst) variants whose traffic weights this target governs, or None."""
+        return None
+
+
+class LambdaTarget(_ServerlessBase):
+    """A Lambda function alias carrying provisioned concurrency; its reserved concurrency is the quota."""
+
+    backend: Literal["lambda"] = Field(description="AWS Lambda.")
+    function_name: str = Field(pattern=AWS_NAME_RE, description="Lambda function name.")
+    alias: str = Field(pattern=AWS_NAME_RE, description="Lambda alias carrying provisioned concurrency.")
+
+    @property
+    def key(self) -> str:
+        """Return ``lambda/function:alias``."""
+        return f"lambda/{self.function_name}:{self.alias}"
+
+
+class SageMakerTarget(_ServerlessBase):
+    """A SageMaker endpoint variant (instances, or a serverless variant's provisioned concurrency)."""
+
+    backend: Literal["sagemaker"] = Field(description="Amazon SageMaker real-time endpoints.")
+    endpoint_name: str = Field(pattern=AWS_NAME_RE, description="SageMaker endpoint name.")
+    variant_name: str = Field(pattern=AWS_NAME_RE, description="SageMaker production variant name.")
     primary_variant: str | None = Field(
         default=None,
         pattern=AWS_NAME_RE,
         description=(
             "SageMaker variant serving the rest of the endpoint's traffic: when set, variant_name gets "
-            "DesiredWeight spill_fraction and this one 1 - spill_fraction (backend sagemaker)."
+            "DesiredWeight spill_fraction and this one 1 - spill_fraction."
         ),
-    )
-    region: str | None = Field(
-        default=None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d$", description="AWS region, if not the default."
     )
 
     @model_validator(mode="after")
-    def _backend_fields(self) -> Self:
-        if self.backend == "lambda":
-            if self.function_name is None or self.alias is None:
-                raise ValueError("backend lambda needs function_name and alias")
-            if self.endpoint_name is not None or self.variant_name is not None or self.primary_variant:
-                raise ValueError("endpoint_name, variant_name and primary_variant are for backend sagemaker")
-        else:
-            if self.endpoint_name is None or self.variant_name is None:
-                raise ValueError("backend sagemaker needs endpoint_name and variant_name")
-            if self.function_name is not None or self.alias is not None:
-                raise ValueError("function_name and alias are for backend lambda")
-            if self.primary_variant == self.variant_name:
-                raise ValueError("primary_variant must differ from variant_name")
+    def _distinct(self) -> Self:
+        if self.primary_variant == self.variant_name:
+            raise ValueError("primary_variant must differ from variant_name")
         return self
+
+    @property
+    def key(self) -> str:
+        """Return ``sagemaker/endpoint/variant``."""
+        return f"sagemaker/{self.endpoint_name}/{self.variant_name}"
+
+    @property
+    def weighted(self) -> tuple[str, str] | None:
+        """Return (primary_variant, variant_name), or None without a primary variant."""
+        return None if self.primary_variant is None else (self.primary_variant, self.variant_name)
+
+
+class BedrockTarget(_ServerlessBase):
+    """On-demand (per-token) inference of a model Amazon Bedrock hosts: nothing is provisioned.
+
+    The spill share reaches it through the decision's routing weights (``spill_fraction`` on the
+    decisions topic, applied by the gateway); the planner spills only within ``tokens_per_minute``.
+    """
+
+    backend: Literal["bedrock"] = Field(description="Amazon Bedrock on-demand inference.")
+    model_id: str = Field(
+        pattern=BEDROCK_MODEL_RE, description="Bedrock model id or inference profile the gateway calls."
+    )
+    tokens_per_minute: PositiveInt = Field(
+        le=10**10,
+        description="Tokens per minute (input + output) this model may use: the account's on-demand "
+        "quota for the model in the region (Service Quotas), or the share of it left to spill-over.",
+    )
+
+    @property
+    def key(self) -> str:
+        """Return ``bedrock/model_id``."""
+        return f"bedrock/{self.model_id}"
+
+
+ServerlessTarget = Annotated[LambdaTarget | SageMakerTarget | BedrockTarget, Field(discriminator="backend")]
+SERVERLESS_TARGETS: dict[str, type[_ServerlessBase]] = {
+    "lambda": LambdaTarget,
+    "sagemaker": SageMakerTarget,
+    "bedrock": BedrockTarget,
+}
+SERVERLESS_TARGET: TypeAdapter[LambdaTarget | SageMakerTarget | BedrockTarget] = TypeAdapter(ServerlessTarget)
+_FIELD_BACKEND: dict[str, str] = {
+    name: backend
+    for backend, model in SERVERLESS_TARGETS.items()
+    for name in model.model_fields
+    if name not in _ServerlessBase.model_fields and name != "backend"
+}
 
 
 class Targets(_Strict):
@@ -358,7 +441,86 @@ class ModelPolicy(_Strict):
         names = [s.name for s in self.schedules]
         if len(set(names)) != len(names):
             raise ValueError(f"schedule names must be unique, got {names}")
+        if self.serverless_profile.per_token:
+            self._per_token_fields()
         return self
+
+    def _per_token_fields(self) -> None:
+        """Raise ValueError naming a field a per-token backend (bedrock) has no use for, or a free one."""
+        backend = self.serverless_backend
+        if self.lead_times.serverless_cold_start_seconds is not None:
+            raise ValueError(
+                f"lead_times.serverless_cold_start_seconds is for backends with instances (lambda, "
+                f"sagemaker): backend {backend} has no cold start"
+            )
+        for name in ("serverless_per_gpu_second", "serverless_provisioned_per_hour"):
+            if name in self.prices.model_fields_set:
+                raise ValueError(
+                    f"prices.{name} is for backends with instances (lambda, sagemaker): backend {backend} "
+                    "bills per token (prices.serverless_per_million_input_tokens / _output_tokens)"
+                )
+        per_input, per_output = self.serverless_token_prices
+        if per_input <= 0.0 and per_output <= 0.0:
+            raise ValueError(
+                f"backend {backend} bills per token: set prices.serverless_per_million_input_tokens "
+                "and prices.serverless_per_million_output_tokens"
+            )
+
+    @property
+    def serverless_backend(self) -> str:
+        """Return the serverless target's backend, or ``generic`` when the policy names none."""
+        target = self.targets.serverless if self.targets is not None else None
+        return target.backend if target is not None else "generic"
+
+    @property
+    def serverless_profile(self) -> backends.BackendProfile:
+        """Return the backend's profile, with ``lead_times.serverless_cold_start_seconds`` if set."""
+        profile = backends.PROFILES[self.serverless_backend]
+        cold = self.lead_times.serverless_cold_start_seconds
+        return profile if cold is None else dataclasses.replace(profile, cold_start_seconds=cold)
+
+    @property
+    def serverless_tokens_per_minute(self) -> int | None:
+        """Return the tokens-per-minute quota of a per-token backend, None for backends with instances."""
+        target = self.targets.serverless if self.targets is not None else None
+        return target.tokens_per_minute if isinstance(target, BedrockTarget) else None
+
+    @property
+    def serverless_token_prices(self) -> tuple[float, float]:
+        """Return serverless $ per million (input, output) tokens: the split prices plus the combined one."""
+        prices = self.prices
+        both = prices.serverless_per_million_tokens
+        per_input = both + prices.serverless_per_million_input_tokens
+        return per_input, both + prices.serverless_per_million_output_tokens
+
+    @property
+    def serverless_gpu_second_price(self) -> float:
+        """Return $ per busy serverless GPU-second: 0 for per-token backends, which bill no GPU time."""
+        return 0.0 if self.serverless_profile.per_token else self.prices.serverless_per_gpu_second
+
+    @property
+    def serverless_provisioned_price(self) -> float:
+        """Return $ per provisioned serverless instance-hour: 0 where nothing can be provisioned."""
+        return self.prices.serverless_provisioned_per_hour if self.serverless_profile.provisionable else 0.0
+
+    def serverless_request_price(
+        self, *, prompt_tokens: float, output_tokens: float, work_seconds: float
+    ) -> float:
+        """Return $ of one request on serverless: its busy instance-seconds ``work_seconds`` and tokens."""
+        per_input, per_output = self.serverless_token_prices
+        tokens = max(prompt_tokens, 0.0) * per_input + max(output_tokens, 0.0) * per_output
+        return work_seconds * self.serverless_gpu_second_price + tokens / 1e6
+
+    def break_even_for(self, *, prompt_tokens: float, output_tokens: float, work_seconds: float) -> float:
+        """Return c_k / c_s for requests of this size (tokens and per-token prices included; may be inf)."""
+        if work_seconds <= 0.0:
+            return self.break_even_utilisation
+        per_second = self.serverless_request_price(
+            prompt_tokens=prompt_tokens, output_tokens=output_tokens, work_seconds=work_seconds
+        ) / work_seconds
+        if per_second <= 0.0:
+            return float("inf")
+        return self.prices.replica_per_hour / (per_second * 3600.0)
 
     @property
     def break_even_utilisation(self) -> float:
@@ -374,9 +536,16 @@ class ModelPolicy(_Strict):
 
         None when replicas never pay off (``c_k >= c_s``): serverless then carries everything it can.
         """
+        return self.sizing_quantile_for(self.break_even_utilisation)
+
+    def sizing_quantile_for(self, ratio: float) -> float | None:
+        """Return the sizing quantile at break-even ``ratio`` = c_k/c_s (the override, else ``1 - ratio``).
+
+        The planner passes the ratio at the forecast's request size (:meth:`break_even_for`), which
+        folds per-token prices into c_s; None when replicas never pay off.
+        """
         if self.forecast.quantile is not None:
             return self.forecast.quantile
-        ratio = self.break_even_utilisation
         return 1.0 - ratio if ratio < 1.0 else None
 
 

@@ -22,7 +22,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from scaler.core.policy import EXTENSION_PREFIX, ModelPolicy, PolicyFile
+from scaler.core.policy import EXTENSION_PREFIX, SERVERLESS_TARGETS, ModelPolicy, PolicyFile
 from scaler.files import FileRefusedError, read_regular_file
 
 try:
@@ -408,8 +408,9 @@ _COMPARE = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "
 
 def _problem(err: Any, *, root: Node, source: str) -> Problem:
     """Return the Problem for one pydantic error, located in the YAML and naming the value."""
-    loc: tuple[str | int, ...] = tuple(err["loc"])
+    tagged: tuple[str | int, ...] = tuple(err["loc"])
     kind: str = err["type"]
+    loc = _untagged(tagged) + (("backend",) if kind == "union_tag_invalid" else ())
     ctx: dict[str, Any] = err.get("ctx") or {}
     node, key, matched = _walk(root, loc)
     line = _line(key if key is not None and matched == len(loc) else node)
@@ -418,7 +419,7 @@ def _problem(err: Any, *, root: Node, source: str) -> Problem:
     if kind == "missing":
         message = "required, but missing"
     elif kind == "extra_forbidden":
-        message = f"unknown key {loc[-1]!r}" + _suggest(loc)
+        message = f"unknown key {loc[-1]!r}" + _suggest(tagged)
     elif kind in _EXPECTED:
         message = f"must be {_EXPECTED[kind]}, got {got}" + _hint(kind, exact)
     elif kind in _COMPARE:
@@ -440,8 +441,17 @@ def _problem(err: Any, *, root: Node, source: str) -> Problem:
     elif kind in ("value_error", "assertion_error"):
         message = str(ctx.get("error", err["msg"]))
     else:
-        message = f"{err['msg'][0].lower()}{err['msg'][1:]}, got {got}"
+        message = _backend_tag(kind, ctx) or f"{err['msg'][0].lower()}{err['msg'][1:]}, got {got}"
     return Problem(source, line, _field(loc), message)
+
+
+def _backend_tag(kind: str, ctx: dict[str, Any]) -> str:
+    """Return the message for a missing or unknown serverless ``backend`` ('' for other errors)."""
+    if kind == "union_tag_not_found":
+        return f"required, but missing: backend, one of {', '.join(map(repr, SERVERLESS_TARGETS))}"
+    if kind == "union_tag_invalid":
+        return f"must be one of {ctx.get('expected_tags')}, got {ctx.get('tag')!r}"
+    return ""
 
 
 def _length_bound(kind: str, ctx: dict[str, Any]) -> str:
@@ -479,13 +489,27 @@ def _suggest(loc: Sequence[str | int]) -> str:
     return "; valid keys: " + ", ".join(valid)
 
 
+def _untagged(loc: Sequence[str | int]) -> tuple[str | int, ...]:
+    """Return ``loc`` without the backend tag pydantic puts after ``serverless`` (not a YAML key)."""
+    out: list[str | int] = []
+    for part in loc:
+        if not (out and out[-1] == "serverless" and part in SERVERLESS_TARGETS):
+            out.append(part)
+    return tuple(out)
+
+
 def _model_at(loc: Sequence[str | int]) -> type[BaseModel] | None:
     model: type[BaseModel] | None = PolicyFile
+    previous: str | int | None = None
     for part in loc:
         if isinstance(part, int) or model is None:
             continue
-        info = model.model_fields.get(part)
-        model = _find_model(info.annotation) if info is not None else None
+        if previous == "serverless" and part in SERVERLESS_TARGETS:  # the backend's own model
+            model = SERVERLESS_TARGETS[str(part)]
+        else:
+            info = model.model_fields.get(part)
+            model = _find_model(info.annotation) if info is not None else None
+        previous = part
     return model
 
 

@@ -63,10 +63,11 @@ def as_run_summary(
     output = workload.output_tokens[on_sv].astype(np.float64)
     busy = float(hold_seconds(policy, prompt, output).sum()) / policy.replica.max_concurrency
     cost = bill(
-        policy.prices,
+        policy,
         replica_seconds=float(present.sum()),
         serverless_busy_seconds=busy,
-        serverless_tokens=float(prompt.sum() + output.sum()),
+        prompt_tokens=float(prompt.sum()),
+        output_tokens=float(output.sum()),
     )
     ttft_target, _ = wait_limit(policy)
     seen = np.isfinite(replay.ttft)

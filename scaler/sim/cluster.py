@@ -14,11 +14,20 @@ instances take traffic even when on-demand serverless is disabled.
 Billing (the rules of :mod:`scaler.core.accounting`, shared with the daemon's ledger): replicas and
 standby as in :mod:`scaler.sim.fleet`; serverless per busy instance-second,
 i.e. ``serverless_per_gpu_second * S / C`` per request served there (provisioned instances too, like
-AWS Lambda provisioned concurrency), plus ``serverless_per_million_tokens``, plus
+AWS Lambda provisioned concurrency), plus the per-token prices (input and output), plus
 ``serverless_provisioned_per_hour`` per provisioned instance whether used or not. Serverless cold
-starts are not billed. A serverless instance stays warm :data:`KEEPALIVE_SECONDS` after its last
-request ends. Provisioned instances beyond the quota are clipped to the quota; a newly provisioned
-instance becomes warm one serverless cold start after it is requested.
+starts are not billed. Cold start and keep-warm come from the backend's profile
+(:attr:`scaler.core.policy.ModelPolicy.serverless_profile`, the planner's too): a serverless instance
+stays warm ``keep_warm_seconds`` after its last request ends (:data:`KEEPALIVE_SECONDS` without a
+serverless target). Provisioned instances beyond the quota are clipped to the quota; a newly
+provisioned instance becomes warm one serverless cold start after it is requested.
+
+A per-token backend (Bedrock) has no instances: nothing is provisioned, there is no cold start, a
+request routed there is served on arrival (its TTFT is the replica's prefill time, standing in for
+the hosted model's) and billed only per input and output token. Its quota is tokens per minute: the
+tokens of the requests it served in each whole minute (``arrival // 60``) stay within
+``tokens_per_minute``; a request beyond it is throttled and joins the replica queue, as a gateway
+falling back on a 429 would do.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import math
 import numpy as np
 import numpy.typing as npt
 
+from scaler.core import backends
 from scaler.core.accounting import CostBreakdown, bill, hold_seconds, wait_limit
 from scaler.core.policy import ModelPolicy
 from scaler.sim import kernels
@@ -38,7 +48,7 @@ from scaler.sim.results import FloatArray, Timeline
 from scaler.sim.workload import Workload
 
 GIVE_UP_SECONDS = 60.0  # a request waiting longer than this for a replica slot is dropped
-KEEPALIVE_SECONDS = 60.0  # an idle on-demand serverless instance stays warm this long
+KEEPALIVE_SECONDS = backends.GENERIC.keep_warm_seconds  # an idle instance stays warm this long (generic)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -98,7 +108,13 @@ class RequestCluster:
         self._busy_corr = np.zeros(nb)
         self._busy_level = 0.0
         self._busy_pos = 0
-        quota = policy.bounds.serverless_quota
+        self._profile = policy.serverless_profile
+        tpm = policy.serverless_tokens_per_minute
+        self._tpm = float(tpm) if tpm is not None and policy.bounds.serverless_quota > 0 else 0.0
+        self._tokens = (prompt + output) if self._tpm > 0 else np.zeros(1)
+        self._tpm_used = np.zeros(math.ceil(self._dur / 60.0) + 2 if self._tpm > 0 else 1)
+        quota = 0 if self._profile.per_token else policy.bounds.serverless_quota
+        self._keep_warm = 0.0 if self._profile.per_token else self._profile.keep_warm_seconds
         self._quota = quota
         self._sv_heap = np.zeros((max(quota, 1), self._c))
         self._sv_on = np.zeros(max(quota, 1), dtype=np.int64)
@@ -149,12 +165,12 @@ class RequestCluster:
         if self.fleet.serving_changed:
             self._sync_heap()
         self._set_provisioned(min(target.serverless_provisioned, self._quota), now=now)
-        self._sv_enabled = target.serverless_enabled and self._quota > 0
+        self._sv_enabled = target.serverless_enabled and (self._quota > 0 or self._tpm > 0)
 
     def _set_provisioned(self, count: int, *, now: float) -> None:
         self._prov_seconds += self._n_prov * (now - self._prov_since)
         self._prov_since = now
-        cold = self._policy.lead_times.serverless_cold_start_seconds
+        cold = self._profile.cold_start_seconds
         for i in range(count):
             if self._sv_on[i] == 0:
                 self._sv_on[i] = 1
@@ -174,7 +190,7 @@ class RequestCluster:
         room = int(self._counters[0]) + self._quota + (upto - self._next) + 4
         if self._life.shape[0] < room:
             self._life = np.concatenate([self._life, np.zeros((max(room, 2 * self._life.shape[0]), 2))])
-        lead = self._policy.lead_times
+        profile = self._profile
         self._next = kernels.route(
             self._arr,
             self._hold,
@@ -201,13 +217,16 @@ class RequestCluster:
             self._busy_diff,
             self._busy_corr,
             GIVE_UP_SECONDS,
-            KEEPALIVE_SECONDS,
-            lead.serverless_cold_start_seconds,
+            self._keep_warm,
+            profile.cold_start_seconds,
+            self._tokens,
+            self._tpm_used,
+            self._tpm,
         )
         kernels.expire_all(
             until,
             self._n_prov,
-            KEEPALIVE_SECONDS,
+            self._keep_warm,
             self._sv_on,
             self._sv_last_end,
             self._sv_since,
@@ -261,14 +280,13 @@ class RequestCluster:
         self.fleet.close(end=end)
         life = self._life[: self._counters[0]]
         open_ = np.flatnonzero(self._sv_on[: self._quota])
-        open_end = np.minimum(self._sv_last_end[open_] + KEEPALIVE_SECONDS, end)
+        open_end = np.minimum(self._sv_last_end[open_] + self._keep_warm, end)
         sv_start = np.concatenate([life[:, 0], self._sv_since[open_]])
         sv_end = np.minimum(np.concatenate([life[:, 1], open_end]), end)
         return self._outcome(timeline_step=timeline_step, sv_start=sv_start, sv_end=sv_end)
 
     def _outcome(self, *, timeline_step: float, sv_start: FloatArray, sv_end: FloatArray) -> Outcome:
         policy, kind = self._policy, self._out_kind
-        prices = policy.prices
         served = (kind == kernels.KUBERNETES) | (kind == kernels.SERVERLESS)
         on_sv = kind == kernels.SERVERLESS
         wait = self._out_start - self._arr
@@ -276,12 +294,13 @@ class RequestCluster:
         ttft_target, wait_target = wait_limit(policy)
         met = served & (ttft <= ttft_target) & (wait <= wait_target)
         cost: CostBreakdown = bill(
-            prices,
+            policy,
             replica_seconds=self.fleet.segments.billed_seconds(0),
             standby_seconds=self.fleet.segments.billed_seconds(1),
             serverless_busy_seconds=float(self._hold[on_sv].sum()) / self._c,
             provisioned_seconds=self._prov_seconds,
-            serverless_tokens=float(self._prompt[on_sv].sum() + self._output[on_sv].sum()),
+            prompt_tokens=float(self._prompt[on_sv].sum()),
+            output_tokens=float(self._output[on_sv].sum()),
         )
         valid = max(0, math.ceil(self._dur))
         per_second = np.cumsum(self._busy_diff) + self._busy_corr

@@ -93,7 +93,7 @@ def feasibility(workload: Workload | RateWorkload, *, policy: ModelPolicy) -> Fe
         return Feasibility(requests=n, prefill_misses=0, cold_path_misses=0, goal=policy.slo.attainment)
     rows = workload.rows()
     prefill = rows.prompt_tokens / policy.replica.prefill_tokens_per_second
-    cold = policy.lead_times.serverless_cold_start_seconds
+    cold = policy.serverless_profile.cold_start_seconds
     over = min(n, round(float(rows.weights[prefill > ttft].sum())))
     cold_over = min(n, round(float(rows.weights[prefill + cold > ttft].sum())))
     return Feasibility(

@@ -29,7 +29,7 @@ from scaler.core import accounting
 from scaler.core.accounting import hold_seconds, wait_limit
 from scaler.core.policy import ModelPolicy
 from scaler.sim import fluid_kernels as fk
-from scaler.sim.cluster import GIVE_UP_SECONDS, KEEPALIVE_SECONDS, Outcome, timeline_edges
+from scaler.sim.cluster import GIVE_UP_SECONDS, Outcome, timeline_edges
 from scaler.sim.fleet import Fleet, replica_series
 from scaler.sim.protocol import CapacityTarget, TickObservation
 from scaler.sim.results import FloatArray, Timeline
@@ -62,6 +62,11 @@ class FluidCluster:
     def __init__(
         self, workload: RateWorkload, *, policy: ModelPolicy, initial_replicas: int | None = None
     ) -> None:
+        if policy.serverless_profile.per_token:
+            raise ValueError(
+                f"the fluid model has serverless instances only; backend {policy.serverless_backend} bills "
+                "per token: run the per-request model (without --fluid)"
+            )
         self._policy = policy
         self._c = policy.replica.max_concurrency
         self._counts = np.ascontiguousarray(workload.counts, dtype=np.float64)
@@ -77,7 +82,7 @@ class FluidCluster:
         self._occupancy = self._hold * (1.0 - self._decay) if self._hold > 0 else 1.0
         self._t_end = self._counts.shape[0]
         self._give_up = int(GIVE_UP_SECONDS)
-        self._cold_steps = max(1, math.ceil(policy.lead_times.serverless_cold_start_seconds))
+        self._cold_steps = max(1, math.ceil(policy.serverless_profile.cold_start_seconds))
         cold = float(self._cold_steps)
         total = self._t_end + self._give_up + self._cold_steps + 2
         self._total = total
@@ -86,7 +91,7 @@ class FluidCluster:
         self._cohorts = np.zeros(self._give_up + 1)
         self._pending = np.zeros(self._cold_steps + 1)
         self._starting = np.zeros(self._cold_steps + 1)
-        self._need = np.zeros(max(1, int(KEEPALIVE_SECONDS)))
+        self._need = np.zeros(max(1, int(policy.serverless_profile.keep_warm_seconds)))
         self._hist = np.zeros(math.ceil((GIVE_UP_SECONDS + cold) / WAIT_BIN_SECONDS) + 2)
         self._busy_k = np.zeros(total)
         self._sv_inst = np.zeros(total)
@@ -180,17 +185,18 @@ class FluidCluster:
         self.advance(until=float(self._total))
         end = float(self._t_end)
         self.apply_end(end)
-        prices, c = self._policy.prices, self._c
+        c = self._c
         served_k, served_s, dropped = (float(x) for x in self._tallies)
         requests = float(self._counts.sum())
         seg = self.fleet.segments
         cost = accounting.bill(
-            prices,
+            self._policy,
             replica_seconds=seg.billed_seconds(0),
             standby_seconds=seg.billed_seconds(1),
             serverless_busy_seconds=served_s * self._hold / c,
             provisioned_seconds=self._prov_seconds,
-            serverless_tokens=served_s * (self._mean_p + self._mean_o),
+            prompt_tokens=served_s * self._mean_p,
+            output_tokens=served_s * self._mean_o,
         )
         paid_hours = (seg.billed_seconds(0) + seg.billed_seconds(1)) / 3600.0
         busy_hours = float(self._busy_k[: self._t_end].sum()) * self._occupancy / c / 3600.0

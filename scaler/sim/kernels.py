@@ -166,12 +166,18 @@ def route(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
     give_up: float,
     keepalive: float,
     cold: float,
+    tokens: FloatArray,
+    tpm_used: FloatArray,
+    tpm: float,
 ) -> int:
     """Route requests and serve the replica queue up to (not including) ``t_end``; return the next request.
 
     ``i`` is the first request not yet routed. Events are taken in time order, the queue head before an
     arrival at the same instant (FIFO). Serverless instances ``< sv_limit`` may take traffic and new
-    ones may start only if ``sv_cold_ok``.
+    ones may start only if ``sv_cold_ok``. With ``tpm > 0`` serverless is a per-token backend instead:
+    a request is served on arrival (if ``sv_cold_ok``) while the tokens of its minute, ``tpm_used[m]``
+    with ``m = arrival // 60``, plus its ``tokens`` stay within ``tpm``; beyond that it is throttled and
+    joins the replica queue.
     """
     n = arr.shape[0]
     while True:
@@ -205,7 +211,14 @@ def route(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
                 j, ae, hold, heap_key, heap_id, hn, slot_free, out_start, out_kind, busy_diff, busy_corr
             )
             continue
-        if sv_limit > 0 and _serve_serverless(
+        if tpm > 0.0:
+            m = min(int(ae // 60.0), tpm_used.shape[0] - 1)
+            if sv_cold_ok and tpm_used[m] + tokens[j] <= tpm:
+                tpm_used[m] += tokens[j]
+                out_start[j] = ae
+                out_kind[j] = SERVERLESS
+                continue
+        elif sv_limit > 0 and _serve_serverless(
             j,
             ae,
             hold,

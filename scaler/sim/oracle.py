@@ -103,7 +103,7 @@ def hindsight_oracle(
         starts = np.asarray(workload.arrivals, dtype=np.float64)
         holds = hold_seconds(policy, prompt, output)
         weights = np.ones(starts.shape[0])
-        tokens = float(prompt.sum() + output.sum())
+        token_dollars = _token_dollars(policy, prompt=float(prompt.sum()), output=float(output.sum()))
         ttft = percentiles(prompt / tp)
         model = "per-request"
     else:
@@ -116,7 +116,8 @@ def hindsight_oracle(
             counts.shape[0], float(hold_seconds(policy, np.array([mean_p]), np.array([mean_o]))[0])
         )
         weights = counts
-        tokens = float(counts.sum()) * (mean_p + mean_o)
+        n_requests = float(counts.sum())
+        token_dollars = _token_dollars(policy, prompt=n_requests * mean_p, output=n_requests * mean_o)
         ttft = (mean_p / tp,) * 3
         model = "fluid"
     seconds = max(1, math.ceil(workload.duration))
@@ -125,8 +126,8 @@ def hindsight_oracle(
     r = shave_peaks(full, budget=(1.0 - policy.slo.attainment) * total_work)
     prices = policy.prices
     c_rep = prices.replica_per_hour / 3600.0
-    per_work_tokens = tokens / 1e6 * prices.serverless_per_million_tokens / total_work if total_work else 0.0
-    c_sv = prices.serverless_per_gpu_second + per_work_tokens
+    per_work_tokens = token_dollars / total_work if total_work else 0.0
+    c_sv = policy.serverless_gpu_second_price + per_work_tokens
     rep_on, rep_starting, k8s_work, sv_work, unserved = (np.zeros(seconds) for _ in range(5))
     totals = np.zeros(3)
     cold = policy.lead_times.cold_start_seconds
@@ -178,7 +179,7 @@ def _result(
     cost = CostBreakdown(
         replicas=paid_seconds * prices.replica_per_hour / 3600.0,
         standby=0.0,
-        serverless_busy=sv_total * prices.serverless_per_gpu_second,
+        serverless_busy=sv_total * policy.serverless_gpu_second_price,
         serverless_provisioned=0.0,
         serverless_tokens=sv_total * per_work_tokens,
     )
@@ -216,3 +217,9 @@ def _result(
         outcome, policy=POLICY_NAME, workload=workload.name, actions=actions, model=model, note=note
     )
     return SimResult(summary=summary, timeline=outcome.timeline)
+
+
+def _token_dollars(policy: ModelPolicy, *, prompt: float, output: float) -> float:
+    """Return $ of serving ``prompt`` input and ``output`` output tokens on serverless."""
+    per_input, per_output = policy.serverless_token_prices
+    return (prompt * per_input + output * per_output) / 1e6

@@ -207,10 +207,15 @@ def build_problem(
         knots.append(xs)
         late.append(np.maximum(row[None, :] - xs[:, None], 0.0).sum(axis=1))
     prices = policy.prices
+    if policy.serverless_profile.per_token:
+        raise ValueError(
+            f"the tight oracle models serverless instances; backend {policy.serverless_backend} bills per "
+            "token: use the hindsight oracle"
+        )
     tokens_per_work = _tokens_per_work(workload, policy=policy) * prices.serverless_per_million_tokens / 1e6
     ttft, queue = wait_limit(policy)
     slack = min(ttft - float(prefill_seconds(workload, policy=policy).min(initial=0.0)), queue)
-    miss_per_start = 1.0 if policy.lead_times.serverless_cold_start_seconds > slack else 0.0
+    miss_per_start = 1.0 if policy.serverless_profile.cold_start_seconds > slack else 0.0
     bounds = policy.bounds
     warm = bounds.min_replicas if initial_replicas is None else initial_replicas
     budget = max(0.0, (1.0 - fits.judged_goal) * fits.requests - fits.prefill_misses)

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from scaler.core import actuation
 from scaler.core.actuation import Desired
-from scaler.core.policy import ModelPolicy, ServerlessTarget
+from scaler.core.policy import SERVERLESS_TARGET, ModelPolicy
 from scaler.core.types import Decision, Unavailable
 
 POLICY = ModelPolicy.model_validate(
@@ -179,11 +179,11 @@ def test_weights_differ_only_beyond_the_tolerance_or_when_unknown() -> None:
 
 def test_primary_variant_is_for_sagemaker_and_differs_from_the_burst_variant() -> None:
     base = {"backend": "sagemaker", "endpoint_name": "e", "variant_name": "burst"}
-    assert ServerlessTarget.model_validate({**base}).primary_variant is None  # optional: old policies hold
-    assert ServerlessTarget.model_validate({**base, "primary_variant": "main"}).primary_variant == "main"
+    assert SERVERLESS_TARGET.validate_python({**base}).primary_variant is None  # optional: old policies hold
+    assert SERVERLESS_TARGET.validate_python({**base, "primary_variant": "main"}).primary_variant == "main"
     with pytest.raises(ValidationError, match="must differ"):
-        ServerlessTarget.model_validate({**base, "primary_variant": "burst"})
-    with pytest.raises(ValidationError, match="backend sagemaker"):
-        ServerlessTarget.model_validate(
+        SERVERLESS_TARGET.validate_python({**base, "primary_variant": "burst"})
+    with pytest.raises(ValidationError, match="field primary_variant is for backend sagemaker"):
+        SERVERLESS_TARGET.validate_python(
             {"backend": "lambda", "function_name": "f", "alias": "live", "primary_variant": "main"}
         )

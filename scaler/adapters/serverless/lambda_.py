@@ -1,0 +1,122 @@
+"""Lambda backend: provisioned concurrency on a function alias, reserved concurrency as the quota.
+
+A Lambda execution environment serves one request at a time, so one serverless instance (the
+capacity of one replica) is ``replica.max_concurrency`` concurrent executions. Pre-warmed instances
+are provisioned concurrency on the alias (``put_provisioned_concurrency_config``; 0 deletes the
+config); the quota is the function's reserved concurrency (``serverless_quota * max_concurrency``,
+``put_function_concurrency``). Lambda has no GPUs: see :data:`scaler.core.backends.LAMBDA` for the
+cold start this implies and why provisioned concurrency is what makes it fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Final
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from scaler.adapters.serverless._aws import AwsClients, Connection, classify, error_code
+from scaler.core import actuation
+from scaler.core.policy import LambdaTarget, ServerlessTarget
+from scaler.ports import PermanentError
+
+IAM_ACTIONS: Final[tuple[str, ...]] = (
+    "lambda:GetProvisionedConcurrencyConfig",
+    "lambda:PutProvisionedConcurrencyConfig",
+    "lambda:DeleteProvisionedConcurrencyConfig",
+    "lambda:GetFunctionConcurrency",
+    "lambda:PutFunctionConcurrency",
+)
+
+
+def _own(target: ServerlessTarget) -> LambdaTarget:
+    if not isinstance(target, LambdaTarget):
+        raise PermanentError(f"{target.key}: not a lambda target")
+    return target
+
+
+class LambdaServerless:
+    """Provisioned concurrency of the Lambda alias a policy names (a ServerlessPort)."""
+
+    def __init__(self, connection: Connection) -> None:
+        """Create the adapter; clients are made on first use."""
+        self.aws = AwsClients(connection)
+
+    async def read(self, target: ServerlessTarget, *, max_concurrency: int) -> int:
+        """Return the provisioned instances of the alias; raise TransientError or PermanentError."""
+        own = _own(target)
+
+        def run() -> int:
+            try:
+                units = self._provisioned(own)
+            except (ClientError, BotoCoreError) as exc:
+                raise classify(exc, what=f"read {own.key}") from None
+            return actuation.instances_from_units(units=units, max_concurrency=max_concurrency)
+
+        return await asyncio.to_thread(run)
+
+    async def set_provisioned(
+        self, target: ServerlessTarget, *, instances: int, quota: int, max_concurrency: int
+    ) -> None:
+        """Provision ``instances`` on the alias and the quota as reserved concurrency; raise on failure."""
+        own = _own(target)
+
+        def run() -> None:
+            try:
+                self._set(own, instances=instances, quota=quota, max_concurrency=max_concurrency)
+            except (ClientError, BotoCoreError) as exc:
+                raise classify(exc, what=f"provision {instances} on {own.key}") from None
+
+        await asyncio.to_thread(run)
+
+    async def set_quota(self, target: ServerlessTarget, *, quota: int, max_concurrency: int) -> None:
+        """Set the function's reserved concurrency to ``quota`` instances; raise on failure."""
+        own = _own(target)
+
+        def run() -> None:
+            try:
+                self._quota(own, quota=quota, max_concurrency=max_concurrency)
+            except (ClientError, BotoCoreError) as exc:
+                raise classify(exc, what=f"quota {quota} on {own.key}") from None
+
+        await asyncio.to_thread(run)
+
+    def _provisioned(self, target: LambdaTarget) -> int:
+        lam = self.aws.client("lambda", target.region)
+        try:
+            config = lam.get_provisioned_concurrency_config(
+                FunctionName=target.function_name, Qualifier=target.alias
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ProvisionedConcurrencyConfigNotFoundException":
+                return 0
+            raise
+        return int(config.get("RequestedProvisionedConcurrentExecutions", 0))
+
+    def _set(self, target: LambdaTarget, *, instances: int, quota: int, max_concurrency: int) -> None:
+        lam = self.aws.client("lambda", target.region)
+        reserved = self._quota(target, quota=quota, max_concurrency=max_concurrency)
+        units = min(actuation.lambda_units(instances=instances, max_concurrency=max_concurrency), reserved)
+        if units == 0:
+            try:
+                lam.delete_provisioned_concurrency_config(
+                    FunctionName=target.function_name, Qualifier=target.alias
+                )
+            except ClientError as exc:
+                if error_code(exc) != "ResourceNotFoundException":
+                    raise
+            return
+        lam.put_provisioned_concurrency_config(
+            FunctionName=target.function_name, Qualifier=target.alias, ProvisionedConcurrentExecutions=units
+        )
+
+    def _quota(self, target: LambdaTarget, *, quota: int, max_concurrency: int) -> int:
+        """Set the function's reserved concurrency to the quota if it differs; return it (executions)."""
+        lam = self.aws.client("lambda", target.region)
+        reserved = actuation.lambda_units(instances=quota, max_concurrency=max_concurrency)
+        current = lam.get_function_concurrency(FunctionName=target.function_name)
+        if current.get("ReservedConcurrentExecutions") != reserved:
+            lam.put_function_concurrency(
+                FunctionName=target.function_name, ReservedConcurrentExecutions=reserved
+            )
+        return reserved
