@@ -185,8 +185,10 @@ class Executor:
 
 
 def readback_from(capacity: Capacity, *, unavailable: Unavailable) -> ReadBack:
-    """Return what ``capacity`` says as the controller's read-back, with the kinds whose API keeps failing."""
+    """Return what ``capacity`` says as the controller's read-back, with the kinds whose API keeps failing
+    and the cold starts of the serving and standby workloads' pods."""
     replicas, standby = capacity.replicas, capacity.standby
+    pods = (replicas.pods if replicas is not None else ()) + (standby.pods if standby is not None else ())
     return ReadBack(
         replicas_ready=replicas.ready if replicas is not None else None,
         replicas_starting=replicas.starting if replicas is not None else None,
@@ -194,6 +196,7 @@ def readback_from(capacity: Capacity, *, unavailable: Unavailable) -> ReadBack:
         standby_starting=standby.starting if standby is not None else None,
         serverless_provisioned=capacity.serverless,
         unavailable=unavailable,
+        cold_starts=pods,
     )
 
 

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import NamedTuple, Protocol, runtime_checkable
 
 from scaler.control.controller import Forecaster, Planner
+from scaler.control.leadtime import ColdStart
 from scaler.core.policy import KubernetesTarget, ModelPolicy, ServerlessTarget
 from scaler.core.types import Decision
 
@@ -142,11 +143,13 @@ class PermanentError(Exception):
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class KubeState:
-    """Replica counts of one workload: desired (spec), ready, and starting (desired but not ready)."""
+    """Replica counts of one workload: desired (spec), ready, and starting (desired but not ready);
+    ``pods``: when each of its pods was created and became Ready (for the lead-time learner)."""
 
     desired: int
     ready: int
     starting: int
+    pods: tuple[ColdStart, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

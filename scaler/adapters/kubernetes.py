@@ -11,6 +11,10 @@ carry labels outside the model's Service selector: loaded and warm, taking no tr
 serving pods take the nodes, image cache and GPU capacity the standby pool kept warm, and the pool
 is refilled when the planner asks for it again.
 
+Cold starts: every read also lists the workload's pods (its selector) and reports each one's
+``creationTimestamp`` and the ``lastTransitionTime`` of its ``Ready`` condition
+(:func:`pod_cold_starts`), for :mod:`scaler.control.leadtime`; a failed listing only leaves them out.
+
 The official client is synchronous: every call runs in :func:`asyncio.to_thread`.
 :data:`RBAC_RULES` lists every verb on every resource this module calls (the Helm chart's Role).
 """
@@ -29,6 +33,7 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError, SSLError
 
 from scaler.adapters.actuator import KubeState, PermanentError, TransientError
+from scaler.control.leadtime import ColdStart
 from scaler.core.policy import KubernetesTarget
 
 RBAC_RULES: Final[tuple[dict[str, tuple[str, ...]], ...]] = (
@@ -39,6 +44,7 @@ RBAC_RULES: Final[tuple[dict[str, tuple[str, ...]], ...]] = (
         "verbs": ("get", "update"),
     },
     {"apiGroups": ("",), "resources": ("events",), "verbs": ("create",)},
+    {"apiGroups": ("",), "resources": ("pods",), "verbs": ("list",)},
 )
 COMPONENT: Final = "spillway-scaler"
 EVENT_REASON: Final = "SpillwayScaled"
@@ -187,7 +193,23 @@ class KubernetesActuator:
         desired = int(obj.spec.replicas or 0) if obj.spec is not None else 0
         status = obj.status
         ready = int(status.ready_replicas or 0) if status is not None else 0
-        return KubeState(desired=desired, ready=ready, starting=max(desired - ready, 0))
+        pods = self._pod_starts(target, obj)
+        return KubeState(desired=desired, ready=ready, starting=max(desired - ready, 0), pods=pods)
+
+    def _pod_starts(self, target: KubernetesTarget, workload: Any) -> tuple[ColdStart, ...]:
+        """Return the cold starts of ``workload``'s pods; () when its selector or the listing fails."""
+        spec = workload.spec
+        selector = spec.selector if spec is not None else None
+        if selector is None or not selector.match_labels or selector.match_expressions:
+            return ()  # only equality selectors: an expression selector is not turned into a query
+        query = ",".join(f"{k}={v}" for k, v in sorted(selector.match_labels.items()))
+        try:
+            listed = self.core.list_namespaced_pod(
+                target.namespace, label_selector=query, _request_timeout=self.timeout
+            )
+        except (ApiException, HTTPError, OSError):
+            return ()
+        return pod_cold_starts(listed.items or [])
 
     def _set_replicas(self, target: KubernetesTarget, name: str, replicas: int, reason: str) -> None:
         what = f"{target.kind} {target.namespace}/{name}"
@@ -240,6 +262,32 @@ class KubernetesActuator:
             self.core.create_namespaced_event(target.namespace, event, _request_timeout=self.timeout)
         except (ApiException, HTTPError, OSError):
             return
+
+
+def pod_cold_starts(pods: list[Any]) -> tuple[ColdStart, ...]:
+    """Return one :class:`ColdStart` per live pod: creation -> its Ready condition's last transition
+    (``ready_at`` None while not Ready). Pods being deleted before Ready, finished pods and pods
+    without a creation time are left out (a cancelled start is no cold start)."""
+    starts: list[ColdStart] = []
+    for pod in pods:
+        meta, status = pod.metadata, pod.status
+        if meta is None or meta.creation_timestamp is None or meta.name is None:
+            continue
+        phase = status.phase if status is not None else None
+        if phase in ("Succeeded", "Failed"):
+            continue
+        ready_at = None
+        for condition in (status.conditions if status is not None else None) or []:
+            if condition.type == "Ready" and condition.status == "True" and condition.last_transition_time:
+                ready_at = condition.last_transition_time.timestamp()
+        if ready_at is None and meta.deletion_timestamp is not None:
+            continue
+        starts.append(
+            ColdStart(
+                key=meta.name, uid=meta.uid, started_at=meta.creation_timestamp.timestamp(), ready_at=ready_at
+            )
+        )
+    return tuple(starts)
 
 
 def describe_rules() -> list[dict[str, Any]]:

@@ -28,6 +28,7 @@ import math
 from collections.abc import Sequence
 from typing import Literal, Protocol
 
+from scaler.control.leadtime import ColdStart, LeadEstimate, LeadTimeLearner
 from scaler.core import actuation, aggregate, fallback
 from scaler.core.aggregate import ModelAggregator
 from scaler.core.events import MetricEvent, RequestEvent
@@ -83,7 +84,9 @@ class Planner(Protocol):
 class ReadBack:
     """What the executor last read back from a model's targets (None: no target of that kind, or unread).
 
-    ``unavailable`` names the kinds whose API keeps failing (the planner plans around them).
+    ``unavailable`` names the kinds whose API keeps failing (the planner plans around them);
+    ``cold_starts`` are the pods of the serving workloads as read (creation -> Ready), for the
+    lead-time learner.
     """
 
     replicas_ready: int | None = None
@@ -92,6 +95,7 @@ class ReadBack:
     standby_starting: int | None = None
     serverless_provisioned: int | None = None
     unavailable: Unavailable = Unavailable.NONE
+    cold_starts: tuple[ColdStart, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -99,7 +103,8 @@ class Step:
     """One decision and what the caller needs to log, export and apply it.
 
     ``source`` says what the decision was made on; ``transition`` is ``fallback_started`` or
-    ``fallback_ended`` when this decision changed that; ``clamped`` lists what the final clamp changed.
+    ``fallback_ended`` when this decision changed that; ``clamped`` lists what the final clamp changed;
+    ``lead_times`` are the replica and serverless lead times the planner used (learned or configured).
     """
 
     decision: Decision
@@ -111,6 +116,7 @@ class Step:
     transition: str | None
     clamped: tuple[str, ...]
     overrides: tuple[Override, ...]
+    lead_times: tuple[LeadEstimate, ...] = ()
 
 
 class ModelController:
@@ -137,6 +143,7 @@ class ModelController:
         self.last_event_at = now
         self.signal: FallbackSignal | None = None
         self.on_fallback = False
+        self.lead = LeadTimeLearner()
         self._threshold: float | None = None
 
     @property
@@ -152,9 +159,13 @@ class ModelController:
         return self.aggregator.add_request(event)
 
     def ingest_metric(self, event: MetricEvent, *, now: float) -> None:
-        """Keep a validated replica metric event (the newest per replica)."""
+        """Keep a validated replica metric event (the newest per replica); its ``ready`` feeds the
+        lead-time learner."""
         self.last_event_at = now
         self.aggregator.add_metric(event)
+        self.lead.observe_metric(
+            replica=event.replica, ts=event.ts, ready=event.ready, lead=self.policy.lead_times, now=now
+        )
 
     def ingest_second(
         self, *, second: int, arrivals: int, prompt_tokens: int, output_tokens: int, now: float
@@ -234,8 +245,9 @@ class ModelController:
                 observed = fallback.observed_from(signal, observed)
         active = tuple(overrides)
         observed = adjust_observed(observed, active)
+        policy, leads = self._planning_policy(readback, now=now)
         decision = self.planner(
-            policy=self.policy, forecast=forecast, observed=observed, previous=self.previous, now=now
+            policy=policy, forecast=forecast, observed=observed, previous=self.previous, now=now
         )
         decision = adjust_decision(decision, overrides=active, previous=self.previous, policy=self.policy)
         if note:
@@ -255,7 +267,29 @@ class ModelController:
             transition=transition,
             clamped=clamped,
             overrides=active,
+            lead_times=leads,
         )
+
+    def lead_times(self, *, now: float) -> tuple[LeadEstimate, ...]:
+        """Return the replica and serverless lead times at ``now``, learned or configured."""
+        lead = self.policy.lead_times
+        return tuple(self.lead.estimate(lead, kind, now=now) for kind in ("replica", "serverless"))
+
+    def _planning_policy(
+        self, readback: ReadBack | None, *, now: float
+    ) -> tuple[ModelPolicy, tuple[LeadEstimate, ...]]:
+        """Return the policy the planner sees (the learned lead times in place of the configured ones)."""
+        lead = self.policy.lead_times
+        if readback is not None and readback.cold_starts:
+            self.lead.observe_all(readback.cold_starts, lead=lead, now=now)
+        leads = self.lead_times(now=now)
+        replica, serverless = leads[0].seconds, leads[1].seconds
+        if replica == lead.cold_start_seconds and serverless == lead.serverless_cold_start_seconds:
+            return self.policy, leads
+        learned = lead.model_copy(
+            update={"cold_start_seconds": replica, "serverless_cold_start_seconds": serverless}
+        )
+        return self.policy.model_copy(update={"lead_times": learned}), leads
 
     def _observed(self, *, now: float, readback: ReadBack | None) -> Observed:
         """Return what is observed now: event-derived counts, replaced by the read-back where known."""
