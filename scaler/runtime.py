@@ -298,6 +298,7 @@ class Runtime:
         )
         self.executor.submit(policy=controller.policy, decision=decision, payload=payload)
         self.metrics.record_decision(model=model, decision=decision, trigger=trigger)
+        self.metrics.record_lead_times(model=model, lead_times=step.lead_times)
         self.metrics.decision_latency.observe(time.perf_counter() - started)
         return decision
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from scaler.control.leadtime import LeadEstimate
 from scaler.core.types import Decision
 
 DECISION_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -84,6 +85,28 @@ class DaemonMetrics:
             registry=r,
         )
 
+        self.lead_time = Gauge(
+            "scaler_lead_time_seconds",
+            "Lead time per kind (replica cold start, serverless warm-up): learned from observed starts, "
+            "and as configured in the policy; the planner uses the learned one when present.",
+            ["model", "kind", "source"],
+            registry=r,
+        )
+
+    def record_lead_times(self, *, model: str, lead_times: tuple[LeadEstimate, ...]) -> None:
+        """Export the configured and (when there is one) the learned lead time of each kind."""
+        for estimate in lead_times:
+            self.lead_time.labels(model=model, kind=estimate.kind, source="configured").set(
+                estimate.configured
+            )
+            if estimate.learned is not None:
+                self.lead_time.labels(model=model, kind=estimate.kind, source="learned").set(estimate.learned)
+                continue
+            try:  # not learned (yet, or any more): no series rather than a made-up value
+                self.lead_time.remove(model, estimate.kind, "learned")
+            except KeyError:
+                continue
+
     def record_decision(self, *, model: str, decision: Decision, trigger: str) -> None:
         """Update the per-model gauges and counters for a decision made."""
         self.decisions.labels(model=model, trigger=trigger).inc()
@@ -100,6 +123,12 @@ class DaemonMetrics:
                 gauge.remove(model)
             except KeyError:
                 continue
+        for kind in ("replica", "serverless"):
+            for source in ("configured", "learned"):
+                try:
+                    self.lead_time.remove(model, kind, source)
+                except KeyError:
+                    continue
 
     def exposition(self) -> bytes:
         """Return the registry in the Prometheus text format."""
