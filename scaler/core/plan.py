@@ -36,8 +36,8 @@
 7. Explanation: one reason line, the binding term, the fractile and the $/h of the alternatives.
 
 ``bound_by`` is one of: ``fractile``, ``break_even``, ``quota``, ``slo`` (quota 0),
-``serverless-unavailable``, ``kubernetes-unavailable``, ``cold_start``, ``stabilization``, ``scale_down_delay``,
-``step_up``, ``step_down``, ``min_replicas``, ``max_replicas``, ``schedule:<name>``, ``no-data``.
+``serverless-unavailable``, ``kubernetes-unavailable``, ``cold_start``, ``stabilization``,
+``scale_down_delay``, ``step_up``, ``step_down``, ``min_replicas``, ``max_replicas``, ``schedule:<name>``, ``no-data``.
 """
 
 from __future__ import annotations
