@@ -37,7 +37,8 @@
 
 ``bound_by`` is one of: ``fractile``, ``break_even``, ``quota``, ``slo`` (quota 0),
 ``serverless-unavailable``, ``kubernetes-unavailable``, ``cold_start``, ``stabilization``,
-``scale_down_delay``, ``step_up``, ``step_down``, ``min_replicas``, ``max_replicas``, ``schedule:<name>``, ``no-data``.
+``scale_down_delay``, ``step_up``, ``step_down``, ``min_replicas``, ``max_replicas``, ``schedule:<name>``,
+``no-data``.
 """
 
 from __future__ import annotations
