@@ -29,6 +29,7 @@ import numpy as np
 
 from scaler.core.policy import ModelPolicy
 from scaler.sim import kernels
+from scaler.sim.coldstart import ColdStarts
 from scaler.sim.fleet import Fleet, mean_coverage, replica_series
 from scaler.sim.protocol import CapacityTarget, TickObservation
 from scaler.sim.results import CostBreakdown, FloatArray, Timeline
@@ -89,7 +90,8 @@ class RequestCluster:
     """The per-request model of one model's capacity; :func:`scaler.sim.engine.simulate` drives it."""
 
     def __init__(
-        self, workload: Workload, *, policy: ModelPolicy, initial_replicas: int | None = None
+        self, workload: Workload, *, policy: ModelPolicy, initial_replicas: int | None = None,
+        cold_starts: ColdStarts | None = None,
     ) -> None:
         self._policy = policy
         self._c = policy.replica.max_concurrency
@@ -128,7 +130,8 @@ class RequestCluster:
         self._heap_id = np.zeros(0, dtype=np.int64)
         self._hn = np.zeros(1, dtype=np.int64)
         warm = policy.bounds.min_replicas if initial_replicas is None else initial_replicas
-        self.fleet = Fleet(lead=policy.lead_times, warm=warm, drain_end=self._drain_end)
+        draw = cold_starts.sampler() if cold_starts is not None else None
+        self.fleet = Fleet(lead=policy.lead_times, warm=warm, drain_end=self._drain_end, cold=draw)
         self._sync_heap()
 
     def _drain_end(self, rid: int, now: float) -> float:
@@ -257,6 +260,7 @@ class RequestCluster:
             slots_per_replica=self._c,
             queue_length=int(self._qs[1] - self._qs[0]),
             in_flight=in_flight,
+            pods=tuple(self.fleet.pods()),
         )
 
     def finish(self, *, timeline_step: float) -> Outcome:
@@ -284,7 +288,7 @@ class RequestCluster:
         tokens = (self._prompt[on_sv].sum() + self._output[on_sv].sum()) / 1e6
         cost = CostBreakdown(
             replicas=self.fleet.segments.billed_seconds(0) * prices.replica_per_hour / 3600.0,
-            standby=self.fleet.segments.billed_seconds(1) * prices.replica_per_hour / 3600.0,
+            standby=self.fleet.segments.billed_seconds(1) * prices.standby / 3600.0,
             serverless_busy=float(self._hold[on_sv].sum()) / self._c * prices.serverless_per_gpu_second,
             serverless_provisioned=self._prov_seconds * prices.serverless_provisioned_per_hour / 3600.0,
             serverless_tokens=float(tokens) * prices.serverless_per_million_tokens,

@@ -35,6 +35,7 @@ from scaler.sim.cluster import (
     timeline_edges,
     wait_limit,
 )
+from scaler.sim.coldstart import ColdStarts
 from scaler.sim.fleet import Fleet, replica_series
 from scaler.sim.protocol import CapacityTarget, TickObservation
 from scaler.sim.results import CostBreakdown, FloatArray, Timeline
@@ -65,7 +66,8 @@ class FluidCluster:
     """The fluid model of one model's capacity; :func:`scaler.sim.engine.simulate` drives it."""
 
     def __init__(
-        self, workload: RateWorkload, *, policy: ModelPolicy, initial_replicas: int | None = None
+        self, workload: RateWorkload, *, policy: ModelPolicy, initial_replicas: int | None = None,
+        cold_starts: ColdStarts | None = None,
     ) -> None:
         self._policy = policy
         self._c = policy.replica.max_concurrency
@@ -105,7 +107,8 @@ class FluidCluster:
         self._prefill = self._mean_p / policy.replica.prefill_tokens_per_second
         self._wait_lim = min(ttft - self._prefill, queue)
         warm = policy.bounds.min_replicas if initial_replicas is None else initial_replicas
-        self.fleet = Fleet(lead=policy.lead_times, warm=warm, drain_end=self._drain_end)
+        draw = cold_starts.sampler() if cold_starts is not None else None
+        self.fleet = Fleet(lead=policy.lead_times, warm=warm, drain_end=self._drain_end, cold=draw)
 
     def _drain_end(self, rid: int, now: float) -> float:
         del rid  # the fluid does not tell replicas apart
@@ -178,6 +181,7 @@ class FluidCluster:
             slots_per_replica=self._c,
             queue_length=round(float(self._cohorts.sum())),
             in_flight=round(in_flight),
+            pods=tuple(self.fleet.pods()),
         )
 
     def finish(self, *, timeline_step: float) -> Outcome:
@@ -191,7 +195,7 @@ class FluidCluster:
         seg = self.fleet.segments
         cost = CostBreakdown(
             replicas=seg.billed_seconds(0) * prices.replica_per_hour / 3600.0,
-            standby=seg.billed_seconds(1) * prices.replica_per_hour / 3600.0,
+            standby=seg.billed_seconds(1) * prices.standby / 3600.0,
             serverless_busy=served_s * self._hold / c * prices.serverless_per_gpu_second,
             serverless_provisioned=self._prov_seconds * prices.serverless_provisioned_per_hour / 3600.0,
             serverless_tokens=served_s
