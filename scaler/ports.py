@@ -28,6 +28,7 @@ __all__ = [
     "ForecasterLoader",
     "KubeState",
     "KubernetesPort",
+    "LabelStandbyPort",
     "OwnershipCallback",
     "PermanentError",
     "Planner",
@@ -170,6 +171,19 @@ class KubernetesPort(Protocol):
 
     async def set_replicas(self, target: KubernetesTarget, *, name: str, replicas: int, reason: str) -> None:
         """Set the workload's replicas and record an Event; raise TransientError or PermanentError."""
+
+
+@runtime_checkable
+class LabelStandbyPort(KubernetesPort, Protocol):
+    """A Kubernetes port that keeps standby pods inside the serving workload, out of its Service by label."""
+
+    async def read_split(self, target: KubernetesTarget) -> tuple[KubeState, KubeState]:
+        """Return (serving, standby) counts of the workload's pods; raise TransientError or PermanentError."""
+
+    async def set_label_standby(
+        self, target: KubernetesTarget, *, replicas: int, standby: int, reason: str
+    ) -> None:
+        """Run ``replicas + standby`` pods, ``standby`` of them labelled standby; raise on failure."""
 
 
 class ServerlessPort(Protocol):

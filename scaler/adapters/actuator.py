@@ -35,6 +35,7 @@ from scaler.ports import (
     Capacity,
     KubernetesPort,
     KubeState,
+    LabelStandbyPort,
     PermanentError,
     ServerlessPort,
     TrafficWeightsPort,
@@ -198,6 +199,8 @@ class Actuators:
             targets["replicas"] = f"{k.kind}/{k.namespace}/{k.name}"
             if k.standby_name is not None:
                 targets["standby"] = f"{k.kind}/{k.namespace}/{k.standby_name}"
+            elif k.standby_label and isinstance(self.kubernetes, LabelStandbyPort):
+                targets["standby"] = f"{k.kind}/{k.namespace}/{k.name}#standby"  # pods of name, by label
         if spec.serverless is not None and self.serverless is not None:
             s = spec.serverless
             name = (
@@ -280,12 +283,22 @@ class Actuators:
         kube, aws = self.kubernetes, self.serverless
         if spec.kubernetes is not None and kube is not None:
             k = spec.kubernetes
-            replicas = await self._call(
-                model=policy.name,
-                kind="replicas",
-                target=targets["replicas"],
-                op=lambda: kube.read(k, name=k.name),
-            )
+            if k.standby_label and isinstance(kube, LabelStandbyPort):
+                labelled = kube
+                split = await self._call(
+                    model=policy.name,
+                    kind="replicas",
+                    target=targets["replicas"],
+                    op=lambda: labelled.read_split(k),
+                )
+                replicas, standby = split if split is not None else (None, None)
+            else:
+                replicas = await self._call(
+                    model=policy.name,
+                    kind="replicas",
+                    target=targets["replicas"],
+                    op=lambda: kube.read(k, name=k.name),
+                )
             if k.standby_name is not None:
                 standby_name = k.standby_name
                 standby = await self._call(
@@ -357,7 +370,9 @@ class Actuators:
                     desired=change.desired,
                     **({"weights": together} if together is not None else {}),
                 )
-            elif not await self._change(policy=policy, change=change, reason=reason, weights=together):
+            elif not await self._change(
+                policy=policy, change=change, reason=reason, weights=together, desired=desired
+            ):
                 continue
             self.pacer.record(change.target, now=now)
             self.metrics.changes.labels(
@@ -423,7 +438,13 @@ class Actuators:
         ).inc()
 
     async def _change(
-        self, *, policy: ModelPolicy, change: Change, reason: str, weights: dict[str, float] | None = None
+        self,
+        *,
+        policy: ModelPolicy,
+        change: Change,
+        reason: str,
+        weights: dict[str, float] | None = None,
+        desired: actuation.Desired | None = None,
     ) -> bool:
         spec = policy.targets
         kube, aws = self.kubernetes, self.serverless
@@ -436,6 +457,11 @@ class Actuators:
                 return False
             name = k.name if change.kind == "replicas" else (k.standby_name or k.name)
             op = lambda: kube.set_replicas(k, name=name, replicas=change.desired, reason=reason)  # noqa: E731
+            if k.standby_label and isinstance(kube, LabelStandbyPort) and desired is not None:
+                labelled, want = kube, desired  # one workload: replicas + standby pods, standby by label
+                op = lambda: labelled.set_label_standby(  # noqa: E731
+                    k, replicas=want.replicas, standby=want.standby, reason=reason
+                )
         else:
             s = spec.serverless
             if s is None or aws is None:

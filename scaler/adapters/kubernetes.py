@@ -11,6 +11,14 @@ carry labels outside the model's Service selector: loaded and warm, taking no tr
 serving pods take the nodes, image cache and GPU capacity the standby pool kept warm, and the pool
 is refilled when the planner asks for it again.
 
+Warm standby by label (:meth:`KubernetesActuator.set_standby_pods`): standby pods can also be pods
+of the serving workload itself, loaded and Ready, kept out of the Service because their label
+``spillway.io/role`` says ``standby`` while the Service selects ``serving``. The workload runs
+``replicas + standby`` pods (its template says ``serving``); promotion is one label patch per pod
+(the EndpointSlice controller adds it to the Service within about a second), and the pod keeps its
+GPU, image and loaded weights: a standby costs what a replica costs. Starting pods are chosen as
+standby first, so a scale-up promotes a warm standby at once and the refill cold-starts instead.
+
 Cold starts: every read also lists the workload's pods (its selector) and reports each one's
 ``creationTimestamp`` and the ``lastTransitionTime`` of its ``Ready`` condition
 (:func:`pod_cold_starts`), for :mod:`scaler.control.leadtime`; a failed listing only leaves them out.
@@ -44,8 +52,9 @@ RBAC_RULES: Final[tuple[dict[str, tuple[str, ...]], ...]] = (
         "verbs": ("get", "update"),
     },
     {"apiGroups": ("",), "resources": ("events",), "verbs": ("create",)},
-    {"apiGroups": ("",), "resources": ("pods",), "verbs": ("list",)},
+    {"apiGroups": ("",), "resources": ("pods",), "verbs": ("list", "patch")},
 )
+ROLE_LABEL: Final = "spillway.io/role"  # serving: behind the Service; standby: warm, out of it
 COMPONENT: Final = "spillway-scaler"
 EVENT_REASON: Final = "SpillwayScaled"
 _TRANSIENT_STATUS: Final = frozenset({408, 409, 429, 500, 502, 503, 504})
@@ -241,6 +250,96 @@ class KubernetesActuator:
             raise _classify(exc, what=f"scale {what} to {replicas}") from None
         self._event(target, name=name, uid=meta.uid, message=f"{before} -> {replicas} replicas; {reason}")
 
+    async def read_split(self, target: KubernetesTarget) -> tuple[KubeState, KubeState]:
+        """Return (serving, standby) counts of ``target.name`` whose standby pods are labelled standby.
+
+        Raises TransientError or PermanentError.
+        """
+        return await asyncio.to_thread(self._read_split, target)
+
+    def _read_split(self, target: KubernetesTarget) -> tuple[KubeState, KubeState]:
+        whole = self._read(target, target.name)
+        what = f"pods of {target.kind} {target.namespace}/{target.name}"
+        try:
+            pods = self._live_pods(target, target.name)
+        except (ApiException, HTTPError, OSError) as exc:
+            raise _classify(exc, what=f"read {what}") from None
+        standby = [p for p in pods if (p.metadata.labels or {}).get(ROLE_LABEL) == "standby"]
+        sb_ready = sum(1 for p in standby if _pod_ready(p))
+        serving_ready = sum(1 for p in pods if _pod_ready(p)) - sb_ready
+        desired = max(whole.desired - len(standby), 0)
+        serving = KubeState(
+            desired=desired, ready=serving_ready, starting=max(desired - serving_ready, 0), pods=whole.pods
+        )
+        return serving, KubeState(desired=len(standby), ready=sb_ready, starting=len(standby) - sb_ready)
+
+    def _live_pods(self, target: KubernetesTarget, name: str) -> list[Any]:
+        """Return the pods of workload ``name`` that are not being deleted (raises the client's errors)."""
+        read = (
+            self.apps.read_namespaced_deployment
+            if target.kind == "Deployment"
+            else self.apps.read_namespaced_stateful_set
+        )
+        workload = read(name, target.namespace, _request_timeout=self.timeout)
+        selector = workload.spec.selector if workload.spec is not None else None
+        if selector is None or not selector.match_labels:
+            return []
+        query = ",".join(f"{k}={v}" for k, v in sorted(selector.match_labels.items()))
+        listed = self.core.list_namespaced_pod(
+            target.namespace, label_selector=query, _request_timeout=self.timeout
+        )
+        return [
+            p for p in listed.items or [] if p.metadata is not None and p.metadata.deletion_timestamp is None
+        ]
+
+    async def set_label_standby(
+        self, target: KubernetesTarget, *, replicas: int, standby: int, reason: str
+    ) -> None:
+        """Scale ``target.name`` to ``replicas + standby`` pods and label ``standby`` of them standby.
+
+        Raises TransientError or PermanentError.
+        """
+        await asyncio.to_thread(self._set_replicas, target, target.name, replicas + standby, reason)
+        await asyncio.to_thread(self._set_standby_pods, target, target.name, standby)
+
+    async def set_standby_pods(self, target: KubernetesTarget, *, name: str, standby: int) -> dict[str, str]:
+        """Label ``standby`` pods of workload ``name`` standby and the rest serving; return the patches made.
+
+        Raises TransientError or PermanentError (a pod deleted meanwhile is skipped).
+        """
+        return await asyncio.to_thread(self._set_standby_pods, target, name, standby)
+
+    def _set_standby_pods(self, target: KubernetesTarget, name: str, standby: int) -> dict[str, str]:
+        what = f"{target.kind} {target.namespace}/{name}"
+        try:
+            pods = self._live_pods(target, name)
+        except (ApiException, HTTPError, OSError) as exc:
+            raise _classify(exc, what=f"label standby pods of {what}") from None
+        rows = [
+            (
+                p.metadata.name,
+                _pod_ready(p),
+                (p.metadata.labels or {}).get(ROLE_LABEL),
+                p.metadata.creation_timestamp.timestamp() if p.metadata.creation_timestamp else 0.0,
+            )
+            for p in pods
+            if p.metadata.name is not None
+        ]
+        flips = standby_choice(rows, standby=standby)
+        for pod_name, role in flips.items():
+            body = {"metadata": {"labels": {ROLE_LABEL: role}}}
+            try:
+                self.core.patch_namespaced_pod(
+                    pod_name, target.namespace, body, _request_timeout=self.timeout
+                )
+            except ApiException as exc:
+                if exc.status == 404:
+                    continue
+                raise _classify(exc, what=f"label pod {target.namespace}/{pod_name} {role}") from None
+            except (HTTPError, OSError) as exc:
+                raise _classify(exc, what=f"label pod {target.namespace}/{pod_name} {role}") from None
+        return flips
+
     def _event(self, target: KubernetesTarget, *, name: str, uid: str | None, message: str) -> None:
         """Record a Normal Event on the workload; a failure here does not undo the change (best effort)."""
         now = dt.datetime.now(dt.UTC)
@@ -276,10 +375,12 @@ def pod_cold_starts(pods: list[Any]) -> tuple[ColdStart, ...]:
         phase = status.phase if status is not None else None
         if phase in ("Succeeded", "Failed"):
             continue
-        ready_at = None
+        ready, ready_at = _pod_ready(pod), None
         for condition in (status.conditions if status is not None else None) or []:
             if condition.type == "Ready" and condition.status == "True" and condition.last_transition_time:
                 ready_at = condition.last_transition_time.timestamp()
+        if ready and ready_at is None:
+            continue  # Ready, but not when: nothing to learn
         if ready_at is None and meta.deletion_timestamp is not None:
             continue
         starts.append(
@@ -288,6 +389,36 @@ def pod_cold_starts(pods: list[Any]) -> tuple[ColdStart, ...]:
             )
         )
     return tuple(starts)
+
+
+def standby_choice(pods: list[tuple[str, bool, str | None, float]], *, standby: int) -> dict[str, str]:
+    """Return the label patches (pod name -> ``serving``/``standby``) that leave ``standby`` pods in
+    standby, from ``pods`` as (name, Ready, current role, creation time).
+
+    Standby is taken, in order, from pods still starting (newest first: they serve latest), pods
+    already standby, then Ready serving pods (newest first); every other pod serves. Pure.
+    """
+
+    def rank(pod: tuple[str, bool, str | None, float]) -> tuple[int, float]:
+        _, ready, role, created = pod
+        if not ready:
+            return 0, -created
+        return (1 if role == "standby" else 2), -created
+
+    chosen = {pod[0] for pod in sorted(pods, key=rank)[: max(standby, 0)]}
+    flips: dict[str, str] = {}
+    for name, _, role, _ in pods:
+        wanted = "standby" if name in chosen else "serving"
+        if role != wanted:
+            flips[name] = wanted
+    return flips
+
+
+def _pod_ready(pod: Any) -> bool:
+    """Return True when ``pod`` has a Ready condition that is True."""
+    status = pod.status
+    conditions = (status.conditions if status is not None else None) or []
+    return any(c.type == "Ready" and c.status == "True" for c in conditions)
 
 
 def describe_rules() -> list[dict[str, Any]]:

@@ -341,11 +341,18 @@ class KubernetesTarget(_Strict):
         pattern=K8S_NAME_RE,
         description="Warm standby workload of the same model whose pods are NOT behind the Service.",
     )
+    standby_label: bool = Field(
+        default=False,
+        description="Standby pods are pods of `name` labelled spillway.io/role=standby (the Service selects "
+        "role serving): the workload runs replicas + standby pods and promotion is one label patch.",
+    )
 
     @model_validator(mode="after")
     def _distinct(self) -> Self:
         if self.standby_name == self.name:
             raise ValueError("standby_name must differ from name")
+        if self.standby_label and self.standby_name is not None:
+            raise ValueError("standby_label and standby_name are two standby mechanisms: choose one")
         return self
 
 

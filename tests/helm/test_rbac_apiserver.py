@@ -131,7 +131,9 @@ def test_everything_else_is_forbidden(chart_identity: tuple[client.ApiClient, st
         "delete the target": lambda: apps.delete_namespaced_deployment("chat", namespace),
         "create a deployment": lambda: apps.create_namespaced_deployment(namespace, deployment),
         "get a pod": lambda: core.read_namespaced_pod("x", namespace),  # only listing (cold starts)
-        "patch a pod": lambda: core.patch_namespaced_pod("x", namespace, {"metadata": {"labels": labels}}),
+        "patch a pod in another namespace": lambda: core.patch_namespaced_pod(
+            "x", elsewhere, {"metadata": {"labels": labels}}
+        ),
         "delete pods": lambda: core.delete_collection_namespaced_pod(namespace),
         "list pods in another namespace": lambda: core.list_namespaced_pod(elsewhere),
         "get the target in another namespace": lambda: apps.read_namespaced_deployment("chat", elsewhere),
