@@ -280,8 +280,7 @@ class ModelController:
     ) -> tuple[ModelPolicy, tuple[LeadEstimate, ...]]:
         """Return the policy the planner sees (the learned lead times in place of the configured ones)."""
         lead = self.policy.lead_times
-        if readback is not None and readback.cold_starts:
-            self.lead.observe_all(readback.cold_starts, lead=lead, now=now)
+        self.lead.observe_all(readback.cold_starts if readback is not None else (), lead=lead, now=now)
         leads = self.lead_times(now=now)
         replica, serverless = leads[0].seconds, leads[1].seconds
         if replica == lead.cold_start_seconds and serverless == lead.serverless_cold_start_seconds:

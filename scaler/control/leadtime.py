@@ -16,7 +16,8 @@ Bad or missing observations never pull a lead time below the floor, and never sh
 * a negative duration, a non-finite time, or a time more than :data:`SKEW_SECONDS` ahead of ``now``
   (clock skew) is refused and counted;
 * a pod not Ready yet is *pending*: once its age exceeds the current estimate it counts as a
-  censored observation of at least its age (it can only raise the estimate); a pending pod no longer
+  censored observation of at least its age (it can only raise the estimate; a pod unreported for
+  :data:`STALE_SECONDS` stops ageing at its last sighting); a pending pod no longer
   reported for :data:`PENDING_EXPIRY_SECONDS` is kept as such a censored observation if it had
   outgrown the estimate, else forgotten (a start cancelled by a scale-down says nothing);
 * a pod first seen already Ready long ago (it started before the daemon watched, or its Ready
@@ -41,6 +42,7 @@ CHECKPOINT_KEYS: Final = 256  # counted pods a checkpoint keeps (the rest would 
 SKEW_SECONDS: Final = 60.0  # a timestamp further ahead of now than this is clock skew
 RECENT_READY_SECONDS: Final = 300.0  # a pod first seen Ready counts only if it became Ready this recently
 PENDING_EXPIRY_SECONDS: Final = 900.0  # a pending pod unreported this long is closed
+STALE_SECONDS: Final = 120.0  # a pending pod unreported this long stops ageing
 KINDS: Final[tuple[LeadKind, ...]] = ("replica", "serverless")
 
 
@@ -218,7 +220,7 @@ class LeadTimeLearner:
         """Return the lead time of ``kind`` at ``now``: the configured one, or the learned quantile."""
         configured = lead.configured(kind)
         samples = self._samples[kind]
-        pending = [now - p.started_at for p in self._pending.values() if p.kind == kind]
+        pending = [_age(p, now=now) for p in self._pending.values() if p.kind == kind]
         censored = sum(1 for s in samples if s.censored)
         common = {
             "kind": kind, "configured": configured, "observations": len(samples), "censored": censored,
@@ -281,6 +283,14 @@ class LeadTimeLearner:
         except (TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"lead times do not fit: {exc}") from None
         return learner
+
+
+def _age(pending: _Pending, *, now: float) -> float:
+    """Return how long a pending start is known to have lasted: until now while it is still reported,
+    else until it was last seen (a pod gone silent may have become Ready, or been deleted)."""
+    if now - pending.last_seen <= STALE_SECONDS:
+        return now - pending.started_at
+    return pending.last_seen - pending.started_at
 
 
 def _source(value: object) -> Source:

@@ -118,9 +118,13 @@ def test_a_pod_that_never_becomes_ready_raises_the_lead_time_and_never_lowers_it
     learner.observe(_pod("stuck", stuck, None), lead=LEAD, now=stuck)
     # young: starting pods say nothing yet
     assert learner.estimate(LEAD, "replica", now=stuck + 60.0).seconds == 120.0
-    # older than the estimate: a censored observation of at least its age
+    # older than the estimate (still read as not Ready): a censored observation of at least its age
+    learner.observe(_pod("stuck", stuck, None), lead=LEAD, now=stuck + 450.0)
     assert learner.estimate(LEAD, "replica", now=stuck + 500.0).seconds == 500.0
+    learner.observe(_pod("stuck", stuck, None), lead=LEAD, now=stuck + 4950.0)
     assert learner.estimate(LEAD, "replica", now=stuck + 5000.0).seconds == 1200.0  # ceiling
+    # no longer reported: it stops ageing at its last sighting
+    assert learner.estimate(LEAD, "replica", now=stuck + 4950.0 + 3600.0).seconds == 1200.0
     # last read at 500 s, then gone from the reads: a censored observation of the age it was last seen at
     learner.observe(_pod("stuck", stuck, None), lead=LEAD, now=stuck + 500.0)
     learner.observe_all((), lead=LEAD, now=stuck + 500.0 + PENDING_EXPIRY_SECONDS + 1)
@@ -131,8 +135,11 @@ def test_a_pod_that_never_becomes_ready_raises_the_lead_time_and_never_lowers_it
 def test_a_pod_stuck_before_enough_observations_raises_the_configured_value() -> None:
     learner = LeadTimeLearner()
     learner.observe(_pod("stuck", NOW, None), lead=LEAD, now=NOW)
-    assert learner.estimate(LEAD, "replica", now=NOW + 200.0).seconds == 300.0
+    assert learner.estimate(LEAD, "replica", now=NOW + 100.0).seconds == 300.0
+    learner.observe(_pod("stuck", NOW, None), lead=LEAD, now=NOW + 400.0)
     assert learner.estimate(LEAD, "replica", now=NOW + 450.0).seconds == 450.0
+    # a pod whose metrics stopped (deleted while starting) stops ageing: 400 s, not 10,000 s
+    assert learner.estimate(LEAD, "replica", now=NOW + 10_000.0).seconds == 400.0
 
 
 def test_a_cancelled_start_says_nothing() -> None:
