@@ -28,10 +28,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scaler.commands.simulate import warm_start
 from scaler.core.policy import ModelPolicy
 from scaler.sim import servegen, traces
 from scaler.sim import workload as wl
+from scaler.sim.baselines import warm_replicas
 from scaler.sim.coldstart import ColdStarts
 from scaler.sim.engine import simulate
 from scaler.sim.results import Summary
@@ -65,7 +65,7 @@ def _run(
         controller.warm_up(warmup)
     t0 = time.perf_counter()
     result = simulate(
-        workload, controller, policy=policy, initial_replicas=warm_start(workload, policy=policy),
+        workload, controller, policy=policy, initial_replicas=warm_replicas(workload, policy=policy),
         cold_starts=cold_starts,
     )  # fmt: skip
     wall = time.perf_counter() - t0

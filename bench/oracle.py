@@ -30,10 +30,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from scaler.commands.simulate import warm_start  # noqa: E402
 from scaler.core.policy import ModelPolicy  # noqa: E402
 from scaler.sim import servegen, synthetic, traces  # noqa: E402
 from scaler.sim import workload as wl  # noqa: E402
+from scaler.sim.baselines import warm_replicas  # noqa: E402
 from scaler.sim.oracle import hindsight_oracle  # noqa: E402
 from scaler.sim.tight_oracle import tight_oracle  # noqa: E402
 
@@ -121,7 +121,7 @@ def main() -> int:
         runs.append((f"Azure {kind} (per-request)", traces.load_azure(path).workload, policy))
     for name, workload, pol in runs:
         out[name] = fig = oracle_figures(
-            workload, policy=pol, initial=warm_start(workload, policy=pol), lp=args.lp
+            workload, policy=pol, initial=warm_replicas(workload, policy=pol), lp=args.lp
         )
         print_row(name, fig)
     if not args.skip_servegen:
@@ -130,7 +130,8 @@ def main() -> int:
         )
         rates = servegen.load_servegen_rates(args.traces / "servegen-m-large", seed=args.seed)
         name = "ServeGen m-large 14 days (fluid)"
-        out[name] = fig = oracle_figures(rates, policy=big, initial=warm_start(rates, policy=big), lp=args.lp)
+        initial = warm_replicas(rates, policy=big)
+        out[name] = fig = oracle_figures(rates, policy=big, initial=initial, lp=args.lp)
         print_row(name, fig)
     args.json.write_text(json.dumps(out, indent=2, default=str) + "\n")
     print(f"\nwrote {args.json}")

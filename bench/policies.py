@@ -33,11 +33,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from scaler.commands.simulate import to_rates, warm_start
 from scaler.core.policy import ModelPolicy
 from scaler.sim import report, servegen, traces
 from scaler.sim import workload as wl
-from scaler.sim.baselines import BASELINES
+from scaler.sim.baselines import BASELINES, warm_replicas
 from scaler.sim.engine import simulate
 from scaler.sim.oracle import hindsight_oracle
 from scaler.sim.perfect_forecast import PerfectForecaster
@@ -97,7 +96,7 @@ def run_all(
         forecaster=PerfectForecaster.from_workload(workload, policy=policy),
     )
     controllers = [spillway, perfect, *(make(policy, workload) for make in BASELINES.values())]
-    initial = warm_start(workload, policy=policy)  # every trace is cut from a running service
+    initial = warm_replicas(workload, policy=policy)  # every trace is cut from a running service
     for controller in controllers:
         t0, c0 = time.perf_counter(), time.process_time()
         results.append(simulate(workload, controller, policy=policy, initial_replicas=initial))
@@ -192,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         workload = traces.load_azure(path).workload
         per_request = run_all(workload, policy=policy, title=f"Azure {kind} (per-request)", console=console)
         fluid = run_all(
-            to_rates(workload), policy=policy, title=f"Azure {kind} (fluid)", console=console, tight=False
+            workload.as_rates(), policy=policy, title=f"Azure {kind} (fluid)", console=console, tight=False
         )
         console.print(f"fluid vs per-request on Azure {kind}:")
         for line in fluid_gap(per_request, fluid):

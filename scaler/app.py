@@ -214,7 +214,7 @@ class Daemon:
             try:
                 self.runtime.decide(model, trigger=trigger, now=now)
             except Exception:
-                log.exception("decision_failed", model=model, policy=model, trigger=trigger)
+                log.exception("decision_failed", model=model, trigger=trigger)
 
     async def _checkpoint(self) -> None:
         while not self.stopping.is_set():
@@ -463,7 +463,7 @@ def build_sandbox_daemon(
     from scaler.adapters import sim  # noqa: PLC0415  # the simulator's capacity behind the actuator ports
 
     policies, actuators = sim.sandbox_actuators(
-        settings=settings, policies=policies, clock=clock, registry=metrics.registry, speed=speed
+        settings=settings, policies=policies, clock=clock, registry=metrics.registry
     )
     runtime = Runtime(
         policies=policies,

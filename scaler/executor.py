@@ -119,7 +119,7 @@ class Executor:
             observer.decided(model=model, decision=decision, payload=payload)
         if len(self._publishing) >= MAX_PUBLISHING:
             self.metrics.publish_errors.inc()
-            self.log.error("decision_not_published", model=model, policy=model, error="publish backlog full")
+            self.log.error("decision_not_published", model=model, error="publish backlog full")
         else:
             task = asyncio.create_task(self._publish(model, payload), name=f"publish:{model}")
             self._publishing.add(task)
@@ -135,7 +135,7 @@ class Executor:
             await self.sink.publish(model=model, payload=payload)
         except ConnectionError as exc:
             self.metrics.publish_errors.inc()
-            self.log.error("decision_not_published", model=model, policy=model, error=str(exc))
+            self.log.error("decision_not_published", model=model, error=str(exc))
             return
         self.metrics.decisions_published.labels(model=model).inc()
 
@@ -162,7 +162,7 @@ class Executor:
                     if not actuators.dry_run:  # dry-run changed nothing: the read-back stands
                         worker.readback = _after(worker.readback, made)
             except Exception:  # one model's actuation must never stop its worker
-                self.log.exception("actuation_crashed", model=model, policy=model)
+                self.log.exception("actuation_crashed", model=model)
             finally:
                 worker.busy = False
             first = False

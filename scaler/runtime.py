@@ -90,9 +90,9 @@ class Runtime:
                         now=now,
                         burst_window_seconds=self.options.burst_window_seconds,
                     )
-                    self.log.info("checkpoint_loaded", model=model, policy=model, bytes=len(raw))
+                    self.log.info("checkpoint_loaded", model=model, bytes=len(raw))
                 except ValueError as exc:
-                    self.log.warning("checkpoint_rejected", model=model, policy=model, error=str(exc))
+                    self.log.warning("checkpoint_rejected", model=model, error=str(exc))
             self.owned[model] = controller
             self.executor.attach(policy)
         self.metrics.owned_models.set(len(self.owned))
@@ -119,9 +119,9 @@ class Runtime:
                 start=start, requests=requests, prompt_tokens=prompt_tokens, output_tokens=output_tokens
             )
         except ValueError as exc:
-            self.log.warning("history_rejected", model=model, policy=model, error=str(exc))
+            self.log.warning("history_rejected", model=model, error=str(exc))
             return False
-        self.log.info("history_seeded", model=model, policy=model, buckets=len(requests), start=start)
+        self.log.info("history_seeded", model=model, buckets=len(requests), start=start)
         return True
 
     def revoke(self, models: frozenset[str]) -> dict[str, bytes]:
@@ -153,7 +153,7 @@ class Runtime:
                 self.owned.pop(model)
                 self.metrics.forget_model(model)
                 dropped.add(model)
-                self.log.info("model_dropped", model=model, policy=model, why="no longer in the policy files")
+                self.log.info("model_dropped", model=model, why="no longer in the policy files")
             elif policy != controller.policy:
                 if policy.forecast != controller.policy.forecast:
                     fresh = self._fresh(policy, now=now)
@@ -162,7 +162,7 @@ class Runtime:
                 else:
                     controller.policy = policy
                 self.executor.attach(policy)
-                self.log.info("policy_applied", model=model, policy=model)
+                self.log.info("policy_applied", model=model)
         self.metrics.owned_models.set(len(self.owned))
         self._foreign = None
         return frozenset(dropped)
@@ -304,7 +304,7 @@ class Runtime:
 
     def _explain(self, model: str, policy: ModelPolicy, step: Step) -> None:
         """Log one decision (and any fallback transition or clamp) and export the fallback gauge."""
-        log = self.log.bind(model=model, policy=policy.name)
+        log = self.log.bind(model=model)
         self.metrics.fallback_active.labels(model=model).set(0.0 if step.source == "events" else 1.0)
         if step.transition is not None:
             log.warning(step.transition, silent_seconds=round(step.silent_seconds, 1))
@@ -336,7 +336,7 @@ async def refresh_fallback(reader: PrometheusSignal, runtime: Runtime, *, now: f
         try:
             signal = await reader.signal(policy.name, now=now)
         except ConnectionError as exc:
-            runtime.log.warning("fallback_unavailable", model=policy.name, policy=policy.name, error=str(exc))
+            runtime.log.warning("fallback_unavailable", model=policy.name, error=str(exc))
             continue
         runtime.set_fallback(policy.name, signal)
         done += 1

@@ -189,3 +189,8 @@ async def decide_now(
     decision = runtime.decide(model, trigger=trigger, now=now)
     await runtime.executor.idle()
     return decision
+
+
+def sample(metrics: DaemonMetrics, name: str, **labels: str) -> float:
+    """Return the value of sample ``name`` with ``labels`` in the daemon's registry (0 when never set)."""
+    return metrics.registry.get_sample_value(name, labels) or 0.0

@@ -30,6 +30,8 @@ from tests.kube_cluster import KubeCluster, bind_role, create_deployment
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
+RISE_WITHIN_SECONDS = 20  # the burst lasts 8 s; capacity rising later than this is a broken run
+
 POLICY = """
 models:
   - name: chat
@@ -157,7 +159,8 @@ def test_a_burst_raises_serverless_and_replicas_and_both_come_back_down(
         seen: dict[str, float] = {}
         burst_start = time.monotonic()
         try:
-            while len(seen) < 2 and time.monotonic() - burst_start < 8:
+            # the figures are printed; the window only bounds a broken run on a loaded machine
+            while len(seen) < 2 and time.monotonic() - burst_start < RISE_WITHIN_SECONDS:
                 if "serverless" not in seen and serverless() >= 1:
                     seen["serverless"] = time.monotonic() - burst_start
                 if "replicas" not in seen and replicas() > 1:
@@ -165,7 +168,7 @@ def test_a_burst_raises_serverless_and_replicas_and_both_come_back_down(
                 time.sleep(0.1)
         finally:
             producer.join()
-        assert set(seen) == {"serverless", "replicas"}, f"rose within 8 s: {seen}"
+        assert set(seen) == {"serverless", "replicas"}, f"rose within {RISE_WITHIN_SECONDS} s: {seen}"
         to_serverless, to_replicas = seen["serverless"], seen["replicas"]
         peak_serverless, peak_replicas = serverless(), replicas()
         assert peak_replicas <= 6  # max_replicas

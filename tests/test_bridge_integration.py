@@ -16,18 +16,22 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 from conftest import Broker, free_port
 from integration_fixtures import kafka_settings, policy_yaml, read_topic, settings_env
+from kubernetes import client
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from scaler.adapters.vllm import BridgeOptions, VllmBridge, counts
 from scaler.app import build_kafka_daemon
 from scaler.core.policy import ModelPolicy
 from scaler.core.policy_file import load_policies
 from scaler.core.types import Decision, DemandForecast, Observed
+from tests.kube_cluster import KubeCluster, bind_role, until
 
 pytestmark = pytest.mark.integration
 
@@ -262,3 +266,253 @@ def test_the_bridge_feeds_the_daemon_and_its_decisions_follow_the_scrapes(
     assert any(line.startswith(counted) and float(line.split()[-1]) >= 1 for line in exposition.splitlines())
     assert lines[-1]["event"] == "stopped"
     assert not math.isnan(sum(kv.values()))
+
+
+# -- rates from moving counters, targets discovered by label selector on the real apiserver ----------
+
+
+class _MovingCounters:
+    """A prometheus_client collector of one vLLM server whose counters climb at ``rate`` requests/s
+    (100 prompt and 50 generated tokens each), computed at every scrape; ``restart`` zeroes them."""
+
+    def __init__(self, rate: float, *, malformed: bool = False) -> None:
+        self.lock = threading.Lock()
+        self.rate = rate
+        self.malformed = malformed
+        self.base = 0.0
+        self.since = time.time()
+
+    def requests(self) -> float:
+        with self.lock:
+            return self.base + self.rate * (time.time() - self.since)
+
+    def set_rate(self, rate: float) -> None:
+        with self.lock:
+            now = time.time()
+            self.base += self.rate * (now - self.since)
+            self.rate, self.since = rate, now
+
+    def restart(self) -> None:
+        with self.lock:
+            self.base, self.since = 0.0, time.time()
+
+    def collect(self) -> Iterator[Any]:
+        labels = ["model_name", "engine"]
+        for name, value in (("vllm:num_requests_running", 4.0), ("vllm:num_requests_waiting", 1.0)):
+            gauge = GaugeMetricFamily(name, "vLLM gauge.", labels=labels)
+            gauge.add_metric([MODEL, "0"], value)
+            yield gauge
+        served = self.requests()
+        stop = CounterMetricFamily(
+            "vllm:request_success", "Requests served.", labels=[*labels, "finished_reason"]
+        )
+        stop.add_metric([MODEL, "0", "stop"], math.floor(served * 0.75))
+        stop.add_metric([MODEL, "0", "length"], served - math.floor(served * 0.75))
+        yield stop
+        for name, per in (("vllm:prompt_tokens", 100), ("vllm:generation_tokens", 50)):
+            tokens = CounterMetricFamily(name, "Tokens.", labels=labels)
+            tokens.add_metric([MODEL, "0"], math.nan if self.malformed and per == 50 else served * per)
+            yield tokens
+
+
+def _serve(collector: _MovingCounters) -> tuple[object, int]:
+    registry = CollectorRegistry()
+    registry.register(collector)
+    server, _thread = start_http_server(0, addr="127.0.0.1", registry=registry)
+    return server, int(server.server_port)
+
+
+def _create_pod(kube: KubeCluster, *, namespace: str, name: str, app: str, port: int, ready: bool) -> None:
+    """Create pod ``name`` (label app) with container port "http"; Ready on 127.0.0.1 if ``ready``."""
+    with kube.api_client() as api:
+        core = client.CoreV1Api(api)
+        core.create_namespaced_pod(
+            namespace,
+            {  # type: ignore[arg-type]  # the client takes a manifest as a dict too
+                "metadata": {"name": name, "labels": {"app": app}},
+                "spec": {
+                    "containers": [
+                        {"name": "vllm", "image": "vllm", "ports": [{"name": "http", "containerPort": port}]}
+                    ]
+                },
+            },
+        )
+        if ready:  # what the kubelet would write: the pod's IP and its readiness
+            conditions = [{"type": "Ready", "status": "True"}, {"type": "ContainersReady", "status": "True"}]
+            status = {"phase": "Running", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}]}
+            core.patch_namespaced_pod_status(
+                name, namespace, {"status": {**status, "conditions": conditions}}
+            )
+
+
+def _rate_planner(
+    *,
+    policy: ModelPolicy,
+    forecast: DemandForecast,
+    observed: Observed,
+    previous: Decision | None,
+    now: float,
+) -> Decision:
+    """A stand-in planner: one replica per 10 requests/s of the last bucket (the demand the daemon saw)."""
+    rate = observed.request_rate or 0.0
+    return Decision(
+        at=now,
+        replicas=math.ceil(rate / 10),
+        standby=0,
+        serverless_provisioned=0,
+        spill_fraction=0.0,
+        reason=f"{rate:.1f} requests/s",
+        bound_by="none",
+        quantile=0.9,
+        cost_per_hour={},
+    )
+
+
+def _weighted_rate(events: list[dict[str, Any]], field: str = "request_rate") -> float:
+    seconds = sum(float(e["rate_seconds"]) for e in events)
+    return sum(float(e[field]) * float(e["rate_seconds"]) for e in events) / seconds
+
+
+def test_discovered_pods_counters_become_rates_and_the_daemon_decides_on_them(
+    broker: Broker, kube: KubeCluster, kube_namespace: str, tmp_path: Path
+) -> None:
+    ns, app = kube_namespace, "vllm"
+    fast, slow, broken = _MovingCounters(10.0), _MovingCounters(5.0), _MovingCounters(3.0, malformed=True)
+    servers = {name: _serve(c) for name, c in (("vllm-a", fast), ("vllm-b", slow), ("vllm-bad", broken))}
+    for name, (_server, port) in servers.items():
+        _create_pod(kube, namespace=ns, name=name, app=app, port=port, ready=True)
+    _create_pod(kube, namespace=ns, name="vllm-loading", app=app, port=servers["vllm-a"][1], ready=False)
+    _create_pod(kube, namespace=ns, name="other", app="web", port=servers["vllm-a"][1], ready=True)
+    bind_role(
+        kube,
+        namespace=ns,
+        user="scaler",
+        rules=[{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}],
+    )
+    policy = tmp_path / "policies.yaml"
+    policy.write_text(
+        f"models:\n  - name: {MODEL}\n    behavior: {{interval_seconds: 1}}\n"
+        "    forecast: {bucket_seconds: 5, horizon_seconds: 60, seasonalities_seconds: [120]}\n"
+    )
+    settings = kafka_settings(broker.bootstrap, policy_files=(policy,))
+    log = tmp_path / "bridge.log"
+    bridge_port = free_port()
+    env = {
+        **os.environ,
+        **settings_env(settings),
+        "SCALER_KUBERNETES_HOST": kube.url,
+        "SCALER_KUBERNETES_TOKEN_FILE": str(kube.token_file("scaler")),
+        "SCALER_KUBERNETES_CA_FILE": str(kube.ca_file),
+    }
+    bridge = subprocess.Popen(
+        [
+            sys.executable, "-m", "scaler", "bridge", "vllm",
+            "--selector", f"app={app}", "--namespace", ns, "--port", "http",
+            "--interval", "1", "--timeout", "1", "--refresh", "1",
+            "--listen", f"127.0.0.1:{bridge_port}",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("wb"),
+    )  # fmt: skip
+
+    def logged(event: str) -> list[dict[str, Any]]:
+        lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+        return [line for line in lines if line["event"] == event]
+
+    async def decisions_until(condition: Any, *, seconds: float, seen: list[int]) -> list[int]:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            records = await read_topic(
+                broker.bootstrap, settings.kafka_decisions_topic, at_least=len(seen) + 1, seconds=5
+            )
+            seen = [json.loads(r.value)["desired"]["replicas"] for r in records]
+            at.extend(json.loads(r.value)["at"] for r in records[len(at) :])
+            if condition(seen):
+                break
+        return seen
+
+    at: list[float] = []  # when each decision was made
+
+    marks: dict[str, float] = {}
+
+    async def run() -> tuple[list[int], list[int], str]:
+        daemon = build_kafka_daemon(
+            settings=settings, policies=load_policies((policy,)), planner=_rate_planner
+        )
+        task = asyncio.create_task(daemon.run(install_signals=False))
+        # 15 requests/s (the broken pod's counters carry no rate): 2 replicas, held for 3 decisions
+        low = await decisions_until(lambda r: r[-3:] == [2, 2, 2], seconds=90, seen=[])
+        marks["step"] = time.time()
+        fast.set_rate(50.0)
+        slow.set_rate(25.0)  # 75 requests/s: 8 replicas
+        high = await decisions_until(lambda r: r[-2:] == [8, 8], seconds=60, seen=low)
+        marks["restart"] = time.time()
+        fast.restart()  # a restarted vLLM server: its counters start again from 0
+        await asyncio.sleep(3)
+        with kube.api_client() as api:
+            client.CoreV1Api(api).delete_namespaced_pod("vllm-b", ns)
+        until(lambda: bool(logged("target_gone")), seconds=20, what="the deleted pod to leave the targets")
+        with kube.api_client() as api:  # the bridge loses its RBAC: listing fails, the last list is kept
+            client.RbacAuthorizationV1Api(api).delete_namespaced_role_binding("scaler-role", ns)
+        until(lambda: bool(logged("discovery_failed")), seconds=20, what="a failed pod listing")
+        marks["revoked"] = time.time()
+        await asyncio.sleep(3)
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{bridge_port}/metrics") as r:
+            exposition = await r.text()
+        daemon.request_stop(signal.SIGTERM)
+        await task
+        return low, high, exposition
+
+    try:
+        low, high, exposition = asyncio.run(run())
+        records = asyncio.run(
+            read_topic(broker.bootstrap, settings.kafka_metrics_topic, at_least=10**9, seconds=5)
+        )
+    finally:
+        bridge.send_signal(signal.SIGTERM)
+        try:
+            bridge.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            bridge.kill()
+            bridge.wait()
+        for server, _port in servers.values():
+            server.shutdown()  # type: ignore[attr-defined]
+            server.server_close()  # type: ignore[attr-defined]
+    assert bridge.returncode == 0, log.read_text()[-3000:]
+    assert low[-3:] == [2, 2, 2], low  # the daemon's decisions follow the counters, no request event exists
+    assert high[-2:] == [8, 8], high
+    events = [json.loads(r.value) for r in records]
+    by_replica: dict[str, list[dict[str, Any]]] = {}
+    for e in events:
+        by_replica.setdefault(e["replica"], []).append(e)
+    assert sorted(by_replica) == ["vllm-a", "vllm-b", "vllm-bad"]  # Ready pods of the selector only
+    a = by_replica["vllm-a"]
+    assert "request_rate" not in a[0]  # the first scrape has no rate
+    before = [e for e in a[1:] if e["ts"] < marks["step"]]
+    after = [
+        e for e in a if marks["step"] + 2 < e["ts"] - e.get("rate_seconds", 0) and e["ts"] < marks["restart"]
+    ]
+    assert _weighted_rate(before) == pytest.approx(10.0, rel=0.1)
+    assert _weighted_rate(after) == pytest.approx(50.0, rel=0.1)
+    assert _weighted_rate(after, "prompt_token_rate") == pytest.approx(5000.0, rel=0.1)
+    assert _weighted_rate(after, "output_token_rate") == pytest.approx(2500.0, rel=0.1)
+    assert all(e["request_rate"] >= 0 for e in events if "request_rate" in e)  # the restart: no negative rate
+    assert any(e["ts"] > marks["revoked"] and e["ready"] for e in a)  # scraped on after the listing failed
+    b = by_replica["vllm-b"]
+    assert [e["ready"] for e in b].count(False) == 1  # the deleted pod: not ready once, then never again
+    assert b[-1]["ready"] is False
+    assert all(e["ready"] and "request_rate" not in e for e in by_replica["vllm-bad"])  # gauges, no rates
+    assert logged("discovery_failed")[0]["reason"] == "forbidden"
+    assert logged("counter_reset")[0]["target"].endswith(f":{servers['vllm-a'][1]}/metrics")
+    resets = f'scaler_bridge_counter_resets_total{{target="http://127.0.0.1:{servers["vllm-a"][1]}/metrics"}}'
+    assert any(line.startswith(resets) for line in exposition.splitlines()), exposition
+    bad = f'reason="bad_counter",target="http://127.0.0.1:{servers["vllm-bad"][1]}/metrics"'
+    assert any(bad in line for line in exposition.splitlines())
+    first_eight = next(t for t, r in zip(at, high, strict=False) if r == 8 and t > marks["step"])
+    took = first_eight - marks["step"]
+    print(
+        f"decisions {low[-3:]} at 15 requests/s, {high[-2:]} at 75 ({took:.1f} s after "
+        f"the step, 5 s buckets, 1 s scrapes); vllm-a measured {_weighted_rate(before):.2f}/s (10) and "
+        f"{_weighted_rate(after):.2f}/s (50); {len(events)} events"
+    )

@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import structlog
+import tenacity
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from scaler.core import actuation
@@ -81,6 +82,9 @@ class RetryPolicy:
     timeout_seconds: float = 10.0
 
 
+Sleep = Callable[[float], Awaitable[None]]
+
+
 async def with_retries(
     op: Callable[[], Awaitable[T]],
     *,
@@ -88,29 +92,50 @@ async def with_retries(
     retry: RetryPolicy,
     rng: random.Random,
     on_retry: Callable[[str], None] | None = None,
+    sleep: Sleep = asyncio.sleep,
 ) -> T:
     """Return ``op()``'s result, retrying TransientError and timeouts with jittered exponential backoff.
 
+    The loop is tenacity's; the delay is :func:`scaler.core.actuation.backoff_delay` (equal jitter from
+    ``rng``) and is slept with ``sleep`` (a Clock's, so tests and the sandbox retry in virtual time).
     Raises ActuationError (naming ``what``) on a PermanentError or once every attempt failed.
     """
-    last = "no attempt"
-    for attempt in range(1, retry.attempts + 1):
-        try:
-            return await asyncio.wait_for(op(), timeout=retry.timeout_seconds)
-        except PermanentError as exc:
-            raise ActuationError(f"{what}: {exc}", permanent=True) from None
-        except TransientError as exc:
-            last = str(exc)
-        except TimeoutError:
-            last = f"timed out after {retry.timeout_seconds} s"
+
+    def delay(state: tenacity.RetryCallState) -> float:
+        return actuation.backoff_delay(
+            attempt=state.attempt_number, base=retry.base_seconds, cap=retry.cap_seconds, jitter=rng.random()
+        )
+
+    def report(state: tenacity.RetryCallState) -> None:
+        if on_retry is not None and state.outcome is not None:
+            on_retry(_failure(state.outcome.exception(), retry))
+
+    retrying = tenacity.AsyncRetrying(
+        stop=tenacity.stop_after_attempt(retry.attempts),
+        wait=delay,
+        retry=tenacity.retry_if_exception_type((TransientError, TimeoutError)),
+        sleep=sleep,
+        before_sleep=report,
+        reraise=True,
+    )
+    try:
+        async for attempt in retrying:
+            with attempt:
+                return await asyncio.wait_for(op(), timeout=retry.timeout_seconds)
+    except PermanentError as exc:
+        raise ActuationError(f"{what}: {exc}", permanent=True) from None
+    except (TransientError, TimeoutError) as exc:
         if on_retry is not None:
-            on_retry(last)
-        if attempt < retry.attempts:
-            delay = actuation.backoff_delay(
-                attempt=attempt, base=retry.base_seconds, cap=retry.cap_seconds, jitter=rng.random()
-            )
-            await asyncio.sleep(delay)
-    raise ActuationError(f"{what}: failed {retry.attempts} times, last: {last}")
+            on_retry(_failure(exc, retry))
+        raise ActuationError(f"{what}: failed {retry.attempts} times, last: {_failure(exc, retry)}") from None
+    raise AssertionError("unreachable: tenacity either returns or reraises")  # pragma: no cover
+
+
+def _failure(exc: BaseException | None, retry: RetryPolicy) -> str:
+    """Return what an attempt's failure says in logs (a timeout names the per-attempt limit)."""
+    if isinstance(exc, TimeoutError):
+        return f"timed out after {retry.timeout_seconds} s"
+    return str(exc)
 
 
 class ActuatorMetrics:
@@ -175,8 +200,9 @@ class Actuators:
         min_interval_seconds: float = 0.0,
         failure_threshold: int = 3,
         seed: int | None = None,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
-        """Create the actuators (an adapter of None: that kind is never actuated)."""
+        """Create the actuators (an adapter of None: that kind is never actuated; ``sleep``: a Clock's)."""
         self.kubernetes = kubernetes
         self.serverless = serverless
         self.metrics = metrics
@@ -187,6 +213,7 @@ class Actuators:
         # (model, target, op) -> kind, while that call fails permanently (reported once, unavailable at once)
         self.permanent: dict[tuple[str, str, str], Unavailable] = {}
         self.rng = random.Random(seed)  # noqa: S311  # jitter, not cryptography
+        self.sleep = sleep
         self.log = structlog.get_logger("scaler.actuator")
 
     def _targets(self, policy: ModelPolicy) -> dict[Kind, str]:
@@ -232,7 +259,12 @@ class Actuators:
         )
         try:
             result = await with_retries(
-                op, what=f"{kind} {target}", retry=retry, rng=self.rng, on_retry=lambda _: retries.inc()
+                op,
+                what=f"{kind} {target}",
+                retry=retry,
+                rng=self.rng,
+                on_retry=lambda _: retries.inc(),
+                sleep=self.sleep,
             )
         except ActuationError as exc:
             self.metrics.failures.labels(kind=kind, target=target).inc()

@@ -237,12 +237,12 @@ async def read_histories(
         try:
             history = await asyncio.wait_for(reader.history(policy, now=now), timeout_seconds)
         except (ConnectionError, TimeoutError) as exc:
-            log.warning("history_unavailable", model=model, policy=model, error=str(exc) or "timed out")
+            log.warning("history_unavailable", model=model, error=str(exc) or "timed out")
             continue
         if history.covered:
             found[model] = history
         else:
-            log.info("history_empty", model=model, policy=model)
+            log.info("history_empty", model=model)
     return found
 
 

@@ -216,12 +216,11 @@ def sandbox_actuators(
     policies: Mapping[str, ModelPolicy],
     clock: Clock,
     registry: CollectorRegistry,
-    speed: float,
 ) -> tuple[dict[str, ModelPolicy], Actuators]:
     """Return the policies (with simulated targets where none are named) and actuators on the simulator.
 
-    The retry backoff is divided by ``speed`` (it sleeps wall-clock time, the simulator runs in
-    virtual time); dry-run, attempts, pacing and the failure threshold come from ``settings``.
+    The retry backoff sleeps on ``clock`` (virtual time, like the simulator); dry-run, attempts, pacing
+    and the failure threshold come from ``settings``.
     """
     named = {model: with_sandbox_targets(policy) for model, policy in policies.items()}
     kube_leads: dict[str, LeadTimes] = {}
@@ -233,7 +232,6 @@ def sandbox_actuators(
         if spec is not None and spec.serverless is not None:
             serverless_leads[target_name(spec.serverless)] = policy.lead_times
     faults = SimFaults(clock=clock)
-    scale = max(speed, 1.0)
     actuators = Actuators(
         kubernetes=SimKubernetes(clock=clock, lead_times=kube_leads, faults=faults),
         serverless=SimServerless(clock=clock, lead_times=serverless_leads, faults=faults),
@@ -241,11 +239,11 @@ def sandbox_actuators(
         dry_run=settings.dry_run,
         retry=RetryPolicy(
             attempts=settings.actuator_attempts,
-            base_seconds=0.2 / scale,
-            cap_seconds=min(5.0, settings.actuator_timeout_seconds) / scale,
+            cap_seconds=min(5.0, settings.actuator_timeout_seconds),
             timeout_seconds=settings.actuator_timeout_seconds,
         ),
         min_interval_seconds=settings.actuator_min_interval_seconds,
         failure_threshold=settings.actuator_failure_threshold,
+        sleep=clock.sleep,  # backoff in the sandbox's virtual time
     )
     return named, actuators

@@ -8,12 +8,30 @@ Each target is one vLLM server (one replica). A scrape becomes one event per ``m
   (both are fractions 0..1 despite the name; the mean over engines);
 * ``ready``: the scrape succeeded; a target that fails after a good scrape is published as not ready
   (with zero load) for the models it served, so the daemon sees the replica go;
-* ``replica``: the target's ``host:port``.
+* ``replica``: the target's ``host:port`` (a discovered pod: its name);
+* ``request_rate``, ``prompt_token_rate``, ``output_token_rate`` and ``rate_seconds``: requests served
+  and tokens per second since the target's previous good scrape, from vLLM's counters
+  (:mod:`scaler.adapters.vllm_rates`: none on the first scrape, a reset never gives a negative rate).
+
+Why rates on the metric event rather than synthesized request events: the daemon keeps one demand
+path, its bucket aggregator, and the controller counts a replica's rates there as the arrivals and
+tokens they stand for, only while the model has no request events (see
+:mod:`scaler.control.controller`). Synthesizing request events would mean one record per request
+with invented ids, prompt sizes and finish events, many times the traffic, and the daemon could not
+tell them from real ones to avoid counting a model twice.
 
 A scrape fails, for its own target only, on an HTTP error, a body over ``max_bytes``, a response
 slower than ``timeout_seconds``, text that is not Prometheus exposition, a gauge that is NaN, negative
 or out of range, or no vLLM gauge at all. Each failure is logged with the target and counted in
 ``scaler_bridge_scrape_errors_total{target, reason}``; the other targets are scraped all the same.
+A malformed counter (NaN, infinite, negative) or rates beyond the event's bounds cost only that
+model's rates (reason ``bad_counter``); a counter that went down is counted in
+``scaler_bridge_counter_resets_total{target}``.
+
+Targets are a static list and/or those a :class:`Discovery` lists (Kubernetes pods by label selector:
+:mod:`scaler.adapters.vllm_discovery`), listed again every ``refresh_seconds``; a listing that fails
+is logged and counted in ``scaler_bridge_discovery_errors_total{reason}`` and the last good list is
+kept; a target that leaves the list is published not ready once, for the models it served.
 """
 
 from __future__ import annotations
@@ -23,6 +41,7 @@ import contextlib
 import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -34,7 +53,8 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.parser import text_string_to_metric_families
 
 from scaler.adapters.kafka import client_options
-from scaler.core.events import MetricEvent
+from scaler.adapters.vllm_rates import COUNTERS, CounterReader, Rates, Totals, rates
+from scaler.core.events import MAX_RATE_SECONDS, MetricEvent
 from scaler.ports import Clock
 from scaler.settings import Settings
 
@@ -43,6 +63,8 @@ log = structlog.get_logger("scaler.bridge")
 RUNNING = "vllm:num_requests_running"
 WAITING = "vllm:num_requests_waiting"
 KV_CACHE = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")  # newest name first
+GAUGES = frozenset({RUNNING, WAITING, *KV_CACHE})
+_READ = (*sorted(GAUGES), *COUNTERS)  # name prefixes of the lines the bridge reads
 MAX_MODEL_CHARS = 256
 MAX_COUNT = 2**31 - 1
 
@@ -64,39 +86,33 @@ def replica_of(url: str) -> str:
     return parts.netloc
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Scrape:
+    """What one good scrape held: an event per model (no rates yet), counter totals, counter problems."""
+
+    events: list[MetricEvent]
+    totals: dict[str, Totals]  # model -> its counters (models with all three, well-formed)
+    bad_counters: dict[str, str]  # model -> what was wrong with one of its counters
+
+
 def parse(text: str, *, replica: str, now: float) -> list[MetricEvent]:
     """Return one event per model in the vLLM exposition ``text``; raise ScrapeError if it is unusable."""
-    gauges: dict[str, dict[str, float]] = {}  # metric name -> model -> summed value (over engines)
-    samples: dict[tuple[str, str], int] = {}  # (metric name, model) -> samples summed
-    try:
-        for family in text_string_to_metric_families(text):
-            if family.name not in (RUNNING, WAITING, *KV_CACHE):
-                continue
-            for sample in family.samples:
-                if sample.name != family.name:
-                    continue
-                model = sample.labels.get("model_name", "")
-                if not model or len(model) > MAX_MODEL_CHARS:
-                    detail = f"{sample.name}: model_name {model[:64]!r} is empty or too long"
-                    raise ScrapeError("bad_label", detail)
-                if math.isnan(sample.value) or math.isinf(sample.value) or sample.value < 0:
-                    raise ScrapeError("bad_value", f"{sample.name}{{model_name={model!r}}} is {sample.value}")
-                per_model = gauges.setdefault(family.name, {})
-                per_model[model] = per_model.get(model, 0.0) + sample.value
-                samples[family.name, model] = samples.get((family.name, model), 0) + 1
-    except ScrapeError:
-        raise
-    except Exception as exc:  # the parser raises ValueError, IndexError, ... on garbage
-        raise ScrapeError("not_exposition", f"{type(exc).__name__}: {str(exc)[:200]}") from None
+    return read_scrape(text, replica=replica, now=now).events
+
+
+def read_scrape(text: str, *, replica: str, now: float) -> Scrape:
+    """Return the events and counters of the vLLM exposition ``text``; raise ScrapeError if it is unusable.
+
+    A malformed counter (NaN, infinite, negative) costs its model's rates only, never its gauges.
+    """
+    gauges, samples, counters = _read_families(text)
     models = sorted(set(gauges.get(RUNNING, {})) | set(gauges.get(WAITING, {})))
     if not models:
         raise ScrapeError("no_vllm_metrics", f"neither {RUNNING} nor {WAITING} with a model_name label")
     events = []
     for model in models:
         # requests add up over a server's engines (data parallel); KV-cache use is their mean
-        kv = next(
-            (gauges[n][model] / samples[n, model] for n in KV_CACHE if model in gauges.get(n, {})), 0.0
-        )
+        kv = next((gauges[n][model] / samples[n, model] for n in KV_CACHE if model in gauges.get(n, {})), 0.0)
         if kv > 1.0:
             raise ScrapeError("bad_value", f"KV cache usage of {model!r} is {kv}, over 1")
         running = gauges.get(RUNNING, {}).get(model, 0.0)
@@ -114,7 +130,67 @@ def parse(text: str, *, replica: str, now: float) -> list[MetricEvent]:
                 ready=True,
             )
         )
-    return events
+    totals, bad = counters.totals(at=now)
+    served = set(models)
+    return Scrape(
+        events=events,
+        totals={m: t for m, t in totals.items() if m in served},
+        bad_counters={m: why for m, why in bad.items() if m in served},
+    )
+
+
+def _read_families(
+    text: str,
+) -> tuple[dict[str, dict[str, float]], dict[tuple[str, str], int], CounterReader]:
+    """Return the gauges of ``text`` summed per model, their sample counts, and its counters."""
+    gauges: dict[str, dict[str, float]] = {}  # metric name -> model -> summed value (over engines)
+    samples: dict[tuple[str, str], int] = {}  # (metric name, model) -> samples summed
+    counters = CounterReader()
+    try:
+        for family in text_string_to_metric_families(_relevant(text)):
+            if family.name not in GAUGES:
+                for sample in family.samples:
+                    counters.add(sample.name, sample.labels, sample.value)
+                continue
+            for sample in family.samples:
+                if sample.name != family.name:
+                    continue
+                model = sample.labels.get("model_name", "")
+                if not model or len(model) > MAX_MODEL_CHARS:
+                    detail = f"{sample.name}: model_name {model[:64]!r} is empty or too long"
+                    raise ScrapeError("bad_label", detail)
+                if math.isnan(sample.value) or math.isinf(sample.value) or sample.value < 0:
+                    raise ScrapeError("bad_value", f"{sample.name}{{model_name={model!r}}} is {sample.value}")
+                per_model = gauges.setdefault(family.name, {})
+                per_model[model] = per_model.get(model, 0.0) + sample.value
+                samples[family.name, model] = samples.get((family.name, model), 0) + 1
+    except ScrapeError:
+        raise
+    except Exception as exc:  # the parser raises ValueError, IndexError, ... on garbage
+        raise ScrapeError("not_exposition", f"{type(exc).__name__}: {str(exc)[:200]}") from None
+    return gauges, samples, counters
+
+
+def _relevant(text: str) -> str:
+    """Return ``text`` without the lines of vLLM metrics the bridge does not read (its histograms are
+    most of a scrape, and the parser is slow); anything else stays, so garbage is still found."""
+    kept = []
+    for line in text.splitlines():
+        name = line[7:] if line.startswith(("# HELP ", "# TYPE ")) else line
+        if not name.startswith("vllm:") or name.startswith(_READ):
+            kept.append(line)
+    return "\n".join(kept) + "\n" if kept else ""
+
+
+def with_rates(event: MetricEvent, found: Rates) -> MetricEvent:
+    """Return ``event`` carrying ``found`` (rates within the event's bounds: :meth:`Rates.in_bounds`)."""
+    return msgspec.structs.replace(
+        event,
+        request_rate=found.requests,
+        prompt_token_rate=found.prompt_tokens,
+        output_token_rate=found.output_tokens,
+        rate_seconds=found.seconds,
+    )
 
 
 def not_ready(models: Iterable[str], *, replica: str, now: float) -> list[MetricEvent]:
@@ -149,15 +225,54 @@ async def fetch(session: aiohttp.ClientSession, url: str, *, max_bytes: int, tim
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class BridgeOptions:
-    """How the bridge scrapes: every ``interval_seconds``, each answer bounded in time and size."""
+    """How the bridge scrapes: every ``interval_seconds``, each answer bounded in time and size; the
+    discovered targets are listed again every ``refresh_seconds``."""
 
     interval_seconds: float = 5.0
     timeout_seconds: float = 2.0
     max_bytes: int = 4 * 1024 * 1024
+    refresh_seconds: float = 30.0
+
+    @property
+    def max_rate_seconds(self) -> float:
+        """Return the longest gap between two scrapes that still yields rates (three intervals)."""
+        return min(
+            max(3 * self.interval_seconds, self.interval_seconds + self.timeout_seconds), MAX_RATE_SECONDS
+        )
+
+
+class DiscoveryError(Exception):
+    """Targets could not be listed; ``reason`` is a short label for the error counter."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}")
+
+
+class Discovery(Protocol):
+    """Finds scrape targets (:class:`scaler.adapters.vllm_discovery.PodDiscovery`)."""
+
+    async def targets(self) -> dict[str, str]:
+        """Return the targets now, URL -> replica name; raise DiscoveryError if they cannot be listed."""
+
+
+@dataclasses.dataclass(slots=True)
+class _Target:
+    """What the bridge remembers of one target: its replica, its models and counters of the last scrape."""
+
+    replica: str
+    served: frozenset[str] = frozenset()
+    totals: dict[str, Totals] = dataclasses.field(default_factory=dict)
 
 
 class VllmBridge:
-    """Scrapes vLLM targets and publishes their replica metric events to Kafka, keyed by model."""
+    """Scrapes vLLM targets and publishes their replica metric events to Kafka, keyed by model.
+
+    The targets are the static ``targets`` and, with a ``discovery``, the ones it lists (refreshed
+    every ``options.refresh_seconds``; on an error the last good list is kept). A target that leaves
+    the list is published once as not ready for the models it served, then forgotten.
+    """
 
     def __init__(
         self,
@@ -166,16 +281,32 @@ class VllmBridge:
         settings: Settings,
         options: BridgeOptions,
         registry: CollectorRegistry | None = None,
+        discovery: Discovery | None = None,
     ) -> None:
         """Create a stopped bridge; raise ValueError if a target is not an http(s) URL."""
-        self.targets = {url: replica_of(url) for url in targets}
+        self.static = {url: replica_of(url) for url in targets}
         self.settings = settings
         self.options = options
-        self.served: dict[str, frozenset[str]] = {}  # target -> models of its last good scrape
+        self.discovery = discovery
+        self.discovered: dict[str, str] = {}
+        self._next_refresh = -math.inf
+        self._state: dict[str, _Target] = {}
         self.errors = Counter(
             "scaler_bridge_scrape_errors",
-            "Failed scrapes of vLLM targets, by target and reason.",
+            "Failed scrapes of vLLM targets (bad_counter: a counter only), by target and reason.",
             ["target", "reason"],
+            registry=registry,
+        )
+        self.resets = Counter(
+            "scaler_bridge_counter_resets",
+            "vLLM counters that went down (a restarted server), by target.",
+            ["target"],
+            registry=registry,
+        )
+        self.discovery_errors = Counter(
+            "scaler_bridge_discovery_errors",
+            "Failed listings of the discovered targets (the last good list is kept), by reason.",
+            ["reason"],
             registry=registry,
         )
         self.published = Counter(
@@ -183,23 +314,83 @@ class VllmBridge:
         )
         self._producer: AIOKafkaProducer | None = None
 
+    @property
+    def targets(self) -> dict[str, str]:
+        """Return the targets scraped now, URL -> replica name (static ones win over discovered ones)."""
+        return {**self.discovered, **self.static}
+
+    @property
+    def served(self) -> dict[str, frozenset[str]]:
+        """Return the models each target served at its last good scrape."""
+        return {url: state.served for url, state in self._state.items()}
+
+    async def refresh(self, *, now: float) -> None:
+        """List the discovered targets if due; on an error, log and count it and keep the last list."""
+        if self.discovery is None or now < self._next_refresh:
+            return
+        self._next_refresh = now + self.options.refresh_seconds
+        try:
+            found = await self.discovery.targets()
+        except DiscoveryError as exc:
+            self.discovery_errors.labels(reason=exc.reason).inc()
+            log.warning("discovery_failed", reason=exc.reason, detail=exc.detail, kept=len(self.discovered))
+            return
+        if found != self.discovered:
+            log.info("targets_discovered", targets=sorted(found))
+        self.discovered = found
+
     async def scrape_once(self, session: aiohttp.ClientSession, *, now: float) -> list[MetricEvent]:
-        """Scrape every target at once; return their events (failed targets: logged and counted)."""
-        results = await asyncio.gather(*(self._scrape(session, url, now=now) for url in self.targets))
-        return [event for events in results for event in events]
+        """Refresh the discovered targets when due, then scrape every target at once; return their events.
+
+        Targets that left the list come first, as not ready; failed targets are logged and counted.
+        """
+        await self.refresh(now=now)
+        current = self.targets
+        events: list[MetricEvent] = []
+        for url in [u for u, state in self._state.items() if current.get(u) != state.replica]:
+            state = self._state.pop(url)
+            log.info("target_gone", target=url, replica=state.replica, models=sorted(state.served))
+            events.extend(not_ready(state.served, replica=state.replica, now=now))
+        for url, replica in current.items():
+            self._state.setdefault(url, _Target(replica=replica))
+        results = await asyncio.gather(*(self._scrape(session, url, now=now) for url in current))
+        return events + [event for found in results for event in found]
 
     async def _scrape(self, session: aiohttp.ClientSession, url: str, *, now: float) -> list[MetricEvent]:
-        replica = self.targets[url]
+        state = self._state[url]
         try:
             text = await fetch(
                 session, url, max_bytes=self.options.max_bytes, timeout_seconds=self.options.timeout_seconds
             )
-            events = parse(text, replica=replica, now=now)
+            scrape = read_scrape(text, replica=state.replica, now=now)
         except ScrapeError as exc:
             self.errors.labels(target=url, reason=exc.reason).inc()
             log.warning("scrape_failed", target=url, reason=exc.reason, detail=exc.detail)
-            return not_ready(self.served.get(url, ()), replica=replica, now=now)
-        self.served[url] = frozenset(e.model for e in events)
+            return not_ready(state.served, replica=state.replica, now=now)
+        for model, detail in scrape.bad_counters.items():
+            self.errors.labels(target=url, reason="bad_counter").inc()
+            log.warning("scrape_failed", target=url, reason="bad_counter", model=model, detail=detail)
+        events = []
+        for event in scrape.events:
+            totals = scrape.totals.get(event.model)
+            found = None
+            if totals is not None:
+                found = rates(
+                    state.totals.get(event.model), totals, max_seconds=self.options.max_rate_seconds
+                )
+            if found is not None and found.reset:
+                self.resets.labels(target=url).inc()
+                log.warning("counter_reset", target=url, model=event.model)
+            if found is not None and not found.in_bounds():
+                self.errors.labels(target=url, reason="bad_counter").inc()
+                detail = f"{found.requests:.6g} requests/s, {found.output_tokens:.6g} output tokens/s"
+                log.warning(
+                    "scrape_failed", target=url, reason="bad_counter", model=event.model, detail=detail
+                )
+                found = None
+            events.append(event if found is None else with_rates(event, found))
+        state.served = frozenset(e.model for e in events)
+        state.totals = scrape.totals
         return events
 
     async def start(self) -> None:

@@ -5,16 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import datetime as dt
 import json
-import math
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import numpy as np
 
 from scaler.adapters.kafka_range import replay_from_kafka
 from scaler.commands.export import add_range_flags, parse_time, range_settings
@@ -23,7 +19,7 @@ from scaler.core.policy_file import PolicyError, load_policy_file
 from scaler.settings import SettingsError
 from scaler.sim import as_run, events_trace, report, servegen, synthetic, traces
 from scaler.sim import workload as wl
-from scaler.sim.baselines import BASELINES, opening_instances, peak_instances
+from scaler.sim.baselines import BASELINES, peak_instances, warm_replicas
 from scaler.sim.engine import simulate
 from scaler.sim.feasibility import feasibility
 from scaler.sim.oracle import hindsight_oracle
@@ -189,40 +185,11 @@ def select_baselines(spec: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def to_rates(workload: wl.Workload) -> wl.RateWorkload:
-    """Return ``workload`` as per-second arrival counts with its mean token sizes (for the fluid model)."""
-    seconds = max(1, int(np.ceil(workload.duration)))
-    idx = np.minimum(workload.arrivals.astype(np.int64), seconds - 1)
-    counts = np.bincount(idx, minlength=seconds).astype(np.float64)
-    n = max(workload.requests, 1)
-    return wl.RateWorkload(
-        name=workload.name,
-        counts=counts,
-        mean_prompt_tokens=float(workload.prompt_tokens.sum()) / n,
-        mean_output_tokens=float(workload.output_tokens.sum()) / n,
-    )
-
-
 def truncate(workload: wl.Workload | wl.RateWorkload, seconds: float) -> wl.Workload | wl.RateWorkload:
     """Return the first ``seconds`` of ``workload`` (all of it if shorter); raises UsageError if <= 0."""
     if not seconds > 0:
         raise UsageError(f"--duration {seconds:g}: must be > 0 seconds")
-    if seconds >= workload.duration:
-        return workload
-    if isinstance(workload, wl.RateWorkload):
-        return dataclasses.replace(
-            workload,
-            name=f"{workload.name} first {seconds:g} s",
-            counts=workload.counts[: max(1, math.ceil(seconds))],
-        )
-    keep = int(np.searchsorted(workload.arrivals, seconds, side="left"))
-    return wl.Workload(
-        name=f"{workload.name} first {seconds:g} s",
-        arrivals=workload.arrivals[:keep],
-        prompt_tokens=workload.prompt_tokens[:keep],
-        output_tokens=workload.output_tokens[:keep],
-        duration=float(seconds),
-    )
+    return workload.first(seconds)
 
 
 def load_trace(
@@ -264,8 +231,8 @@ def load_workload(args: argparse.Namespace, *, warn: Callable[[str], None]) -> w
         workload = load_trace(args.trace, fmt=args.trace_format, seed=args.seed, warn=warn)
     if args.duration is not None:
         workload = truncate(workload, args.duration)
-    if args.fluid and isinstance(workload, wl.Workload):
-        workload = to_rates(workload)
+    if args.fluid:
+        workload = workload.as_rates()
     return workload
 
 
@@ -318,11 +285,30 @@ def controllers(
     return built
 
 
-def warm_start(workload: wl.Workload | wl.RateWorkload, *, policy: ModelPolicy) -> int:
-    """Return the replicas ready at t=0 for a warm start: what the opening minute keeps busy, in bounds."""
-    need = math.ceil(opening_instances(workload, policy=policy) - 1e-9)
-    bounds = policy.bounds
-    return min(max(need, bounds.min_replicas), bounds.max_replicas)
+def warn(message: str) -> None:
+    """Print one line of a warning or error to stderr."""
+    print(message, file=sys.stderr)
+
+
+def _consoles() -> tuple[Console, Console]:
+    """Return the (stdout, stderr) rich consoles; a pipe or file gets a wide one (no squeezed tables)."""
+    from rich.console import Console  # noqa: PLC0415  # the [sim] extra: run() checked it is installed
+
+    out = Console()
+    if not out.is_terminal:
+        out = Console(width=220)
+    return out, Console(stderr=True)
+
+
+def _input_error(exc: PolicyError | UsageError, *, policy: Path | None) -> int:
+    """Print what is wrong with the input (each policy problem on its own line); return exit code 1."""
+    if isinstance(exc, PolicyError):
+        warn(f"error: --policy {policy}: invalid policy file")
+        for problem in exc.problems:
+            warn(f"  {problem}")
+    else:
+        warn(f"error: {exc}")
+    return 1
 
 
 def run(args: argparse.Namespace) -> int:
@@ -339,28 +325,13 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    from rich.console import Console  # noqa: PLC0415
-
-    out = Console()
-    if not out.is_terminal:
-        out = Console(width=220)  # a pipe or file: do not squeeze the table into 80 columns
-    err = Console(stderr=True)
-
-    def warn(message: str) -> None:
-        print(message, file=sys.stderr)
-
+    out, err = _consoles()
     try:
         policy = select_policy(args.policy, args.model)
         names = select_baselines(args.baselines)
         workload = load_workload(args, warn=warn)
-    except PolicyError as exc:
-        warn(f"error: --policy {args.policy}: invalid policy file")
-        for problem in exc.problems:
-            warn(f"  {problem}")
-        return 1
-    except UsageError as exc:
-        warn(f"error: {exc}")
-        return 1
+    except (PolicyError, UsageError) as exc:
+        return _input_error(exc, policy=args.policy)
     results, oracle = run_policies(workload, policy=policy, args=args, names=names, warn=warn, err=err)
     summaries = [r.summary for r in results]
     kind = "fluid" if isinstance(workload, wl.RateWorkload) else "per-request"
@@ -445,7 +416,7 @@ def replay_model(
     err: Console,
 ) -> tuple[list[SimResult], SimResult, Summary | None]:
     """Return the runs of Spillway and ``names`` on one model's events, the oracle's, and the "as run" row."""
-    workload: wl.Workload | wl.RateWorkload = to_rates(part.workload) if args.fluid else part.workload
+    workload: wl.Workload | wl.RateWorkload = part.workload.as_rates() if args.fluid else part.workload
     results, oracle = run_policies(workload, policy=policy, args=args, names=names, warn=warn, err=err)
     return results, oracle, as_run.as_run_summary(part, policy=policy)
 
@@ -461,7 +432,7 @@ def run_policies(
 ) -> tuple[list[SimResult], SimResult]:
     """Return the runs of Spillway and the baselines ``names`` on ``workload``, and the relaxed oracle's."""
     check_capacity(workload, policy=policy, warn=warn)
-    initial = None if args.cold_start else warm_start(workload, policy=policy)
+    initial = None if args.cold_start else warm_replicas(workload, policy=policy)
     show = not args.no_progress and err.is_terminal and workload.requests >= PROGRESS_MIN_REQUESTS
     results: list[SimResult] = []
     with _progress(show, err) as progress:
@@ -476,16 +447,7 @@ def run_policies(
 
 def run_events(args: argparse.Namespace) -> int:
     """Replay recorded events, one table per model (with an "as run" row when replicas were recorded)."""
-    from rich.console import Console  # noqa: PLC0415  # the [sim] extra: run() checked it is installed
-
-    out = Console()
-    if not out.is_terminal:
-        out = Console(width=220)
-    err = Console(stderr=True)
-
-    def warn(message: str) -> None:
-        print(message, file=sys.stderr)
-
+    out, err = _consoles()
     try:
         policies = load_policies(args.policy)
         names = select_baselines(args.baselines)
@@ -493,14 +455,8 @@ def run_events(args: argparse.Namespace) -> int:
         if args.model is not None and args.model not in known:
             raise UsageError(f"--model {args.model}: not in the policy file (it has: {', '.join(known)})")
         replay = load_replay(args, models=known, warn=warn)
-    except PolicyError as exc:
-        warn(f"error: --policy {args.policy}: invalid policy file")
-        for problem in exc.problems:
-            warn(f"  {problem}")
-        return 1
-    except UsageError as exc:
-        warn(f"error: {exc}")
-        return 1
+    except (PolicyError, UsageError) as exc:
+        return _input_error(exc, policy=args.policy)
     by_name = {m.name: m for m in policies.models}
     several = len(replay.models) > 1
     docs: dict[str, object] = {}

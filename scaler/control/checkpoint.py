@@ -11,13 +11,12 @@ continues from the same forecast, planner memory and half-filled buckets.
 from __future__ import annotations
 
 import dataclasses
-import json
-import struct
 from collections.abc import Callable
 from typing import Any, Final
 
 from scaler.control.controller import Forecaster, ModelController, Planner
 from scaler.control.leadtime import LeadTimeLearner
+from scaler.core import framing
 from scaler.core.aggregate import ModelAggregator
 from scaler.core.policy import ModelPolicy
 from scaler.core.types import Decision
@@ -36,24 +35,15 @@ def encode(controller: ModelController) -> bytes:
         "open_buckets": controller.aggregator.open_state(),
         "lead_times": controller.lead.to_state(),
     }
-    head = json.dumps(header, separators=(",", ":")).encode()
-    return MAGIC + struct.pack(">I", len(head)) + head + controller.forecaster.to_bytes()
+    return framing.frame(MAGIC, header, controller.forecaster.to_bytes())
 
 
 def decode(data: bytes) -> tuple[dict[str, Any], bytes]:
     """Return (header, forecaster bytes) of a checkpoint; raise ValueError if it is not one."""
-    if len(data) < 8 or not data.startswith(MAGIC):
-        raise ValueError("not a Spillway checkpoint (bad magic)")
-    (size,) = struct.unpack(">I", data[4:8])
-    if 8 + size > len(data):
-        raise ValueError("checkpoint header is truncated")
     try:
-        header = json.loads(data[8 : 8 + size])
+        return framing.unframe(data, MAGIC)
     except ValueError as exc:
-        raise ValueError(f"checkpoint header is not JSON: {exc}") from None
-    if not isinstance(header, dict):
-        raise ValueError("checkpoint header is not an object")
-    return header, data[8 + size :]
+        raise ValueError(f"not a Spillway checkpoint: {exc}") from None
 
 
 def restore(

@@ -17,6 +17,18 @@ One decision (:meth:`ModelController.decide`), in order:
 4. **the one clamp**: the bounds in force at ``now`` (policy, schedules) bound every output, so the
    decision published is exactly the one actuated.
 
+Demand has one path: the bucket aggregator. Request events fill its buckets; so do the request and
+token rates that replica metric events may carry (the vLLM bridge reads them from vLLM's counters),
+but only while the model has had no request event for ``fallback_after_seconds``. A replica's rates
+over the ``rate_seconds`` before its event become whole arrivals and tokens, spread over those
+seconds by the time the span covers in each (fractions carried to the replica's next event), and
+counted as a replay's :meth:`ModelController.ingest_second` counts them. Seconds that reach back into
+a bucket already closed go to the oldest open one; a report that ended in one is dropped as late.
+So the forecaster, the burst trigger and the observed request rate read rates like events, and a
+deployment that publishes request events is never counted twice (save the first events after a
+start, before its first request event). Synthesized request events were the other way in: one record
+per request, with made-up ids, sizes and finish events, to say what four numbers say.
+
 Like Knative's ``Scale(now)``, nothing here performs I/O; what :meth:`decide` returns carries
 everything the caller logs, exports and applies.
 """
@@ -37,6 +49,8 @@ from scaler.core.overrides import Override, adjust_decision, adjust_observed
 from scaler.core.policy import ModelPolicy
 from scaler.core.types import Decision, DemandForecast, FloatArray, Observed, Unavailable
 
+MAX_RATE_REPLICAS = 10_000
+MAX_SPREAD_SECONDS = 3600
 Trigger = Literal["tick", "burst"]
 DataSource = Literal["events", "fallback", "none"]
 
@@ -138,9 +152,14 @@ class ModelController:
         self.burst_window_seconds = burst_window_seconds
         self.aggregator = ModelAggregator(bucket_seconds=policy.forecast.bucket_seconds)
         self.aggregator.begin(now=now)
+        self._counting_from = math.ceil(now / policy.forecast.bucket_seconds) * policy.forecast.bucket_seconds
         self.previous: Decision | None = None
         self.next_tick = now
         self.last_event_at = now
+        self.last_request_at = -math.inf  # no request event yet: replica rates count as demand
+        self._carry: dict[
+            str, tuple[float, float, float]
+        ] = {}  # replica -> fractions of rates not counted yet
         self.signal: FallbackSignal | None = None
         self.on_fallback = False
         self.lead = LeadTimeLearner()
@@ -155,17 +174,49 @@ class ModelController:
 
     def ingest_request(self, event: RequestEvent, *, now: float) -> bool:
         """Count a validated request event; return False if it was dropped as late or early."""
-        self.last_event_at = now
+        self.last_event_at = self.last_request_at = now
         return self.aggregator.add_request(event)
 
     def ingest_metric(self, event: MetricEvent, *, now: float) -> None:
-        """Keep a validated replica metric event (the newest per replica); its ``ready`` feeds the
-        lead-time learner."""
+        """Keep a validated replica metric event (the newest per replica); count its rates as demand
+        while the model has had no request event for ``fallback_after_seconds`` (see the module doc).
+        Its ``ready`` feeds the lead-time learner."""
         self.last_event_at = now
         self.aggregator.add_metric(event)
         self.lead.observe_metric(
             replica=event.replica, ts=event.ts, ready=event.ready, lead=self.policy.lead_times, now=now
         )
+        if (
+            event.rate_seconds is not None
+            and now - self.last_request_at > self.policy.forecast.fallback_after_seconds
+        ):
+            self._count_rates(event, now=now)
+
+    def _count_rates(self, event: MetricEvent, *, now: float) -> None:
+        """Count a replica's rates as whole arrivals and tokens in the seconds they cover, in open buckets."""
+        carry = self._carry.pop(event.replica, (0.0, 0.0, 0.0))
+        if len(self._carry) >= MAX_RATE_REPLICAS:  # replicas come and go: bound what is remembered
+            self._carry.clear()
+        per_second = (
+            event.request_rate or 0.0,
+            event.prompt_token_rate or 0.0,
+            event.output_token_rate or 0.0,
+        )
+        seconds = event.rate_seconds or 0.0
+        totals = [rate * seconds + left for rate, left in zip(per_second, carry, strict=True)]
+        whole = [math.floor(total) for total in totals]
+        self._carry[event.replica] = (totals[0] - whole[0], totals[1] - whole[1], totals[2] - whole[2])
+        agg = self.aggregator
+        earliest = math.floor((now - agg.grace_seconds) / agg.bucket_seconds) * agg.bucket_seconds
+        if event.ts < earliest:  # all of it in closed buckets (a backlog): dropped, like a late request
+            return
+        span = min(seconds, MAX_SPREAD_SECONDS)
+        for second, counts in _spread(whole, start=event.ts - span, end=event.ts, earliest=earliest):
+            if second < self._counting_from:  # before this controller began counting, like a late request
+                continue
+            agg.add_second(
+                second=second, arrivals=counts[0], prompt_tokens=counts[1], output_tokens=counts[2]
+            )
 
     def ingest_second(
         self, *, second: int, arrivals: int, prompt_tokens: int, output_tokens: int, now: float
@@ -174,7 +225,7 @@ class ModelController:
 
         Output tokens are credited with the arrivals. Return False if the second was late or early.
         """
-        self.last_event_at = now
+        self.last_event_at = self.last_request_at = now
         return self.aggregator.add_second(
             second=second, arrivals=arrivals, prompt_tokens=prompt_tokens, output_tokens=output_tokens
         )
@@ -331,6 +382,27 @@ class ModelController:
                     output_tokens=bucket.output_tokens,
                 )
         return True
+
+
+def _spread(
+    counts: Sequence[int], *, start: float, end: float, earliest: int
+) -> list[tuple[int, tuple[int, ...]]]:
+    """Return ``counts`` spread over the seconds of ``[start, end)`` in proportion to how much of each
+    second the span covers (whole numbers, summing to ``counts``), as (second, counts) in order;
+    seconds before ``earliest`` (in a closed bucket) are moved to ``earliest``, so nothing is late."""
+    first = math.floor(start)
+    last = max(math.ceil(end) - 1, first)
+    span = end - start
+    spread: dict[int, list[int]] = {}
+    done = [0] * len(counts)
+    for second in range(first, last + 1):
+        covered = 1.0 if second == last or span <= 0 else min((second + 1 - start) / span, 1.0)
+        upto = [math.floor(c * covered + 1e-9) if second < last else c for c in counts]
+        cell = spread.setdefault(max(second, earliest), [0] * len(counts))
+        for k, value in enumerate(upto):
+            cell[k] += value - done[k]
+        done = upto
+    return [(second, tuple(cell)) for second, cell in spread.items() if any(cell)]
 
 
 def _known(value: int | None, otherwise: int) -> int:

@@ -25,6 +25,10 @@ import msgspec.inspect
 MAX_EVENT_BYTES: Final = 64 * 1024
 MAX_ID_CHARS: Final = 256
 MAX_COUNT: Final = 2**31 - 1
+MAX_REQUEST_RATE: Final = 1e6  # per second, of one replica
+MAX_TOKEN_RATE: Final = 1e9
+MAX_RATE_SECONDS: Final = 3600.0
+RATE_FIELDS: Final = ("request_rate", "prompt_token_rate", "output_token_rate", "rate_seconds")
 
 RequestType = Literal["arrival", "first_token", "finish", "reject"]
 Backend = Literal["kubernetes", "serverless"]
@@ -52,6 +56,18 @@ _Timestamp = Annotated[
     float, msgspec.Meta(description="Unix time in seconds; within the daemon's max skew of its clock.")
 ]
 
+_RequestRate = Annotated[
+    float,
+    msgspec.Meta(ge=0.0, le=MAX_REQUEST_RATE, description="Requests served per second, over rate_seconds."),
+]
+_TokenRate = Annotated[
+    float,
+    msgspec.Meta(ge=0.0, le=MAX_TOKEN_RATE, description="Prompt or generated tokens per second, likewise."),
+]
+_RateSeconds = Annotated[
+    float, msgspec.Meta(gt=0.0, le=MAX_RATE_SECONDS, description="Seconds before ts that the rates cover.")
+]
+
 
 class InvalidEvent(ValueError):  # noqa: N818  # the name is part of the documented event contract
     """An event that cannot be used; ``reason`` is a code from :data:`REASONS`, ``detail`` explains it."""
@@ -76,8 +92,13 @@ class RequestEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit
     ] = None
 
 
-class MetricEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
-    """A vLLM replica's state at one instant (topic llm.metrics, key = model, at most 64 KiB)."""
+class MetricEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, gc=False):
+    """A vLLM replica's state at one instant (topic llm.metrics, key = model, at most 64 KiB).
+
+    The optional rates (all four or none: :data:`RATE_FIELDS`) are the replica's served requests and
+    tokens per second over the ``rate_seconds`` before ``ts``, read from its counters by the vLLM
+    bridge; the controller counts them as demand while the model has no request events.
+    """
 
     model: _Model
     ts: _Timestamp
@@ -86,6 +107,17 @@ class MetricEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=Fa
     running: Annotated[_Count, msgspec.Meta(description="Requests being served.")]
     kv_cache_usage: Annotated[float, msgspec.Meta(ge=0.0, le=1.0, description="KV cache in use, 0..1.")]
     ready: Annotated[bool, msgspec.Meta(description="False while the replica is starting.")]
+    request_rate: _RequestRate | None = None
+    prompt_token_rate: _TokenRate | None = None
+    output_token_rate: _TokenRate | None = None
+    rate_seconds: _RateSeconds | None = None
+
+    def __post_init__(self) -> None:
+        """Raise ValueError unless the rate fields are all set or all unset (msgspec reports it)."""
+        given = [getattr(self, name) is not None for name in RATE_FIELDS]
+        if any(given) and not all(given):
+            missing = [name for name, value in zip(RATE_FIELDS, given, strict=True) if not value]
+            raise ValueError(f"rates come together: {', '.join(RATE_FIELDS)}; missing {', '.join(missing)}")
 
 
 _Event = TypeVar("_Event", RequestEvent, MetricEvent)

@@ -11,8 +11,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
+import numpy as np
 import yaml
 
+from scaler.core import queueing
 from scaler.core.policy import ModelPolicy, Schedule
 
 TYPICAL_PROMPT_TOKENS = 1_000
@@ -42,19 +44,8 @@ class Explanation:
 
 def requests_per_second(policy: ModelPolicy, *, prompt_tokens: int, output_tokens: int) -> float:
     """Return the requests/s one replica serves at full batch: 1 / (P / prefill + O / decode)."""
-    replica = policy.replica
-    seconds = (
-        prompt_tokens / replica.prefill_tokens_per_second + output_tokens / replica.decode_tokens_per_second
-    )
+    seconds = float(queueing.request_work(policy, np.array([prompt_tokens]), np.array([output_tokens]))[0])
     return 1.0 / seconds if seconds > 0 else float("inf")
-
-
-def sizing_quantile(policy: ModelPolicy) -> float | None:
-    """Return the demand quantile replicas are sized to (override or 1 - c_k/c_s); None if they never pay."""
-    if policy.forecast.quantile is not None:
-        return policy.forecast.quantile
-    ratio = policy.break_even_utilisation
-    return 1.0 - ratio if ratio < 1.0 else None
 
 
 def explain(

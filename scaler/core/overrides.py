@@ -10,6 +10,7 @@ An alert whose labels carry ``spillway_action`` becomes a time-bounded override 
 
 An override ends when its alert is resolved, at the alert's ``endsAt``, or after the maximum duration,
 whichever comes first. Applying overrides never crosses the policy's hard bounds. Time is an argument.
+The payload is validated by a pydantic model of Alertmanager's version 4 webhook (strict types).
 
 Everything an alert sender controls is bounded: the overrides in force (in total and per model, see
 :class:`OverrideLimits`; new alerts beyond a cap are refused, refreshes of alerts in force never are),
@@ -27,7 +28,9 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Final
+from typing import Annotated, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from scaler.core.policy import ModelPolicy
 from scaler.core.types import Decision, Observed, Unavailable
@@ -150,6 +153,29 @@ def parse_time(text: object, *, where: str) -> float | None:
     return stamp.timestamp()
 
 
+_Label = Annotated[str, StringConstraints(max_length=_MAX_LABEL)]
+
+
+class _Alert(BaseModel):
+    """One alert of an Alertmanager webhook, as far as Spillway reads it (other fields are ignored)."""
+
+    model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
+
+    status: Literal["firing", "resolved"]
+    labels: dict[_Label, _Label]
+    endsAt: str = Field(default=_UNSET_TIME, max_length=64)  # noqa: N815  # Alertmanager's field name
+    fingerprint: str | None = None
+
+
+class _Webhook(BaseModel):
+    """An Alertmanager webhook payload, version 4 (other fields are ignored)."""
+
+    model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
+
+    version: Literal["4"]
+    alerts: list[_Alert]
+
+
 def parse_webhook(
     payload: object, *, now: float, max_duration_seconds: float, default_boost: int
 ) -> WebhookUpdate:
@@ -159,41 +185,44 @@ def parse_webhook(
     Raises OverrideError (``malformed``) when the payload is not a version 4 webhook or a field has
     the wrong type or value, and (``unknown_action``) for an action Spillway does not know.
     """
-    if not isinstance(payload, dict):
-        raise OverrideError("malformed", f"payload: expected a JSON object, got {_show(payload)}")
-    version = payload.get("version")
-    if version != "4":
-        raise OverrideError("malformed", f'payload.version: expected "4", got {_show(version)}')
-    alerts = payload.get("alerts")
-    if not isinstance(alerts, list):
-        raise OverrideError("malformed", f"payload.alerts: expected a list, got {_show(alerts)}")
+    try:
+        webhook = _Webhook.model_validate(payload)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = _where(first["loc"])
+        raise OverrideError("malformed", f"{where}: {first['msg']}, got {_show(first['input'])}") from None
     firing: list[Override] = []
     resolved: set[str] = set()
-    for i, alert in enumerate(alerts):
-        where = f"alerts[{i}]"
-        override = _parse_alert(
+    for i, alert in enumerate(webhook.alerts):
+        override = _override(
             alert,
-            where=where,
+            where=f"alerts[{i}]",
             now=now,
             max_duration_seconds=max_duration_seconds,
             default_boost=default_boost,
         )
         if override is None:
             continue
-        status, parsed = override
-        if status == "resolved":
-            resolved.add(parsed.key)
+        if alert.status == "resolved":
+            resolved.add(override.key)
         else:
-            firing.append(parsed)
+            firing.append(override)
     return WebhookUpdate(firing=tuple(firing), resolved=frozenset(resolved))
 
 
-def _parse_alert(
-    alert: object, *, where: str, now: float, max_duration_seconds: float, default_boost: int
-) -> tuple[str, Override] | None:
-    if not isinstance(alert, dict):
-        raise OverrideError("malformed", f"{where}: expected an object, got {_show(alert)}")
-    labels = _labels(alert.get("labels"), where=f"{where}.labels")
+def _where(loc: tuple[int | str, ...]) -> str:
+    """Return a validation error's location as the payload path (``alerts[2].labels.model``)."""
+    if len(loc) >= 2 and loc[0] == "alerts":
+        rest = "".join(f".{part}" for part in loc[2:])
+        return f"alerts[{loc[1]}]{rest}"
+    return "payload" + "".join(f".{part}" for part in loc)
+
+
+def _override(
+    alert: _Alert, *, where: str, now: float, max_duration_seconds: float, default_boost: int
+) -> Override | None:
+    """Return the override ``alert`` asks for (None when it is not for Spillway); raise OverrideError."""
+    labels = alert.labels
     raw_action = labels.get(ACTION_LABEL)
     if raw_action is None:
         return None
@@ -205,12 +234,9 @@ def _parse_alert(
             "unknown_action",
             f"{where}.labels.{ACTION_LABEL}: unknown action {_show(raw_action)} (known: {known})",
         ) from None
-    status = alert.get("status")
-    if status not in ("firing", "resolved"):
-        raise OverrideError("malformed", f"{where}.status: expected firing or resolved, got {_show(status)}")
-    ends = parse_time(alert.get("endsAt", _UNSET_TIME), where=f"{where}.endsAt")
+    ends = parse_time(alert.endsAt, where=f"{where}.endsAt")
     deadline = now + max_duration_seconds
-    if ends is not None and ends > now and status == "firing":
+    if ends is not None and ends > now and alert.status == "firing":
         deadline = min(deadline, ends)
     min_replicas: int | None = None
     if action is Action.BOOST:
@@ -224,33 +250,19 @@ def _parse_alert(
                 "malformed",
                 f"{where}.labels.{MIN_REPLICAS_LABEL}: expected a non-negative integer, got {_show(text)}",
             )
-    fingerprint = alert.get("fingerprint")
-    if isinstance(fingerprint, str) and fingerprint:
-        key = fingerprint[:_MAX_LABEL]
+    if alert.fingerprint:
+        key = alert.fingerprint[:_MAX_LABEL]
     else:
         text = json.dumps(sorted(labels.items()))
         key = "labels:" + hashlib.sha256(text.encode()).hexdigest()  # bounded, whatever the labels
-    model = labels.get(MODEL_LABEL) or None
-    override = Override(
+    return Override(
         key=key,
         alert=labels.get("alertname", "unnamed"),
         action=action,
-        model=model,
+        model=labels.get(MODEL_LABEL) or None,
         ends_at=deadline,
         min_replicas=min_replicas,
     )
-    return str(status), override
-
-
-def _labels(value: object, *, where: str) -> dict[str, str]:
-    if not isinstance(value, dict):
-        raise OverrideError("malformed", f"{where}: expected an object of strings, got {_show(value)}")
-    labels: dict[str, str] = {}
-    for k, v in value.items():
-        if not isinstance(v, str) or len(v) > _MAX_LABEL or len(k) > _MAX_LABEL:
-            raise OverrideError("malformed", f"{where}.{_show(k)}: expected a short string, got {_show(v)}")
-        labels[k] = v
-    return labels
 
 
 def _show(value: object) -> str:

@@ -94,7 +94,7 @@ def plan(
     )
     serverless_ok = Unavailable.SERVERLESS not in observed.unavailable and bounds.serverless_quota > 0
     kubernetes_ok = Unavailable.KUBERNETES not in observed.unavailable
-    q_star = _fractile(policy)
+    q_star = policy.sizing_quantile
     life = _lifetime(policy, forecast=forecast, now=now)
     running = observed.replicas_ready + observed.replicas_starting
     current = previous.replicas if previous is not None else running
@@ -230,14 +230,6 @@ def _serverless(
         return provisioned, 0.0
     spill = (rate - table.max_rate(observed.replicas_ready)) / rate
     return provisioned, min(max(spill, 0.0), 1.0)
-
-
-def _fractile(policy: ModelPolicy) -> float | None:
-    """Return the replica sizing quantile (override or 1 - c_k/c_s), None if replicas never pay off."""
-    if policy.forecast.quantile is not None:
-        return policy.forecast.quantile
-    ratio = policy.break_even_utilisation
-    return 1.0 - ratio if ratio < 1.0 else None
 
 
 def _lifetime(policy: ModelPolicy, *, forecast: DemandForecast, now: float) -> tuple[float, float]:

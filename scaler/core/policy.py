@@ -446,6 +446,17 @@ class ModelPolicy(_Strict):
             return float("inf")
         return self.prices.replica_per_hour / busy_hour
 
+    @property
+    def sizing_quantile(self) -> float | None:
+        """Return the demand quantile replicas are sized to: the override, else ``1 - c_k/c_s``.
+
+        None when replicas never pay off (``c_k >= c_s``): serverless then carries everything it can.
+        """
+        if self.forecast.quantile is not None:
+            return self.forecast.quantile
+        ratio = self.break_even_utilisation
+        return 1.0 - ratio if ratio < 1.0 else None
+
 
 class PolicyFile(_Strict):
     """A policy file: one or more models."""

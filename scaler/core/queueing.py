@@ -96,11 +96,20 @@ def prob_wait_exceeds(c: int, offered_load: float, service_time: float, t: float
     return p * math.exp(-(c - offered_load) * t / service_time)
 
 
+def request_work(policy: ModelPolicy, prompt: FloatArray, output: FloatArray) -> FloatArray:
+    """Return ``P/Tp + O/Td`` per request: instance-seconds of work of requests of these token counts.
+
+    The one place the work formula is written; the simulator's slot time is ``C`` times it.
+    """
+    replica = policy.replica
+    work = prompt / replica.prefill_tokens_per_second + output / replica.decode_tokens_per_second
+    return np.asarray(work, dtype=np.float64)
+
+
 def work_seconds(policy: ModelPolicy, *, mean_prompt: float, mean_output: float) -> float:
     """Return ``s = P/Tp + O/Td``: instance-seconds of work per request (token counts floored at 1)."""
-    replica = policy.replica
-    prompt, output = max(mean_prompt, 1.0), max(mean_output, 1.0)
-    return prompt / replica.prefill_tokens_per_second + output / replica.decode_tokens_per_second
+    prompt, output = np.array([max(mean_prompt, 1.0)]), np.array([max(mean_output, 1.0)])
+    return float(request_work(policy, prompt, output)[0])
 
 
 def wait_budget(policy: ModelPolicy, *, mean_prompt: float) -> float:

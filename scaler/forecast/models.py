@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from scaler.core.types import DemandForecast, FloatArray
-from scaler.forecast import kernels
+from scaler.forecast import checkpoint, kernels
 
 if TYPE_CHECKING:
     from scaler.core.policy import ModelPolicy
@@ -358,13 +358,51 @@ class DemandForecaster:
 
     def to_bytes(self) -> bytes:
         """Return a versioned checkpoint (JSON header + numpy arrays, no pickle)."""
-        from scaler.forecast import checkpoint  # noqa: PLC0415 - checkpoint imports this module
-
-        return checkpoint.dump(self)
+        header = {
+            "bucket_seconds": self.bucket_seconds,
+            "horizon_buckets": self.horizon_buckets,
+            "season_buckets": list(self.season_buckets),
+            "levels": [float(v) for v in self.levels],
+            "min_buckets": self.min_buckets,
+            "anchor": self.anchor,
+            "last_idx": self.last_idx,
+            "first_idx": self.first_idx,
+            "origin": self.origin,
+            "n_observed": self.n_observed,
+            "since_fit": self.since_fit,
+        }
+        arrays = {name: getattr(self, name) for name in checkpoint.ARRAYS}
+        return checkpoint.dump(checkpoint.Saved(header=header, arrays=arrays))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> DemandForecaster:
         """Return the forecaster saved by :meth:`to_bytes`; raises ValueError on corrupt or foreign data."""
-        from scaler.forecast import checkpoint  # noqa: PLC0415 - checkpoint imports this module
-
-        return checkpoint.load(data)
+        saved = checkpoint.load(data)
+        head = saved.header
+        try:
+            fc = cls(
+                bucket_seconds=int(head["bucket_seconds"]),
+                horizon_buckets=int(head["horizon_buckets"]),
+                season_buckets=[int(m) for m in head["season_buckets"]],
+                levels=[float(v) for v in head["levels"]],
+                min_buckets=int(head["min_buckets"]),
+            )
+            anchor = None if head["anchor"] is None else float(head["anchor"])
+            ints = {name: int(head[name]) for name in checkpoint.INTS}
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"forecaster checkpoint: corrupt ({type(exc).__name__}: {exc})") from None
+        if anchor is not None and not math.isfinite(anchor):
+            raise ValueError("forecaster checkpoint: anchor is not finite")
+        arrays = saved.arrays
+        for name in checkpoint.ARRAYS:
+            shape, expected = arrays[name].shape, getattr(fc, name).shape
+            if shape != expected:
+                raise ValueError(f"forecaster checkpoint: array {name} has shape {shape}, not {expected}")
+            if name != "hist" and not np.isfinite(arrays[name]).all():
+                raise ValueError(f"forecaster checkpoint: array {name} holds non-finite values")
+        fc.params, fc.state, fc.seas = arrays["params"], arrays["state"], arrays["seas"]
+        fc.res, fc.hist = arrays["res"], arrays["hist"]
+        fc.anchor = anchor
+        fc.last_idx, fc.first_idx, fc.origin = ints["last_idx"], ints["first_idx"], ints["origin"]
+        fc.n_observed, fc.since_fit = ints["n_observed"], ints["since_fit"]
+        return fc

@@ -14,7 +14,7 @@ from typing import Any, Final
 
 import msgspec
 
-from scaler.core.events import MetricEvent, RequestEvent
+from scaler.core.events import RATE_FIELDS, MetricEvent, RequestEvent
 
 DIRECTORY: Final = Path(__file__).resolve().parent
 BASE_URL: Final = "https://spillway.dev/schemas/"
@@ -29,6 +29,10 @@ def schema(file_name: str) -> dict[str, Any]:
     generated = msgspec.json.schema(FILES[file_name])
     name = generated["$ref"].rsplit("/", 1)[-1]
     body = generated["$defs"][name]  # an event has no nested structs: inline its one definition
+    if FILES[file_name] is MetricEvent:  # what MetricEvent.__post_init__ checks: the rates come together
+        body["dependentRequired"] = {
+            name: [other for other in RATE_FIELDS if other != name] for name in RATE_FIELDS
+        }
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": BASE_URL + file_name, **body}
 
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 import numpy as np
 
 from scaler.core.policy import ModelPolicy
+from scaler.sim.cluster import hold_seconds
 from scaler.sim.predictive_baselines import AwsPredictive, DynamoPlanner
 from scaler.sim.protocol import CapacityTarget, Controller, TickObservation
 from scaler.sim.workload import RateWorkload, Workload
@@ -64,31 +65,16 @@ def _clamp(n: int, policy: ModelPolicy) -> int:
     return max(bounds.min_replicas, min(bounds.max_replicas, n))
 
 
-def _service_seconds(policy: ModelPolicy, prompt: float, output: float) -> float:
-    """Return the instance-seconds of work one request of ``prompt``/``output`` tokens needs."""
-    rep = policy.replica
-    return prompt / rep.prefill_tokens_per_second + output / rep.decode_tokens_per_second
-
-
 def _window_work(workload: Workload | RateWorkload, *, policy: ModelPolicy, window: float) -> np.ndarray:
     """Return instance-seconds of work arriving in each consecutive ``window``-second window."""
     if window <= 0:
         raise ValueError(f"window must be > 0 seconds, got {window}")
-    if isinstance(workload, RateWorkload):
-        per_request = _service_seconds(policy, workload.mean_prompt_tokens, workload.mean_output_tokens)
-        width = max(1, round(window))
-        counts = workload.counts
-        pad = (-counts.shape[0]) % width
-        sums = np.concatenate([counts, np.zeros(pad)]).reshape(-1, width).sum(axis=1)
-        return np.asarray(sums * per_request, dtype=np.float64)
-    if workload.requests == 0:
+    rows = workload.rows()
+    if not rows.weights.any():
         return np.zeros(0)
-    rep = policy.replica
-    each = (
-        workload.prompt_tokens / rep.prefill_tokens_per_second
-        + workload.output_tokens / rep.decode_tokens_per_second
-    )
-    bins = (workload.arrivals // window).astype(np.int64)
+    slots = policy.replica.max_concurrency  # a request holds one of C slots: C slot-seconds = 1 instance-s
+    each = rows.weights * hold_seconds(policy, rows.prompt_tokens, rows.output_tokens) / slots
+    bins = (rows.arrivals // window).astype(np.int64)
     return np.bincount(bins, weights=each)
 
 
@@ -112,16 +98,25 @@ def opening_instances(
     return float(work[0]) / window if work.shape[0] else 0.0
 
 
+def warm_replicas(workload: Workload | RateWorkload, *, policy: ModelPolicy) -> int:
+    """Return the replicas ready at t=0 for a warm start: what the opening minute keeps busy, in bounds."""
+    need = math.ceil(opening_instances(workload, policy=policy) - 1e-9)
+    bounds = policy.bounds
+    return min(max(need, bounds.min_replicas), bounds.max_replicas)
+
+
 class StaticPeak:
     """A fixed number of replicas sized for the workload's peak minute, no serverless.
 
     This is how capacity is provisioned statically: look at the peak, add headroom, never change it.
     """
 
+    interval_seconds: float = 300.0  # the decision interval (it never changes its mind, so a long one)
+
     def __init__(self, replicas: int, *, policy: ModelPolicy, name: str = "static-peak") -> None:
         """Keep ``replicas`` (clamped into the policy's bounds) for the whole run."""
         self._replicas = _clamp(replicas, policy)
-        self._name = name
+        self.name = name  # the report name
 
     @classmethod
     def for_workload(
@@ -138,16 +133,6 @@ class StaticPeak:
         return cls(max(1, math.ceil(need - 1e-9)), policy=policy)
 
     @property
-    def name(self) -> str:
-        """Return the report name."""
-        return self._name
-
-    @property
-    def interval_seconds(self) -> float:
-        """Return the decision interval (it never changes its mind, so a long one)."""
-        return 300.0
-
-    @property
     def replicas(self) -> int:
         """Return the fixed replica count."""
         return self._replicas
@@ -161,19 +146,11 @@ class StaticPeak:
 class ServerlessOnly:
     """No replicas at all: every request goes to on-demand serverless (up to the quota)."""
 
+    interval_seconds: float = 60.0  # the decision interval
+
     def __init__(self, *, name: str = "serverless-only") -> None:
         """Create the controller."""
-        self._name = name
-
-    @property
-    def name(self) -> str:
-        """Return the report name."""
-        return self._name
-
-    @property
-    def interval_seconds(self) -> float:
-        """Return the decision interval."""
-        return 60.0
+        self.name = name  # the report name
 
     def decide(self, obs: TickObservation) -> CapacityTarget:
         """Return zero replicas with serverless enabled."""
@@ -227,6 +204,8 @@ class Hpa:
     changes; at least one replica (the HPA cannot scale to zero by default).
     """
 
+    interval_seconds: float = HPA_SYNC_SECONDS  # the HPA sync period (15 s)
+
     def __init__(
         self,
         *,
@@ -238,20 +217,10 @@ class Hpa:
         """Create the controller; raises ValueError unless 0 < target <= 1."""
         if not 0 < target <= 1:
             raise ValueError(f"target utilisation must be in (0, 1], got {target}")
-        self._name = name
+        self.name = name  # the report name
         self._target = target
         self._serverless = serverless
         self._core = _HpaCore(policy=policy, min_replicas=1)
-
-    @property
-    def name(self) -> str:
-        """Return the report name."""
-        return self._name
-
-    @property
-    def interval_seconds(self) -> float:
-        """Return the HPA sync period (15 s)."""
-        return HPA_SYNC_SECONDS
 
     def decide(self, obs: TickObservation) -> CapacityTarget:
         """Return the HPA's replica count after this sync."""
@@ -293,26 +262,18 @@ class Keda:
     replica to zero waits ``cooldownPeriod`` (300 s) after the last poll that saw lag.
     """
 
+    interval_seconds: float = KEDA_POLLING_SECONDS  # KEDA's polling interval (30 s)
+
     def __init__(
         self, *, policy: ModelPolicy, lag_threshold: float | None = None, name: str = "keda"
     ) -> None:
         """Create the controller; raises ValueError for a non-positive lag threshold."""
         if lag_threshold is not None and lag_threshold <= 0:
             raise ValueError(f"lag_threshold must be > 0, got {lag_threshold}")
-        self._name = name
+        self.name = name  # the report name
         self._lag_threshold = lag_threshold
         self._core = _HpaCore(policy=policy, min_replicas=0)
         self._last_active = -math.inf
-
-    @property
-    def name(self) -> str:
-        """Return the report name."""
-        return self._name
-
-    @property
-    def interval_seconds(self) -> float:
-        """Return KEDA's polling interval (30 s)."""
-        return KEDA_POLLING_SECONDS
 
     def decide(self, obs: TickObservation) -> CapacityTarget:
         """Return the replica count after this poll."""
@@ -345,25 +306,17 @@ class KnativeKpa:
     to zero only after 30 s (the scale-to-zero grace period) with a desired count of zero.
     """
 
+    interval_seconds: float = KPA_TICK_SECONDS  # the KPA tick (2 s)
+
     def __init__(self, *, policy: ModelPolicy, name: str = "knative-kpa") -> None:
         """Create the controller."""
-        self._name = name
+        self.name = name  # the report name
         self._policy = policy
         self._samples: collections.deque[tuple[float, float]] = collections.deque()
         self._panic_since: float | None = None
         self._last_panic_signal = -math.inf
         self._zero_since: float | None = None
         self._current = _clamp(0, policy)
-
-    @property
-    def name(self) -> str:
-        """Return the report name."""
-        return self._name
-
-    @property
-    def interval_seconds(self) -> float:
-        """Return the KPA tick (2 s)."""
-        return KPA_TICK_SECONDS
 
     @property
     def panicking(self) -> bool:

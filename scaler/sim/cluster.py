@@ -27,6 +27,7 @@ import math
 
 import numpy as np
 
+from scaler.core import queueing
 from scaler.core.policy import ModelPolicy
 from scaler.sim import kernels
 from scaler.sim.coldstart import ColdStarts
@@ -57,9 +58,7 @@ class Outcome:
 
 def hold_seconds(policy: ModelPolicy, prompt: FloatArray, output: FloatArray) -> FloatArray:
     """Return how long each request holds one slot: ``C * (P/Tp + O/Td)`` seconds."""
-    rep = policy.replica
-    per_request = prompt / rep.prefill_tokens_per_second + output / rep.decode_tokens_per_second
-    return np.asarray(rep.max_concurrency * per_request, dtype=np.float64)
+    return policy.replica.max_concurrency * queueing.request_work(policy, prompt, output)
 
 
 def wait_limit(policy: ModelPolicy) -> tuple[float, float]:

@@ -78,11 +78,8 @@ class Feasibility:
 
 
 def prefill_seconds(workload: Workload | RateWorkload, *, policy: ModelPolicy) -> np.ndarray:
-    """Return each request's prefill time ``P/Tp`` (one mean value for a rate workload)."""
-    tp = policy.replica.prefill_tokens_per_second
-    if isinstance(workload, Workload):
-        return np.asarray(workload.prompt_tokens, dtype=np.float64) / tp
-    return np.array([workload.mean_prompt_tokens / tp])
+    """Return the prefill time ``P/Tp`` of each row of ``workload.rows()`` (one per second for rates)."""
+    return workload.rows().prompt_tokens / policy.replica.prefill_tokens_per_second
 
 
 def feasibility(workload: Workload | RateWorkload, *, policy: ModelPolicy) -> Feasibility:
@@ -94,14 +91,11 @@ def feasibility(workload: Workload | RateWorkload, *, policy: ModelPolicy) -> Fe
     n = workload.requests
     if ttft is None or n == 0:
         return Feasibility(requests=n, prefill_misses=0, cold_path_misses=0, goal=policy.slo.attainment)
-    prefill = prefill_seconds(workload, policy=policy)
+    rows = workload.rows()
+    prefill = rows.prompt_tokens / policy.replica.prefill_tokens_per_second
     cold = policy.lead_times.serverless_cold_start_seconds
-    if isinstance(workload, Workload):
-        over = int(np.count_nonzero(prefill > ttft))
-        cold_over = int(np.count_nonzero(prefill + cold > ttft))
-    else:
-        over = n if float(prefill[0]) > ttft else 0
-        cold_over = n if float(prefill[0]) + cold > ttft else 0
+    over = min(n, round(float(rows.weights[prefill > ttft].sum())))
+    cold_over = min(n, round(float(rows.weights[prefill + cold > ttft].sum())))
     return Feasibility(
         requests=n, prefill_misses=over, cold_path_misses=cold_over, goal=policy.slo.attainment
     )

@@ -70,12 +70,7 @@ class DynamoPlanner:
             raise ValueError(f"adjustment interval must be > 0 seconds, got {interval}")
         self._policy = policy
         self._interval = interval
-        self._name = name
-
-    @property
-    def name(self) -> str:
-        """Return the report name."""
-        return self._name
+        self.name = name  # the report name
 
     @property
     def interval_seconds(self) -> float:
@@ -110,6 +105,8 @@ class AwsPredictive:
     lowers it only after a 300 s scale-in cooldown, and the group's maximum is honoured.
     """
 
+    interval_seconds: float = AWS_METRIC_SECONDS  # the metric period (60 s)
+
     def __init__(
         self,
         *,
@@ -126,22 +123,12 @@ class AwsPredictive:
         self._policy = policy
         self._buffer = buffer_seconds
         self._target = target
-        self._name = name
+        self.name = name  # the report name
         self._hourly: dict[int, float] = {}  # hour index -> instance-seconds of work arrived
         self._forecast: dict[int, int] = {}  # hour index -> replicas
         self._refreshed_at = -math.inf
         self._current = _clamp(1, policy)
         self._last_up = -math.inf
-
-    @property
-    def name(self) -> str:
-        """Return the report name."""
-        return self._name
-
-    @property
-    def interval_seconds(self) -> float:
-        """Return the metric period (60 s)."""
-        return AWS_METRIC_SECONDS
 
     def forecast(self, hour: int) -> int | None:
         """Return the forecast replicas for hour index ``hour`` (None before any forecast covers it)."""

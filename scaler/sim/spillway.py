@@ -69,18 +69,14 @@ class Recorded:
 def per_second(workload: Workload | RateWorkload) -> tuple[npt.NDArray[np.int64], ...]:
     """Return per-second (arrivals, prompt tokens, output tokens) of ``workload`` as whole numbers."""
     seconds = max(1, math.ceil(workload.duration))
-    if isinstance(workload, RateWorkload):
-        counts = np.rint(workload.counts).astype(np.int64)
-        return (
-            counts,
-            np.rint(counts * workload.mean_prompt_tokens).astype(np.int64),
-            np.rint(counts * workload.mean_output_tokens).astype(np.int64),
-        )
-    idx = np.minimum(np.floor(workload.arrivals).astype(np.int64), seconds - 1)
-    arrivals = np.bincount(idx, minlength=seconds)
-    prompt = np.bincount(idx, weights=workload.prompt_tokens.astype(np.float64), minlength=seconds)
-    output = np.bincount(idx, weights=workload.output_tokens.astype(np.float64), minlength=seconds)
-    return arrivals.astype(np.int64), np.rint(prompt).astype(np.int64), np.rint(output).astype(np.int64)
+    rows = workload.rows()
+    idx = np.minimum(np.floor(rows.arrivals).astype(np.int64), seconds - 1)
+    sums = (
+        np.bincount(idx, weights=weights, minlength=seconds)
+        for weights in (rows.weights, rows.weights * rows.prompt_tokens, rows.weights * rows.output_tokens)
+    )
+    arrivals, prompt, output = (np.rint(total).astype(np.int64) for total in sums)
+    return arrivals, prompt, output
 
 
 def bucket_counts(
@@ -97,17 +93,13 @@ def bucket_counts(
     n = math.floor(stop / bucket_seconds + 1e-9)
     if n < 1:
         raise ValueError(f"warm-up history of {stop:g} s is shorter than one {bucket_seconds:g} s bucket")
-    if isinstance(workload, RateWorkload):
-        seconds = np.arange(workload.counts.shape[0], dtype=np.float64)
-        keep = seconds < n * bucket_seconds
-        idx = (seconds[keep] // bucket_seconds).astype(np.int64)
-        reqs = _sums(idx, workload.counts[keep], n)
-        return reqs, reqs * workload.mean_prompt_tokens, reqs * workload.mean_output_tokens
-    keep = workload.arrivals < n * bucket_seconds
-    idx = (workload.arrivals[keep] // bucket_seconds).astype(np.int64)
-    reqs = _sums(idx, np.ones(idx.shape[0]), n)
-    prompt = _sums(idx, workload.prompt_tokens[keep].astype(np.float64), n)
-    output = _sums(idx, workload.output_tokens[keep].astype(np.float64), n)
+    rows = workload.rows()
+    keep = rows.arrivals < n * bucket_seconds
+    idx = (rows.arrivals[keep] // bucket_seconds).astype(np.int64)
+    weights = rows.weights[keep]
+    reqs = _sums(idx, weights, n)
+    prompt = _sums(idx, weights * rows.prompt_tokens[keep], n)
+    output = _sums(idx, weights * rows.output_tokens[keep], n)
     return reqs, prompt, output
 
 

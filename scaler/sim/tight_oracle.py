@@ -145,50 +145,30 @@ def default_step(duration: float) -> float:
 
 
 def _demand(
-    workload: Workload | RateWorkload, *, policy: ModelPolicy, fits: Feasibility, seconds: int
+    workload: Workload | RateWorkload, *, policy: ModelPolicy, seconds: int
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Return (per-second requirement in instances, arrival time of each request kept, their weights)."""
     c = policy.replica.max_concurrency
     ttft = policy.slo.ttft_seconds
-    if isinstance(workload, Workload):
-        prompt = workload.prompt_tokens.astype(np.float64)
-        output = workload.output_tokens.astype(np.float64)
-        keep = np.ones(prompt.shape[0], dtype=bool)
-        if ttft is not None:
-            keep = prefill_seconds(workload, policy=policy) <= ttft
-        starts = np.asarray(workload.arrivals, dtype=np.float64)[keep]
-        holds = hold_seconds(policy, prompt[keep], output[keep])
-        weights = np.ones(starts.shape[0])
-    else:
-        counts = np.asarray(workload.counts, dtype=np.float64)
-        if not np.all(np.isfinite(counts)) or np.any(counts < 0):
-            raise ValueError(f"workload {workload.name!r}: counts must be finite and non-negative")
-        if fits.prefill_misses:
-            counts = np.zeros_like(counts)
-        starts = np.arange(counts.shape[0], dtype=np.float64) + 0.5
-        one = hold_seconds(
-            policy, np.array([workload.mean_prompt_tokens]), np.array([workload.mean_output_tokens])
-        )
-        holds = np.full(counts.shape[0], float(one[0]))
-        weights = counts
+    rows = workload.rows()
+    if not np.all(np.isfinite(rows.weights)) or np.any(rows.weights < 0):
+        raise ValueError(f"workload {workload.name!r}: counts must be finite and non-negative")
+    keep = np.ones(rows.weights.shape[0], dtype=bool)
+    if ttft is not None:  # a request whose prefill alone misses is lost whatever the capacity
+        keep = prefill_seconds(workload, policy=policy) <= ttft
+    starts = rows.arrivals[keep]
+    holds = hold_seconds(policy, rows.prompt_tokens[keep], rows.output_tokens[keep])
+    weights = rows.weights[keep]
     r = requirement(starts, holds, weights, seconds=seconds) / c
     return r, np.minimum(starts, seconds - 1e-9), weights
 
 
 def _tokens_per_work(workload: Workload | RateWorkload, *, policy: ModelPolicy) -> float:
     """Return the workload's tokens per instance-second of work (0 for an empty workload)."""
-    c = policy.replica.max_concurrency
-    if isinstance(workload, Workload):
-        prompt = workload.prompt_tokens.astype(np.float64)
-        output = workload.output_tokens.astype(np.float64)
-        work = float(hold_seconds(policy, prompt, output).sum()) / c
-        tokens = float(prompt.sum() + output.sum())
-    else:
-        one = hold_seconds(
-            policy, np.array([workload.mean_prompt_tokens]), np.array([workload.mean_output_tokens])
-        )
-        work = float(one[0]) / c
-        tokens = workload.mean_prompt_tokens + workload.mean_output_tokens
+    rows = workload.rows()
+    work = float((rows.weights * hold_seconds(policy, rows.prompt_tokens, rows.output_tokens)).sum())
+    work /= policy.replica.max_concurrency
+    tokens = float((rows.weights * (rows.prompt_tokens + rows.output_tokens)).sum())
     return tokens / work if work > 0 else 0.0
 
 
@@ -210,7 +190,7 @@ def build_problem(
     seconds = max(1, math.ceil(workload.duration))
     width = int(step)
     n_steps = math.ceil(seconds / width)
-    r, at, weights = _demand(workload, policy=policy, fits=fits, seconds=seconds)
+    r, at, weights = _demand(workload, policy=policy, seconds=seconds)
     grid = np.zeros(n_steps * width)
     grid[:seconds] = r
     rows = grid.reshape(n_steps, width)

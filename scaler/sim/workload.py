@@ -2,18 +2,34 @@
 
 Two shapes: :class:`Workload` lists individual requests (for the per-request cluster model) and
 :class:`RateWorkload` gives per-second arrival counts (for the fluid model, used where a trace holds
-too many requests to list, such as 14 days of ServeGen m-large).
+too many requests to list, such as 14 days of ServeGen m-large). Both give the same view,
+:class:`Requests` (weighted rows), so code that only sums or bins requests is written once for both.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Requests:
+    """Requests as weighted rows: ``weights[i]`` requests arrive at ``arrivals[i]`` with those token counts.
+
+    A listed request is one row of weight 1; a rate workload's second ``i`` is one row of mean-sized
+    requests at ``i + 0.5`` (its middle), weighted by that second's count.
+    """
+
+    arrivals: FloatArray
+    prompt_tokens: FloatArray
+    output_tokens: FloatArray
+    weights: FloatArray
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -35,6 +51,40 @@ class Workload:
     def requests(self) -> int:
         """Return the number of requests."""
         return int(self.arrivals.shape[0])
+
+    def first(self, seconds: float) -> Workload:
+        """Return the requests of the first ``seconds`` (the whole workload if it is shorter)."""
+        if seconds >= self.duration:
+            return self
+        keep = int(np.searchsorted(self.arrivals, seconds, side="left"))
+        return Workload(
+            name=f"{self.name} first {seconds:g} s",
+            arrivals=self.arrivals[:keep],
+            prompt_tokens=self.prompt_tokens[:keep],
+            output_tokens=self.output_tokens[:keep],
+            duration=float(seconds),
+        )
+
+    def as_rates(self) -> RateWorkload:
+        """Return per-second arrival counts with the mean token sizes (for the fluid model)."""
+        seconds = max(1, math.ceil(self.duration))
+        idx = np.minimum(self.arrivals.astype(np.int64), seconds - 1)
+        n = max(self.requests, 1)
+        return RateWorkload(
+            name=self.name,
+            counts=np.bincount(idx, minlength=seconds).astype(np.float64),
+            mean_prompt_tokens=float(self.prompt_tokens.sum()) / n,
+            mean_output_tokens=float(self.output_tokens.sum()) / n,
+        )
+
+    def rows(self) -> Requests:
+        """Return the requests as rows of weight 1."""
+        return Requests(
+            arrivals=np.asarray(self.arrivals, dtype=np.float64),
+            prompt_tokens=self.prompt_tokens.astype(np.float64),
+            output_tokens=self.output_tokens.astype(np.float64),
+            weights=np.ones(self.arrivals.shape[0]),
+        )
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,6 +108,28 @@ class RateWorkload:
     def requests(self) -> int:
         """Return the (rounded) number of requests."""
         return round(float(self.counts.sum()))
+
+    def as_rates(self) -> RateWorkload:
+        """Return this workload (it is per-second counts already)."""
+        return self
+
+    def first(self, seconds: float) -> RateWorkload:
+        """Return the counts of the first ``seconds`` (whole seconds; the whole workload if shorter)."""
+        if seconds >= self.duration:
+            return self
+        return dataclasses.replace(
+            self, name=f"{self.name} first {seconds:g} s", counts=self.counts[: max(1, math.ceil(seconds))]
+        )
+
+    def rows(self) -> Requests:
+        """Return one row per second: mean-sized requests at the second's middle, weighted by its count."""
+        n = self.counts.shape[0]
+        return Requests(
+            arrivals=np.arange(n, dtype=np.float64) + 0.5,
+            prompt_tokens=np.full(n, self.mean_prompt_tokens),
+            output_tokens=np.full(n, self.mean_output_tokens),
+            weights=np.asarray(self.counts, dtype=np.float64),
+        )
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

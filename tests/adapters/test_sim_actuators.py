@@ -145,7 +145,6 @@ def _sandbox(clock: ManualClock, **settings: object) -> tuple[ModelPolicy, Actua
         policies={"Chat_8B:v1": _policy()},
         clock=clock,
         registry=registry,
-        speed=1000.0,
     )
     return policies["Chat_8B:v1"], acts, registry
 

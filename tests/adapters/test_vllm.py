@@ -108,3 +108,13 @@ def test_the_replica_is_the_target_host(url: str, replica: str) -> None:
 def test_a_target_that_is_not_an_http_url_is_refused(url: str) -> None:
     with pytest.raises(ValueError, match="not an http"):
         replica_of(url)
+
+
+def test_vllm_metrics_the_bridge_does_not_read_are_skipped_even_when_odd() -> None:
+    histogram = (
+        "# TYPE vllm:time_to_first_token_seconds histogram\n"
+        'vllm:time_to_first_token_seconds_bucket{le="0.1",model_name="llama-8b"} NaN\n'
+        'vllm:time_to_first_token_seconds_count{model_name="llama-8b"} -3\n'
+    )
+    (event,) = parse(histogram + NEW, replica="r", now=1.0)
+    assert (event.running, event.waiting) == (7, 3)

@@ -146,6 +146,47 @@ def test_a_good_metric_decodes_to_typed_fields() -> None:
     )
 
 
+RATES: dict[str, Any] = {
+    "request_rate": 4.5,
+    "prompt_token_rate": 3600.0,
+    "output_token_rate": 900.0,
+    "rate_seconds": 5.0,
+}
+
+
+def test_a_metric_may_carry_the_replicas_rates_and_they_round_trip() -> None:
+    event = _decode_metric(_met(**RATES))
+    assert (event.request_rate, event.prompt_token_rate, event.output_token_rate, event.rate_seconds) == (
+        4.5,
+        3600.0,
+        900.0,
+        5.0,
+    )
+    assert json.loads(events.encode_metric(event)) == {**GOOD_METRIC, **RATES}
+    assert "request_rate" not in json.loads(
+        events.encode_metric(_decode_metric(_met()))
+    )  # omitted when unset
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason", "names"),
+    [
+        ({"request_rate": 4.5}, "bad_value", "missing prompt_token_rate, output_token_rate, rate_seconds"),
+        ({**RATES, "rate_seconds": _DROP}, "bad_value", "missing rate_seconds"),
+        ({**RATES, "request_rate": -0.1}, "bad_value", "request_rate"),
+        ({**RATES, "request_rate": 2e6}, "bad_value", "request_rate"),
+        ({**RATES, "output_token_rate": 1e10}, "bad_value", "output_token_rate"),
+        ({**RATES, "rate_seconds": 0}, "bad_value", "rate_seconds"),
+        ({**RATES, "rate_seconds": 7200}, "bad_value", "rate_seconds"),
+        ({**RATES, "request_rate": "4.5"}, "wrong_type", "request_rate"),
+    ],
+)
+def test_bad_rates_are_rejected_with_their_field(changes: dict[str, Any], reason: str, names: str) -> None:
+    with pytest.raises(InvalidEvent) as caught:
+        _decode_metric(_met(**changes))
+    assert (caught.value.reason, names in caught.value.detail) == (reason, True), caught.value.detail
+
+
 @pytest.mark.parametrize("usage", [0, 1, 0.0, 1.0])
 def test_kv_cache_usage_bounds_are_inclusive(usage: float) -> None:
     assert _decode_metric(_met(kv_cache_usage=usage)).kv_cache_usage == float(usage)
@@ -264,6 +305,19 @@ _metrics = st.builds(
     running=st.integers(0, 10_000),
     kv_cache_usage=st.floats(0.0, 1.0),
     ready=st.booleans(),
+    request_rate=st.floats(0.0, events.MAX_REQUEST_RATE),
+    prompt_token_rate=st.floats(0.0, events.MAX_TOKEN_RATE),
+    output_token_rate=st.floats(0.0, events.MAX_TOKEN_RATE),
+    rate_seconds=st.floats(0.001, events.MAX_RATE_SECONDS),
+) | st.builds(
+    MetricEvent,
+    model=st.sampled_from(sorted(MODELS)),
+    ts=st.floats(min_value=NOW - SKEW, max_value=NOW + SKEW),
+    replica=st.text(min_size=1, max_size=40),
+    waiting=st.integers(0, 10_000),
+    running=st.integers(0, 10_000),
+    kv_cache_usage=st.floats(0.0, 1.0),
+    ready=st.booleans(),
 )
 
 
@@ -308,7 +362,15 @@ def test_the_schema_check_reports_a_stale_file(tmp_path: Path, monkeypatch: pyte
         (
             "metric-event.schema.json",
             GOOD_METRIC,
-            [{"kv_cache_usage": 1.5}, {"ready": "yes"}, {"waiting": 2**31}, {"replica": "r" * 257}],
+            [
+                {"kv_cache_usage": 1.5},
+                {"ready": "yes"},
+                {"waiting": 2**31},
+                {"replica": "r" * 257},
+                {"request_rate": 1.0},
+                {**RATES, "rate_seconds": 0},
+                {**RATES, "prompt_token_rate": -1},
+            ],
         ),
     ],
 )

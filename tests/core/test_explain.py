@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scaler.core.explain import explain, requests_per_second, sizing_quantile
+from scaler.core.explain import explain, requests_per_second
 from scaler.core.policy import ModelPolicy
 from scaler.core.policy_file import parse_policy_text
 
@@ -46,12 +46,12 @@ def test_break_even_utilisation_is_stated_from_the_prices(
 def test_replicas_are_sized_to_the_cost_optimal_fractile(replica_per_hour: float, quantile: str) -> None:
     p = policy(prices={"replica_per_hour": replica_per_hour})
     assert f"replicas are sized to the {quantile} quantile of forecast demand" in text_of(p)
-    assert sizing_quantile(p) == pytest.approx(1 - replica_per_hour / 7.56)
+    assert p.sizing_quantile == pytest.approx(1 - replica_per_hour / 7.56)
 
 
 def test_a_pinned_quantile_is_used_and_the_optimal_one_still_shown() -> None:
     p = policy(forecast={"quantile": 0.9})
-    assert sizing_quantile(p) == 0.9
+    assert p.sizing_quantile == 0.9
     assert "sized to the 0.90 quantile of demand (forecast.quantile); cost-optimal fractile" in text_of(p)
     assert "1 - c_k/c_s is 0.47" in text_of(p)
 
@@ -66,7 +66,7 @@ def test_when_serverless_is_cheaper_even_at_full_use_replicas_never_pay(min_repl
     assert "$7.56 per busy hour is cheaper than a replica ($9.00/h) even at 100% utilisation" in facts
     assert tail in facts
     assert "pays off above" not in facts
-    assert sizing_quantile(p) is None
+    assert p.sizing_quantile is None
 
 
 @pytest.mark.parametrize(
