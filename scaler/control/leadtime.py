@@ -118,7 +118,11 @@ class LeadTimeLearner:
             self.refused[start.kind] += 1
             return "refused"
         if start.key in self._counted:
-            return self._again(start)
+            known_uid = self._counted[start.key]
+            if start.uid is None or known_uid is None or start.uid == known_uid:
+                return self._again(start)
+            del self._counted[start.key]  # the same name, a new pod (a StatefulSet's): start afresh
+            self._drop(start.key)
         pending = self._pending.get(start.key)
         if ready is None:
             if pending is None:
@@ -164,13 +168,8 @@ class LeadTimeLearner:
         self._expire(lead=lead, now=now)
 
     def _again(self, start: ColdStart) -> Result:
-        """Return what a second sighting of a counted pod does: a new uid is a new pod; kubernetes
-        replaces what events said; anything else was seen already."""
-        known_uid = self._counted[start.key]
-        if start.uid is not None and known_uid is not None and start.uid != known_uid:
-            del self._counted[start.key]  # the same name, a new pod (StatefulSet)
-            self._drop(start.key)
-            return "pending" if start.ready_at is None else self._count_new(start)
+        """Return what a second sighting of a counted pod does: kubernetes replaces what events said,
+        anything else was seen already."""
         if start.source == "kubernetes" and start.ready_at is not None:
             for sample in self._samples[start.kind]:
                 if sample.key == start.key and sample.source == "events":
@@ -178,11 +177,6 @@ class LeadTimeLearner:
                     self._counted[start.key] = start.uid
                     return "replaced"
         return "seen"
-
-    def _count_new(self, start: ColdStart) -> Result:
-        assert start.ready_at is not None
-        self._count(start, seconds=start.ready_at - start.started_at, censored=False)
-        return "counted"
 
     def _count(self, start: ColdStart, *, seconds: float, censored: bool) -> None:
         self._samples[start.kind].append(_Sample(start.key, seconds, start.source, censored))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -106,9 +107,12 @@ def test_a_new_pod_under_an_old_name_is_a_new_observation() -> None:
     learner.observe(first, lead=LEAD, now=NOW + 1)
     ready = ColdStart(key="chat-0", uid="a", started_at=NOW, ready_at=NOW + 100)
     learner.observe(ready, lead=LEAD, now=NOW + 100)
-    again = ColdStart(key="chat-0", uid="b", started_at=NOW + 500, ready_at=NOW + 700)
-    assert learner.observe(again, lead=LEAD, now=NOW + 701) == "counted"
-    assert learner.estimate(LEAD, "replica", now=NOW + 701).observations == 1  # the old one replaced
+    again = ColdStart(key="chat-0", uid="b", started_at=NOW + 500, ready_at=None)
+    assert learner.observe(again, lead=LEAD, now=NOW + 501) == "pending"
+    ready = dataclasses.replace(again, ready_at=NOW + 700)
+    assert learner.observe(ready, lead=LEAD, now=NOW + 701) == "counted"
+    estimate = learner.estimate(LEAD, "replica", now=NOW + 701)
+    assert (estimate.observations, estimate.pending) == (1, 0)  # the old one replaced by the new pod's 200 s
 
 
 def test_a_pod_that_never_becomes_ready_raises_the_lead_time_and_never_lowers_it() -> None:
