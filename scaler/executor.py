@@ -217,13 +217,15 @@ class Executor:
 
 
 def readback_from(capacity: Capacity, *, unavailable: Unavailable) -> ReadBack:
-    """Return what ``capacity`` says as the controller's read-back, with the kinds whose API keeps failing."""
+    """Return what ``capacity`` says as the controller's read-back, with the kinds whose API keeps failing
+    and the cold starts of the serving and standby workloads' pods."""
     replicas, standby = capacity.replicas, capacity.standby
     kinds = (("replicas", replicas), ("standby", standby))
     state = OperatorState(
         paused=frozenset(kind for kind, s in kinds if s is not None and s.paused),
         external={kind: s.external for kind, s in kinds if s is not None and s.external is not None},
     )
+    pods = (replicas.pods if replicas is not None else ()) + (standby.pods if standby is not None else ())
     return ReadBack(
         replicas_ready=replicas.ready if replicas is not None else None,
         replicas_starting=replicas.starting if replicas is not None else None,
@@ -232,6 +234,7 @@ def readback_from(capacity: Capacity, *, unavailable: Unavailable) -> ReadBack:
         serverless_provisioned=capacity.serverless,
         unavailable=unavailable,
         operators=state,
+        cold_starts=pods,
     )
 
 

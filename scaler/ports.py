@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import NamedTuple, Protocol, runtime_checkable
 
 from scaler.control.controller import Forecaster, Planner
+from scaler.control.leadtime import ColdStart
 from scaler.core.operators import ExternalChange
 from scaler.core.policy import KubernetesTarget, ModelPolicy, ServerlessTarget
 from scaler.core.types import Decision
@@ -29,6 +30,7 @@ __all__ = [
     "KubeState",
     "KubernetesOperatorsPort",
     "KubernetesPort",
+    "LabelStandbyPort",
     "OwnershipCallback",
     "PermanentError",
     "Planner",
@@ -176,6 +178,7 @@ class KubeState:
     ``generation`` and ``resource_version`` identify what was read (None: unknown); ``external`` is
     set by :class:`scaler.adapters.actuator.Actuators` when ``desired`` is a count Spillway did not
     write (the latest such change, kept while it is in force).
+    ``pods``: when each of its pods was created and became Ready (for the lead-time learner).
     """
 
     desired: int
@@ -185,6 +188,7 @@ class KubeState:
     generation: int | None = None
     resource_version: str | None = None
     external: ExternalChange | None = None
+    pods: tuple[ColdStart, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -241,6 +245,19 @@ class KubernetesOperatorsPort(KubernetesPort, Protocol):
 
     async def set_deletion_cost(self, target: KubernetesTarget, *, pod: str, cost: int | None) -> None:
         """Set (None: remove) the pod's deletion cost annotation; raise TransientError or PermanentError."""
+
+
+@runtime_checkable
+class LabelStandbyPort(KubernetesPort, Protocol):
+    """A Kubernetes port that keeps standby pods inside the serving workload, out of its Service by label."""
+
+    async def read_split(self, target: KubernetesTarget) -> tuple[KubeState, KubeState]:
+        """Return (serving, standby) counts of the workload's pods; raise TransientError or PermanentError."""
+
+    async def set_label_standby(
+        self, target: KubernetesTarget, *, replicas: int, standby: int, reason: str
+    ) -> None:
+        """Run ``replicas + standby`` pods, ``standby`` of them labelled standby; raise on failure."""
 
 
 class ServerlessPort(Protocol):

@@ -316,6 +316,7 @@ class Runtime:
         )
         self.metrics.record_decision(model=model, decision=decision, trigger=trigger)
         self.metrics.record_ledger(model=model, accrued=controller.ledger.take_unexported(controller.policy))
+        self.metrics.record_lead_times(model=model, lead_times=step.lead_times)
         self.metrics.decision_latency.observe(time.perf_counter() - started)
         return decision
 

@@ -180,3 +180,48 @@ def test_explain_with_a_missing_trace_exits_2(tmp_path: Path, capsys: pytest.Cap
     )
     assert code == 2
     assert "no such file" in err
+
+
+def test_explain_shows_what_a_running_daemon_learned(capsys: pytest.CaptureFixture[str]) -> None:
+    import http.server  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    from scaler.adapters.metrics import DaemonMetrics  # noqa: PLC0415
+    from scaler.control.leadtime import LeadEstimate  # noqa: PLC0415
+
+    metrics = DaemonMetrics()
+    learned = LeadEstimate(
+        kind="replica", seconds=212.0, configured=300.0, learned=212.0, observations=9, censored=0, pending=0,
+        refused=0,
+    )  # fmt: skip
+    configured = LeadEstimate(
+        kind="serverless", seconds=15.0, configured=15.0, learned=None, observations=0, censored=0, pending=0,
+        refused=0,
+    )  # fmt: skip
+    metrics.record_lead_times(model="llama-3.1-8b-instruct", lead_times=(learned, configured))
+    body = metrics.exposition()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            return
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/metrics"
+        code, out, _ = run(capsys, "policy", "explain", str(POLICIES / "default.yaml"), "--metrics", url)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert code == 0
+    assert "replica cold start 212 s learned (configured 300 s)" in out
+    assert "serverless warm-up 15 s configured (nothing learned yet)" in out
+    code, _, err = run(capsys, "policy", "explain", str(POLICIES / "default.yaml"), "--metrics", "file:///etc/x")
+    assert code == 2
+    assert "--metrics: 'file:///etc/x' is not an http(s) URL" in err

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
+from scaler.adapters import lease
 from scaler.adapters.kubernetes import describe_rules
 from scaler.core.operators import DELETION_COST_ANNOTATION
 from tests.conftest import Broker, free_port, wait_for_tcp
@@ -79,7 +80,8 @@ def test_the_daemon_marks_the_idle_pods_before_it_scales_in(
     broker: Broker, kube: KubeCluster, kube_namespace: str, tmp_path: Path
 ) -> None:
     create_deployment(kube, namespace=kube_namespace, name="chat", replicas=3)
-    bind_role(kube, namespace=kube_namespace, user="scaler", rules=describe_rules())
+    rules = describe_rules() + lease.describe_rules()  # the actuators' and the fencing Leases'
+    bind_role(kube, namespace=kube_namespace, user="scaler", rules=rules)
     kube.make_ready(namespace=kube_namespace, selector="app=chat", count=3)
     with kube.api_client() as admin:
         core, apps = client.CoreV1Api(admin), client.AppsV1Api(admin)

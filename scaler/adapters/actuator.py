@@ -47,6 +47,7 @@ from scaler.ports import (
     KubernetesOperatorsPort,
     KubernetesPort,
     KubeState,
+    LabelStandbyPort,
     PermanentError,
     PodInfo,
     ServerlessPort,
@@ -266,6 +267,8 @@ class Actuators:
             targets["replicas"] = f"{k.kind}/{k.namespace}/{k.name}"
             if k.standby_name is not None:
                 targets["standby"] = f"{k.kind}/{k.namespace}/{k.standby_name}"
+            elif k.standby_label and isinstance(self.kubernetes, LabelStandbyPort):
+                targets["standby"] = f"{k.kind}/{k.namespace}/{k.name}#standby"  # pods of name, by label
         if spec.serverless is not None and self.serverless is not None:
             targets["serverless"] = spec.serverless.key
         return targets
@@ -355,12 +358,22 @@ class Actuators:
         kube, aws = self.kubernetes, self.serverless
         if spec.kubernetes is not None and kube is not None:
             k = spec.kubernetes
-            replicas = await self._call(
-                model=policy.name,
-                kind="replicas",
-                target=targets["replicas"],
-                op=lambda: kube.read(k, name=k.name),
-            )
+            if k.standby_label and isinstance(kube, LabelStandbyPort):
+                labelled = kube
+                split = await self._call(
+                    model=policy.name,
+                    kind="replicas",
+                    target=targets["replicas"],
+                    op=lambda: labelled.read_split(k),
+                )
+                replicas, standby = split if split is not None else (None, None)
+            else:
+                replicas = await self._call(
+                    model=policy.name,
+                    kind="replicas",
+                    target=targets["replicas"],
+                    op=lambda: kube.read(k, name=k.name),
+                )
             if k.standby_name is not None:
                 standby_name = k.standby_name
                 standby = await self._call(
@@ -525,7 +538,12 @@ class Actuators:
                     **({"weights": together} if together is not None else {}),
                 )
             elif not await self._write(
-                policy=policy, change=change, reason=reason, weights=together, inflight=inflight or {}
+                policy=policy,
+                change=change,
+                reason=reason,
+                weights=together,
+                inflight=inflight or {},
+                desired=desired,
             ):
                 continue
             self.pacer.record(change.target, now=now)
@@ -547,13 +565,16 @@ class Actuators:
         reason: str,
         weights: dict[str, float] | None,
         inflight: Mapping[str, int],
+        desired: actuation.Desired | None = None,
     ) -> bool:
         """Make ``change`` (marking pods first on a scale-in); return True if it was made."""
         kube = change.kind in ("replicas", "standby")
         if change.kind == "replicas" and change.current is not None and change.desired < change.current:
             await self._mark_for_drain(policy=policy, change=change, inflight=inflight)
         try:
-            done = await self._change(policy=policy, change=change, reason=reason, weights=weights)
+            done = await self._change(
+                policy=policy, change=change, reason=reason, weights=weights, desired=desired
+            )
         except Superseded as exc:  # the next read-back reports the external change
             self.log.warning("actuation_superseded", model=policy.name, target=change.target, error=str(exc))
             return False
@@ -699,7 +720,13 @@ class Actuators:
         ).inc()
 
     async def _change(
-        self, *, policy: ModelPolicy, change: Change, reason: str, weights: dict[str, float] | None = None
+        self,
+        *,
+        policy: ModelPolicy,
+        change: Change,
+        reason: str,
+        weights: dict[str, float] | None = None,
+        desired: actuation.Desired | None = None,
     ) -> bool:
         spec = policy.targets
         kube, aws = self.kubernetes, self.serverless
@@ -718,6 +745,11 @@ class Actuators:
                 )
             else:
                 op = lambda: kube.set_replicas(k, name=name, replicas=change.desired, reason=reason)  # noqa: E731
+            if k.standby_label and isinstance(kube, LabelStandbyPort) and desired is not None:
+                labelled, want = kube, desired  # one workload: replicas + standby pods, standby by label
+                op = lambda: labelled.set_label_standby(  # noqa: E731
+                    k, replicas=want.replicas, standby=want.standby, reason=reason
+                )
         else:
             s = spec.serverless
             if s is None or aws is None:

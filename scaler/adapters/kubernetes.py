@@ -15,6 +15,18 @@ carry labels outside the model's Service selector: loaded and warm, taking no tr
 serving pods take the nodes, image cache and GPU capacity the standby pool kept warm, and the pool
 is refilled when the planner asks for it again.
 
+Warm standby by label (:meth:`KubernetesActuator.set_standby_pods`): standby pods can also be pods
+of the serving workload itself, loaded and Ready, kept out of the Service because their label
+``spillway.io/role`` says ``standby`` while the Service selects ``serving``. The workload runs
+``replicas + standby`` pods (its template says ``serving``); promotion is one label patch per pod
+(the EndpointSlice controller adds it to the Service within about a second), and the pod keeps its
+GPU, image and loaded weights: a standby costs what a replica costs. Starting pods are chosen as
+standby first, so a scale-up promotes a warm standby at once and the refill cold-starts instead.
+
+Cold starts: every read also lists the workload's pods (its selector) and reports each one's
+``creationTimestamp`` and the ``lastTransitionTime`` of its ``Ready`` condition
+(:func:`pod_cold_starts`), for :mod:`scaler.control.leadtime`; a failed listing only leaves them out.
+
 The official client is synchronous: every call runs in :func:`asyncio.to_thread`.
 :data:`RBAC_RULES` lists every verb on every resource this module calls (the Helm chart's Role).
 """
@@ -33,6 +45,7 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError, SSLError
 
 from scaler.adapters.actuator import KubeState, PermanentError, PodInfo, Superseded, TransientError
+from scaler.control.leadtime import ColdStart
 from scaler.core import operators
 from scaler.core.policy import KubernetesTarget
 
@@ -46,6 +59,7 @@ RBAC_RULES: Final[tuple[dict[str, tuple[str, ...]], ...]] = (
     {"apiGroups": ("",), "resources": ("events",), "verbs": ("create",)},
     {"apiGroups": ("",), "resources": ("pods",), "verbs": ("list", "patch")},
 )
+ROLE_LABEL: Final = "spillway.io/role"  # serving: behind the Service; standby: warm, out of it
 COMPONENT: Final = "spillway-scaler"
 EVENT_REASON: Final = "SpillwayScaled"
 _TRANSIENT_STATUS: Final = frozenset({408, 409, 429, 500, 502, 503, 504})
@@ -210,7 +224,22 @@ class KubernetesActuator:
             paused=operators.is_paused(meta.annotations),
             generation=int(meta.generation) if meta.generation is not None else None,
             resource_version=meta.resource_version,
+            pods=self._pod_starts(target, obj),
         )
+
+    def _pod_starts(self, target: KubernetesTarget, workload: Any) -> tuple[ColdStart, ...]:
+        """Return the cold starts of ``workload``'s pods; () when its selector or the listing fails."""
+        spec = workload.spec
+        query = _label_selector(spec.selector if spec is not None else None)
+        if not query:
+            return ()
+        try:
+            listed = self.core.list_namespaced_pod(
+                target.namespace, label_selector=query, _request_timeout=self.timeout
+            )
+        except (ApiException, HTTPError, OSError):
+            return ()
+        return pod_cold_starts(listed.items or [])
 
     def _set_replicas(
         self, target: KubernetesTarget, name: str, replicas: int, reason: str, only_from: int | None
@@ -312,6 +341,95 @@ class KubernetesActuator:
         except (ApiException, HTTPError, OSError) as exc:
             raise _classify(exc, what=f"mark pod {target.namespace}/{pod}") from None
 
+    async def read_split(self, target: KubernetesTarget) -> tuple[KubeState, KubeState]:
+        """Return (serving, standby) counts of ``target.name`` whose standby pods are labelled standby.
+
+        Raises TransientError or PermanentError.
+        """
+        return await asyncio.to_thread(self._read_split, target)
+
+    def _read_split(self, target: KubernetesTarget) -> tuple[KubeState, KubeState]:
+        whole = self._read(target, target.name)
+        what = f"pods of {target.kind} {target.namespace}/{target.name}"
+        try:
+            pods = self._live_pods(target, target.name)
+        except (ApiException, HTTPError, OSError) as exc:
+            raise _classify(exc, what=f"read {what}") from None
+        standby = [p for p in pods if (p.metadata.labels or {}).get(ROLE_LABEL) == "standby"]
+        sb_ready = sum(1 for p in standby if _pod_ready(p))
+        serving_ready = sum(1 for p in pods if _pod_ready(p)) - sb_ready
+        desired = max(whole.desired - len(standby), 0)
+        serving = KubeState(
+            desired=desired, ready=serving_ready, starting=max(desired - serving_ready, 0), pods=whole.pods
+        )
+        return serving, KubeState(desired=len(standby), ready=sb_ready, starting=len(standby) - sb_ready)
+
+    def _live_pods(self, target: KubernetesTarget, name: str) -> list[Any]:
+        """Return the pods of workload ``name`` that are not being deleted (raises the client's errors)."""
+        read = (
+            self.apps.read_namespaced_deployment
+            if target.kind == "Deployment"
+            else self.apps.read_namespaced_stateful_set
+        )
+        workload = read(name, target.namespace, _request_timeout=self.timeout)
+        query = _label_selector(workload.spec.selector if workload.spec is not None else None)
+        if not query:
+            return []
+        listed = self.core.list_namespaced_pod(
+            target.namespace, label_selector=query, _request_timeout=self.timeout
+        )
+        return [
+            p for p in listed.items or [] if p.metadata is not None and p.metadata.deletion_timestamp is None
+        ]
+
+    async def set_label_standby(
+        self, target: KubernetesTarget, *, replicas: int, standby: int, reason: str
+    ) -> None:
+        """Scale ``target.name`` to ``replicas + standby`` pods and label ``standby`` of them standby.
+
+        Raises TransientError or PermanentError.
+        """
+        await asyncio.to_thread(self._set_replicas, target, target.name, replicas + standby, reason, None)
+        await asyncio.to_thread(self._set_standby_pods, target, target.name, standby)
+
+    async def set_standby_pods(self, target: KubernetesTarget, *, name: str, standby: int) -> dict[str, str]:
+        """Label ``standby`` pods of workload ``name`` standby and the rest serving; return the patches made.
+
+        Raises TransientError or PermanentError (a pod deleted meanwhile is skipped).
+        """
+        return await asyncio.to_thread(self._set_standby_pods, target, name, standby)
+
+    def _set_standby_pods(self, target: KubernetesTarget, name: str, standby: int) -> dict[str, str]:
+        what = f"{target.kind} {target.namespace}/{name}"
+        try:
+            pods = self._live_pods(target, name)
+        except (ApiException, HTTPError, OSError) as exc:
+            raise _classify(exc, what=f"label standby pods of {what}") from None
+        rows = [
+            (
+                p.metadata.name,
+                _pod_ready(p),
+                (p.metadata.labels or {}).get(ROLE_LABEL),
+                p.metadata.creation_timestamp.timestamp() if p.metadata.creation_timestamp else 0.0,
+            )
+            for p in pods
+            if p.metadata.name is not None
+        ]
+        flips = standby_choice(rows, standby=standby)
+        for pod_name, role in flips.items():
+            body = {"metadata": {"labels": {ROLE_LABEL: role}}}
+            try:
+                self.core.patch_namespaced_pod(
+                    pod_name, target.namespace, body, _request_timeout=self.timeout
+                )
+            except ApiException as exc:
+                if exc.status == 404:
+                    continue
+                raise _classify(exc, what=f"label pod {target.namespace}/{pod_name} {role}") from None
+            except (HTTPError, OSError) as exc:
+                raise _classify(exc, what=f"label pod {target.namespace}/{pod_name} {role}") from None
+        return flips
+
     def _event(
         self,
         target: KubernetesTarget,
@@ -360,6 +478,64 @@ def _label_selector(selector: Any) -> str:
         elif op == "DoesNotExist":
             parts.append(f"!{key}")
     return ",".join(parts)
+
+
+def pod_cold_starts(pods: list[Any]) -> tuple[ColdStart, ...]:
+    """Return one :class:`ColdStart` per live pod: creation -> its Ready condition's last transition
+    (``ready_at`` None while not Ready). Pods being deleted before Ready, finished pods and pods
+    without a creation time are left out (a cancelled start is no cold start)."""
+    starts: list[ColdStart] = []
+    for pod in pods:
+        meta, status = pod.metadata, pod.status
+        if meta is None or meta.creation_timestamp is None or meta.name is None:
+            continue
+        phase = status.phase if status is not None else None
+        if phase in ("Succeeded", "Failed"):
+            continue
+        ready, ready_at = _pod_ready(pod), None
+        for condition in (status.conditions if status is not None else None) or []:
+            if condition.type == "Ready" and condition.status == "True" and condition.last_transition_time:
+                ready_at = condition.last_transition_time.timestamp()
+        if ready and ready_at is None:
+            continue  # Ready, but not when: nothing to learn
+        if ready_at is None and meta.deletion_timestamp is not None:
+            continue
+        starts.append(
+            ColdStart(
+                key=meta.name, uid=meta.uid, started_at=meta.creation_timestamp.timestamp(), ready_at=ready_at
+            )
+        )
+    return tuple(starts)
+
+
+def standby_choice(pods: list[tuple[str, bool, str | None, float]], *, standby: int) -> dict[str, str]:
+    """Return the label patches (pod name -> ``serving``/``standby``) that leave ``standby`` pods in
+    standby, from ``pods`` as (name, Ready, current role, creation time).
+
+    Standby is taken, in order, from pods still starting (newest first: they serve latest), pods
+    already standby, then Ready serving pods (newest first); every other pod serves. Pure.
+    """
+
+    def rank(pod: tuple[str, bool, str | None, float]) -> tuple[int, float]:
+        _, ready, role, created = pod
+        if not ready:
+            return 0, -created
+        return (1 if role == "standby" else 2), -created
+
+    chosen = {pod[0] for pod in sorted(pods, key=rank)[: max(standby, 0)]}
+    flips: dict[str, str] = {}
+    for name, _, role, _ in pods:
+        wanted = "standby" if name in chosen else "serving"
+        if role != wanted:
+            flips[name] = wanted
+    return flips
+
+
+def _pod_ready(pod: Any) -> bool:
+    """Return True when ``pod`` has a Ready condition that is True."""
+    status = pod.status
+    conditions = (status.conditions if status is not None else None) or []
+    return any(c.type == "Ready" and c.status == "True" for c in conditions)
 
 
 def describe_rules() -> list[dict[str, Any]]:

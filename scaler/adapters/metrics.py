@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from scaler.control.leadtime import LeadEstimate
 from scaler.control.ledger import Unexported
 from scaler.core.types import Decision
 
@@ -117,6 +118,14 @@ class DaemonMetrics:
             registry=r,
         )
 
+        self.lead_time = Gauge(
+            "scaler_lead_time_seconds",
+            "Lead time per kind (replica cold start, serverless warm-up): learned from observed starts, "
+            "and as configured in the policy; the planner uses the learned one when present.",
+            ["model", "kind", "source"],
+            registry=r,
+        )
+
     def record_ledger(self, *, model: str, accrued: Unexported) -> None:
         """Add what a model's ledger accrued since it was last exported to the ledger counters."""
         for kind, amount in accrued.cost.as_dict().items():
@@ -127,6 +136,20 @@ class DaemonMetrics:
         for outcome, source, count in accrued.slo.labelled():
             if count > 0:
                 self.slo_requests.labels(model=model, outcome=outcome, source=source).inc(count)
+
+    def record_lead_times(self, *, model: str, lead_times: tuple[LeadEstimate, ...]) -> None:
+        """Export the configured and (when there is one) the learned lead time of each kind."""
+        for estimate in lead_times:
+            self.lead_time.labels(model=model, kind=estimate.kind, source="configured").set(
+                estimate.configured
+            )
+            if estimate.learned is not None:
+                self.lead_time.labels(model=model, kind=estimate.kind, source="learned").set(estimate.learned)
+                continue
+            try:  # not learned (yet, or any more): no series rather than a made-up value
+                self.lead_time.remove(model, estimate.kind, "learned")
+            except KeyError:
+                continue
 
     def record_decision(self, *, model: str, decision: Decision, trigger: str) -> None:
         """Update the per-model gauges and counters for a decision made."""
@@ -144,6 +167,12 @@ class DaemonMetrics:
                 gauge.remove(model)
             except KeyError:
                 continue
+        for kind in ("replica", "serverless"):
+            for source in ("configured", "learned"):
+                try:
+                    self.lead_time.remove(model, kind, source)
+                except KeyError:
+                    continue
 
     def exposition(self) -> bytes:
         """Return the registry in the Prometheus text format."""

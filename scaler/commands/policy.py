@@ -78,6 +78,9 @@ Examples:
   # Explain one model
   scaler policy explain policies/steady-high-volume.yaml --model llama-3.1-8b-chat
 
+  # ...with the lead times a running daemon learned, beside the configured ones
+  scaler policy explain policies/default.yaml --metrics http://127.0.0.1:8080/metrics
+
   # ...and say which share of a trace's requests its SLO can reach at all
   scaler policy explain policies/default.yaml \\
       --trace ../shared/traces/azure-llm-2023/AzureLLMInferenceTrace_conv.csv
@@ -121,6 +124,11 @@ def register(subparsers: Any) -> None:
         metavar="PATH",
         help="also report the SLO's attainable ceiling on this workload (Azure CSV or ServeGen directory)",
     )
+    explained.add_argument(
+        "--metrics",
+        metavar="URL",
+        help="a daemon's /metrics: show the lead times it learned (scaler_lead_time_seconds)",
+    )
     explained.set_defaults(func=explain_command)
 
 
@@ -163,10 +171,49 @@ def explain_command(args: argparse.Namespace) -> int:
             message = f"no model {args.model!r} in {result.source} (it has: {names})"
             print(f"scaler policy explain: {message}", file=sys.stderr)
             return EXIT_USAGE
-    print("\n".join(explain(model).render() for model in models), end="")
+    learned: dict[str, dict[str, float]] = {}
+    if args.metrics is not None:
+        try:
+            learned = learned_lead_times(args.metrics)
+        except ValueError as exc:
+            print(f"scaler policy explain: --metrics: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    explained = (explain(m, learned=learned.get(m.name) if args.metrics else None) for m in models)
+    print("\n".join(e.render() for e in explained), end="")
     if args.trace is not None:
         return _ceilings(args.trace, models)
     return EXIT_OK
+
+
+def learned_lead_times(url: str, *, timeout: float = 5.0) -> dict[str, dict[str, float]]:
+    """Return model -> kind -> learned lead time read from a daemon's ``/metrics`` at ``url``.
+
+    Raises ValueError when the URL is not http(s), cannot be read, or is not the Prometheus text format.
+    """
+    import urllib.error  # noqa: PLC0415 - only with --metrics
+    import urllib.request  # noqa: PLC0415
+
+    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
+
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"{url!r} is not an http(s) URL")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - scheme checked
+            text = response.read(8 * 1024 * 1024).decode("utf-8", "replace")
+    except (urllib.error.URLError, OSError) as exc:
+        raise ValueError(f"cannot read {url}: {exc}") from None
+    learned: dict[str, dict[str, float]] = {}
+    try:
+        for family in text_string_to_metric_families(text):
+            if family.name != "scaler_lead_time_seconds":
+                continue
+            for sample in family.samples:
+                if sample.labels.get("source") == "learned":
+                    model, kind = sample.labels.get("model", ""), sample.labels.get("kind", "")
+                    learned.setdefault(model, {})[kind] = float(sample.value)
+    except ValueError as exc:
+        raise ValueError(f"{url} is not Prometheus text: {exc}") from None
+    return learned
 
 
 def _ceilings(trace: Path, models: list[ModelPolicy]) -> int:

@@ -1,10 +1,12 @@
 """Checkpoints of a :class:`~scaler.control.controller.ModelController` (safe to read from untrusted bytes).
 
-Layout: ``SPW1``, a 4-byte big-endian header length, a JSON header (policy name, the previous
-decision, the open buckets, the ledger's totals and interval basis), then the forecaster's own
-checkpoint bytes. A checkpoint follows a model when its ownership moves, so a restarted daemon, or the
-one that takes the model over, continues from the same forecast, planner memory, half-filled buckets
-and ledger totals. A checkpoint without a ledger (written before it existed) starts a fresh one.
+Layout: ``SPW1``, a 4-byte big-endian header length, a JSON header (its ``version``, the policy
+name, the previous decision, the open buckets, the ledger's totals and interval basis and, from
+version 2, the observed lead times), then the forecaster's own checkpoint bytes. A version 1 header
+(no ``version`` key) still restores, with no lead times observed yet; a checkpoint without a ledger
+(written before it existed) starts a fresh one. A checkpoint follows a model when its ownership
+moves, so a restarted daemon, or the one that takes the model over, continues from the same
+forecast, planner memory, half-filled buckets, ledger totals and learned lead times.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from scaler.control.controller import Forecaster, ModelController, Planner
+from scaler.control.leadtime import LeadTimeLearner
 from scaler.control.ledger import Ledger
 from scaler.core import framing
 from scaler.core.aggregate import ModelAggregator
@@ -21,16 +24,19 @@ from scaler.core.policy import ModelPolicy
 from scaler.core.types import Decision
 
 MAGIC: Final = b"SPW1"
+VERSION: Final = 2  # 1: no version key, no lead times; 2: lead times
 
 
 def encode(controller: ModelController) -> bytes:
     """Return the checkpoint of ``controller``: magic, header length, JSON header, forecaster bytes."""
     previous = controller.previous
     header = {
+        "version": VERSION,
         "policy": controller.policy.name,
         "decision": dataclasses.asdict(previous) if previous is not None else None,
         "open_buckets": controller.aggregator.open_state(),
         "ledger": controller.ledger.state(controller.policy),
+        "lead_times": controller.lead.to_state(),
     }
     return framing.frame(MAGIC, header, controller.forecaster.to_bytes())
 
@@ -54,9 +60,13 @@ def restore(
 ) -> ModelController:
     """Return the controller saved in ``data``, continuing at ``now`` under ``policy``.
 
-    Raises ValueError when the bytes are not a checkpoint, one of another bucket size, or a bad ledger.
+    Raises ValueError when the bytes are not a checkpoint, one of another bucket size, one of a
+    newer version, a bad ledger, or one whose lead times do not fit.
     """
     header, blob = decode(data)
+    version = header.get("version", 1)
+    if not isinstance(version, int) or not 1 <= version <= VERSION:
+        raise ValueError(f"checkpoint version {version!r} is not one this daemon reads (1-{VERSION})")
     forecaster = load_forecaster(blob)
     if forecaster.bucket_seconds != policy.forecast.bucket_seconds:
         raise ValueError(
@@ -72,6 +82,8 @@ def restore(
     controller.previous = _decision_from(header.get("decision"))
     if header.get("ledger") is not None:
         controller.ledger = Ledger.from_state(header["ledger"])
+    if "lead_times" in header:
+        controller.lead = LeadTimeLearner.from_state(header["lead_times"])
     open_buckets = header.get("open_buckets")
     if isinstance(open_buckets, dict):
         restored = ModelAggregator(bucket_seconds=policy.forecast.bucket_seconds)

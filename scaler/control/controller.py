@@ -45,13 +45,14 @@ import math
 from collections.abc import Sequence
 from typing import Literal, Protocol
 
+from scaler.control.leadtime import ColdStart, LeadEstimate, LeadTimeLearner
 from scaler.control.ledger import Ledger, LedgerInterval
 from scaler.core import actuation, aggregate, fallback, operators
 from scaler.core.aggregate import ModelAggregator
 from scaler.core.events import MetricEvent, RequestEvent
 from scaler.core.fallback import FallbackSignal
 from scaler.core.overrides import Override, adjust_decision, adjust_observed
-from scaler.core.policy import ModelPolicy
+from scaler.core.policy import LeadTimes, ModelPolicy
 from scaler.core.types import Decision, DemandForecast, FloatArray, Observed, Unavailable
 
 MAX_RATE_REPLICAS = 10_000
@@ -105,6 +106,8 @@ class ReadBack:
 
     ``unavailable`` names the kinds whose API keeps failing (the planner plans around them);
     ``operators`` what operators did to the targets (paused kinds, external changes).
+    ``cold_starts`` are the pods of the serving workloads as read (creation -> Ready), for the
+    lead-time learner.
     """
 
     replicas_ready: int | None = None
@@ -114,6 +117,7 @@ class ReadBack:
     serverless_provisioned: int | None = None
     unavailable: Unavailable = Unavailable.NONE
     operators: operators.OperatorState = dataclasses.field(default_factory=operators.OperatorState)
+    cold_starts: tuple[ColdStart, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -124,6 +128,7 @@ class Step:
     ``fallback_ended`` when this decision changed that; ``clamped`` lists what the final clamp changed;
     ``ledger`` is the interval this decision closed: the previous one's predicted cost and the realized.
     ``paused`` the kinds whose targets operators paused; ``floors`` the external changes kept by kind.
+    ``lead_times`` are the replica and serverless lead times the planner used (learned or configured).
     """
 
     decision: Decision
@@ -138,6 +143,7 @@ class Step:
     ledger: LedgerInterval | None = None
     paused: tuple[str, ...] = ()
     floors: dict[str, int] = dataclasses.field(default_factory=dict)
+    lead_times: tuple[LeadEstimate, ...] = ()
 
 
 class ModelController:
@@ -170,6 +176,8 @@ class ModelController:
         self.signal: FallbackSignal | None = None
         self.on_fallback = False
         self.ledger = Ledger()
+        self.lead = LeadTimeLearner()
+        self._lead_cache: tuple[ModelPolicy | None, LeadTimes] = (None, policy.lead_times)
         self._threshold: float | None = None
 
     @property
@@ -190,9 +198,17 @@ class ModelController:
 
     def ingest_metric(self, event: MetricEvent, *, now: float) -> None:
         """Keep a validated replica metric event (the newest per replica); count its rates as demand
-        while the model has had no request event for ``fallback_after_seconds`` (see the module doc)."""
+        while the model has had no request event for ``fallback_after_seconds`` (see the module doc).
+        Its ``ready`` feeds the lead-time learner."""
         self.last_event_at = now
         self.aggregator.add_metric(event)
+        self.lead.observe_metric(
+            replica=event.replica,
+            ts=event.ts,
+            ready=event.ready,
+            lead=self._lead_in_force(),
+            now=now,
+        )
         if (
             event.rate_seconds is not None
             and now - self.last_request_at > self.policy.forecast.fallback_after_seconds
@@ -303,6 +319,7 @@ class ModelController:
                 observed = fallback.observed_from(signal, observed)
         active = tuple(overrides)
         observed = adjust_observed(observed, active)
+        policy, leads = self._planning_policy(readback, now=now)
         previous = self.previous
         ledger = self.ledger.close_interval(
             now=now,
@@ -316,7 +333,7 @@ class ModelController:
                 observed, unavailable=observed.unavailable | Unavailable.KUBERNETES
             )
         decision = self.planner(
-            policy=self.policy, forecast=forecast, observed=observed, previous=self.previous, now=now
+            policy=policy, forecast=forecast, observed=observed, previous=self.previous, now=now
         )
         decision = adjust_decision(decision, overrides=active, previous=self.previous, policy=self.policy)
         behavior = self.policy.behavior
@@ -347,11 +364,40 @@ class ModelController:
             ledger=ledger,
             paused=tuple(sorted(state.paused)),
             floors=floors,
+            lead_times=leads,
         )
 
     def account(self, *, now: float, readback: ReadBack | None = None) -> None:
         """Bring the ledger up to ``now`` on the capacity observed now, between decisions."""
         self.ledger.observe(now=now, policy=self.policy, capacity=self._observed(now=now, readback=readback))
+
+    def _lead_in_force(self) -> LeadTimes:
+        """Return the policy's lead times in force, computed once per policy object (policies are frozen)."""
+        policy, lead = self._lead_cache
+        if policy is not self.policy:
+            lead = self.policy.lead_times_in_force
+            self._lead_cache = (self.policy, lead)
+        return lead
+
+    def lead_times(self, *, now: float) -> tuple[LeadEstimate, ...]:
+        """Return the replica and serverless lead times at ``now``, learned or configured."""
+        lead = self._lead_in_force()
+        return tuple(self.lead.estimate(lead, kind, now=now) for kind in ("replica", "serverless"))
+
+    def _planning_policy(
+        self, readback: ReadBack | None, *, now: float
+    ) -> tuple[ModelPolicy, tuple[LeadEstimate, ...]]:
+        """Return the policy the planner sees (the learned lead times in place of the configured ones)."""
+        lead = self._lead_in_force()
+        self.lead.observe_all(readback.cold_starts if readback is not None else (), lead=lead, now=now)
+        leads = self.lead_times(now=now)
+        replica, serverless = leads[0].seconds, leads[1].seconds
+        if replica == lead.cold_start_seconds and serverless == lead.serverless_cold_start_seconds:
+            return self.policy, leads
+        learned = lead.model_copy(
+            update={"cold_start_seconds": replica, "serverless_cold_start_seconds": serverless}
+        )
+        return self.policy.model_copy(update={"lead_times": learned}), leads
 
     def _observed(self, *, now: float, readback: ReadBack | None) -> Observed:
         """Return what is observed now: event-derived counts, replaced by the read-back where known."""

@@ -7,8 +7,8 @@ and the daemon's shadow ledger (:mod:`scaler.control.ledger`). Pure.
 * **Hold time.** An instance (replica or serverless) has ``C = max_concurrency`` slots; a request of
   ``P`` prompt and ``O`` output tokens holds one for ``S = C * (P/Tp + O/Td)`` seconds and sees its
   first token ``P/Tp`` after its slot starts, so ``TTFT = wait + P/Tp``.
-* **Bill.** Replicas and standby per second at ``replica_per_hour`` (from the moment they are
-  requested); serverless per busy instance-second (``S/C`` per request served there) at
+* **Bill.** Replicas per second at ``replica_per_hour`` and standby at ``standby_per_hour`` (from
+  the moment they are requested); serverless per busy instance-second (``S/C`` per request served there) at
   ``serverless_per_gpu_second``, plus the per-million prices on its prompt and output tokens;
   provisioned serverless per instance-second at ``serverless_provisioned_per_hour`` (a per-token
   backend such as Bedrock bills tokens only).
@@ -115,7 +115,7 @@ def bill(
     per_input, per_output = policy.serverless_token_prices
     return CostBreakdown(
         replicas=replica_seconds * prices.replica_per_hour / 3600.0,
-        standby=standby_seconds * prices.replica_per_hour / 3600.0,
+        standby=standby_seconds * prices.standby / 3600.0,
         serverless_busy=serverless_busy_seconds * policy.serverless_gpu_second_price,
         serverless_provisioned=provisioned_seconds * policy.serverless_provisioned_price / 3600.0,
         serverless_tokens=(prompt_tokens * per_input + output_tokens * per_output) / 1e6,

@@ -9,6 +9,7 @@ cost-optimal replica capacity is the ``1 - c_k / c_s`` quantile of demand.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 import numpy as np
 import yaml
@@ -52,13 +53,19 @@ def explain(
     *,
     prompt_tokens: int = TYPICAL_PROMPT_TOKENS,
     output_tokens: int = TYPICAL_OUTPUT_TOKENS,
+    learned: Mapping[str, float] | None = None,
 ) -> Explanation:
-    """Return the figures ``policy`` implies, with requests of ``prompt_tokens`` + ``output_tokens``."""
+    """Return the figures ``policy`` implies, with requests of ``prompt_tokens`` + ``output_tokens``.
+
+    ``learned`` maps ``replica``/``serverless`` to the lead times a daemon learned (its ``/metrics``),
+    shown beside the configured ones.
+    """
     size = {"prompt_tokens": prompt_tokens, "output_tokens": output_tokens}
     per_token = policy.serverless_profile.per_token
     economics = _token_economics(policy, **size) if per_token else _economics(policy)
     facts = _backend(policy, **size) + economics + _capacity(policy, **size)
-    facts += _lead_times(policy) + _schedules(policy.schedules) + [_external_changes(policy)]
+    facts += _lead_times(policy) + _learning(policy, learned) + _schedules(policy.schedules)
+    facts += [_external_changes(policy)]
     effective = yaml.safe_dump(policy.model_dump(mode="json"), sort_keys=False, default_flow_style=False)
     return Explanation(model=policy.name, facts=facts, warnings=_warnings(policy), effective_yaml=effective)
 
@@ -184,7 +191,8 @@ def _capacity(policy: ModelPolicy, *, prompt_tokens: int, output_tokens: int) ->
 def _lead_times(policy: ModelPolicy) -> list[str]:
     lead = policy.lead_times
     bounds = policy.bounds
-    standby = policy.prices.replica_per_hour
+    standby = policy.prices.standby
+    replica = policy.prices.replica_per_hour
     horizon = policy.forecast.horizon_seconds
     cold = lead.cold_start_seconds
     standby_cost = (
@@ -193,8 +201,15 @@ def _lead_times(policy: ModelPolicy) -> list[str]:
         if bounds.max_standby > 0
         else "this policy keeps none (max_standby 0)"
     )
+    pays = (
+        "cheaper than a replica, so the planner keeps standby for what replicas and serverless cannot "
+        "cover within a cold start"
+        if standby < replica
+        else "no cheaper than a replica, so the planner keeps only min_standby: a serving replica is as "
+        "warm and takes traffic"
+    )
     floor = (
-        f"the floor of {bounds.min_replicas} costs {_money(standby * bounds.min_replicas)}/h with no traffic"
+        f"the floor of {bounds.min_replicas} costs {_money(replica * bounds.min_replicas)}/h with no traffic"
         if bounds.min_replicas > 0
         else "with no traffic no replica runs"
     )
@@ -207,8 +222,9 @@ def _lead_times(policy: ModelPolicy) -> list[str]:
     return [
         f"a cold replica takes {cold / 60:.1f} min to serve, so the forecast must see at least "
         f"{cold / 60:.1f} min ahead (forecast.horizon_seconds = {horizon}, {horizon / 60:.1f} min)",
-        f"a warm standby costs {_money(standby)}/h each and serves in {lead.standby_promotion_seconds:g} s "
-        f"instead of {cold:g} s; {standby_cost}",
+        f"a warm standby (a Ready pod of the serving workload kept out of the Service by its label) costs "
+        f"{_money(standby)}/h each and serves in {lead.standby_promotion_seconds:g} s instead of {cold:g} s, "
+        f"{pays}; {standby_cost}",
         f"bounds: {bounds.min_replicas}-{bounds.max_replicas} replicas, {serverless}; {floor}",
     ]
 
@@ -225,6 +241,31 @@ def _external_changes(policy: ModelPolicy) -> str:
         f"{behavior.scale_down_delay_seconds:g} s (the scale-down delay), then Spillway resumes; "
         'annotate a target spillway.io/paused: "true" to stop Spillway writing it at all'
     )
+
+
+def _learning(policy: ModelPolicy, learned: Mapping[str, float] | None) -> list[str]:
+    lead = policy.lead_times_in_force
+    if not lead.learn:
+        return ["lead times are not learned (lead_times.learn false): the configured values are used"]
+    (low, high), (s_low, s_high) = lead.bounds("replica"), lead.bounds("serverless")
+    facts = [
+        f"lead times are learned: after {lead.min_observations} observed starts the planner leads by their "
+        f"{lead.quantile * 100:.4g}th percentile (pods' creation -> Ready, replicas' ready transitions), "
+        f"within [{low:g} s, {high:g} s] for a replica and [{s_low:g} s, {s_high:g} s] for serverless; the "
+        "configured values are the prior, and a pod that does not become Ready only raises them"
+    ]
+    if learned is not None:
+        parts = []
+        for kind, what in (("replica", "replica cold start"), ("serverless", "serverless warm-up")):
+            configured = lead.configured(kind)  # type: ignore[arg-type]
+            value = learned.get(kind)
+            parts.append(
+                f"{what} {value:g} s learned (configured {configured:g} s)"
+                if value is not None
+                else f"{what} {configured:g} s configured (nothing learned yet)"
+            )
+        facts.append("the daemon uses now: " + "; ".join(parts))
+    return facts
 
 
 def _schedules(schedules: list[Schedule]) -> list[str]:

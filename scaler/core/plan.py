@@ -30,14 +30,19 @@
    never provisioned and its spill share is capped at the rate its ``tokens_per_minute`` admits,
    counted as that many instances (rounded down) wherever the quota sizes replicas and standby; its
    per-token prices set ``c_s`` at the forecast's request size.
-5. Warm standby covers what neither replicas nor serverless can within a replica cold start.
+5. Warm standby covers what neither replicas nor serverless can within a replica cold start, where
+   it pays: only when ``prices.standby_per_hour`` is below ``replica_per_hour``. A standby priced as
+   a replica (the default: a Ready pod out of the Service holds its GPU) is dominated by a serving
+   replica, so up to ``max_standby`` of that gap is served by replicas instead (``bound_by``
+   ``cold_start``) and standby stays at ``min_standby``.
 6. Behaviour: max of recent unclamped targets (stabilisation and scale-down delay), step limits,
    then the schedule-effective bounds clamp every output.
 7. Explanation: one reason line, the binding term, the fractile and the $/h of the alternatives.
 
 ``bound_by`` is one of: ``fractile``, ``break_even``, ``quota``, ``slo`` (quota 0),
-``serverless-unavailable``, ``kubernetes-unavailable``, ``stabilization``, ``scale_down_delay``,
-``step_up``, ``step_down``, ``min_replicas``, ``max_replicas``, ``schedule:<name>``, ``no-data``.
+``serverless-unavailable``, ``kubernetes-unavailable``, ``cold_start``, ``stabilization``,
+``scale_down_delay``, ``step_up``, ``step_down``, ``min_replicas``, ``max_replicas``, ``schedule:<name>``,
+``no-data``.
 """
 
 from __future__ import annotations
@@ -123,8 +128,18 @@ def plan(
         policy, forecast=forecast, table=table, needs=needs, bounds=bounds, observed=observed,
         serverless_ok=serverless_ok, before=previous.serverless_provisioned if previous is not None else None,
     )
+    in_place = 0
     if kubernetes_ok:
         standby = needs.slo_cold - replicas - (quota if serverless_ok else 0)
+        if policy.prices.standby >= policy.prices.replica_per_hour:
+            # A standby no cheaper than a replica never pays: a serving replica is as warm and takes
+            # traffic. Up to max_standby of the gap is served by replicas instead.
+            gap = min(max(standby, 0), bounds.max_standby)
+            most = min(bounds.max_replicas, base + policy.behavior.max_step_up)
+            in_place = max(min(replicas + gap, most) - replicas, 0)
+            if in_place:
+                replicas, bound_by = replicas + in_place, "cold_start"
+            standby = bounds.min_standby
     elif previous is not None:
         standby = previous.standby
     else:
@@ -142,6 +157,7 @@ def plan(
             policy, life=life, now=now, quantile=quantile, replicas=replicas, target=target, driver=driver,
             bound_by=bound_by, provisioned=provisioned, standby=standby, serverless_ok=serverless_ok,
             ratio=ratio,
+            in_place=in_place,
         ),
         bound_by=bound_by,
         quantile=quantile,
@@ -420,7 +436,7 @@ def _costs(
     )
     rate = needs.mean_rate
     overflow = max(rate - table.max_rate(replicas), 0.0)
-    chosen = (replicas + standby) * prices.replica_per_hour
+    chosen = replicas * prices.replica_per_hour + standby * prices.standby
     chosen += provisioned * policy.serverless_provisioned_price
     chosen += _serverless_cost(policy, rate=overflow, work=work, forecast=forecast)
     return {
@@ -448,6 +464,7 @@ def _reason(
     standby: int,
     serverless_ok: bool,
     ratio: float,
+    in_place: int = 0,
 ) -> str:
     """Return the one-line explanation of a decision."""
     window = f"[t+{life[0] - now:.0f}s, t+{life[1] - now:.0f}s]"
@@ -466,7 +483,10 @@ def _reason(
         parts.append(f"serverless covers up to {covers} ({provisioned} instances provisioned)")
     else:
         parts.append("no serverless spill-over")
-    parts.append(f"standby {standby} covers the cold start")
+    if in_place:
+        parts.append(f"{in_place} serving replicas cover the cold start (standby is no cheaper)")
+    else:
+        parts.append(f"standby {standby} covers the cold start")
     if bound_by != driver or replicas != target:
         parts.append(f"{replicas} replicas bound by {bound_by}")
     return "; ".join(parts)

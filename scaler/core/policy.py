@@ -13,9 +13,17 @@ Default figures and their reasoning (see also README "Policy defaults"):
   range from about $2 at specialist clouds to about $7 per GPU-hour at hyperscalers); serverless GPU
   at $0.0021 per busy GPU-second ($7.56 per busy hour, about 1.9x the replica, in line with serverless
   GPU list prices). The replica therefore pays off above 4.00 / 7.56 = 53% utilisation.
-* Lead times: a cold replica needs an image pull and model load, 3-10 minutes for an 8B model; we
-  default to 300 s. A warm standby (model loaded, out of the Service) is promoted in ~15 s.
-  The serverless cold start defaults to the backend's profile (:mod:`scaler.core.backends`): minutes
+* Lead times: a cold replica needs an image pull and model load; platform teams publish 1.5-8 minutes
+  for an 8B model. We default to 300 s as the prior, and learn the real figure per model (p90 of the
+  observed starts, clamped to [75 s, 1200 s] by default: a quarter to four times the prior).
+* Warm standby: a pod of the serving workload, loaded and Ready, kept out of the Service by the label
+  ``spillway.io/role: standby``; promotion is one label patch, after which the EndpointSlice and
+  the gateway follow; 15 s covers that with a gateway that refreshes its endpoints every few
+  seconds. The pod holds its GPU, so it costs what a replica costs (``standby_per_hour`` defaults to
+  ``replica_per_hour``), and the planner only buys standby where it is cheaper than a serving replica
+  (a serving replica is as warm and takes traffic). vLLM's sleep mode frees GPU memory but not the
+  GPU the pod was scheduled on, so it saves nothing on a dedicated GPU.
+* The serverless cold start defaults to the backend's profile (:mod:`scaler.core.backends`): minutes
   for Lambda and SageMaker capacity from zero, none for Bedrock, 15 s without a serverless target.
 """
 
@@ -39,6 +47,7 @@ PositiveInt = Annotated[int, Field(gt=0)]
 Fraction = Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
 
 MODEL_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,252}$"
+LeadKind = Literal["replica", "serverless"]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 EXTENSION_PREFIX = "x-"  # top-level keys a policy file may add and the loader ignores (YAML anchors)
@@ -85,13 +94,24 @@ class Replica(_Strict):
 
 
 class LeadTimes(_Strict):
-    """How long each kind of capacity takes to become ready."""
+    """How long each kind of capacity takes to become ready: the prior and the bounds of what is learned.
+
+    With ``learn`` on, the controller plans with the ``quantile`` of the cold starts it observed
+    (:mod:`scaler.control.leadtime`: pods' creation -> Ready from the Kubernetes API, replicas' ``ready``
+    transitions in metric events), clamped to ``[floor, ceiling]``; the configured value is used
+    until ``min_observations`` were seen. Floors default to a quarter of the configured value and
+    ceilings to four times it (300 s: 75-1200 s, around the 1.5-8 min platform teams publish), so
+    no bad observation can move a lead time far from what the SRE wrote.
+    """
 
     cold_start_seconds: NonNegativeFloat = Field(
         default=300.0, le=7200, description="Requesting a replica until it serves (pull, load, warm-up)."
     )
     standby_promotion_seconds: NonNegativeFloat = Field(
-        default=15.0, le=3600, description="Promoting a warm standby replica into service."
+        default=15.0,
+        le=3600,
+        description="Promoting a warm standby pod into service: one label patch, then the Service's "
+        "endpoints and the gateway follow (seconds).",
     )
     serverless_cold_start_seconds: NonNegativeFloat | None = Field(
         default=None,
@@ -99,13 +119,73 @@ class LeadTimes(_Strict):
         description="A serverless instance from zero to serving; default: the backend's profile (lambda "
         "120 s, sagemaker 360 s, 15 s without a serverless target; bedrock has none and refuses it).",
     )
+    learn: bool = Field(default=True, description="Plan with measured cold starts (false: the values above).")
+    quantile: Fraction = Field(
+        default=0.9, description="Quantile of the observed cold starts the planner leads by."
+    )
+    min_observations: PositiveInt = Field(
+        default=3, le=64, description="Observations before the learned value replaces the configured one."
+    )
+    cold_start_floor_seconds: NonNegativeFloat | None = Field(
+        default=None, le=7200, description="Least learned replica cold start (default: a quarter of it)."
+    )
+    cold_start_ceiling_seconds: NonNegativeFloat | None = Field(
+        default=None, le=7200, description="Most learned replica cold start (default: 4 times it)."
+    )
+    serverless_cold_start_floor_seconds: NonNegativeFloat | None = Field(
+        default=None, le=3600, description="Least learned serverless warm-up (default: a quarter of it)."
+    )
+    serverless_cold_start_ceiling_seconds: NonNegativeFloat | None = Field(
+        default=None, le=3600, description="Most learned serverless warm-up (default: 4 times it)."
+    )
+
+    @model_validator(mode="after")
+    def _bounds_hold_the_prior(self) -> Self:
+        kinds: tuple[LeadKind, ...] = ("replica", "serverless")
+        if self.serverless_cold_start_seconds is None:
+            kinds = ("replica",)
+        for kind in kinds:  # an unset serverless cold start is the backend's: checked where it is known
+            floor, ceiling = self.bounds(kind)
+            prior = self.configured(kind)
+            if not floor <= prior <= ceiling:
+                prefix = "cold_start" if kind == "replica" else "serverless_cold_start"
+                raise ValueError(
+                    f"{prefix}_floor_seconds ({floor:g}) <= {prefix}_seconds ({prior:g}) <= "
+                    f"{prefix}_ceiling_seconds ({ceiling:g}) does not hold"
+                )
+        return self
+
+    def configured(self, kind: LeadKind) -> float:
+        """Return the configured lead time of ``kind`` (``replica`` cold start or ``serverless``)."""
+        if kind == "replica":
+            return self.cold_start_seconds
+        cold = self.serverless_cold_start_seconds  # unset: the backend's (ModelPolicy.lead_times_in_force)
+        return backends.GENERIC.cold_start_seconds if cold is None else cold
+
+    def bounds(self, kind: LeadKind) -> tuple[float, float]:
+        """Return (floor, ceiling) of the learned lead time of ``kind``."""
+        if kind == "replica":
+            floor, ceiling, limit = self.cold_start_floor_seconds, self.cold_start_ceiling_seconds, 7200.0
+        else:
+            floor = self.serverless_cold_start_floor_seconds
+            ceiling, limit = self.serverless_cold_start_ceiling_seconds, 3600.0
+        prior = self.configured(kind)
+        low = prior / 4.0 if floor is None else floor
+        high = min(prior * 4.0, limit) if ceiling is None else ceiling
+        return low, high
 
 
 class Prices(_Strict):
     """Prices in one currency (USD by convention)."""
 
     replica_per_hour: NonNegativeFloat = Field(
-        default=4.00, description="One Kubernetes GPU replica (or warm standby), per hour, busy or not."
+        default=4.00, description="One Kubernetes GPU replica, per hour, busy or not."
+    )
+    standby_per_hour: NonNegativeFloat | None = Field(
+        default=None,
+        description="One warm standby pod, per hour (default: replica_per_hour: a standby is a loaded pod "
+        "of the serving workload holding its GPU, kept out of the Service by a label). The planner "
+        "buys standby only when it is cheaper than a replica (e.g. standby pods on a spot pool).",
     )
     serverless_per_gpu_second: NonNegativeFloat = Field(
         default=0.0021, description="Serverless capacity per busy GPU-second."
@@ -122,6 +202,11 @@ class Prices(_Strict):
     serverless_provisioned_per_hour: NonNegativeFloat = Field(
         default=1.00, description="Keeping one serverless instance provisioned (pre-warmed), per hour."
     )
+
+    @property
+    def standby(self) -> float:
+        """Return the price of one warm standby per hour (``standby_per_hour``, else the replica's)."""
+        return self.replica_per_hour if self.standby_per_hour is None else self.standby_per_hour
 
 
 class Bounds(_Strict):
@@ -282,11 +367,18 @@ class KubernetesTarget(_Strict):
         pattern=K8S_NAME_RE,
         description="Warm standby workload of the same model whose pods are NOT behind the Service.",
     )
+    standby_label: bool = Field(
+        default=False,
+        description="Standby pods are pods of `name` labelled spillway.io/role=standby (the Service selects "
+        "role serving): the workload runs replicas + standby pods and promotion is one label patch.",
+    )
 
     @model_validator(mode="after")
     def _distinct(self) -> Self:
         if self.standby_name == self.name:
             raise ValueError("standby_name must differ from name")
+        if self.standby_label and self.standby_name is not None:
+            raise ValueError("standby_label and standby_name are two standby mechanisms: choose one")
         return self
 
 
@@ -478,6 +570,15 @@ class ModelPolicy(_Strict):
         profile = backends.PROFILES[self.serverless_backend]
         cold = self.lead_times.serverless_cold_start_seconds
         return profile if cold is None else dataclasses.replace(profile, cold_start_seconds=cold)
+
+    @property
+    def lead_times_in_force(self) -> LeadTimes:
+        """Return ``lead_times`` with the serverless cold start filled in from the backend's profile."""
+        lead = self.lead_times
+        if lead.serverless_cold_start_seconds is not None:
+            return lead
+        cold = self.serverless_profile.cold_start_seconds
+        return lead.model_copy(update={"serverless_cold_start_seconds": cold})
 
     @property
     def serverless_tokens_per_minute(self) -> int | None:

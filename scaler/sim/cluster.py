@@ -42,6 +42,7 @@ from scaler.core import backends
 from scaler.core.accounting import CostBreakdown, bill, hold_seconds, wait_limit
 from scaler.core.policy import ModelPolicy
 from scaler.sim import kernels
+from scaler.sim.coldstart import ColdStarts
 from scaler.sim.fleet import Fleet, mean_coverage, replica_series
 from scaler.sim.protocol import CapacityTarget, TickObservation
 from scaler.sim.results import FloatArray, Timeline
@@ -87,7 +88,8 @@ class RequestCluster:
     """The per-request model of one model's capacity; :func:`scaler.sim.engine.simulate` drives it."""
 
     def __init__(
-        self, workload: Workload, *, policy: ModelPolicy, initial_replicas: int | None = None
+        self, workload: Workload, *, policy: ModelPolicy, initial_replicas: int | None = None,
+        cold_starts: ColdStarts | None = None,
     ) -> None:
         self._policy = policy
         self._c = policy.replica.max_concurrency
@@ -132,7 +134,8 @@ class RequestCluster:
         self._heap_id = np.zeros(0, dtype=np.int64)
         self._hn = np.zeros(1, dtype=np.int64)
         warm = policy.bounds.min_replicas if initial_replicas is None else initial_replicas
-        self.fleet = Fleet(lead=policy.lead_times, warm=warm, drain_end=self._drain_end)
+        draw = cold_starts.sampler() if cold_starts is not None else None
+        self.fleet = Fleet(lead=policy.lead_times, warm=warm, drain_end=self._drain_end, cold=draw)
         self._sync_heap()
 
     def _drain_end(self, rid: int, now: float) -> float:
@@ -264,6 +267,7 @@ class RequestCluster:
             slots_per_replica=self._c,
             queue_length=int(self._qs[1] - self._qs[0]),
             in_flight=in_flight,
+            pods=tuple(self.fleet.pods()),
         )
 
     def served(self) -> tuple[FloatArray, npt.NDArray[np.int64]]:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from scaler.core.policy import ModelPolicy
 from scaler.sim.cluster import Outcome, RequestCluster
+from scaler.sim.coldstart import ColdStarts
 from scaler.sim.fluid import FluidCluster
 from scaler.sim.protocol import CapacityTarget, Controller, SelfScheduling
 from scaler.sim.results import SimResult, Summary
@@ -42,11 +43,13 @@ def simulate(
     timeline_step: float = 60.0,
     on_progress: Callable[[float], None] | None = None,
     initial_replicas: int | None = None,
+    cold_starts: ColdStarts | None = None,
 ) -> SimResult:
     """Return the summary and timeline of ``controller`` steering ``policy``'s model through ``workload``.
 
     ``initial_replicas`` are ready at t=0 (default ``bounds.min_replicas``): a trace cut from a running
-    service starts warm.
+    service starts warm. ``cold_starts`` draws each replica's cold start (default: the policy's
+    ``cold_start_seconds`` for every one).
 
     Raises ValueError if ``timeline_step`` or the controller's interval is not positive, or if the
     controller returns a target with negative or non-integer counts.
@@ -61,10 +64,10 @@ def simulate(
     if warm < 0:
         raise ValueError(f"initial_replicas must be >= 0, got {warm}")
     if isinstance(workload, Workload):
-        cluster = RequestCluster(workload, policy=policy, initial_replicas=warm)
+        cluster = RequestCluster(workload, policy=policy, initial_replicas=warm, cold_starts=cold_starts)
         model = "per-request"
     else:
-        cluster = FluidCluster(workload, policy=policy, initial_replicas=warm)
+        cluster = FluidCluster(workload, policy=policy, initial_replicas=warm, cold_starts=cold_starts)
         model = "fluid"
     duration = workload.duration
     last = (warm, 0, 0)

@@ -13,6 +13,10 @@ Rules (seconds from the workload's start; the caller passes ``now``):
   removed, those that drain soonest first. A removed replica takes no new requests, finishes the ones
   it holds and is billed until it has drained (capped at the end of the run).
 * Billing of everything stops at the end of the run (``close``).
+* Cold starts take ``cold_start_seconds``, or a draw of ``cold`` per replica when given
+  (:class:`scaler.sim.coldstart.ColdStarts`). A standby is a pod of the serving workload held out of
+  the Service by a label: it draws the same cold start, and promotion flips the label (the pod, its
+  creation and its Ready time stay). :meth:`Fleet.pods` reports every pod as the Kubernetes API would.
 """
 
 from __future__ import annotations
@@ -33,6 +37,12 @@ class _Replica:
     rid: int
     since: float  # start of the current role (billing of this segment starts here)
     ready_at: float  # serves (SERVE) or is standby-ready (STANDBY) from here
+    pod: int = -1  # serial of the pod (-1: warm at the start, never observed starting)
+    created: float = 0.0  # when the pod was requested
+    pod_ready: float = 0.0  # when the pod first became Ready (in either role)
+
+
+Pod = tuple[int, float, float]  # (serial, created, first Ready; may be after now)
 
 
 @dataclasses.dataclass(slots=True)
@@ -73,8 +83,17 @@ class Segments:
 class Fleet:
     """The replicas and standby replicas of one model; ``drain_end(rid, now)`` says when a replica empties."""
 
-    def __init__(self, *, lead: LeadTimes, warm: int, drain_end: Callable[[int, float], float]) -> None:
-        self._cold = lead.cold_start_seconds
+    def __init__(
+        self,
+        *,
+        lead: LeadTimes,
+        warm: int,
+        drain_end: Callable[[int, float], float],
+        cold: Callable[[], float] | None = None,
+    ) -> None:
+        self._cold_seconds = lead.cold_start_seconds
+        self._draw = cold
+        self._serial = 0
         self._promote = lead.standby_promotion_seconds
         self._drain_end = drain_end
         self._serving: list[_Replica] = []
@@ -85,6 +104,16 @@ class Fleet:
         self.serving_changed = True
         for _ in range(warm):
             self._serving.append(_Replica(self._new_id(), 0.0, 0.0))
+
+    def _start(self, now: float) -> _Replica:
+        """Return a new pod requested at ``now``, with its cold start."""
+        cold = self._draw() if self._draw is not None else self._cold_seconds
+        self._serial += 1
+        return _Replica(self._new_id(), now, now + cold, self._serial, now, now + cold)
+
+    def pods(self) -> list[Pod]:
+        """Return (serial, created, first Ready) of every pod started during the run, serving or standby."""
+        return [(r.pod, r.created, r.pod_ready) for r in (*self._serving, *self._standby) if r.pod >= 0]
 
     @property
     def id_capacity(self) -> int:
@@ -115,7 +144,7 @@ class Fleet:
             self._shrink(len(self._serving) - replicas, now=now)
         if standby > len(self._standby):
             for _ in range(standby - len(self._standby)):
-                self._standby.append(_Replica(self._new_id(), now, now + self._cold))
+                self._standby.append(self._start(now))
         elif standby < len(self._standby):
             self._shrink_standby(len(self._standby) - standby, now=now)
 
@@ -124,9 +153,9 @@ class Fleet:
         for sb in ready_sb[:count]:
             self._standby.remove(sb)
             self.segments.add(kind=STANDBY, start=sb.since, ready_at=sb.ready_at, stop=now, bill_end=now)
-            self._serving.append(_Replica(sb.rid, now, now + self._promote))
+            self._serving.append(_Replica(sb.rid, now, now + self._promote, sb.pod, sb.created, sb.pod_ready))
         for _ in range(count - min(count, len(ready_sb))):
-            self._serving.append(_Replica(self._new_id(), now, now + self._cold))
+            self._serving.append(self._start(now))
         self.serving_changed = True
 
     def _shrink(self, count: int, *, now: float) -> None:

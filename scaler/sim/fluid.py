@@ -30,6 +30,7 @@ from scaler.core.accounting import hold_seconds, wait_limit
 from scaler.core.policy import ModelPolicy
 from scaler.sim import fluid_kernels as fk
 from scaler.sim.cluster import GIVE_UP_SECONDS, Outcome, timeline_edges
+from scaler.sim.coldstart import ColdStarts
 from scaler.sim.fleet import Fleet, replica_series
 from scaler.sim.protocol import CapacityTarget, TickObservation
 from scaler.sim.results import FloatArray, Timeline
@@ -60,7 +61,8 @@ class FluidCluster:
     """The fluid model of one model's capacity; :func:`scaler.sim.engine.simulate` drives it."""
 
     def __init__(
-        self, workload: RateWorkload, *, policy: ModelPolicy, initial_replicas: int | None = None
+        self, workload: RateWorkload, *, policy: ModelPolicy, initial_replicas: int | None = None,
+        cold_starts: ColdStarts | None = None,
     ) -> None:
         if policy.serverless_profile.per_token:
             raise ValueError(
@@ -105,7 +107,8 @@ class FluidCluster:
         self._prefill = self._mean_p / policy.replica.prefill_tokens_per_second
         self._wait_lim = min(ttft - self._prefill, queue)
         warm = policy.bounds.min_replicas if initial_replicas is None else initial_replicas
-        self.fleet = Fleet(lead=policy.lead_times, warm=warm, drain_end=self._drain_end)
+        draw = cold_starts.sampler() if cold_starts is not None else None
+        self.fleet = Fleet(lead=policy.lead_times, warm=warm, drain_end=self._drain_end, cold=draw)
 
     def _drain_end(self, rid: int, now: float) -> float:
         del rid  # the fluid does not tell replicas apart
@@ -178,6 +181,7 @@ class FluidCluster:
             slots_per_replica=self._c,
             queue_length=round(float(self._cohorts.sum())),
             in_flight=round(in_flight),
+            pods=tuple(self.fleet.pods()),
         )
 
     def finish(self, *, timeline_step: float) -> Outcome:

@@ -34,6 +34,7 @@ class TickObservation:
     slots_per_replica: int
     queue_length: int  # requests waiting for a replica slot at ``now`` (a Kafka-lag-like signal)
     in_flight: int  # requests being served anywhere at ``now``
+    pods: tuple[tuple[int, float, float], ...] = ()  # (serial, created, first Ready) of started pods
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

@@ -11,6 +11,8 @@ Documented differences from the daemon, all of timing:
   and ``due`` is asked at the end of each second (the daemon asks every ``burst_check_seconds`` and
   right after each consumed batch);
 * output tokens are credited with their request's arrival (the daemon credits them at ``finish``);
+* the read-back carries the simulated pods' creation and Ready times (the Kubernetes API's), so the
+  controller learns the cold starts the cluster draws (:mod:`scaler.sim.coldstart`);
 * while events are silent (no arrival for ``fallback_after_seconds``), the fallback signal is the
   arrival rate of the last minute and the cluster's ready replicas, refreshed every 5 s, as a daemon
   reading Prometheus would see them.
@@ -31,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from scaler.control.controller import Forecaster, ModelController, Planner, ReadBack, Step, Trigger
+from scaler.control.leadtime import ColdStart
 from scaler.core.fallback import FallbackSignal
 from scaler.core.overrides import Override
 from scaler.core.plan import plan
@@ -199,6 +202,7 @@ class SpillwayController:
             standby_ready=obs.standby_ready,
             standby_starting=obs.standby_starting,
             serverless_provisioned=obs.serverless_provisioned,
+            cold_starts=self._pods(obs),
         )
         now = float(self._start) + obs.now
         if self.controller.silent(now=now):
@@ -219,6 +223,18 @@ class SpillwayController:
             serverless_provisioned=decision.serverless_provisioned,
             serverless_enabled=serverless,
             reason=decision.reason,
+        )
+
+    def _pods(self, obs: TickObservation) -> tuple[ColdStart, ...]:
+        """Return the cluster's pods as the Kubernetes API reads them at ``obs.now`` (unix time)."""
+        start = float(self._start)
+        return tuple(
+            ColdStart(
+                key=f"pod-{serial}",
+                started_at=start + created,
+                ready_at=start + ready if ready <= obs.now else None,
+            )
+            for serial, created, ready in obs.pods
         )
 
     def _feed(self, *, until: int) -> None:

@@ -313,11 +313,12 @@ def test_only_the_workloads_named_in_the_policy_are_touched(cluster: Any) -> Non
     acts, _ = _actuators(kube)
     pol = policy(kubernetes={"namespace": namespace, "name": "chat"})  # no standby named
     _apply(acts, pol, decision(replicas=5, standby=2))
-    touched = {
-        (e["objectRef"]["resource"], _workload(e["objectRef"]))
-        for e in kube.audit(namespace=namespace, user="scaler", writes_only=False)
-    }
-    assert touched == {("deployments", "chat"), ("events", "chat")}
+    audit = kube.audit(namespace=namespace, user="scaler", writes_only=False)
+    touched = {(e["objectRef"]["resource"], _workload(e["objectRef"])) for e in audit}
+    assert touched == {("deployments", "chat"), ("events", "chat"), ("pods", "")}
+    pods = [e for e in audit if e["objectRef"]["resource"] == "pods"]  # listed for their cold starts
+    assert {e["verb"] for e in pods} == {"list"}
+    assert all("labelSelector=app%3Dchat" in e["requestURI"] for e in pods)
     assert (_replicas(apps, namespace, "other"), _replicas(apps, namespace, "chat-standby")) == (4, 1)
     assert _apply(acts, policy(), decision(replicas=5)) == []  # no targets: nothing at all
 
@@ -334,8 +335,9 @@ def test_starting_replicas_are_read_back_until_ready(cluster: Any) -> None:
     assert (capacity.replicas.desired, capacity.replicas.ready, capacity.replicas.starting) == (5, 2, 3)
 
 
-def test_rbac_rules_cover_only_reads_scale_and_events() -> None:
+def test_rbac_rules_cover_only_reads_scale_events_and_pod_labels() -> None:
     verbs = {(r, v) for rule in RBAC_RULES for r in rule["resources"] for v in rule["verbs"]}
     assert ("deployments/scale", "update") in verbs
     assert ("events", "create") in verbs
+    assert {v for r, v in verbs if r == "pods"} == {"list", "patch"}  # cold starts; the standby label
     assert not any(v in ("delete", "create") and r != "events" for r, v in verbs)

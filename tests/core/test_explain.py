@@ -91,9 +91,25 @@ def test_warm_standby_and_floor_costs_per_hour() -> None:
     bounds = {"min_replicas": 2, "min_standby": 1, "max_standby": 3}
     p = policy(prices={"replica_per_hour": 3.0}, bounds=bounds)
     facts = text_of(p)
-    assert "a warm standby costs $3.00/h each" in facts
+    assert "kept out of the Service by its label) costs $3.00/h each" in facts
+    assert "no cheaper than a replica, so the planner keeps only min_standby" in facts
     assert "1-3 standby replicas cost $3.00-$9.00/h" in facts
     assert "the floor of 2 costs $6.00/h with no traffic" in facts
+    cheap = text_of(policy(prices={"replica_per_hour": 3.0, "standby_per_hour": 1.0}, bounds=bounds))
+    assert "costs $1.00/h each" in cheap
+    assert "cheaper than a replica, so the planner keeps standby" in cheap
+
+
+def test_learned_lead_times_are_shown_beside_the_configured_ones() -> None:
+    p = policy(lead_times={"cold_start_seconds": 200})
+    facts = text_of(p)
+    assert "after 3 observed starts the planner leads by their 90th percentile" in facts
+    assert "within [50 s, 800 s] for a replica" in facts
+    shown = "\n".join(explain(p, learned={"replica": 142.0}).facts)
+    assert "replica cold start 142 s learned (configured 200 s)" in shown
+    assert "serverless warm-up 15 s configured (nothing learned yet)" in shown
+    off = text_of(policy(lead_times={"learn": False}))
+    assert "lead times are not learned (lead_times.learn false)" in off
 
 
 def test_cold_start_sets_the_minimum_horizon_and_a_short_horizon_warns() -> None:

@@ -409,19 +409,25 @@ def test_empty_but_valid_forecast_holds_too() -> None:
     assert (d.replicas, d.bound_by) == (3, "no-data")
 
 
-def test_standby_covers_what_replicas_and_serverless_cannot_within_a_cold_start() -> None:
+def test_standby_covers_what_replicas_and_serverless_cannot_within_a_cold_start_where_it_pays() -> None:
     def falling(t: float) -> float:  # a peak now that the forecast sees fading before a replica is up
         return 40.0 if t < 300.0 else 5.0
 
-    def decide(quota: int) -> Decision:
-        p = policy(bounds={"serverless_quota": quota, "max_standby": 3})
+    def decide(quota: int, **prices: float) -> Decision:
+        p = policy(bounds={"serverless_quota": quota, "max_standby": 3}, prices=prices)
         return plan(policy=p, forecast=forecast(falling, start=0.0), observed=observed(rate=40.0),
                     previous=None, now=0.0)
 
-    roomy, tight = decide(8), decide(1)
+    roomy, tight = decide(8, standby_per_hour=1.0), decide(1, standby_per_hour=1.0)
     assert roomy.standby == 0
     assert tight.standby == 3  # clamped to max_standby
     assert "standby 3" in tight.reason
+    # priced as a replica (the default), a standby never pays: serving replicas take the gap instead
+    same = decide(1)
+    assert same.standby == 0
+    assert same.replicas == tight.replicas + 3
+    assert same.bound_by == "cold_start"
+    assert "3 serving replicas cover the cold start" in same.reason
 
 
 # --- the mixture over a window ---------------------------------------------------------------

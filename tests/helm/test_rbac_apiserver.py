@@ -161,6 +161,10 @@ def test_everything_else_is_forbidden(
             namespace,
             {"metadata": {"name": pod, "namespace": namespace}},
         ),
+        "patch a pod in another namespace": lambda: core.patch_namespaced_pod(
+            "x", elsewhere, {"metadata": {"labels": labels}}
+        ),
+        "delete pods": lambda: core.delete_collection_namespaced_pod(namespace),
         "list pods in another namespace": lambda: core.list_namespaced_pod(elsewhere),
         "get the target in another namespace": lambda: apps.read_namespaced_deployment("chat", elsewhere),
         "scale the target in another namespace": lambda: apps.replace_namespaced_deployment_scale(
@@ -172,3 +176,4 @@ def test_everything_else_is_forbidden(
     }
     statuses = {what: _status(call) for what, call in calls.items()}
     assert statuses == dict.fromkeys(calls, 403)
+    assert _status(lambda: core.list_namespaced_pod(namespace)) == 200  # the pods' cold starts

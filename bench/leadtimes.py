@@ -1,0 +1,189 @@
+"""Learned lead times against fixed ones, with cold starts drawn from a wide distribution (prints figures).
+
+The simulated cluster draws every replica's cold start from :class:`scaler.sim.coldstart.ColdStarts`
+(default: lognormal with 5th-95th percentiles 1.5-8 min, seeded). For each guess an SRE might write
+(120 s: too short, 300 s: the default, 600 s: too long) the daemon's controller runs twice: with the
+guess fixed (``lead_times.learn: false``) and learning from it as the prior (``learn: true``: the p90
+of the pods' creation -> Ready it reads back, within [guess/4, 4 x guess]). Each line compares the
+two on cost and SLO attainment; "at equal attainment" is the cheapest fixed guess whose attainment
+is at least the learned run's. A tight serverless quota is where the cold start matters: the
+replicas must be up before the load, spill-over cannot absorb it.
+
+Workloads, read in place (``--traces``, else $SCALER_TRACES_DIR, else ../shared/traces): Azure LLM
+2023 conv and code (per-request), the synthetic ramp and diurnal scenarios, and ServeGen m-large
+days 2-3 (fluid, the forecaster seeded with day 1); every run starts warm as ``scaler simulate`` does.
+
+    .venv/bin/python bench/leadtimes.py [--traces DIR] [--seeds 2] [--json bench-leadtimes.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from scaler.core.policy import ModelPolicy
+from scaler.sim import servegen, traces
+from scaler.sim import workload as wl
+from scaler.sim.baselines import warm_replicas
+from scaler.sim.coldstart import ColdStarts
+from scaler.sim.engine import simulate
+from scaler.sim.results import Summary
+from scaler.sim.spillway import SpillwayController
+from scaler.sim.synthetic import synthetic
+
+DAY = 86_400
+GUESSES = (120.0, 300.0, 600.0)  # what an SRE might write: too short, the default, too long
+
+
+def _policy(*, learn: bool, cold: float, bounds: dict[str, int]) -> ModelPolicy:
+    return ModelPolicy.model_validate(
+        {
+            "name": "llama-3.1-8b-instruct",
+            "lead_times": {"cold_start_seconds": cold, "learn": learn},
+            "bounds": bounds,
+        }
+    )
+
+
+def _run(
+    workload: wl.Workload | wl.RateWorkload,
+    *,
+    policy: ModelPolicy,
+    cold_starts: ColdStarts,
+    warmup: wl.RateWorkload | None,
+) -> tuple[Summary, float, float | None]:
+    """Return the summary, the wall time and the last learned cold start of one run."""
+    controller = SpillwayController(policy, workload)
+    if warmup is not None:
+        controller.warm_up(warmup)
+    t0 = time.perf_counter()
+    result = simulate(
+        workload, controller, policy=policy, initial_replicas=warm_replicas(workload, policy=policy),
+        cold_starts=cold_starts,
+    )  # fmt: skip
+    wall = time.perf_counter() - t0
+    end = controller.controller.lead_times(now=workload.duration)[0]
+    return result.summary, wall, end.learned
+
+
+def _row(name: str, summary: Summary, extra: str = "") -> str:
+    return (
+        f"  {name:<22} cost ${summary.cost.total:>9,.2f}  attainment {summary.slo_attainment:8.3%}  "
+        f"serverless {summary.served_serverless / max(summary.requests, 1):6.1%}  "
+        f"actions {summary.scaling_actions:>4}  {extra}"
+    )
+
+
+def compare(
+    workload: wl.Workload | wl.RateWorkload,
+    *,
+    title: str,
+    seeds: int,
+    bounds: dict[str, int],
+    draws: ColdStarts,
+    warmup: wl.RateWorkload | None = None,
+) -> dict[str, object]:
+    """Run, for each guess, the guess fixed and learning from it; print and return the figures."""
+    out: dict[str, object] = {"title": title, "bounds": bounds, "seeds": []}
+    for seed in range(seeds):
+        seeded = dataclasses.replace(draws, seed=seed)
+        print(f"{title}, bounds {bounds}, seed {seed}:", flush=True)
+        fixed: dict[float, Summary] = {}
+        learned: dict[float, tuple[Summary, float | None]] = {}
+        for cold in GUESSES:
+            for learn in (False, True):
+                policy = _policy(learn=learn, cold=cold, bounds=bounds)
+                run, wall, value = _run(workload, policy=policy, cold_starts=seeded, warmup=warmup)
+                if learn:
+                    learned[cold] = (run, value)
+                    shown = f"ends at {value:.0f} s" if value is not None else "never learned"
+                    print(_row(f"learned from {cold:.0f} s", run, f"{shown}, {wall:.1f} s wall"), flush=True)
+                else:
+                    fixed[cold] = run
+                    print(_row(f"fixed {cold:.0f} s", run, f"{wall:.1f} s wall"), flush=True)
+        rows = {}
+        for cold, (run, value) in learned.items():
+            as_good = [(f.cost.total, c) for c, f in fixed.items() if f.slo_attainment >= run.slo_attainment]
+            cheapest = min(as_good) if as_good else None
+            base = fixed[cold]
+            line = (
+                f"prior {cold:.0f} s: learned vs fixed {run.cost.total / base.cost.total - 1:+.2%} cost, "
+                f"{(run.slo_attainment - base.slo_attainment) * 100:+.3f} attainment points; "
+                + (
+                    f"vs the cheapest fixed guess at least as good ({cheapest[1]:.0f} s) "
+                    f"{run.cost.total / cheapest[0] - 1:+.2%} cost"
+                    if cheapest is not None
+                    else "no fixed guess reaches its attainment"
+                )
+            )
+            print(f"  => {line}")
+            rows[str(cold)] = {
+                "fixed": {"cost": fixed[cold].cost.total, "attainment": fixed[cold].slo_attainment},
+                "learned": {"cost": run.cost.total, "attainment": run.slo_attainment, "value": value},
+                "line": line,
+            }
+        out["seeds"].append({"seed": seed, "priors": rows})  # type: ignore[attr-defined]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; return the exit code."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--traces", help="traces directory")
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--json", type=Path, default=Path("bench-leadtimes.json"))
+    parser.add_argument("--skip-servegen", action="store_true")
+    parser.add_argument("--skip-synthetic", action="store_true")
+    args = parser.parse_args(argv)
+    root = traces.traces_dir(args.traces, env=os.environ)
+    draws = ColdStarts()
+    out: dict[str, object] = {}
+    for kind in ("conv", "code"):
+        path = root / "azure-llm-2023" / f"AzureLLMInferenceTrace_{kind}.csv"
+        workload = traces.load_azure(path).workload
+        for quota in (16, 2):
+            out[f"azure-{kind}-quota{quota}"] = compare(
+                workload, title=f"Azure {kind}", seeds=args.seeds, bounds={"serverless_quota": quota},
+                draws=draws,
+            )  # fmt: skip
+    if not args.skip_synthetic:
+        for name in ("ramp", "diurnal"):
+            scenario = synthetic(name, seed=0)
+            for quota in (16, 0):
+                out[f"{name}-quota{quota}"] = compare(
+                    scenario, title=f"synthetic {name}", seeds=args.seeds,
+                    bounds={"serverless_quota": quota}, draws=draws,
+                )  # fmt: skip
+    if not args.skip_servegen:
+        rates = servegen.load_servegen_rates(root / "servegen-m-large", seed=0)
+        day1, days23 = _cut(rates, 0, DAY), _cut(rates, DAY, 3 * DAY)
+        for quota in (100, 10):
+            out[f"servegen-days2-3-quota{quota}"] = compare(
+                days23, title="ServeGen m-large days 2-3 (fluid, seeded with day 1)", seeds=args.seeds,
+                bounds={"max_replicas": 200, "serverless_quota": quota}, draws=draws, warmup=day1,
+            )  # fmt: skip
+    args.json.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {args.json}")
+    return 0
+
+
+def _cut(rates: wl.RateWorkload, start: int, stop: int) -> wl.RateWorkload:
+    return wl.RateWorkload(
+        name=f"{rates.name}[{start // DAY + 1}-{stop // DAY}d]",
+        counts=rates.counts[start:stop],
+        mean_prompt_tokens=rates.mean_prompt_tokens,
+        mean_output_tokens=rates.mean_output_tokens,
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
