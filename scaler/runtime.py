@@ -21,7 +21,7 @@ from scaler.control import checkpoint
 from scaler.control.controller import ModelController, Step, Trigger
 from scaler.control.payload import decision_payload
 from scaler.core import events
-from scaler.core.events import InvalidEvent
+from scaler.core.events import InvalidEvent, RequestEvent
 from scaler.core.fallback import FallbackSignal
 from scaler.core.overrides import OverrideBook
 from scaler.core.policy import ModelPolicy
@@ -188,63 +188,124 @@ class Runtime:
             self._foreign = frozenset(m.encode() for m in self.policies if m not in self.owned)
         return self._foreign
 
-    def ingest(  # noqa: PLR0912  # the hot path stays one loop: a call per record costs more than it reads
-        self, records: list[RawRecord], *, now: float
-    ) -> list[tuple[RawRecord, InvalidEvent]]:
+    def ingest(self, records: list[RawRecord], *, now: float) -> list[tuple[RawRecord, InvalidEvent]]:
         """Decode and aggregate ``records``; return the invalid ones with their error (nothing is raised).
 
-        A record keyed by a model another process owns is dropped before it is decoded.
+        A record keyed by a model another process owns is dropped before it is decoded. Request
+        events are decoded in one loop and counted per model in one call each; only an event that
+        fails a check goes through the one-event decoder again, which says why.
         """
-        rejected: list[tuple[RawRecord, InvalidEvent]] = []
-        policies = self.policies
-        skew = self.options.max_skew_seconds
-        requests_topic = self.options.requests_topic
-        owned = self.owned
         foreign = self._foreign_keys()
-        fed = self._fed
-        not_owned = late_or_early = requests = 0  # counted here, exported once per batch: hot path
-        for record in records:
-            if record.key in foreign:
-                not_owned += 1  # keyed by a model another process acts for: not worth decoding
-                continue
-            try:
-                if record.topic == requests_topic:
-                    requests += 1
-                    request = events.decode_request(
-                        record.value, known_models=policies, now=now, max_skew=skew
-                    )
-                    controller = owned.get(request.model)
-                    if controller is None:
-                        not_owned += 1
-                    elif not controller.ingest_request(request, now=now):
-                        late_or_early += 1
-                    else:
-                        fed.add(request.model)
-                else:
-                    metric = events.decode_metric(record.value, known_models=policies, now=now, max_skew=skew)
-                    controller = owned.get(metric.model)
-                    if controller is None:
-                        not_owned += 1
-                    else:
-                        controller.ingest_metric(metric, now=now)
-            except InvalidEvent as exc:
-                rejected.append((record, exc))
-                self.metrics.events_rejected.labels(reason=exc.reason).inc()
-            except Exception as exc:  # a decoder bug must cost one record, never the batch or the daemon
-                error = InvalidEvent("bad_value", f"cannot decode: {type(exc).__name__}: {str(exc)[:120]}")
-                rejected.append((record, error))
-                self.metrics.events_rejected.labels(reason=error.reason).inc()
+        requests_topic = self.options.requests_topic
+        kept = [r for r in records if r.key not in foreign] if foreign else records
+        not_owned = len(records) - len(kept)  # keyed by a model another process acts for: not decoded
+        requests = [r for r in kept if r.topic == requests_topic]
+        others = [r for r in kept if r.topic != requests_topic] if len(requests) < len(kept) else []
+        rejected: list[tuple[RawRecord, InvalidEvent]] = []
+        not_owned += self._ingest_requests(requests, now=now, rejected=rejected)
+        for record in others:
+            not_owned += self._ingest_metric(record, now=now, rejected=rejected)
+        if rejected and others and requests:  # dead letters in the order their records came
+            position = {id(r): i for i, r in enumerate(records)}
+            rejected.sort(key=lambda found: position[id(found[0])])
         if not_owned:
             self._not_owned.inc(not_owned)
-        if late_or_early:
-            self._late_or_early.inc(late_or_early)
-        if requests == len(records):
-            self.metrics.events_consumed.labels(topic=requests_topic).inc(requests)
+        if not others:
+            self.metrics.events_consumed.labels(topic=requests_topic).inc(len(records))
         else:
             for topic in {r.topic for r in records}:
                 count = sum(1 for r in records if r.topic == topic)
                 self.metrics.events_consumed.labels(topic=topic).inc(count)
         return rejected
+
+    def _ingest_requests(
+        self, records: list[RawRecord], *, now: float, rejected: list[tuple[RawRecord, InvalidEvent]]
+    ) -> int:
+        """Decode and count request ``records``; append the invalid ones to ``rejected``; return how many
+        were of models not owned."""
+        skew = self.options.max_skew_seconds
+        owned = self.owned
+        groups: dict[str, list[RequestEvent] | None] = {}  # None: a known model this process does not own
+        not_owned = 0
+        decoded = events.decode_request_batch([r.value for r in records])
+        for record, event in zip(records, decoded, strict=True):
+            if event is not None and abs(event.ts - now) <= skew and event.model in groups:
+                group = groups[event.model]
+                if group is not None:
+                    group.append(event)  # the hot path: an owned model seen in this batch, ts within skew
+                else:
+                    not_owned += 1
+                continue
+            checked = self._one_request(record, now=now, rejected=rejected)  # says why, or new here
+            if checked is None:
+                continue
+            if checked.model in owned:
+                batch = groups.get(checked.model)
+                if batch is None:
+                    groups[checked.model] = batch = []
+                batch.append(checked)
+            else:
+                groups[checked.model] = None
+                not_owned += 1
+        self._count(groups, now=now)
+        return not_owned
+
+    def _count(self, groups: Mapping[str, list[RequestEvent] | None], *, now: float) -> None:
+        """Count each owned model's batch of events into its controller (None: a model not owned)."""
+        late_or_early = 0
+        for model, batch in groups.items():
+            if batch is None:
+                continue
+            try:
+                counted = self.owned[model].ingest_requests(batch, now=now)
+            except Exception:  # validated events cannot fail to count; were they to, the daemon goes on
+                self.log.exception("aggregate_failed", model=model, policy=model, events=len(batch))
+                continue
+            late_or_early += len(batch) - counted
+            if counted:
+                self._fed.add(model)
+        if late_or_early:
+            self._late_or_early.inc(late_or_early)
+
+    def _one_request(
+        self, record: RawRecord, *, now: float, rejected: list[tuple[RawRecord, InvalidEvent]]
+    ) -> RequestEvent | None:
+        """Return the event of ``record`` fully checked, or None after appending it to ``rejected``."""
+        try:
+            return events.decode_request(
+                record.value, known_models=self.policies, now=now, max_skew=self.options.max_skew_seconds
+            )
+        except InvalidEvent as exc:
+            self._reject(record, exc, rejected)
+        except Exception as exc:  # a decoder bug must cost one record, never the batch or the daemon
+            self._reject(record, _decoder_bug(exc), rejected)
+        return None
+
+    def _ingest_metric(
+        self, record: RawRecord, *, now: float, rejected: list[tuple[RawRecord, InvalidEvent]]
+    ) -> int:
+        """Decode and keep one metric ``record`` (or reject it); return 1 if its model is not owned."""
+        try:
+            metric = events.decode_metric(
+                record.value, known_models=self.policies, now=now, max_skew=self.options.max_skew_seconds
+            )
+        except InvalidEvent as exc:
+            self._reject(record, exc, rejected)
+            return 0
+        except Exception as exc:  # a decoder bug must cost one record, never the batch or the daemon
+            self._reject(record, _decoder_bug(exc), rejected)
+            return 0
+        controller = self.owned.get(metric.model)
+        if controller is None:
+            return 1
+        controller.ingest_metric(metric, now=now)
+        return 0
+
+    def _reject(
+        self, record: RawRecord, error: InvalidEvent, rejected: list[tuple[RawRecord, InvalidEvent]]
+    ) -> None:
+        rejected.append((record, error))
+        self.metrics.events_rejected.labels(reason=error.reason).inc()
 
     # -- fallback: Prometheus when a model's events stop -------------------------------------------
 
@@ -326,6 +387,10 @@ class Runtime:
             forecast_valid=step.forecast.valid,
             dry_run=self.options.dry_run,
         )
+
+
+def _decoder_bug(exc: Exception) -> InvalidEvent:
+    return InvalidEvent("bad_value", f"cannot decode: {type(exc).__name__}: {str(exc)[:120]}")
 
 
 async def refresh_fallback(reader: PrometheusSignal, runtime: Runtime, *, now: float) -> int:

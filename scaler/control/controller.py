@@ -151,6 +151,12 @@ class ModelController:
         self.last_event_at = now
         return self.aggregator.add_request(event)
 
+    def ingest_requests(self, events: Sequence[RequestEvent], *, now: float) -> int:
+        """Count a batch of this model's validated request events; return how many were not late or early."""
+        if events:
+            self.last_event_at = now
+        return self.aggregator.add_requests(events)
+
     def ingest_metric(self, event: MetricEvent, *, now: float) -> None:
         """Keep a validated replica metric event (the newest per replica)."""
         self.last_event_at = now

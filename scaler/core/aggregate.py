@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterable
 from typing import Final
 
 import numpy as np
@@ -123,6 +124,51 @@ class ModelAggregator:
         elif kind == "reject":
             row[REJECTS] += 1
         return True
+
+    def add_requests(self, events: Iterable[RequestEvent]) -> int:
+        """Count every event of ``events`` as :meth:`add_request` would; return how many were counted.
+
+        One loop over the batch with the ring in locals: the per-event cost of the ingest path.
+        """
+        bucket = self.bucket_seconds
+        ring = self._ring
+        size = len(ring)
+        stamps, counts = self._second_stamps, self._second_counts
+        floor = math.floor
+        first = self._first_open
+        counted = late = early = 0
+        for event in events:
+            ts = event.ts
+            index = floor(ts / bucket)
+            if first is None:
+                first = self._first_open = index
+            offset = index - first
+            if offset < 0:
+                late += 1
+                continue
+            if offset >= size:
+                early += 1
+                continue
+            counted += 1
+            row = ring[index % size]
+            kind = event.type
+            if kind == "arrival":
+                row[ARRIVALS] += 1
+                row[PROMPT_TOKENS] += event.prompt_tokens
+                second = floor(ts)
+                slot = second % SECONDS_RING
+                if stamps[slot] != second:
+                    stamps[slot] = second
+                    counts[slot] = 1
+                else:
+                    counts[slot] += 1
+            elif kind == "finish":
+                row[OUTPUT_TOKENS] += event.output_tokens
+            elif kind == "reject":
+                row[REJECTS] += 1
+        self.late += late
+        self.early += early
+        return counted
 
     def add_second(self, *, second: int, arrivals: int, prompt_tokens: int, output_tokens: int) -> bool:
         """Count a whole second of arrivals at once, as ``arrivals`` arrival events in ``[second, second+1)``.

@@ -206,3 +206,33 @@ def test_begin_skips_the_partial_bucket_the_daemon_started_in() -> None:
     assert agg.add_request(_arrival(T0 + 61))
     assert [(b.start, b.requests) for b in agg.close(now=T0 + 120)] == [(T0 + 60, 1)]
     assert agg.late == 1
+
+
+_kinds = st.sampled_from(["arrival", "first_token", "finish", "reject"])
+
+
+@given(
+    st.lists(
+        st.tuples(st.floats(-30.0, 120.0), _kinds, st.integers(0, 1000), st.integers(0, 1000)), max_size=60
+    ),
+    st.booleans(),
+)
+@settings(max_examples=200, deadline=None)
+def test_a_batch_counts_exactly_as_its_events_one_by_one(
+    rows: list[tuple[float, str, int, int]], begun: bool
+) -> None:
+    batch = [
+        RequestEvent(model="m", ts=T0 + dt, type=kind, request_id="r", prompt_tokens=p, output_tokens=o)  # type: ignore[arg-type]
+        for dt, kind, p, o in rows
+    ]
+    one, many = ModelAggregator(bucket_seconds=10), ModelAggregator(bucket_seconds=10)
+    if begun:
+        one.begin(now=T0)
+        many.begin(now=T0)
+    counted = sum(one.add_request(e) for e in batch)
+    assert many.add_requests(batch) == counted
+    assert (many.late, many.early) == (one.late, one.early)
+    assert many.open_state() == one.open_state()
+    now = T0 + 30
+    assert many.recent_rate(now=now, window_seconds=4) == one.recent_rate(now=now, window_seconds=4)
+    assert many.close(now=T0 + 200) == one.close(now=T0 + 200)
