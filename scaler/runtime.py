@@ -10,6 +10,7 @@ broker or Kubernetes/AWS API never delays ingest or another model's decision.
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import time
 from collections.abc import Mapping
 
@@ -28,6 +29,8 @@ from scaler.core.policy import ModelPolicy
 from scaler.core.types import Decision, FloatArray
 from scaler.executor import Executor
 from scaler.ports import ForecasterFactory, ForecasterLoader, Planner, RawRecord
+
+FIRST_TICKS_AT_ONCE = 256  # models assigned at once beyond this have their first ticks spread out
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,11 +72,18 @@ class Runtime:
         self._late_or_early = metrics.events_dropped.labels(why="late_or_early")
         self._foreign: frozenset[bytes] | None = None  # keys of models others own; None: recompute
         self._fed: set[str] = set()  # models fed request events since the consumer last asked due()
+        self._ticks: list[tuple[float, str]] = []  # heap of (next tick, model); entries may be stale
+        self._asked: set[str] = set()  # models found due by the last due(): their next tick is pushed again
 
     # -- ownership ----------------------------------------------------------------------------------
 
     def assign(self, models: frozenset[str], *, checkpoints: Mapping[str, bytes], now: float) -> None:
-        """Start acting for ``models`` (those with a policy), resuming each from its checkpoint if valid."""
+        """Start acting for ``models`` (those with a policy), resuming each from its checkpoint if valid.
+
+        Each is due at once; beyond :data:`FIRST_TICKS_AT_ONCE` models, their first ticks are spread
+        over their interval, so no tick decides thousands of models while ingest waits.
+        """
+        fresh: list[str] = []
         for model in sorted(models):
             policy = self.policies.get(model)
             if policy is None or model in self.owned:
@@ -95,6 +105,13 @@ class Runtime:
                     self.log.warning("checkpoint_rejected", model=model, policy=model, error=str(exc))
             self.owned[model] = controller
             self.executor.attach(policy)
+            fresh.append(model)
+        for k, model in enumerate(fresh):  # many at once: first ticks spread over the interval
+            controller = self.owned[model]
+            if len(fresh) > FIRST_TICKS_AT_ONCE:
+                share = (k // FIRST_TICKS_AT_ONCE) * FIRST_TICKS_AT_ONCE / len(fresh)
+                controller.next_tick = now + share * controller.policy.behavior.interval_seconds
+            heapq.heappush(self._ticks, (controller.next_tick, model))
         self.metrics.owned_models.set(len(self.owned))
         self._foreign = None
 
@@ -159,6 +176,7 @@ class Runtime:
                     fresh = self._fresh(policy, now=now)
                     fresh.previous = controller.previous
                     self.owned[model] = fresh
+                    heapq.heappush(self._ticks, (fresh.next_tick, model))
                 else:
                     controller.policy = policy
                 self.executor.attach(policy)
@@ -324,21 +342,44 @@ class Runtime:
     def due(self, *, now: float, fed: bool = False) -> list[tuple[str, Trigger]]:
         """Return (model, trigger) for every owned model whose tick is due or that sees a burst.
 
-        With ``fed``, only the models that were fed events since the last such call are asked (the
-        consumer asks right after each batch, so a burst is decided as soon as it is read).
+        Only models that can be due are asked: with ``fed``, those fed events since the last call (the
+        consumer asks right after each batch, so a burst is decided as soon as it is read); without,
+        those and the models whose tick time has come (a heap: the cost follows the due models, not
+        the owned ones). A model fed nothing since it was last asked sees no new burst.
         A model whose targets were never read back yet is not due: deciding blind could scale it down.
         """
-        if fed:
-            names, self._fed = self._fed, set()
-            candidates = [(m, self.owned[m]) for m in names if m in self.owned]
-        else:
-            candidates = list(self.owned.items())
+        names, self._fed = self._fed, set()
+        if not fed:
+            names |= self._tick_due(now=now)
         found: list[tuple[str, Trigger]] = []
-        for model, controller in candidates:
+        for model in sorted(names):
+            controller = self.owned.get(model)
+            if controller is None:
+                continue
             trigger = controller.due(now=now)
             if trigger is not None and not self.executor.awaiting_first_read(model):
                 found.append((model, trigger))
         return found
+
+    def _tick_due(self, *, now: float) -> set[str]:
+        """Return the owned models whose next tick is at or before ``now`` (from the heap)."""
+        ticks, owned = self._ticks, self.owned
+        for model in self._asked:  # decided since (a later tick) or not (still due): pushed either way
+            controller = owned.get(model)
+            if controller is not None:
+                heapq.heappush(ticks, (controller.next_tick, model))
+        due: set[str] = set()
+        while ticks and ticks[0][0] <= now:
+            _, model = heapq.heappop(ticks)
+            controller = owned.get(model)
+            if controller is None or model in due:
+                continue  # revoked or dropped, or a stale duplicate
+            if controller.next_tick > now:  # decided since this entry was pushed
+                heapq.heappush(ticks, (controller.next_tick, model))
+            else:
+                due.add(model)
+        self._asked = due
+        return due
 
     def decide(self, model: str, *, trigger: Trigger, now: float) -> Decision | None:
         """Decide for an owned model, log it, hand it to the executor; return it (None: not owned)."""
