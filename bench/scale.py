@@ -134,6 +134,7 @@ async def run(args: argparse.Namespace) -> None:  # one timeline, read top to bo
     names = [m.encode() for m in models]
     ticks = round(args.seconds / args.tick)
     wall: list[float] = []
+    tick_cpu: list[float] = []
     cpu_used = ingest_cpu = decide_cpu = 0.0
     decisions = events = bursts = 0
     n = 0
@@ -158,7 +159,8 @@ async def run(args: argparse.Namespace) -> None:  # one timeline, read top to bo
             ingest_cpu += t_ingested - t_cpu
             await runtime.executor.idle()  # the executor's tasks publish
             wall.append(time.perf_counter() - t_wall)
-            cpu_used += time.process_time() - t_cpu
+            tick_cpu.append(time.process_time() - t_cpu)
+            cpu_used += tick_cpu[-1]
             decisions += len(due)
             bursts += sum(1 for _, trigger in due if trigger == "burst")
             events += len(records)
@@ -169,7 +171,9 @@ async def run(args: argparse.Namespace) -> None:  # one timeline, read top to bo
     first = [times[0] - T0 for times in sink.ticks.values()]
     undecided = args.models - len(sink.ticks)
     wall.sort()
+    tick_cpu.sort()
     p99 = wall[min(len(wall) - 1, round(0.99 * (len(wall) - 1)))]
+    cpu_p99 = tick_cpu[min(len(tick_cpu) - 1, round(0.99 * (len(tick_cpu) - 1)))]
     print(f"# bench/scale.py  ({os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f})")
     print(f"models owned            {args.models:>10,}   (default policies: {interval:g} s interval)")
     print(f"virtual time            {virtual:>10,.0f} s, ticks of {args.tick:g} s; runtime fed directly")
@@ -178,6 +182,8 @@ async def run(args: argparse.Namespace) -> None:  # one timeline, read top to bo
     p50 = statistics.median(wall)
     p99_ms, max_ms = p99 * 1e3, wall[-1] * 1e3
     print(f"tick duration (wall)    p50 {p50 * 1e3:7.1f} ms   p99 {p99_ms:7.1f} ms   max {max_ms:7.1f} ms")
+    cpu_p50, cpu_p99, cpu_max = statistics.median(tick_cpu) * 1e3, cpu_p99 * 1e3, tick_cpu[-1] * 1e3
+    print(f"tick duration (CPU)     p50 {cpu_p50:7.1f} ms   p99 {cpu_p99:7.1f} ms   max {cpu_max:7.1f} ms")
     print(f"CPU share of one core   {cpu_used / virtual:>10.2f}   (< 1: keeps up in real time)")
     print(f"  ingest                {ingest_cpu / max(events, 1) * 1e6:>10.2f} us CPU per event")
     print(f"  decide, log, export   {decide_cpu / max(decisions, 1) * 1e6:>10.0f} us CPU per decision")
@@ -186,8 +192,12 @@ async def run(args: argparse.Namespace) -> None:  # one timeline, read top to bo
     print(f"tick decisions' gaps   max {max(gaps):.2f} s (interval {interval:g} s + one tick)")
     print(f"assign                  {assign_s:>10.2f} s")
     grown = rss_mib() - before
+    sample = runtime.owned[models[0]].forecaster
+    arrays = {k: v.nbytes for k, v in vars(sample).items() if hasattr(v, "nbytes")}
+    biggest = ", ".join(f"{k} {v / 1024:.0f}" for k, v in sorted(arrays.items(), key=lambda kv: -kv[1])[:3])
     print(f"RSS                     {rss_mib():>10,.0f} MiB   (target < 1024)")
     print(f"  models' share         +{assigned - before:,.0f} MiB at assignment, +{grown:,.0f} MiB at end")
+    print(f"  forecaster arrays     {sum(arrays.values()) / 1024:>10,.0f} KiB per model ({biggest} KiB)")
 
 
 def main() -> None:

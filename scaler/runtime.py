@@ -242,29 +242,25 @@ class Runtime:
         """Decode and count request ``records``; append the invalid ones to ``rejected``; return how many
         were of models not owned."""
         skew = self.options.max_skew_seconds
-        owned = self.owned
+        policies, owned = self.policies, self.owned
         groups: dict[str, list[RequestEvent] | None] = {}  # None: a known model this process does not own
         not_owned = 0
         decoded = events.decode_request_batch([r.value for r in records])
-        for record, event in zip(records, decoded, strict=True):
-            if event is not None and abs(event.ts - now) <= skew and event.model in groups:
-                group = groups[event.model]
-                if group is not None:
-                    group.append(event)  # the hot path: an owned model seen in this batch, ts within skew
-                else:
-                    not_owned += 1
-                continue
-            checked = self._one_request(record, now=now, rejected=rejected)  # says why, or new here
-            if checked is None:
-                continue
-            if checked.model in owned:
-                batch = groups.get(checked.model)
-                if batch is None:
-                    groups[checked.model] = batch = []
-                batch.append(checked)
+        for record, found in zip(records, decoded, strict=True):
+            event = found
+            if event is None or abs(event.ts - now) > skew or event.model not in policies:
+                event = self._one_request(record, now=now, rejected=rejected)  # says why, or it passes
+                if event is None:
+                    continue
+            model = event.model
+            if model in groups:
+                group = groups[model]
             else:
-                groups[checked.model] = None
+                group = groups[model] = [] if model in owned else None
+            if group is None:
                 not_owned += 1
+            else:
+                group.append(event)
         self._count(groups, now=now)
         return not_owned
 
