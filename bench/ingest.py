@@ -177,6 +177,7 @@ async def daemon_drain(
     """Run the daemon over ``count`` events; time its consume loop's stages (wall clock, per event)."""
     daemon = build_kafka_daemon(settings=settings, policies=policies, planner=plan)
     spent = dict.fromkeys(("poll", "ingest", "commit"), 0.0)
+    batches = [0]
     seen = {"events": 0, "first": 0}
     clock: dict[str, float] = {}
 
@@ -206,7 +207,13 @@ async def daemon_drain(
 
     source, runtime = daemon.source, daemon.runtime
     source.poll = timed("poll", source.poll, True)  # type: ignore[method-assign]
-    runtime.ingest = timed("ingest", runtime.ingest, False)  # type: ignore[method-assign]
+    ingest = timed("ingest", runtime.ingest, False)
+
+    def counted(records: list[Any], **kwargs: Any) -> Any:
+        batches[0] += counting(time.perf_counter())
+        return ingest(records, **kwargs)
+
+    runtime.ingest = counted  # type: ignore[method-assign]
     daemon._flush_and_commit = timed("commit", daemon._flush_and_commit, True)  # type: ignore[method-assign]
     consumed = daemon.metrics.events_consumed.labels(topic=settings.kafka_requests_topic)
     task = asyncio.create_task(daemon.run(install_signals=False))
@@ -225,6 +232,7 @@ async def daemon_drain(
     await task
     stages = {name: value / n * 1e6 for name, value in spent.items()}
     stages["rest of the loop"] = took / n * 1e6 - sum(stages.values())
+    stages["events per batch"] = n / max(batches[0], 1)
     return Drain(rate=n / took, cpu_us=cpu / n * 1e6, stages_us=stages)
 
 
@@ -404,7 +412,7 @@ def rss_with_models(count: int, plan: Planner) -> float:
     return rss_mib() - before
 
 
-STAGES = ("poll", "ingest", "commit", "rest of the loop")
+STAGES = ("poll", "ingest", "commit", "rest of the loop", "events per batch")
 
 
 def _spread(label: str, values: list[float]) -> str:
@@ -440,6 +448,10 @@ def main() -> None:
     scaler_logging.configure(level="warning")
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(open(os.devnull, "w")))  # noqa: SIM115
     plan: Planner = scaler_plan.plan
+    warm = DemandForecaster.from_policy(ModelPolicy(name="warm"))  # numba kernels loaded before timing
+    for k in range(4):
+        warm.observe(bucket_start=k * 10.0, requests=1, prompt_tokens=1, output_tokens=1)
+    warm.forecast(now=40.0)
     print(f"# bench/ingest.py  (real planner; {os.cpu_count()} CPUs)")
     proc, bootstrap = start_broker()
     try:
@@ -480,6 +492,7 @@ def main() -> None:
         print(f"    aggregate (checks, group, count)    {aggregate:6.2f} us")
         print(f"  dead letters, flush and commit        {stages['commit']:6.2f} us")
         print(f"  rest of the loop (due, tasks, ...)    {stages['rest of the loop']:6.2f} us")
+        print(f"  ({stages['events per batch']:,.0f} events per batch)")
 
         burst_models = [f"b{i:02d}" for i in range(args.bursts)]
         policy_file = args.tmp / f"bench-burst-{uuid.uuid4().hex[:6]}.yaml"
