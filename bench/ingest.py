@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import json
 import os
 import resource
@@ -464,6 +465,8 @@ def main() -> None:
             produce_many(bootstrap, settings.kafka_requests_topic, ingest_models, args.events)
         )
         print(f"produced {args.events:,} events at {produced:,.0f}/s (load average {os.getloadavg()[0]:.1f})")
+        gc.collect()
+        gc.freeze()  # as the daemon does at start: the start-up heap out of the collector's way, for both
         rounds: list[tuple[Drain, Drain]] = []
         for k in range(args.rounds):  # interleaved: the shared machine's load changes by the minute
             bare = asyncio.run(bare_drain(bootstrap, settings.kafka_requests_topic, args.events))
