@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import itertools
 import os
 import statistics
@@ -113,6 +114,8 @@ async def run(args: argparse.Namespace) -> None:  # one timeline, read top to bo
     for k in range(4):
         warm.observe(bucket_start=k * 60.0, requests=1, prompt_tokens=1, output_tokens=1)
     warm.forecast(now=240.0)
+    gc.collect()
+    gc.freeze()  # as the daemon does when it starts consuming (scaler.app)
     before = rss_mib()
     models = [f"model-{i:05d}" for i in range(args.models)]
     policies = {m: ModelPolicy(name=m) for m in models}
