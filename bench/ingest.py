@@ -285,7 +285,8 @@ async def reaction(bootstrap: str, settings: Settings, policies: dict[str, Model
     daemon.runtime.executor.sink.publish = timed_publish  # type: ignore[method-assign]
     task = asyncio.create_task(daemon.run(install_signals=False))
     while not daemon.assigned:  # noqa: ASYNC110  # a flag set by the rebalance callback
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.01)
+    assigned_at = time.time()  # the replay below starts counting where the daemon did
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
     await producer.start()
     steady, burst_factor = 5, 20
@@ -321,7 +322,7 @@ async def reaction(bootstrap: str, settings: Settings, policies: dict[str, Model
         await producer.stop()
         daemon.request_stop(15)
         await task
-    floor = await asyncio.to_thread(evidence_times, policies, plan, produced, first_event)
+    floor = await asyncio.to_thread(evidence_times, policies, plan, produced, first_event, assigned_at)
     return [(published.get(m, float("inf")) - first_event[m], floor.get(m, float("inf"))) for m in models]
 
 
@@ -361,6 +362,7 @@ def evidence_times(
     plan: Planner,
     produced: list[tuple[str, float]],
     bursts: dict[str, float],
+    assigned_at: float,
 ) -> dict[str, float]:
     """Return, per bursting model, seconds from its burst's first event to a burst decision when every
     event is ingested the instant it is produced (the runtime's own timeline: no broker, no fetch)."""
@@ -370,7 +372,7 @@ def evidence_times(
     found: dict[str, float] = {}
 
     async def replay() -> None:
-        runtime.assign(frozenset(policies), checkpoints={}, now=produced[0][1] - 0.5)
+        runtime.assign(frozenset(policies), checkpoints={}, now=assigned_at)
         for n, (model, ts) in enumerate(produced):
             runtime.ingest([RawRecord("llm.requests", 0, n, model.encode(), event(model, ts, n))], now=ts)
             for name, trigger in runtime.due(now=ts):
