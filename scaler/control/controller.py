@@ -138,6 +138,7 @@ class ModelController:
         self.signal: FallbackSignal | None = None
         self.on_fallback = False
         self._threshold: float | None = None
+        self._threshold_stale = False  # a bucket closed since the threshold was computed
 
     @property
     def name(self) -> str:
@@ -196,13 +197,19 @@ class ModelController:
     def due(self, *, now: float) -> Trigger | None:
         """Return ``tick`` when the interval is up, ``burst`` when arrivals outrun the forecast, else None.
 
-        Completed buckets go to the forecaster here too, so the burst threshold follows every bucket.
+        Completed buckets go to the forecaster here too, so the burst threshold follows every bucket
+        (computed when recent arrivals are enough to be a burst at all).
         """
         if now >= self.next_tick:
             return "tick"
         if self._observe_closed(now=now):
-            self._threshold = aggregate.burst_threshold(self.forecaster.forecast(now=now), now=now)
+            self._threshold_stale = True
         rate, count = self.aggregator.recent_rate(now=now, window_seconds=self.burst_window_seconds)
+        if count < aggregate.MIN_BURST_COUNT:
+            return None  # never a burst: the threshold waits until it can matter (a forecast per model saved)
+        if self._threshold_stale:
+            self._threshold = aggregate.burst_threshold(self.forecaster.forecast(now=now), now=now)
+            self._threshold_stale = False
         if aggregate.is_burst(recent_rate=rate, recent_count=count, threshold=self._threshold):
             return "burst"
         return None
@@ -249,6 +256,7 @@ class ModelController:
         decision, clamped = _clamp(self.policy, decision, now=now)
         self.previous = decision
         self._threshold = aggregate.burst_threshold(forecast, now=now)
+        self._threshold_stale = False
         if trigger == "tick":
             self.next_tick = now + self.policy.behavior.interval_seconds
         return Step(

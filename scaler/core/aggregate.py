@@ -35,6 +35,7 @@ REJECTS: Final = 3
 _COLUMNS: Final = 4
 MAX_CATCH_UP_BUCKETS: Final = 10_000
 SECONDS_RING: Final = 64
+MIN_BURST_COUNT: Final = 5  # fewer recent arrivals than this are never a burst, whatever the forecast
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -335,7 +336,9 @@ def burst_threshold(forecast: DemandForecast, *, now: float, level: float = 0.99
     return float(forecast.rate_quantiles[k, h])
 
 
-def is_burst(*, recent_rate: float, recent_count: int, threshold: float | None, min_count: int = 5) -> bool:
+def is_burst(
+    *, recent_rate: float, recent_count: int, threshold: float | None, min_count: int = MIN_BURST_COUNT
+) -> bool:
     """Return True when recent arrivals are too many for the forecast's high quantile to explain.
 
     Counts over a few seconds are noisy: the count must exceed what a Poisson process at the
