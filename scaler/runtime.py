@@ -10,6 +10,7 @@ broker or Kubernetes/AWS API never delays ingest or another model's decision.
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import time
 from collections.abc import Mapping
 
@@ -21,13 +22,15 @@ from scaler.control import checkpoint
 from scaler.control.controller import ModelController, Step, Trigger
 from scaler.control.payload import decision_payload
 from scaler.core import events
-from scaler.core.events import InvalidEvent
+from scaler.core.events import InvalidEvent, RequestEvent
 from scaler.core.fallback import FallbackSignal
 from scaler.core.overrides import OverrideBook
 from scaler.core.policy import ModelPolicy
 from scaler.core.types import Decision, FloatArray
 from scaler.executor import Executor
 from scaler.ports import ForecasterFactory, ForecasterLoader, Planner, RawRecord
+
+FIRST_TICKS_AT_ONCE = 256  # models assigned at once beyond this have their first ticks spread out
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,11 +72,18 @@ class Runtime:
         self._late_or_early = metrics.events_dropped.labels(why="late_or_early")
         self._foreign: frozenset[bytes] | None = None  # keys of models others own; None: recompute
         self._fed: set[str] = set()  # models fed request events since the consumer last asked due()
+        self._ticks: list[tuple[float, str]] = []  # heap of (next tick, model); entries may be stale
+        self._asked: set[str] = set()  # models found due by the last due(): their next tick is pushed again
 
     # -- ownership ----------------------------------------------------------------------------------
 
     def assign(self, models: frozenset[str], *, checkpoints: Mapping[str, bytes], now: float) -> None:
-        """Start acting for ``models`` (those with a policy), resuming each from its checkpoint if valid."""
+        """Start acting for ``models`` (those with a policy), resuming each from its checkpoint if valid.
+
+        Each is due at once; beyond :data:`FIRST_TICKS_AT_ONCE` models, their first ticks are spread
+        over their interval, so no tick decides thousands of models while ingest waits.
+        """
+        fresh: list[str] = []
         for model in sorted(models):
             policy = self.policies.get(model)
             if policy is None or model in self.owned:
@@ -95,6 +105,13 @@ class Runtime:
                     self.log.warning("checkpoint_rejected", model=model, error=str(exc))
             self.owned[model] = controller
             self.executor.attach(policy)
+            fresh.append(model)
+        for k, model in enumerate(fresh):  # many at once: first ticks spread over the interval
+            controller = self.owned[model]
+            if len(fresh) > FIRST_TICKS_AT_ONCE:
+                share = (k // FIRST_TICKS_AT_ONCE) * FIRST_TICKS_AT_ONCE / len(fresh)
+                controller.next_tick = now + share * controller.policy.behavior.interval_seconds
+            heapq.heappush(self._ticks, (controller.next_tick, model))
         self.metrics.owned_models.set(len(self.owned))
         self._foreign = None
 
@@ -165,6 +182,7 @@ class Runtime:
                     fresh.previous = controller.previous
                     fresh.ledger = controller.ledger
                     self.owned[model] = fresh
+                    heapq.heappush(self._ticks, (fresh.next_tick, model))
                 else:
                     controller.policy = policy
                 self.executor.attach(policy)
@@ -194,63 +212,120 @@ class Runtime:
             self._foreign = frozenset(m.encode() for m in self.policies if m not in self.owned)
         return self._foreign
 
-    def ingest(  # noqa: PLR0912  # the hot path stays one loop: a call per record costs more than it reads
-        self, records: list[RawRecord], *, now: float
-    ) -> list[tuple[RawRecord, InvalidEvent]]:
+    def ingest(self, records: list[RawRecord], *, now: float) -> list[tuple[RawRecord, InvalidEvent]]:
         """Decode and aggregate ``records``; return the invalid ones with their error (nothing is raised).
 
-        A record keyed by a model another process owns is dropped before it is decoded.
+        A record keyed by a model another process owns is dropped before it is decoded. Request
+        events are decoded in one loop and counted per model in one call each; only an event that
+        fails a check goes through the one-event decoder again, which says why.
         """
-        rejected: list[tuple[RawRecord, InvalidEvent]] = []
-        policies = self.policies
-        skew = self.options.max_skew_seconds
-        requests_topic = self.options.requests_topic
-        owned = self.owned
         foreign = self._foreign_keys()
-        fed = self._fed
-        not_owned = late_or_early = requests = 0  # counted here, exported once per batch: hot path
-        for record in records:
-            if record.key in foreign:
-                not_owned += 1  # keyed by a model another process acts for: not worth decoding
-                continue
-            try:
-                if record.topic == requests_topic:
-                    requests += 1
-                    request = events.decode_request(
-                        record.value, known_models=policies, now=now, max_skew=skew
-                    )
-                    controller = owned.get(request.model)
-                    if controller is None:
-                        not_owned += 1
-                    elif not controller.ingest_request(request, now=now):
-                        late_or_early += 1
-                    else:
-                        fed.add(request.model)
-                else:
-                    metric = events.decode_metric(record.value, known_models=policies, now=now, max_skew=skew)
-                    controller = owned.get(metric.model)
-                    if controller is None:
-                        not_owned += 1
-                    else:
-                        controller.ingest_metric(metric, now=now)
-            except InvalidEvent as exc:
-                rejected.append((record, exc))
-                self.metrics.events_rejected.labels(reason=exc.reason).inc()
-            except Exception as exc:  # a decoder bug must cost one record, never the batch or the daemon
-                error = InvalidEvent("bad_value", f"cannot decode: {type(exc).__name__}: {str(exc)[:120]}")
-                rejected.append((record, error))
-                self.metrics.events_rejected.labels(reason=error.reason).inc()
+        requests_topic = self.options.requests_topic
+        kept = [r for r in records if r.key not in foreign] if foreign else records
+        not_owned = len(records) - len(kept)  # keyed by a model another process acts for: not decoded
+        requests = [r for r in kept if r.topic == requests_topic]
+        others = [r for r in kept if r.topic != requests_topic] if len(requests) < len(kept) else []
+        rejected: list[tuple[RawRecord, InvalidEvent]] = []
+        not_owned += self._ingest_requests(requests, now=now, rejected=rejected)
+        for record in others:
+            not_owned += self._ingest_metric(record, now=now, rejected=rejected)
+        if rejected and others and requests:  # dead letters in the order their records came
+            position = {id(r): i for i, r in enumerate(records)}
+            rejected.sort(key=lambda found: position[id(found[0])])
         if not_owned:
             self._not_owned.inc(not_owned)
-        if late_or_early:
-            self._late_or_early.inc(late_or_early)
-        if requests == len(records):
-            self.metrics.events_consumed.labels(topic=requests_topic).inc(requests)
+        if not others:
+            self.metrics.events_consumed.labels(topic=requests_topic).inc(len(records))
         else:
             for topic in {r.topic for r in records}:
                 count = sum(1 for r in records if r.topic == topic)
                 self.metrics.events_consumed.labels(topic=topic).inc(count)
         return rejected
+
+    def _ingest_requests(
+        self, records: list[RawRecord], *, now: float, rejected: list[tuple[RawRecord, InvalidEvent]]
+    ) -> int:
+        """Decode and count request ``records``; append the invalid ones to ``rejected``; return how many
+        were of models not owned."""
+        skew = self.options.max_skew_seconds
+        policies, owned = self.policies, self.owned
+        groups: dict[str, list[RequestEvent] | None] = {}  # None: a known model this process does not own
+        not_owned = 0
+        decoded = events.decode_request_batch([r.value for r in records])
+        for record, found in zip(records, decoded, strict=True):
+            event = found
+            if event is None or abs(event.ts - now) > skew or event.model not in policies:
+                event = self._one_request(record, now=now, rejected=rejected)  # says why, or it passes
+                if event is None:
+                    continue
+            model = event.model
+            if model in groups:
+                group = groups[model]
+            else:
+                group = groups[model] = [] if model in owned else None
+            if group is None:
+                not_owned += 1
+            else:
+                group.append(event)
+        self._count(groups, now=now)
+        return not_owned
+
+    def _count(self, groups: Mapping[str, list[RequestEvent] | None], *, now: float) -> None:
+        """Count each owned model's batch of events into its controller (None: a model not owned)."""
+        late_or_early = 0
+        for model, batch in groups.items():
+            if batch is None:
+                continue
+            try:
+                counted = self.owned[model].ingest_requests(batch, now=now)
+            except Exception:  # validated events cannot fail to count; were they to, the daemon goes on
+                self.log.exception("aggregate_failed", model=model, policy=model, events=len(batch))
+                continue
+            late_or_early += len(batch) - counted
+            if counted:
+                self._fed.add(model)
+        if late_or_early:
+            self._late_or_early.inc(late_or_early)
+
+    def _one_request(
+        self, record: RawRecord, *, now: float, rejected: list[tuple[RawRecord, InvalidEvent]]
+    ) -> RequestEvent | None:
+        """Return the event of ``record`` fully checked, or None after appending it to ``rejected``."""
+        try:
+            return events.decode_request(
+                record.value, known_models=self.policies, now=now, max_skew=self.options.max_skew_seconds
+            )
+        except InvalidEvent as exc:
+            self._reject(record, exc, rejected)
+        except Exception as exc:  # a decoder bug must cost one record, never the batch or the daemon
+            self._reject(record, _decoder_bug(exc), rejected)
+        return None
+
+    def _ingest_metric(
+        self, record: RawRecord, *, now: float, rejected: list[tuple[RawRecord, InvalidEvent]]
+    ) -> int:
+        """Decode and keep one metric ``record`` (or reject it); return 1 if its model is not owned."""
+        try:
+            metric = events.decode_metric(
+                record.value, known_models=self.policies, now=now, max_skew=self.options.max_skew_seconds
+            )
+        except InvalidEvent as exc:
+            self._reject(record, exc, rejected)
+            return 0
+        except Exception as exc:  # a decoder bug must cost one record, never the batch or the daemon
+            self._reject(record, _decoder_bug(exc), rejected)
+            return 0
+        controller = self.owned.get(metric.model)
+        if controller is None:
+            return 1
+        controller.ingest_metric(metric, now=now)
+        return 0
+
+    def _reject(
+        self, record: RawRecord, error: InvalidEvent, rejected: list[tuple[RawRecord, InvalidEvent]]
+    ) -> None:
+        rejected.append((record, error))
+        self.metrics.events_rejected.labels(reason=error.reason).inc()
 
     # -- fallback: Prometheus when a model's events stop -------------------------------------------
 
@@ -269,21 +344,44 @@ class Runtime:
     def due(self, *, now: float, fed: bool = False) -> list[tuple[str, Trigger]]:
         """Return (model, trigger) for every owned model whose tick is due or that sees a burst.
 
-        With ``fed``, only the models that were fed events since the last such call are asked (the
-        consumer asks right after each batch, so a burst is decided as soon as it is read).
+        Only models that can be due are asked: with ``fed``, those fed events since the last call (the
+        consumer asks right after each batch, so a burst is decided as soon as it is read); without,
+        those and the models whose tick time has come (a heap: the cost follows the due models, not
+        the owned ones). A model fed nothing since it was last asked sees no new burst.
         A model whose targets were never read back yet is not due: deciding blind could scale it down.
         """
-        if fed:
-            names, self._fed = self._fed, set()
-            candidates = [(m, self.owned[m]) for m in names if m in self.owned]
-        else:
-            candidates = list(self.owned.items())
+        names, self._fed = self._fed, set()
+        if not fed:
+            names |= self._tick_due(now=now)
         found: list[tuple[str, Trigger]] = []
-        for model, controller in candidates:
+        for model in sorted(names):
+            controller = self.owned.get(model)
+            if controller is None:
+                continue
             trigger = controller.due(now=now)
             if trigger is not None and not self.executor.awaiting_first_read(model):
                 found.append((model, trigger))
         return found
+
+    def _tick_due(self, *, now: float) -> set[str]:
+        """Return the owned models whose next tick is at or before ``now`` (from the heap)."""
+        ticks, owned = self._ticks, self.owned
+        for model in self._asked:  # decided since (a later tick) or not (still due): pushed either way
+            controller = owned.get(model)
+            if controller is not None:
+                heapq.heappush(ticks, (controller.next_tick, model))
+        due: set[str] = set()
+        while ticks and ticks[0][0] <= now:
+            _, model = heapq.heappop(ticks)
+            controller = owned.get(model)
+            if controller is None or model in due:
+                continue  # revoked or dropped, or a stale duplicate
+            if controller.next_tick > now:  # decided since this entry was pushed
+                heapq.heappush(ticks, (controller.next_tick, model))
+            else:
+                due.add(model)
+        self._asked = due
+        return due
 
     def decide(self, model: str, *, trigger: Trigger, now: float) -> Decision | None:
         """Decide for an owned model, log it, hand it to the executor; return it (None: not owned)."""
@@ -358,6 +456,10 @@ class Runtime:
             forecast_valid=step.forecast.valid,
             dry_run=self.options.dry_run,
         )
+
+
+def _decoder_bug(exc: Exception) -> InvalidEvent:
+    return InvalidEvent("bad_value", f"cannot decode: {type(exc).__name__}: {str(exc)[:120]}")
 
 
 async def refresh_fallback(reader: PrometheusSignal, runtime: Runtime, *, now: float) -> int:

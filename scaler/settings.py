@@ -126,6 +126,8 @@ class Settings(BaseModel):
     kafka_topic_partitions: int = Field(default=6, ge=1, le=10_000)
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1000, le=300_000)
     kafka_heartbeat_interval_ms: int = Field(default=3_000, ge=100, le=100_000)
+    # how long the broker may hold a fetch for new records: bounds the delay from produce to decision
+    kafka_fetch_max_wait_ms: int = Field(default=100, ge=1, le=10_000)
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     kafka_sasl_username: str | None = Field(default=None, max_length=255)

@@ -149,6 +149,7 @@ class KafkaEventSource:
             session_timeout_ms=s.kafka_session_timeout_ms,
             heartbeat_interval_ms=s.kafka_heartbeat_interval_ms,
             rebalance_timeout_ms=max(s.kafka_session_timeout_ms, 10_000),
+            fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
         )
         self.consumer.subscribe([s.kafka_requests_topic, s.kafka_metrics_topic], listener=_Listener(self))
         try:
@@ -258,10 +259,15 @@ class KafkaEventSource:
             log.warning("poll_failed", error=str(exc))
             await asyncio.sleep(min(wait_seconds, 0.5))
             return []
+        if batches:  # let the fetcher ask for the next records before this batch is worked on: its wake-up
+            for _ in range(3):  # takes asyncio.wait's callback, then its task's step
+                await asyncio.sleep(0)
         records: list[RawRecord] = []
+        make = tuple.__new__  # RawRecord's own __new__ is a Python function: one call per record saved
         for tp, batch in batches.items():
-            records.extend(RawRecord(r.topic, r.partition, r.offset, r.key, r.value or b"") for r in batch)
             if batch:
+                t, p = tp.topic, tp.partition
+                records += [make(RawRecord, (t, p, r.offset, r.key, r.value or b"")) for r in batch]
                 self._positions[tp] = batch[-1].offset + 1
         return records
 

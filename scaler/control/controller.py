@@ -179,6 +179,7 @@ class ModelController:
         self.lead = LeadTimeLearner()
         self._lead_cache: tuple[ModelPolicy | None, LeadTimes] = (None, policy.lead_times)
         self._threshold: float | None = None
+        self._threshold_stale = False  # a bucket closed since the threshold was computed
 
     @property
     def name(self) -> str:
@@ -195,6 +196,18 @@ class ModelController:
         self.last_event_at = self.last_request_at = now
         self.ledger.add_request(event, self.policy)
         return self.aggregator.add_request(event)
+
+    def ingest_requests(self, events: Sequence[RequestEvent], *, now: float) -> int:
+        """Count a batch of this model's validated request events; return how many were not late or early.
+
+        The same as :meth:`ingest_request` on each (the ledger takes every one), in one aggregator call.
+        """
+        if events:
+            self.last_event_at = self.last_request_at = now
+            policy, add = self.policy, self.ledger.add_request
+            for event in events:
+                add(event, policy)
+        return self.aggregator.add_requests(events)
 
     def ingest_metric(self, event: MetricEvent, *, now: float) -> None:
         """Keep a validated replica metric event (the newest per replica); count its rates as demand
@@ -275,13 +288,19 @@ class ModelController:
     def due(self, *, now: float) -> Trigger | None:
         """Return ``tick`` when the interval is up, ``burst`` when arrivals outrun the forecast, else None.
 
-        Completed buckets go to the forecaster here too, so the burst threshold follows every bucket.
+        Completed buckets go to the forecaster here too, so the burst threshold follows every bucket
+        (computed when recent arrivals are enough to be a burst at all).
         """
         if now >= self.next_tick:
             return "tick"
         if self._observe_closed(now=now):
-            self._threshold = aggregate.burst_threshold(self.forecaster.forecast(now=now), now=now)
+            self._threshold_stale = True
         rate, count = self.aggregator.recent_rate(now=now, window_seconds=self.burst_window_seconds)
+        if count < aggregate.MIN_BURST_COUNT:
+            return None  # never a burst: the threshold waits until it can matter (a forecast per model saved)
+        if self._threshold_stale:
+            self._threshold = aggregate.burst_threshold(self.forecaster.forecast(now=now), now=now)
+            self._threshold_stale = False
         if aggregate.is_burst(recent_rate=rate, recent_count=count, threshold=self._threshold):
             return "burst"
         return None
@@ -349,6 +368,7 @@ class ModelController:
         decision, clamped = _clamp(self.policy, decision, now=now)
         self.previous = decision
         self._threshold = aggregate.burst_threshold(forecast, now=now)
+        self._threshold_stale = False
         if trigger == "tick":
             self.next_tick = now + self.policy.behavior.interval_seconds
         return Step(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Container
+from collections.abc import Container, Iterable
 from typing import Annotated, Final, Literal, TypeVar, get_args
 
 import msgspec
@@ -172,6 +172,27 @@ def decode_metric(raw: bytes, *, known_models: Container[str], now: float, max_s
         event = _decode(raw, _METRIC_DECODER, MetricEvent)
     _check_context(event, known_models=known_models, now=now, max_skew=max_skew)
     return event
+
+
+def decode_request_batch(values: Iterable[bytes]) -> list[RequestEvent | None]:
+    """Return, for each value in order, its request event if it is a well-formed one, else None.
+
+    The ingest path's loop: one decoder call per value, no Python call around it. The model and the
+    timestamp are NOT checked here: the caller checks both. None says only that the value is bad:
+    :func:`decode_request` says why. Never raises.
+    """
+    decode = _REQUEST_DECODER.decode
+    found: list[RequestEvent | None] = []
+    append = found.append
+    for raw in values:
+        if type(raw) is bytes and len(raw) <= MAX_EVENT_BYTES:
+            try:
+                append(decode(raw))
+                continue
+            except _DECODE_ERRORS:
+                pass
+        append(None)
+    return found
 
 
 def encode_request(event: RequestEvent) -> bytes:

@@ -231,3 +231,33 @@ def test_inflight_per_pod_counts_only_fresh_reports_of_ready_replicas() -> None:
     agg.add_metric(_report("chat-d", ts=20, waiting=0, running=0))  # stale at 100
     agg.add_metric(_report("10.0.0.1:8000", ts=90, waiting=9, running=9, pod="chat-a"))  # older: ignored
     assert agg.inflight(now=100) == {"chat-a": 3, "chat-b": 0}
+
+
+_kinds = st.sampled_from(["arrival", "first_token", "finish", "reject"])
+
+
+@given(
+    st.lists(
+        st.tuples(st.floats(-30.0, 120.0), _kinds, st.integers(0, 1000), st.integers(0, 1000)), max_size=60
+    ),
+    st.booleans(),
+)
+@settings(max_examples=200, deadline=None)
+def test_a_batch_counts_exactly_as_its_events_one_by_one(
+    rows: list[tuple[float, str, int, int]], begun: bool
+) -> None:
+    batch = [
+        RequestEvent(model="m", ts=T0 + dt, type=kind, request_id="r", prompt_tokens=p, output_tokens=o)  # type: ignore[arg-type]
+        for dt, kind, p, o in rows
+    ]
+    one, many = ModelAggregator(bucket_seconds=10), ModelAggregator(bucket_seconds=10)
+    if begun:
+        one.begin(now=T0)
+        many.begin(now=T0)
+    counted = sum(one.add_request(e) for e in batch)
+    assert many.add_requests(batch) == counted
+    assert (many.late, many.early) == (one.late, one.early)
+    assert many.open_state() == one.open_state()
+    now = T0 + 30
+    assert many.recent_rate(now=now, window_seconds=4) == one.recent_rate(now=now, window_seconds=4)
+    assert many.close(now=T0 + 200) == one.close(now=T0 + 200)

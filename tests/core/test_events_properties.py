@@ -199,3 +199,32 @@ def test_the_oracle_refuses_what_the_schema_refuses() -> None:
         except jsonschema.ValidationError:
             continue
         raise AssertionError(f"the shipped schema accepts {change}")
+
+
+# -- the ingest path's batch decoder agrees with the one-event decoder ------------------------------
+
+_ANY_MODEL = type("AnyModel", (), {"__contains__": lambda self, item: True})()
+_payloads = (
+    st.binary(max_size=64)
+    | st.builds(lambda v, a: _dump(v, ascii_only=a), _json_values, st.booleans())
+    | st.builds(
+        lambda d: json.dumps({**GOOD_REQUEST, **d}).encode(),
+        st.dictionaries(st.sampled_from(_FIELD_NAMES), _scalars, max_size=2),
+    )
+    | st.just(json.dumps(GOOD_REQUEST).encode())
+    | st.just(b"x" * (events.MAX_EVENT_BYTES + 1))
+)
+
+
+@given(st.lists(_payloads, max_size=12))
+@settings(max_examples=300, deadline=None)
+def test_the_batch_decoder_passes_exactly_what_the_one_event_decoder_passes(values: list[bytes]) -> None:
+    found = events.decode_request_batch(values)
+    assert len(found) == len(values)
+    for raw, event in zip(values, found, strict=True):
+        try:
+            alone = events.decode_request(raw, known_models=_ANY_MODEL, now=NOW, max_skew=float("inf"))
+        except InvalidEvent:
+            assert event is None, raw
+        else:
+            assert event == alone
