@@ -216,18 +216,22 @@ async def daemon_drain(
 
     runtime.ingest = counted  # type: ignore[method-assign]
     daemon._flush_and_commit = timed("commit", daemon._flush_and_commit, True)  # type: ignore[method-assign]
-    consumed = daemon.metrics.events_consumed.labels(topic=settings.kafka_requests_topic)
+    registry, topic = daemon.metrics.registry, {"topic": settings.kafka_requests_topic}
+
+    def consumed() -> float:
+        return registry.get_sample_value("scaler_events_consumed_total", topic) or 0.0
+
     task = asyncio.create_task(daemon.run(install_signals=False))
-    while consumed._value.get() == 0:
+    while consumed() == 0:
         await asyncio.sleep(0.0005)
         if task.done():
             raise SystemExit(f"daemon stopped: {task.result()}")
-    seen["first"] = int(consumed._value.get())
+    seen["first"] = int(consumed())
     clock.update(wall=time.perf_counter(), cpu=time.process_time())  # from here on, stages are timed
-    while consumed._value.get() < count:  # noqa: ASYNC110  # polls a metric counter, no event to wait on
+    while consumed() < count:  # noqa: ASYNC110  # polls a metric counter, no event to wait on
         await asyncio.sleep(0.002)
     took, cpu = time.perf_counter() - clock["wall"], time.process_time() - clock["cpu"]
-    n = int(consumed._value.get()) - seen["first"]
+    n = int(consumed()) - seen["first"]
     clock["done"] = 0.0
     daemon.request_stop(15)
     await task

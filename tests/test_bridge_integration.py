@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 import pytest
 from conftest import Broker, free_port
-from integration_fixtures import kafka_settings, policy_yaml, read_topic, settings_env
+from integration_fixtures import kafka_settings, policy_yaml, read_topic, sample, settings_env
 from kubernetes import client
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -220,7 +220,8 @@ def test_the_bridge_feeds_the_daemon_and_its_decisions_follow_the_scrapes(
             seen = len(records)
             replicas = [json.loads(r.value)["desired"]["replicas"] for r in records]
         metrics = await read_topic(broker.bootstrap, settings.kafka_metrics_topic, at_least=4)
-        consumed = int(daemon.metrics.events_consumed.labels(topic=settings.kafka_metrics_topic)._value.get())
+        topic = settings.kafka_metrics_topic
+        consumed = int(sample(daemon.metrics, "scaler_events_consumed_total", topic=topic))
         rejected = sum(
             int(s.value)
             for m in daemon.metrics.registry.collect()

@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 from conftest import Broker
-from integration_fixtures import fake_plan, kafka_settings, policy_yaml, produce, read_topic
+from integration_fixtures import fake_plan, kafka_settings, policy_yaml, produce, read_topic, sample
 
 from scaler.app import Daemon, build_kafka_daemon
 from scaler.core.events import MetricEvent, RequestEvent, encode_metric, encode_request
@@ -100,7 +100,8 @@ def test_the_ledger_over_kafka_publishes_exports_and_survives_a_restart(
         second = _daemon(settings)
         task = asyncio.create_task(second.run(install_signals=False))
         await _until(lambda: second.assigned and second.http is not None and second.http.port != 0)
-        await _until(lambda: second.metrics.decisions.labels(model=MODEL, trigger="tick")._value.get() >= 2)
+        ticks = {"model": MODEL, "trigger": "tick"}
+        await _until(lambda: sample(second.metrics, "scaler_decisions_total", **ticks) >= 2)
         again = await _metrics(second)
         second.request_stop(signal.SIGTERM)
         assert await task == 0

@@ -69,7 +69,8 @@ def _runtime() -> Runtime:
 
 def _summary(rt: Runtime, rejected: list[tuple[RawRecord, InvalidEvent]]) -> object:
     dropped = {
-        why: rt.metrics.events_dropped.labels(why=why)._value.get() for why in ("not_owned", "late_or_early")
+        why: sample(rt.metrics, "scaler_events_dropped_total", why=why)
+        for why in ("not_owned", "late_or_early")
     }
     controller = rt.owned["a"]
     return (
