@@ -38,6 +38,7 @@ from scaler.core.types import Decision, Unavailable
 from scaler.ports import Capacity, Clock, DecisionObserver, DecisionSink, Gate
 
 MAX_PUBLISHING = 10_000  # decisions in flight to the broker at most; beyond, new ones are counted lost
+RELEASE_PUBLISH_SECONDS = 2.0  # how long a revoke waits for decisions of the models it moves to be sent
 
 
 @dataclasses.dataclass(slots=True)
@@ -99,7 +100,10 @@ class Executor:
         self._workers[policy.name] = worker
 
     async def release(self, models: frozenset[str]) -> None:
-        """Stop acting for ``models``: their workers are cancelled and awaited; nothing more is applied."""
+        """Stop acting for ``models``: their workers are cancelled and awaited; nothing more is applied.
+
+        Publishes of their decisions already under way are awaited, at most RELEASE_PUBLISH_SECONDS.
+        """
         for observer in self.observers:
             observer.released(models)
         tasks = []
@@ -111,6 +115,12 @@ class Executor:
                 worker.task.cancel()
                 tasks.append(worker.task)
         await asyncio.gather(*tasks, return_exceptions=True)
+        # a decision already handed to the producer is let finish (bounded) before the revoke returns,
+        # so it reaches the broker before the next owner's first decision for the model
+        names = {f"publish:{model}" for model in models}
+        sending = [task for task in self._publishing if task.get_name() in names]
+        if sending:
+            await asyncio.wait(sending, timeout=RELEASE_PUBLISH_SECONDS)
 
     def readback(self, model: str) -> ReadBack | None:
         """Return what was last read back from ``model``'s targets (None: no actuation)."""
