@@ -22,13 +22,14 @@ import dataclasses
 import os
 import signal
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
 
 from scaler.adapters import actuator_setup, alerts, prometheus
+from scaler.adapters.checkpoint_spool import SpoolingCheckpointStore
 from scaler.adapters.http import HttpServer
 from scaler.adapters.memory import MAX_BATCH_SECONDS, MemorySink, MemoryStore, ReplaySource, VirtualClock
 from scaler.adapters.metrics import DaemonMetrics
@@ -42,6 +43,7 @@ from scaler.runtime import Runtime, RuntimeOptions, refresh_fallback
 from scaler.settings import Settings
 
 if TYPE_CHECKING:
+    from scaler.adapters import kafka as kafka_types
     from scaler.adapters.keda import KedaServer
 
 log = structlog.get_logger("scaler.app")
@@ -317,20 +319,48 @@ class Daemon:
         await self.sink.start()
 
     async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
+        """Stop the tasks, save the final checkpoints first, then flush, commit and close.
+
+        Every step that talks to the broker gets a share of what is left of ``shutdown_timeout_seconds``:
+        with the broker down, the final checkpoints are spooled (``checkpoint_dir``) and the daemon
+        still exits in time.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.shutdown_timeout_seconds
         _, pending = await asyncio.wait(tasks, timeout=1.0)  # let the consumer finish its batch
         for task in pending:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         async with self.lock:  # stop acting for every model before leaving the group
             final = self.runtime.revoke(frozenset(self.runtime.owned))
-        await self.runtime.executor.close()
-        await self._save(final)
-        await self._flush_and_commit()
-        await self._close()
+        await self._save(final)  # before anything else that may wait on a dead broker
+        steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            ("executor_close", self.runtime.executor.close),
+            ("flush_and_commit", self._flush_and_commit),
+            ("source_stop", self.source.stop),
+            ("sink_stop", self.sink.stop),
+            ("servers_stop", self._stop_servers),
+        ]
+        current = asyncio.current_task()
+        for index, (name, step) in enumerate(steps):
+            share = max((deadline - loop.time()) / (len(steps) - index) - 0.05, 0.05)
+            try:
+                await asyncio.wait_for(step(), share)
+            except TimeoutError:
+                log.warning("shutdown_step_skipped", step=name, seconds=round(share, 2))
+            except asyncio.CancelledError:
+                if current is not None and current.cancelling():
+                    raise  # the shutdown itself is cancelled (timed out): stop here
+                log.warning("shutdown_step_failed", step=name, error="CancelledError")  # a client's own
+            except Exception as exc:  # one step failing must not keep the others from running
+                log.warning("shutdown_step_failed", step=name, error=repr(exc))
 
     async def _close(self) -> None:
         await self.source.stop()
         await self.sink.stop()
+        await self._stop_servers()
+
+    async def _stop_servers(self) -> None:
         if self.http is not None:
             await self.http.stop()
         if self.keda is not None:  # -- KEDA external scaler --
@@ -374,7 +404,7 @@ def build_kafka_daemon(
         runtime=runtime,
         source=kafka.KafkaEventSource(settings=settings, models=lambda: list(runtime.policies)),
         sink=sink,
-        store=kafka.KafkaCheckpointStore(settings=settings, sink=sink),
+        store=_checkpoint_store(settings, kafka.KafkaCheckpointStore(settings=settings, sink=sink), metrics),
         clock=clock,
         metrics=metrics,
         http=None,
@@ -394,6 +424,23 @@ def build_kafka_daemon(
         registry=metrics.registry,
     )
     return daemon
+
+
+def _checkpoint_store(
+    settings: Settings, topic: kafka_types.KafkaCheckpointStore, metrics: DaemonMetrics
+) -> CheckpointStore:
+    """Return the state topic's store, behind a local spool when ``checkpoint_dir`` is set.
+
+    Raises ValueError if the directory cannot be created or written.
+    """
+    if settings.checkpoint_dir is None:
+        return topic
+    return SpoolingCheckpointStore(
+        primary=topic,
+        directory=settings.checkpoint_dir,
+        timeout_seconds=settings.checkpoint_save_timeout_seconds,
+        registry=metrics.registry,
+    )
 
 
 def _keda_server(
