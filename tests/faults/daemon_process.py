@@ -1,4 +1,4 @@
-"""A real ``scaler run`` process for the fault suite: start, wait ready, read /metrics, kill or stop by PID."""
+"""A real ``scaler run`` process for the fault suite: start, wait ready, read /metrics, kill or stop."""
 
 from __future__ import annotations
 

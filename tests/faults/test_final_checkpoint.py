@@ -55,7 +55,7 @@ def test_sigterm_with_the_broker_down_spools_the_final_checkpoint_and_a_restart_
     assert all(spool_path(spool, m).is_file() for m in MODELS), sorted(p.name for p in spool.iterdir())
     assert first.events("checkpoint_spooled"), "no checkpoint_spooled line in the log"
     assert not first.events("shutdown_timed_out")
-    print(f"SIGTERM with the broker down: exit {code} after {seconds:.1f} s, {len(MODELS)} checkpoints spooled")
+    print(f"SIGTERM with the broker down: exit {code} after {seconds:.1f} s, {len(MODELS)} spooled")
 
     own_broker.start()  # memory storage: an empty broker, the state topic is gone
     second = ScalerProcess(settings, log_path=tmp_path / "second.log")
