@@ -175,7 +175,6 @@ class KafkaEventSource:
 
     async def partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         """Take over the assigned partitions' models (the callback loads their checkpoints)."""
-        await self._rewind_beyond_end(assigned)
         models = self._models_of(assigned)
         new = models - self.owned
         self.owned = models
@@ -183,26 +182,6 @@ class KafkaEventSource:
             await self._on_assigned(new)
         self.assigned = True
         log.info("partitions_assigned", partitions=len(assigned), models=len(models))
-
-    async def _rewind_beyond_end(self, assigned: list[TopicPartition]) -> None:
-        """Read from the start any partition whose committed offset lies past the end of its log.
-
-        That happens when the broker came back empty (its storage lost): the positions of the old
-        log, committed as the partitions were revoked, would skip the new log's first records.
-        """
-        consumer = self.consumer
-        if consumer is None or not assigned:
-            return
-        try:
-            ends = await consumer.end_offsets(assigned)
-            for tp in assigned:
-                committed = await consumer.committed(tp)
-                end = ends.get(tp)
-                if committed is not None and end is not None and committed > end:
-                    log.warning("offset_beyond_log_end", topic=tp.topic, partition=tp.partition, end=end)
-                    await consumer.seek_to_beginning(tp)
-        except KafkaError as exc:
-            log.warning("offset_check_failed", error=str(exc))
 
     async def poll(self, *, wait_seconds: float) -> list[RawRecord]:
         """Return the next batch (possibly empty); broker errors are logged and yield an empty batch."""

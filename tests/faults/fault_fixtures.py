@@ -189,3 +189,21 @@ class Traffic:
         if producer is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(producer.stop(), 5)
+
+
+def close_ticks(found: list[dict[str, Any]], *, min_gap: float = 0.5) -> list[tuple[str, float, float]]:
+    """Return (model, at, gap) of each tick decision less than ``min_gap`` s after its model's last tick.
+
+    One decider ticks a model once per interval (1 s in these policies); two deciders for one
+    model (both believing they own it) tick it twice per interval.
+    """
+    last: dict[str, float] = {}
+    bad = []
+    for d in sorted(found, key=lambda d: float(d["at"])):
+        if d.get("trigger") != "tick":
+            continue
+        model, at = d["model"], float(d["at"])
+        if model in last and at - last[model] < min_gap:
+            bad.append((model, at, round(at - last[model], 3)))
+        last[model] = at
+    return bad
