@@ -23,6 +23,8 @@ class StallProxy:
         self.open = asyncio.Event()
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.started = threading.Event()
+        self.refusing = False  # while True, every connection is closed at once (a failing API)
+        self._writers: set[asyncio.StreamWriter] = set()
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -34,6 +36,10 @@ class StallProxy:
         server.close()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.refusing:
+            writer.close()
+            return
+        self._writers.add(writer)
         await self.open.wait()  # a stalled API accepts the connection and answers nothing
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
@@ -61,6 +67,18 @@ class StallProxy:
 
     def resume(self) -> None:
         self.loop.call_soon_threadsafe(self.open.set)
+
+    def refuse(self, refusing: bool = True) -> None:
+        """Close every connection and refuse new ones (True), or accept them again (False)."""
+
+        def apply() -> None:
+            self.refusing = refusing
+            if refusing:
+                for writer in list(self._writers):
+                    writer.close()
+                self._writers.clear()
+
+        self.loop.call_soon_threadsafe(apply)
 
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
