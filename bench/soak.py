@@ -346,26 +346,46 @@ def settle(daemon: Daemon, traffic: Traffic, seconds: float = 60.0) -> None:
         time.sleep(0.5)
 
 
-def check_decisions(found: list[dict[str, Any]], max_replicas: int) -> dict[str, int]:
-    last_at: dict[str, float] = {}
-    last_tick: dict[str, float] = {}
-    repeated = close = beyond = 0
-    for d in found:  # log order per partition: one model's decisions in publish order
-        model, at = d["model"], float(d["at"])
-        if model in last_at and at <= last_at[model]:
-            repeated += 1
-        last_at[model] = max(at, last_at.get(model, at))
-        beyond += not 1 <= d["desired"]["replicas"] <= max_replicas
-    for d in sorted(found, key=lambda d: float(d["at"])):
-        if d.get("trigger") == "tick":
+class DecisionLog:
+    """Every decision seen on the topic, read before each broker kill and at the end.
+
+    tansu's S3 engine serves after a restart only what was written since (the records before stay
+    acknowledged but are not read back), so the topic is read while the broker is up, each time
+    from the beginning, and the reads are merged.
+    """
+
+    def __init__(self) -> None:
+        self.seen: dict[tuple[str, float, str], dict[str, Any]] = {}
+        self.out_of_order: set[tuple[str, float, float]] = set()
+        self.reads: list[int] = []
+
+    def read(self, bootstrap: str, topic: str) -> None:
+        records = asyncio.run(read_all(bootstrap, topic))
+        records.sort(key=lambda r: (r.partition, r.offset))
+        last: dict[str, float] = {}
+        for record in records:  # log order per partition: one model's decisions in publish order
+            d = json.loads(record.value)
             model, at = d["model"], float(d["at"])
-            close += model in last_tick and at - last_tick[model] < 0.5
-            last_tick[model] = at
-    return {
-        "decisions repeated or out of order": repeated,
-        "two deciders (ticks < 0.5 s apart)": close,
-        "decisions beyond bounds": beyond,
-    }
+            if model in last and at <= last[model]:
+                self.out_of_order.add((model, last[model], at))
+            last[model] = max(at, last.get(model, at))
+            self.seen[(model, at, str(d.get("trigger")))] = d
+        self.reads.append(len(records))
+
+    def violations(self, max_replicas: int) -> dict[str, int]:
+        last_tick: dict[str, float] = {}
+        close = beyond = 0
+        for d in sorted(self.seen.values(), key=lambda d: float(d["at"])):
+            beyond += not 1 <= d["desired"]["replicas"] <= max_replicas
+            if d.get("trigger") == "tick":
+                model, at = d["model"], float(d["at"])
+                close += model in last_tick and at - last_tick[model] < 0.5
+                last_tick[model] = at
+        return {
+            "decisions repeated or out of order": len(self.out_of_order),
+            "two deciders (ticks < 0.5 s apart)": close,
+            "decisions beyond bounds": beyond,
+        }
 
 
 def main() -> int:  # noqa: PLR0912
@@ -444,6 +464,7 @@ def main() -> int:  # noqa: PLR0912
     next_sample = next_cycle = started + 15
     cycle = 0
     expected_down = False
+    log = DecisionLog()
     while time.monotonic() < end:
         now = time.monotonic()
         if not daemon.alive() and not expected_down:
@@ -469,6 +490,7 @@ def main() -> int:  # noqa: PLR0912
             traffic.pause()
             settle(daemon, traffic)
             time.sleep(2.0)
+            log.read(f"127.0.0.1:{broker.port}", f"dec-{tag}")
             broker.kill()
             broker_kills += 1
             time.sleep(10)
@@ -497,9 +519,7 @@ def main() -> int:  # noqa: PLR0912
     published = daemon.total("scaler_decisions_published_total", current)
     reload_errors = daemon.total("scaler_policy_reload_errors_total", current)
     letters = asyncio.run(read_all(f"127.0.0.1:{broker.port}", f"dlq-{tag}"))
-    found_records = asyncio.run(read_all(f"127.0.0.1:{broker.port}", f"dec-{tag}"))
-    found_records.sort(key=lambda r: (r.partition, r.offset))
-    found = [json.loads(r.value) for r in found_records]
+    log.read(f"127.0.0.1:{broker.port}", f"dec-{tag}")
     code = daemon.stop()
     traffic.stopping.set()
     traffic.thread.join(30)
@@ -521,7 +541,8 @@ def main() -> int:  # noqa: PLR0912
         f"rejected {rejected:.0f}, dead letters on the topic {len(letters)}"
     )
     print(
-        f"decisions published {published:.0f}, on the topic {len(found)}; alert posts accepted {floods_ok}; "
+        f"decisions published {published:.0f}, seen on the topic {len(log.seen)} (records per read: "
+        f"{log.reads}); alert posts accepted {floods_ok}; "
         f"policy edits {edits} (+{broken_edits} broken, reload errors {reload_errors:.0f}); broker kills "
         f"{broker_kills}; daemon SIGKILLs {int(daemon_killed)}; exit code at the end {code}"
     )
@@ -545,7 +566,7 @@ def main() -> int:  # noqa: PLR0912
         "records read twice": max(0, round(consumed) - acked),
         "valid + rejected != consumed": abs(round(consumed - rejected) - traffic.good),
         "dead letters missing": abs(traffic.bad - len(letters)),
-        **check_decisions(found, 6),
+        **log.violations(6),
         "unexpected daemon exits": daemon.unexpected_exits + (code != 0),
         "/healthz failures": health_failures,
     }
