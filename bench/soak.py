@@ -325,13 +325,20 @@ async def read_all(bootstrap: str, topic: str) -> list[Any]:
             return out
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
-        quiet = 0
-        while quiet < 5:
+        started_ms = time.time() * 1000
+        caught_up: set[TopicPartition] = set()
+        silent = dict.fromkeys(parts, 0)
+        deadline = time.monotonic() + 120
+        # a live topic never goes quiet: a partition is done once it served a record written after the
+        # start, or nothing for 5 polls in a row
+        while len(caught_up) < len(parts) and time.monotonic() < deadline:
             batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
-            got = sum(len(b) for b in batches.values())
-            for batch in batches.values():
-                out.extend(batch)
-            quiet = quiet + 1 if got == 0 else 0
+            for tp in parts:
+                batch = batches.get(tp, [])
+                out.extend(r for r in batch if r.timestamp <= started_ms)
+                silent[tp] = 0 if batch else silent[tp] + 1
+                if silent[tp] >= 5 or any(r.timestamp > started_ms for r in batch):
+                    caught_up.add(tp)
     finally:
         await consumer.stop()
     return out
