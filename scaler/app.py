@@ -25,13 +25,14 @@ import gc
 import os
 import signal
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
 
 from scaler.adapters import actuator_setup, alerts, fence, prometheus
+from scaler.adapters.checkpoint_spool import SpoolingCheckpointStore
 from scaler.adapters.http import HttpServer
 from scaler.adapters.memory import MAX_BATCH_SECONDS, MemorySink, MemoryStore, ReplaySource, VirtualClock
 from scaler.adapters.metrics import DaemonMetrics
@@ -45,6 +46,7 @@ from scaler.runtime import Runtime, RuntimeOptions, refresh_fallback
 from scaler.settings import Settings
 
 if TYPE_CHECKING:
+    from scaler.adapters import kafka as kafka_types
     from scaler.adapters.keda import KedaServer
     from scaler.adapters.lease import LeaseKeeper
 
@@ -300,7 +302,7 @@ class Daemon:
             if self.http is not None:
                 await self.http.start()
                 log.info("http_listening", address=f"{self.http.host}:{self.http.port}")
-            if self.keda is not None:  # -- KEDA external scaler: serves from the start, stops in _close --
+            if self.keda is not None:  # -- KEDA external scaler: serves from the start --
                 await self.keda.start()
             await self.sink_start()
             await self.source.start(on_assigned=self.on_assigned, on_revoked=self.on_revoked)
@@ -341,22 +343,53 @@ class Daemon:
         await self.sink.start()
 
     async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
+        """Stop the tasks, save the final checkpoints first, then flush, commit and close.
+
+        Every step that talks to the broker gets a share of what is left of ``shutdown_timeout_seconds``:
+        with the broker down, the final checkpoints are spooled (``checkpoint_dir``) and the daemon
+        still exits in time.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.shutdown_timeout_seconds
         _, pending = await asyncio.wait(tasks, timeout=1.0)  # let the consumer finish its batch
         for task in pending:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         async with self.lock:  # stop acting for every model before leaving the group
             final = self.runtime.revoke(frozenset(self.runtime.owned), now=self.clock.now())
-        await self.runtime.executor.close()
-        if self.leases is not None:  # nothing acts any more: let the next owners take over at once
-            await self.leases.close()
-        await self._save(final)
-        await self._flush_and_commit()
-        await self._close()
+        await self._save(final)  # before anything else that may wait on a dead broker
+        steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            ("executor_close", self.runtime.executor.close),
+            ("leases_close", self._close_leases),  # nothing acts any more: the next owners take over at once
+            ("flush_and_commit", self._flush_and_commit),
+            ("source_stop", self.source.stop),
+            ("sink_stop", self.sink.stop),
+            ("servers_stop", self._stop_servers),
+        ]
+        current = asyncio.current_task()
+        for index, (name, step) in enumerate(steps):
+            share = max((deadline - loop.time()) / (len(steps) - index) - 0.05, 0.05)
+            try:
+                await asyncio.wait_for(step(), share)
+            except TimeoutError:
+                log.warning("shutdown_step_skipped", step=name, seconds=round(share, 2))
+            except asyncio.CancelledError:
+                if current is not None and current.cancelling():
+                    raise  # the shutdown itself is cancelled (timed out): stop here
+                log.warning("shutdown_step_failed", step=name, error="CancelledError")  # a client's own
+            except Exception as exc:  # one step failing must not keep the others from running
+                log.warning("shutdown_step_failed", step=name, error=repr(exc))
 
     async def _close(self) -> None:
         await self.source.stop()
         await self.sink.stop()
+        await self._stop_servers()
+
+    async def _close_leases(self) -> None:
+        if self.leases is not None:
+            await self.leases.close()
+
+    async def _stop_servers(self) -> None:
         if self.http is not None:
             await self.http.stop()
         if self.keda is not None:  # -- KEDA external scaler --
@@ -420,7 +453,7 @@ def build_kafka_daemon(
         runtime=runtime,
         source=source,
         sink=sink,
-        store=kafka.KafkaCheckpointStore(settings=settings, sink=sink),
+        store=_checkpoint_store(settings, kafka.KafkaCheckpointStore(settings=settings, sink=sink), metrics),
         clock=clock,
         metrics=metrics,
         http=None,
@@ -441,6 +474,23 @@ def build_kafka_daemon(
         registry=metrics.registry,
     )
     return daemon
+
+
+def _checkpoint_store(
+    settings: Settings, topic: kafka_types.KafkaCheckpointStore, metrics: DaemonMetrics
+) -> CheckpointStore:
+    """Return the state topic's store, behind a local spool when ``checkpoint_dir`` is set.
+
+    Raises ValueError if the directory cannot be created or written.
+    """
+    if settings.checkpoint_dir is None:
+        return topic
+    return SpoolingCheckpointStore(
+        primary=topic,
+        directory=settings.checkpoint_dir,
+        timeout_seconds=settings.checkpoint_save_timeout_seconds,
+        registry=metrics.registry,
+    )
 
 
 def _keda_server(

@@ -143,6 +143,9 @@ class Settings(BaseModel):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     max_skew_seconds: float = Field(default=300.0, gt=0, le=86_400)
     checkpoint_interval_seconds: float = Field(default=30.0, gt=0, le=86_400)
+    # local spool of checkpoints (scaler.adapters.checkpoint_spool): the final one survives a broker outage
+    checkpoint_dir: Path | None = None
+    checkpoint_save_timeout_seconds: float = Field(default=3.0, gt=0, le=300)  # per save to the state topic
     burst_window_seconds: int = Field(default=2, ge=1, le=60)
     burst_check_seconds: float = Field(default=0.25, gt=0, le=60)
     shutdown_timeout_seconds: float = Field(default=8.0, gt=0, le=300)

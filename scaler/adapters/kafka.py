@@ -439,11 +439,15 @@ class KafkaCheckpointStore:
 
     async def load(self, models: frozenset[str]) -> dict[str, bytes]:
         """Return the newest checkpoint of each of ``models`` on the state topic (scanned to its end)."""
+        return {model: data for model, (data, _) in (await self.load_stamped(models)).items()}
+
+    async def load_stamped(self, models: frozenset[str]) -> dict[str, tuple[bytes, float]]:
+        """Return model -> (newest checkpoint on the state topic, its record's unix timestamp)."""
         if not models:
             return {}
         consumer = AIOKafkaConsumer(**client_options(self.settings), enable_auto_commit=False, group_id=None)
         await consumer.start()
-        found: dict[str, bytes] = {}
+        found: dict[str, tuple[bytes, float]] = {}
         try:
             topic = self.settings.kafka_state_topic
             parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
@@ -459,7 +463,7 @@ class KafkaCheckpointStore:
                     for r in batch:
                         key = r.key.decode(errors="replace") if r.key else ""
                         if key in models and r.value is not None:
-                            found[key] = r.value
+                            found[key] = (r.value, r.timestamp / 1000.0)
                 for tp in parts:
                     high = consumer.highwater(tp)
                     if high is not None and await consumer.position(tp) >= high:

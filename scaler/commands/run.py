@@ -65,6 +65,12 @@ FLAGS: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
     ("--listen", "http_listen", "HOST:PORT of /healthz, /readyz, /metrics (default 127.0.0.1:8080).", {}),
     ("--log-level", "log_level", "debug, info, warning or error (default info).", {}),
     ("--checkpoint-interval", "checkpoint_interval_seconds", "Seconds between checkpoints.", {"type": float}),
+    (
+        "--checkpoint-dir",
+        "checkpoint_dir",
+        "Directory spooling checkpoints locally (kept when the broker is down, read on start).",
+        {"type": Path},
+    ),
     ("--kubernetes-host", "kubernetes_host", "Kubernetes API URL (else in-cluster/kubeconfig).", {}),
     ("--kubernetes-token-file", "kubernetes_token_file", "Token file for --kubernetes-host.", {"type": Path}),
     ("--kubernetes-ca-file", "kubernetes_ca_file", "CA bundle verifying --kubernetes-host.", {"type": Path}),

@@ -11,13 +11,11 @@ reaches the Deployment: nothing is lost.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import os
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -30,8 +28,9 @@ from scaler.adapters.kubernetes import describe_rules
 from tests.conftest import Broker, free_port, wait_for_tcp
 from tests.integration_fixtures import kafka_settings, produce, read_topic, request_event, settings_env
 from tests.kube_cluster import KubeCluster, bind_role, create_deployment
+from tests.stall_proxy import StallProxy
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.faults]
 
 MODEL_SPEC = """
     slo: {{ttft_seconds: 1.0, attainment: 0.95}}
@@ -44,60 +43,6 @@ MODEL_SPEC = """
 """
 TARGETS = "\n    targets:\n      kubernetes: {namespace: NAMESPACE, kind: Deployment, name: slow}"
 STALL_SECONDS = 15.0
-
-
-class StallProxy:
-    """A TCP proxy on 127.0.0.1 in a thread of its own; while stalled, nothing crosses it either way."""
-
-    def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
-        self.port = free_port()
-        self.loop = asyncio.new_event_loop()
-        self.open = asyncio.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.started = threading.Event()
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.open.set()
-        server = self.loop.run_until_complete(asyncio.start_server(self._client, "127.0.0.1", self.port))
-        self.started.set()
-        with contextlib.suppress(RuntimeError):
-            self.loop.run_forever()
-        server.close()
-
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await self.open.wait()  # a stalled API accepts the connection and answers nothing
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-        except OSError:
-            writer.close()
-            return
-        await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer))
-
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError, ConnectionError):
-            while data := await reader.read(65536):
-                await self.open.wait()
-                writer.write(data)
-                await writer.drain()
-        with contextlib.suppress(OSError, ConnectionError):
-            writer.close()
-
-    def start(self) -> StallProxy:
-        self.thread.start()
-        self.started.wait(5)
-        return self
-
-    def stall(self) -> None:
-        self.loop.call_soon_threadsafe(self.open.clear)
-
-    def resume(self) -> None:
-        self.loop.call_soon_threadsafe(self.open.set)
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
 
 
 def _consumed(port: int) -> float:

@@ -22,7 +22,7 @@ from integration_fixtures import kafka_settings, policy_yaml, produce, read_topi
 from scaler.adapters import kafka
 from scaler.settings import Settings
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 TOKEN = "flood-test-token"  # test token
 MODEL = "llama"
