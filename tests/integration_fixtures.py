@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from scaler.adapters.actuator import Actuators
@@ -22,6 +23,7 @@ from scaler.forecast.models import DemandForecaster
 from scaler.ports import Clock, DecisionSink, Planner
 from scaler.runtime import Runtime, RuntimeOptions
 from scaler.settings import Settings
+from scaler.sim.workload import Workload
 
 
 def kafka_settings(bootstrap: str, **overrides: Any) -> Settings:
@@ -194,3 +196,20 @@ async def decide_now(
 def sample(metrics: DaemonMetrics, name: str, **labels: str) -> float:
     """Return the value of sample ``name`` with ``labels`` in the daemon's registry (0 when never set)."""
     return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def step_stream(*, seed: int, duration: int = 1800) -> Workload:
+    """Return Poisson arrivals around 8 req/s with a 5x step for two minutes at 15 min (uniform sizes)."""
+    rng = np.random.default_rng(seed)
+    seconds = np.arange(duration)
+    rate = 8.0 + 2.0 * np.sin(seconds / 300.0) + np.where((seconds >= 900) & (seconds < 1020), 32.0, 0.0)
+    counts = rng.poisson(rate)
+    arrivals = np.sort(np.repeat(seconds, counts) + rng.uniform(0, 1, int(counts.sum())))
+    n = arrivals.shape[0]
+    return Workload(
+        name="stream",
+        arrivals=arrivals,
+        prompt_tokens=rng.integers(50, 3000, n).astype(np.int64),
+        output_tokens=rng.integers(10, 600, n).astype(np.int64),
+        duration=float(duration),
+    )

@@ -23,7 +23,7 @@ import itertools
 import numpy as np
 import numpy.typing as npt
 import pytest
-from integration_fixtures import WallClock
+from integration_fixtures import WallClock, step_stream
 from prometheus_client.parser import text_string_to_metric_families
 
 from scaler.adapters.memory import MemorySink
@@ -57,23 +57,6 @@ POLICY = ModelPolicy.model_validate(
         "prices": {"serverless_per_million_tokens": 0.5},
     }
 )
-
-
-def _workload(seed: int = 5) -> Workload:
-    """Poisson arrivals around 8 req/s, a 5x step for two minutes at 15 min; uniform sizes."""
-    rng = np.random.default_rng(seed)
-    seconds = np.arange(DURATION)
-    rate = 8.0 + 2.0 * np.sin(seconds / 300.0) + np.where((seconds >= 900) & (seconds < 1020), 32.0, 0.0)
-    counts = rng.poisson(rate)
-    arrivals = np.sort(np.repeat(seconds, counts) + rng.uniform(0, 1, int(counts.sum())))
-    n = arrivals.shape[0]
-    return Workload(
-        name="stream",
-        arrivals=arrivals,
-        prompt_tokens=rng.integers(50, 3000, n).astype(np.int64),
-        output_tokens=rng.integers(10, 600, n).astype(np.int64),
-        duration=float(DURATION),
-    )
 
 
 def _replay_cluster(workload: Workload, recorded: list[Recorded]) -> RequestCluster:
@@ -141,7 +124,7 @@ class Run:
 
 @pytest.fixture(scope="module")
 def run() -> Run:
-    workload = _workload()
+    workload = step_stream(seed=5, duration=DURATION)
     sim = SpillwayController(POLICY, workload, start_unix=T0, record=True)
     report = simulate(workload, sim, policy=POLICY, initial_replicas=WARM).summary
     recorded = sim.recorded

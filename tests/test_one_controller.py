@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import asyncio
 
-import numpy as np
-from integration_fixtures import WallClock
+from integration_fixtures import WallClock, step_stream
 
 from scaler.adapters.memory import MemorySink
 from scaler.adapters.metrics import DaemonMetrics
@@ -44,23 +43,6 @@ class ReplayedReadback(Executor):
         return self.readbacks.pop(0)
 
 
-def _workload(seed: int = 11) -> Workload:
-    """Poisson arrivals around 8 req/s with a 5x step for two minutes at 15 min; lognormal sizes."""
-    rng = np.random.default_rng(seed)
-    seconds = np.arange(DURATION)
-    rate = 8.0 + 2.0 * np.sin(seconds / 300.0) + np.where((seconds >= 900) & (seconds < 1020), 32.0, 0.0)
-    counts = rng.poisson(rate)
-    arrivals = np.sort(np.repeat(seconds, counts) + rng.uniform(0, 1, int(counts.sum())))
-    n = arrivals.shape[0]
-    return Workload(
-        name="stream",
-        arrivals=arrivals,
-        prompt_tokens=rng.integers(50, 3000, n).astype(np.int64),
-        output_tokens=rng.integers(10, 600, n).astype(np.int64),
-        duration=float(DURATION),
-    )
-
-
 def _records(workload: Workload, topic: str) -> list[list[RawRecord]]:
     """Return the request events of each second, as the daemon consumes them."""
     per_second: list[list[RawRecord]] = [[] for _ in range(DURATION)]
@@ -82,7 +64,7 @@ def test_the_simulator_and_the_daemon_make_the_same_decisions_on_one_event_strea
             "lead_times": {"cold_start_seconds": 120},
         }
     )
-    workload = _workload()
+    workload = step_stream(seed=11, duration=DURATION)
     sim = SpillwayController(policy, workload, start_unix=T0, record=True)
     simulate(workload, sim, policy=policy, initial_replicas=2)
     recorded = sim.recorded

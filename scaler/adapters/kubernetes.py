@@ -309,25 +309,16 @@ class KubernetesActuator:
 
     def _list_pods(self, target: KubernetesTarget, name: str) -> list[PodInfo]:
         what = f"pods of {target.kind} {target.namespace}/{name}"
-        read = (
-            self.apps.read_namespaced_deployment
-            if target.kind == "Deployment"
-            else self.apps.read_namespaced_stateful_set
-        )
         try:
-            obj = read(name, target.namespace, _request_timeout=self.timeout)
-            selector = _label_selector(obj.spec.selector if obj.spec is not None else None)
-            if not selector:
-                raise PermanentError(f"list {what}: the workload has no label selector")
-            items = self.core.list_namespaced_pod(
-                target.namespace, label_selector=selector, _request_timeout=self.timeout
-            ).items
+            items = self._live_pods(target, name)
         except (ApiException, HTTPError, OSError) as exc:
             raise _classify(exc, what=f"list {what}") from None
+        if items is None:
+            raise PermanentError(f"list {what}: the workload has no label selector")
         pods = []
         for pod in items:
             meta = pod.metadata
-            if meta is None or meta.deletion_timestamp is not None or not meta.name:
+            if not meta.name:
                 continue
             cost = (meta.annotations or {}).get(operators.DELETION_COST_ANNOTATION)
             pods.append(PodInfo(name=meta.name, deletion_cost=cost))
@@ -352,7 +343,7 @@ class KubernetesActuator:
         whole = self._read(target, target.name)
         what = f"pods of {target.kind} {target.namespace}/{target.name}"
         try:
-            pods = self._live_pods(target, target.name)
+            pods = self._live_pods(target, target.name) or []
         except (ApiException, HTTPError, OSError) as exc:
             raise _classify(exc, what=f"read {what}") from None
         standby = [p for p in pods if (p.metadata.labels or {}).get(ROLE_LABEL) == "standby"]
@@ -364,8 +355,11 @@ class KubernetesActuator:
         )
         return serving, KubeState(desired=len(standby), ready=sb_ready, starting=len(standby) - sb_ready)
 
-    def _live_pods(self, target: KubernetesTarget, name: str) -> list[Any]:
-        """Return the pods of workload ``name`` that are not being deleted (raises the client's errors)."""
+    def _live_pods(self, target: KubernetesTarget, name: str) -> list[Any] | None:
+        """Return the pods of workload ``name`` that are not being deleted, None when it has no selector.
+
+        Raises the client's errors.
+        """
         read = (
             self.apps.read_namespaced_deployment
             if target.kind == "Deployment"
@@ -374,7 +368,7 @@ class KubernetesActuator:
         workload = read(name, target.namespace, _request_timeout=self.timeout)
         query = _label_selector(workload.spec.selector if workload.spec is not None else None)
         if not query:
-            return []
+            return None
         listed = self.core.list_namespaced_pod(
             target.namespace, label_selector=query, _request_timeout=self.timeout
         )
@@ -402,7 +396,7 @@ class KubernetesActuator:
     def _set_standby_pods(self, target: KubernetesTarget, name: str, standby: int) -> dict[str, str]:
         what = f"{target.kind} {target.namespace}/{name}"
         try:
-            pods = self._live_pods(target, name)
+            pods = self._live_pods(target, name) or []
         except (ApiException, HTTPError, OSError) as exc:
             raise _classify(exc, what=f"label standby pods of {what}") from None
         rows = [
