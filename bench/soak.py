@@ -523,6 +523,8 @@ def main() -> int:  # noqa: PLR0912
     consumed = daemon.total("scaler_events_consumed_total", current)
     requests_consumed = daemon.total('scaler_events_consumed_total{topic="req-', current)
     rejected = daemon.total("scaler_events_rejected_total", current)
+    not_owned = daemon.total('scaler_events_dropped_total{why="not_owned"', current)
+    revoked = daemon.total('scaler_events_dropped_total{why="revoked"', current)
     published = daemon.total("scaler_decisions_published_total", current)
     reload_errors = daemon.total("scaler_policy_reload_errors_total", current)
     letters = asyncio.run(read_all(f"127.0.0.1:{broker.port}", f"dlq-{tag}"))
@@ -545,7 +547,8 @@ def main() -> int:  # noqa: PLR0912
     )
     print(
         f"events out: consumed {consumed:.0f} (requests topic {requests_consumed:.0f}), "
-        f"rejected {rejected:.0f}, dead letters on the topic {len(letters)}"
+        f"rejected {rejected:.0f}, dead letters on the topic {len(letters)}; dropped as of a model not "
+        f"owned {not_owned:.0f}, as of a partition revoked while read {revoked:.0f} (read again)"
     )
     print(
         f"decisions published {published:.0f}, seen on the topic {len(log.seen)} (records per read: "
@@ -573,6 +576,7 @@ def main() -> int:  # noqa: PLR0912
         "records read twice": max(0, round(consumed) - acked),
         "valid + rejected != consumed": abs(round(consumed - rejected) - traffic.good),
         "dead letters missing": abs(traffic.bad - len(letters)),
+        "events dropped as not owned (one daemon owns every model)": round(not_owned),
         **log.violations(6),
         "unexpected daemon exits": daemon.unexpected_exits + (code != 0),
         "/healthz failures": health_failures,

@@ -198,8 +198,11 @@ class Daemon:
             if not records:
                 continue
             async with self.lock:
+                kept = self.source.still_assigned(records)  # a rebalance may have moved some meanwhile
+                if len(kept) < len(records):
+                    self.metrics.events_dropped.labels(why="revoked").inc(len(records) - len(kept))
                 now = self.clock.now()
-                rejected = self.runtime.ingest(records, now=now)
+                rejected = self.runtime.ingest(kept, now=now)
                 self._decide(self.runtime.due(now=now, fed=True))  # a burst is decided as soon as it is read
             for record, error in rejected:
                 try:
@@ -207,6 +210,7 @@ class Daemon:
                 except ConnectionError as exc:
                     self.metrics.publish_errors.inc()
                     log.error("dead_letter_failed", error=str(exc), topic=record.topic, offset=record.offset)
+            self.source.settle()  # counted and dead-lettered: a commit may cover them now
             await self._flush_and_commit()
             await asyncio.sleep(0)  # a source that always has a batch ready must not starve the other tasks
 

@@ -4,7 +4,9 @@ The runtime decides synchronously and hands each decision here with :meth:`Execu
 never waits. Then, per model:
 
 * the decision is published at once, in its own task (a slow broker delays publishing, never
-  ingest or deciding); decisions published are counted apart from decisions made;
+  ingest or deciding), after the model's previous decision is sent or has failed: a model's
+  decisions reach the topic in the order they were made, outages included; decisions published
+  are counted apart from decisions made;
 * actuation runs in the model's own worker, latest decision wins: it reads the targets back, applies
   the decision through :class:`scaler.adapters.actuator.Actuators` (clamp guard, idempotence,
   pacing, retries, dry-run) and keeps what it read as the model's :class:`ReadBack` for the next
@@ -84,6 +86,7 @@ class Executor:
         self.log = structlog.get_logger("scaler.executor")
         self._workers: dict[str, _Worker] = {}
         self._publishing: set[asyncio.Task[None]] = set()
+        self._last_publish: dict[str, asyncio.Task[None]] = {}  # per model: the newest decision's send
 
     # -- models -------------------------------------------------------------------------------------
 
@@ -153,9 +156,11 @@ class Executor:
             self.metrics.publish_errors.inc()
             self.log.error("decision_not_published", model=model, error="publish backlog full")
         else:
-            task = asyncio.create_task(self._publish(model, payload), name=f"publish:{model}")
+            after = self._last_publish.get(model)
+            task = asyncio.create_task(self._publish(model, payload, after=after), name=f"publish:{model}")
             self._publishing.add(task)
-            task.add_done_callback(self._publishing.discard)
+            self._last_publish[model] = task
+            task.add_done_callback(self._published)
         worker = self._workers.get(model)
         if worker is not None:
             worker.policy = policy
@@ -163,7 +168,17 @@ class Executor:
             worker.inflight = dict(inflight or {})
             worker.wake.set()
 
-    async def _publish(self, model: str, payload: Mapping[str, object]) -> None:
+    def _published(self, task: asyncio.Task[None]) -> None:
+        self._publishing.discard(task)
+        model = task.get_name().removeprefix("publish:")
+        if self._last_publish.get(model) is task:
+            del self._last_publish[model]
+
+    async def _publish(
+        self, model: str, payload: Mapping[str, object], *, after: asyncio.Task[None] | None
+    ) -> None:
+        if after is not None and not after.done():  # the model's previous decision goes first
+            await asyncio.wait({after})
         if self.gate is not None and not self.gate.allows(model, action="publish"):
             return
         try:

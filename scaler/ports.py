@@ -69,8 +69,14 @@ class EventSource(Protocol):
     async def poll(self, *, wait_seconds: float) -> list[RawRecord]:
         """Return the next records (maybe none) within ``wait_seconds``; transient errors are retried."""
 
+    def still_assigned(self, records: list[RawRecord]) -> list[RawRecord]:
+        """Return ``records`` without those of partitions revoked since the last poll (no I/O)."""
+
+    def settle(self) -> None:
+        """Mark every record of the last poll as counted or dead-lettered (commit may cover it)."""
+
     async def commit(self) -> None:
-        """Commit the position after every record returned so far; raise TimeoutError if it cannot."""
+        """Commit the position after every settled record; raise TimeoutError if it cannot."""
 
     def lag(self) -> dict[tuple[str, int], int]:
         """Return messages behind the log's end per (topic, partition) owned; empty when unknown."""

@@ -261,6 +261,12 @@ class ListSource:
         await asyncio.sleep(min(wait_seconds, 0.01))
         return []
 
+    def still_assigned(self, records: list[RawRecord]) -> list[RawRecord]:
+        return records
+
+    def settle(self) -> None:
+        pass
+
     async def commit(self) -> None:
         self.commits += 1
 

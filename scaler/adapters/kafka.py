@@ -5,6 +5,10 @@
   partition, and the process that owns that partition of the request topic acts for that model.
   The rebalance listener awaits ``on_revoked`` BEFORE partitions move (the caller stops acting,
   checkpoints and commits there) and ``on_assigned`` after the new assignment.
+  Commits name their offsets: only records the caller has settled (:meth:`~KafkaEventSource.settle`:
+  counted or dead-lettered) are ever committed, never what a poll returned and a rebalance
+  interrupted; records of a partition revoked after they were polled are not the caller's to count
+  (:meth:`~KafkaEventSource.still_assigned`): the partition's next owner reads them again.
 * :class:`KafkaDecisionSink` publishes decisions (key = model) and dead letters.
 * :class:`KafkaCheckpointStore` keeps per-model checkpoints on a compacted topic (key = model) and
   reads them back by scanning it to its high-water mark.
@@ -121,7 +125,11 @@ class KafkaEventSource:
         self.consumer: AIOKafkaConsumer | None = None
         self.owned: frozenset[str] = frozenset()
         self.assigned = False
-        self._positions: dict[TopicPartition, int] = {}
+        self._positions: dict[TopicPartition, int] = {}  # after the last record polled: for lag
+        self._polled: dict[TopicPartition, int] = {}  # after records polled, not yet settled
+        self._settled: dict[TopicPartition, int] = {}  # after records counted or dead-lettered
+        self._committed: dict[TopicPartition, int] = {}
+        self._moved: set[tuple[str, int]] = set()  # (topic, partition) revoked since the last poll
         self._on_assigned: OwnershipCallback | None = None
         self._on_revoked: OwnershipCallback | None = None
         self.partition_listener: PartitionListener | None = None  # leases: hears of partitions moving
@@ -221,6 +229,9 @@ class KafkaEventSource:
         topic = self.settings.kafka_requests_topic
         gone = frozenset(tp.partition for tp in revoked if tp.topic == topic)
         self.partitions = self.partitions - gone  # fenced from here on, before anything else runs
+        for tp in revoked:  # what was polled and not yet settled is the next owner's to read
+            self._polled.pop(tp, None)
+            self._moved.add((tp.topic, tp.partition))
         if self._on_revoked is not None and models:
             await self._on_revoked(models)
         self.owned = self.owned - models
@@ -228,6 +239,8 @@ class KafkaEventSource:
             await self.partition_listener.revoked(gone)
         for tp in revoked:
             self._positions.pop(tp, None)
+            self._settled.pop(tp, None)
+            self._committed.pop(tp, None)
         log.info("partitions_revoked", partitions=len(revoked), models=len(models))
 
     async def partitions_assigned(self, assigned: list[TopicPartition]) -> None:
@@ -249,8 +262,12 @@ class KafkaEventSource:
         log.info("partitions_assigned", partitions=len(assigned), models=len(models))
 
     async def poll(self, *, wait_seconds: float) -> list[RawRecord]:
-        """Return the next batch (possibly empty); broker errors are logged and yield an empty batch."""
+        """Return the next batch (possibly empty); broker errors are logged and yield an empty batch.
+
+        The records stay unsettled, never committed, until :meth:`settle`.
+        """
         assert self.consumer is not None, "start() first"
+        self._moved.clear()
         try:
             batches = await self.consumer.getmany(
                 timeout_ms=int(wait_seconds * 1000), max_records=self.max_records
@@ -268,17 +285,39 @@ class KafkaEventSource:
             if batch:
                 t, p = tp.topic, tp.partition
                 records += [make(RawRecord, (t, p, r.offset, r.key, r.value or b"")) for r in batch]
-                self._positions[tp] = batch[-1].offset + 1
+                self._positions[tp] = self._polled[tp] = batch[-1].offset + 1
         return records
 
+    def still_assigned(self, records: list[RawRecord]) -> list[RawRecord]:
+        """Return ``records`` without those of partitions revoked since they were polled (no I/O)."""
+        moved = self._moved
+        if not moved:
+            return records
+        return [r for r in records if (r.topic, r.partition) not in moved]
+
+    def settle(self) -> None:
+        """Mark every record polled (and still assigned) as counted or dead-lettered: commit may cover it."""
+        self._settled.update(self._polled)
+        self._polled.clear()
+
     async def commit(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109  # bounded: see module docstring
-        """Commit positions after every record returned so far; raise TimeoutError after ``timeout`` s."""
-        if self.consumer is None or not self.consumer.assignment():
+        """Commit the positions after every settled record; raise TimeoutError after ``timeout`` s."""
+        if self.consumer is None:
+            return
+        assigned = self.consumer.assignment()
+        offsets = {
+            tp: position
+            for tp, position in self._settled.items()
+            if tp in assigned and self._committed.get(tp) != position
+        }
+        if not offsets:
             return
         try:
-            await asyncio.wait_for(self.consumer.commit(), timeout)
+            await asyncio.wait_for(self.consumer.commit(offsets), timeout)
         except CommitFailedError as exc:
             log.warning("commit_failed", error=str(exc))
+            return
+        self._committed.update(offsets)
 
     def connected(self) -> bool:
         """Return True while the consumer holds a live connection to at least one broker; no I/O, cheap.

@@ -103,6 +103,13 @@ class ReplaySource:
         self.produced += len(records)
         return records
 
+    def still_assigned(self, records: list[RawRecord]) -> list[RawRecord]:
+        """Return ``records``: the replay never moves a model."""
+        return records
+
+    def settle(self) -> None:
+        """Nothing to mark: commits persist nothing."""
+
     async def commit(self) -> None:
         """Count the commit (nothing to persist)."""
         self.commits += 1

@@ -26,7 +26,8 @@ class DaemonMetrics:
         )
         self.events_dropped = Counter(
             "scaler_events_dropped",
-            "Valid events not aggregated: late, early, or for a model this process does not own.",
+            "Valid events not aggregated: late, early, for a model this process does not own, or of a "
+            "partition revoked after they were read (its next owner reads them; not counted as consumed).",
             ["why"],
             registry=r,
         )

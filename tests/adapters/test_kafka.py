@@ -58,6 +58,7 @@ def test_a_source_owns_the_models_of_its_partitions_and_resumes_after_its_commit
         try:
             records = await _drain(source, want=want, seconds=10.0 if want else 3.0)
             assert source.lag() == {} or all(v >= 0 for v in source.lag().values())
+            source.settle()
             await source.commit()
         finally:
             await source.stop()
@@ -78,6 +79,54 @@ def test_a_source_owns_the_models_of_its_partitions_and_resumes_after_its_commit
     assert owned[0] == frozenset(MODELS)  # a single member owns every partition, so every model
     assert again == []  # committed: nothing is read twice
     assert [(r.topic, r.value) for r in later] == [(settings.kafka_metrics_topic, b"late")]
+
+
+def test_records_polled_then_revoked_are_never_committed_and_are_read_again(broker: Broker) -> None:
+    """A rebalance between a poll and its processing: the revoke's commit must not cover that batch."""
+    settings = kafka_settings(broker.bootstrap)
+    events = [(m, f"{m}:{i}".encode()) for i in range(5) for m in MODELS]
+
+    async def nothing(models: frozenset[str]) -> None:
+        return None
+
+    Records = list[RawRecord]
+
+    async def run() -> tuple[Records, Records, Records, Records, frozenset[int]]:
+        await kafka.ensure_topics(settings)
+        await produce(broker.bootstrap, settings.kafka_requests_topic, events)
+        first = kafka.KafkaEventSource(settings=settings, models=lambda: MODELS)
+
+        async def first_revoked(models: frozenset[str]) -> None:
+            await first.commit()  # what the daemon does on a revoke: commit what it has settled
+
+        await first.start(on_assigned=nothing, on_revoked=first_revoked)
+        polled = await _drain(first, want=len(events))  # returned by a poll, not yet counted...
+        second = kafka.KafkaEventSource(settings=settings, models=lambda: MODELS)
+        await second.start(on_assigned=nothing, on_revoked=nothing)  # ...when a second member joins
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while not (second.partitions and first.assigned) and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)  # the group's coordinator tasks rebalance meanwhile
+        kept = first.still_assigned(polled)  # what the daemon counts of the interrupted batch
+        first.settle()
+        await first.commit()
+        again: list[RawRecord] = []
+        deadline = loop.time() + 20
+        while len(again) < len(events) and loop.time() < deadline:
+            for source in (first, second):
+                again += await source.poll(wait_seconds=0.2)
+        second_partitions = second.partitions
+        await asyncio.gather(first.stop(), second.stop())
+        return polled, kept, again, [r for r in again if r.partition in second_partitions], second_partitions
+
+    polled, kept, again, by_second, second_partitions = asyncio.run(run())
+    assert len(polled) == len(events)
+    assert second_partitions, "the rebalance moved no partition: the test proves nothing"
+    assert kept == []  # eager rebalance: every partition was revoked, so none of the batch is counted...
+    where = sorted((r.partition, r.offset) for r in again)
+    assert where == sorted((r.partition, r.offset) for r in polled)  # ...and all of it is read again, once
+    assert by_second
+    assert {r.partition for r in by_second} <= second_partitions
 
 
 def test_decisions_and_dead_letters_are_published_keyed_by_model(broker: Broker) -> None:
