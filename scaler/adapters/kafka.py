@@ -130,6 +130,7 @@ class KafkaEventSource:
         self._settled: dict[TopicPartition, int] = {}  # after records counted or dead-lettered
         self._committed: dict[TopicPartition, int] = {}
         self._moved: set[tuple[str, int]] = set()  # (topic, partition) revoked since the last poll
+        self._rebalances = 0  # callbacks begun: a poll that saw one begin returns nothing
         self._on_assigned: OwnershipCallback | None = None
         self._on_revoked: OwnershipCallback | None = None
         self.partition_listener: PartitionListener | None = None  # leases: hears of partitions moving
@@ -226,6 +227,7 @@ class KafkaEventSource:
         """Hand the revoked partitions' models back before they move: the callback stops acting."""
         models = self._models_of(revoked) & self.owned
         self.assigned = False
+        self._rebalances += 1
         topic = self.settings.kafka_requests_topic
         gone = frozenset(tp.partition for tp in revoked if tp.topic == topic)
         self.partitions = self.partitions - gone  # fenced from here on, before anything else runs
@@ -245,6 +247,8 @@ class KafkaEventSource:
 
     async def partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         """Take over the assigned partitions' models (the callback loads their checkpoints)."""
+        self.assigned = False  # aiokafka already fetches for them: poll returns nothing until done
+        self._rebalances += 1
         models = self._models_of(assigned)
         new = models - self.owned
         self.owned = models
@@ -264,10 +268,17 @@ class KafkaEventSource:
     async def poll(self, *, wait_seconds: float) -> list[RawRecord]:
         """Return the next batch (possibly empty); broker errors are logged and yield an empty batch.
 
-        The records stay unsettled, never committed, until :meth:`settle`.
+        The records stay unsettled, never committed, until :meth:`settle`. Nothing is returned while
+        an assignment is being taken over (aiokafka returns records of new partitions before the
+        ``on_assigned`` callback has loaded their models): a batch fetched across a rebalance is put
+        back (the consumer seeks to its first record) and read again once the models are owned.
         """
         assert self.consumer is not None, "start() first"
         self._moved.clear()
+        if not self.assigned:
+            await asyncio.sleep(min(wait_seconds, 0.05))
+            return []
+        rebalances = self._rebalances
         try:
             batches = await self.consumer.getmany(
                 timeout_ms=int(wait_seconds * 1000), max_records=self.max_records
@@ -275,6 +286,9 @@ class KafkaEventSource:
         except KafkaError as exc:
             log.warning("poll_failed", error=str(exc))
             await asyncio.sleep(min(wait_seconds, 0.5))
+            return []
+        if rebalances != self._rebalances or not self.assigned:
+            self._put_back(batches)
             return []
         if batches:  # let the fetcher ask for the next records before this batch is worked on: its wake-up
             for _ in range(3):  # takes asyncio.wait's callback, then its task's step
@@ -287,6 +301,16 @@ class KafkaEventSource:
                 records += [make(RawRecord, (t, p, r.offset, r.key, r.value or b"")) for r in batch]
                 self._positions[tp] = self._polled[tp] = batch[-1].offset + 1
         return records
+
+    def _put_back(self, batches: Mapping[TopicPartition, list[Any]]) -> None:
+        """Seek each partition of ``batches`` still assigned back to its first record (no I/O)."""
+        assert self.consumer is not None
+        assigned = self.consumer.assignment()
+        for tp, batch in batches.items():
+            if batch and tp in assigned:
+                self.consumer.seek(tp, batch[0].offset)
+        if batches:
+            log.info("batch_put_back", partitions=len(batches), why="fetched across a rebalance")
 
     def still_assigned(self, records: list[RawRecord]) -> list[RawRecord]:
         """Return ``records`` without those of partitions revoked since they were polled (no I/O)."""

@@ -129,6 +129,59 @@ def test_records_polled_then_revoked_are_never_committed_and_are_read_again(brok
     assert {r.partition for r in by_second} <= second_partitions
 
 
+def test_no_record_is_returned_while_its_models_are_being_loaded(broker: Broker) -> None:
+    """aiokafka fetches for new partitions before ``on_assigned`` returns: those records must wait."""
+    settings = kafka_settings(broker.bootstrap)
+    events = [(m, f"{m}:{i}".encode()) for i in range(5) for m in MODELS]
+    loading: set[str] = set()
+    early: list[RawRecord] = []
+
+    def slow(name: str) -> kafka.OwnershipCallback:
+        async def on_assigned(models: frozenset[str]) -> None:
+            loading.add(name)
+            await asyncio.sleep(1.5)  # checkpoints and Prometheus history take a while
+            loading.discard(name)
+
+        return on_assigned
+
+    async def nothing(models: frozenset[str]) -> None:
+        return None
+
+    async def read(name: str, source: kafka.KafkaEventSource, into: list[RawRecord], until: float) -> None:
+        loop = asyncio.get_running_loop()
+        while loop.time() < until:
+            got = await source.poll(wait_seconds=0.1)
+            if name in loading:
+                early.extend(got)
+            into += got
+            source.settle()
+            await source.commit()
+
+    async def run() -> tuple[list[RawRecord], list[RawRecord]]:
+        await kafka.ensure_topics(settings)
+        first = kafka.KafkaEventSource(settings=settings, models=lambda: MODELS)
+        second = kafka.KafkaEventSource(settings=settings, models=lambda: MODELS)
+        await first.start(on_assigned=slow("first"), on_revoked=nothing)
+        loop = asyncio.get_running_loop()
+        by_first: list[RawRecord] = []
+        by_second: list[RawRecord] = []
+        reading = asyncio.create_task(read("first", first, by_first, loop.time() + 14))
+        await produce(broker.bootstrap, settings.kafka_requests_topic, events)
+        await asyncio.sleep(3)
+        await second.start(on_assigned=slow("second"), on_revoked=nothing)  # a rebalance, slow again
+        await produce(broker.bootstrap, settings.kafka_requests_topic, events)
+        await read("second", second, by_second, loop.time() + 10)
+        await reading
+        await asyncio.gather(first.stop(), second.stop())
+        return by_first, by_second
+
+    by_first, by_second = asyncio.run(run())
+    assert early == []  # nothing was handed out for models not yet loaded
+    assert by_second  # the second member took some partitions over
+    read_values = sorted(r.value for r in by_first + by_second)
+    assert read_values == sorted(v for _, v in events + events)  # every record once: none lost, none twice
+
+
 def test_decisions_and_dead_letters_are_published_keyed_by_model(broker: Broker) -> None:
     settings = kafka_settings(broker.bootstrap)
     bad = RawRecord(settings.kafka_requests_topic, 2, 41, b"model-1", b"\xff not json")
