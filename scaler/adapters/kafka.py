@@ -228,6 +228,7 @@ class KafkaEventSource:
         models = self._models_of(revoked) & self.owned
         self.assigned = False
         self._rebalances += 1
+        log.info("partitions_revoking", partitions=len(revoked), models=len(models))
         topic = self.settings.kafka_requests_topic
         gone = frozenset(tp.partition for tp in revoked if tp.topic == topic)
         self.partitions = self.partitions - gone  # fenced from here on, before anything else runs
@@ -249,6 +250,7 @@ class KafkaEventSource:
         """Take over the assigned partitions' models (the callback loads their checkpoints)."""
         self.assigned = False  # aiokafka already fetches for them: poll returns nothing until done
         self._rebalances += 1
+        log.info("partitions_assigning", partitions=len(assigned))
         models = self._models_of(assigned)
         new = models - self.owned
         self.owned = models
