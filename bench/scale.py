@@ -12,7 +12,12 @@ the share of one core the process needs to keep up in real time (below 1: every 
 within its interval, with the rest to spare). Every model's gap between tick decisions is checked
 against its interval.
 
+Then, unless ``--breakdown 0``, runtimes of half ``--breakdown`` and of ``--breakdown`` models run 150
+virtual seconds each under tracemalloc, and the bytes still allocated per model added are listed by
+owner (the module that allocated them; the forecaster's arrays by attribute).
+
     .venv/bin/python bench/scale.py [--models 10000] [--seconds 300] [--rate 1] [--tick 0.25]
+                                    [--breakdown 200]
 """
 
 from __future__ import annotations
@@ -21,10 +26,12 @@ import argparse
 import asyncio
 import gc
 import itertools
+import linecache
 import os
 import statistics
 import sys
 import time
+import tracemalloc
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -107,6 +114,91 @@ def tick_records(names: list[bytes], *, start: float, tick: float, rate: float, 
     return records
 
 
+def build(models: list[str]) -> tuple[Runtime, RecordingSink]:
+    """Return a runtime (default policies, metrics, an executor publishing to a sink) and its sink."""
+    sink = RecordingSink()
+    metrics = DaemonMetrics()
+    runtime = Runtime(
+        policies={m: ModelPolicy(name=m) for m in models},
+        executor=Executor(sink=sink, actuators=None, metrics=metrics, clock=SystemClock()),
+        planner=scaler_plan.plan,
+        new_forecaster=DemandForecaster.from_policy,
+        load_forecaster=DemandForecaster.from_bytes,
+        metrics=metrics,
+        options=RuntimeOptions(),
+    )
+    return runtime, sink
+
+
+_DELEGATE = ("numpy", "numba", "llvmlite")  # allocations made for their caller: counted to it
+
+
+def _owner(traceback: tracemalloc.Traceback) -> str:
+    """Return who made one allocation: a scaler module (``forecast.models:hist`` for an array) or a library.
+
+    The innermost frame names it, unless that is numpy or numba: then the innermost frame outside them.
+    """
+    for frame in reversed(traceback):  # oldest to most recent: innermost last
+        parts = Path(frame.filename).parts
+        if "site-packages" in parts:
+            library = parts[parts.index("site-packages") + 1].split(".")[0]
+            if library in _DELEGATE:
+                continue
+            return library
+        if "scaler" in parts:
+            module = ".".join(parts[len(parts) - parts[::-1].index("scaler") :]).removesuffix(".py")
+            line = linecache.getline(frame.filename, frame.lineno).strip()
+            if module == "forecast.models" and line.startswith("self.") and "=" in line:
+                return f"{module}:{line.split('=')[0].removeprefix('self.').split(':')[0].strip()}"
+            return module
+        return Path(frame.filename).name
+    return "?"
+
+
+async def _sample(models: int, *, tick: float, rate: float) -> dict[str, int]:
+    """Return the bytes still allocated, by owner, by a runtime of ``models`` after 150 virtual seconds."""
+    names = [f"sample-{models}-{i:05d}" for i in range(models)]
+    tracemalloc.start(16)
+    runtime, sink = build(names)
+    runtime.assign(frozenset(names), checkpoints={}, now=T0)
+    encoded = [m.encode() for m in names]
+    n = 0
+    for step in range(round(150.0 / tick)):
+        start = T0 + step * tick
+        now = sink.now = start + tick
+        records = tick_records(encoded, start=start, tick=tick, rate=rate, n=n)
+        n += len(records)
+        runtime.ingest(records, now=now)
+        for model, trigger in runtime.due(now=now, fed=True) + runtime.due(now=now):
+            runtime.decide(model, trigger=trigger, now=now)
+        await runtime.executor.idle()
+    gc.collect()
+    snapshot = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    owners: dict[str, int] = {}
+    for trace in snapshot.traces:
+        owner = _owner(trace.traceback)
+        owners[owner] = owners.get(owner, 0) + trace.size
+    del runtime, sink
+    return owners
+
+
+async def breakdown(models: int, *, tick: float, rate: float) -> None:
+    """Print the bytes per model still allocated after 150 virtual seconds, by owner (tracemalloc).
+
+    Per model: the growth from a runtime of ``models // 2`` to one of ``models``, divided by the
+    models added, so what the process allocates once (caches, compiled code) is not counted.
+    """
+    half = await _sample(models // 2, tick=tick, rate=rate)
+    full = await _sample(models, tick=tick, rate=rate)
+    added = models - models // 2
+    per = {k: (full.get(k, 0) - half.get(k, 0)) / added for k in full.keys() | half.keys()}
+    print(f"per-model bytes by owner (tracemalloc, 150 virtual s): {sum(per.values()) / 1024:.1f} KiB")
+    for owner, size in sorted(per.items(), key=lambda kv: -kv[1]):
+        if abs(size) >= 100:
+            print(f"  {owner:<36} {size / 1024:>7.2f} KiB")
+
+
 async def run(args: argparse.Namespace) -> None:  # one timeline, read top to bottom
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn  # noqa: PLC0415
 
@@ -118,18 +210,7 @@ async def run(args: argparse.Namespace) -> None:  # one timeline, read top to bo
     gc.freeze()  # as the daemon does when it starts consuming (scaler.app)
     before = rss_mib()
     models = [f"model-{i:05d}" for i in range(args.models)]
-    policies = {m: ModelPolicy(name=m) for m in models}
-    sink = RecordingSink()
-    metrics = DaemonMetrics()
-    runtime = Runtime(
-        policies=policies,
-        executor=Executor(sink=sink, actuators=None, metrics=metrics, clock=SystemClock()),
-        planner=scaler_plan.plan,
-        new_forecaster=DemandForecaster.from_policy,
-        load_forecaster=DemandForecaster.from_bytes,
-        metrics=metrics,
-        options=RuntimeOptions(),
-    )
+    runtime, sink = build(models)
     started = time.perf_counter()
     runtime.assign(frozenset(models), checkpoints={}, now=T0)
     assign_s = time.perf_counter() - started
@@ -201,6 +282,8 @@ async def run(args: argparse.Namespace) -> None:  # one timeline, read top to bo
     print(f"RSS                     {rss_mib():>10,.0f} MiB   (target < 1024)")
     print(f"  models' share         +{assigned - before:,.0f} MiB at assignment, +{grown:,.0f} MiB at end")
     print(f"  forecaster arrays     {sum(arrays.values()) / 1024:>10,.0f} KiB per model ({biggest} KiB)")
+    if args.breakdown:
+        await breakdown(args.breakdown, tick=args.tick, rate=args.rate)
 
 
 def main() -> None:
@@ -211,6 +294,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=300.0, help="virtual seconds to run")
     parser.add_argument("--rate", type=float, default=1.0, help="request events per second per model")
     parser.add_argument("--tick", type=float, default=0.25, help="virtual s a tick (burst_check_seconds)")
+    parser.add_argument(
+        "--breakdown", type=int, default=200, help="models of the per-owner byte count (0: skip it)"
+    )
     args = parser.parse_args()
     import structlog  # noqa: PLC0415
 
