@@ -5,8 +5,9 @@ Layout (:mod:`scaler.core.framing`): ``MAGIC``, a 4-byte big-endian header lengt
 with ``allow_pickle=False``. Nothing is ever unpickled. This module knows the format only; the
 forecaster turns itself into a :class:`Saved` and back (and checks the arrays fit its configuration).
 
-Version 2 stores ``seas``, ``res`` and ``hist`` as float32 (as the forecaster holds them); version 1
-stored every array as float64 and still loads, those three rounded to float32.
+Version 2 stores ``seas``, ``res`` and ``hist`` as float32 (as the forecaster holds them), ``res`` for
+the request series alone; version 1 stored every array as float64 and a residual ring per series,
+and still loads: those three rounded to float32, the token series' rings dropped.
 """
 
 from __future__ import annotations
@@ -77,6 +78,8 @@ def load(data: object) -> Saved:
     try:
         with np.load(io.BytesIO(payload), allow_pickle=False) as npz, np.errstate(over="ignore"):
             arrays = {name: np.array(npz[name], dtype=DTYPES[name]) for name in ARRAYS}
+        if version == 1 and arrays["res"].ndim == 2:  # a ring per series then
+            arrays["res"] = arrays["res"][:1].copy()
     except (ValueError, KeyError, TypeError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise ValueError(f"forecaster checkpoint: corrupt ({type(exc).__name__}: {exc})") from None
     return Saved(header=header, arrays=arrays)

@@ -21,6 +21,7 @@ worker thread. One series is described by:
   which is how series shorter than a season fall back to a damped-trend level model.
 * ``res`` (any length, may be empty): ring of recent scaled one-step residuals for the quantiles; it
   restarts when a season becomes ready, since errors of the simpler model would overstate the spread.
+  Only the request series' quantiles are forecast, so a forecaster keeps that series' ring alone.
 
 A missing bucket is ``NaN``: the state advances (level += phi * trend, trend *= phi) with no error
 correction. ``m = 0`` switches a season off.
@@ -324,7 +325,7 @@ def run_fresh(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
     """Restart every series from :func:`start` on ``ys[i, :]`` and feed it through (in place)."""
     for i in range(ys.shape[0]):
         start(ys[i], m1, m2, st[i], seas[i])
-        res[i, :] = 0.0
+    res[:, :] = 0.0
     run(ys, params, m1, m2, st, seas, res)
 
 
@@ -338,11 +339,16 @@ def run(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
     seas: Stored,
     res: Stored,
 ) -> None:
-    """Feed ``ys[i, :]`` through series ``i`` (rows of ``params``, ``st``, ``seas``, ``res``) in place."""
+    """Feed ``ys[i, :]`` through series ``i`` (rows of ``params``, ``st``, ``seas``, ``res``) in place.
+
+    ``res`` (at least one row) may have fewer rows than ``ys``: the series beyond them keep no residuals.
+    """
+    none = res[0, :0]
     for i in range(ys.shape[0]):
         a, b, g, p = params[i, 0], params[i, 1], params[i, 2], params[i, 3]
+        ring = res[i] if i < res.shape[0] else none
         for k in range(ys.shape[1]):
-            step(ys[i, k], a, b, g, p, m1, m2, st[i], seas[i], res[i])
+            step(ys[i, k], a, b, g, p, m1, m2, st[i], seas[i], ring)
 
 
 @njit(cache=True, nogil=True)

@@ -138,7 +138,8 @@ class DemandForecaster:
         self.params = np.tile(kernels.DEFAULT_PARAMS, (N_SERIES, 1))
         self.state = np.zeros((N_SERIES, kernels.N_STATE))
         self.seas: Float32Array = np.zeros((N_SERIES, self.m1 + self.m2), dtype=np.float32)
-        self.res: Float32Array = np.zeros((N_SERIES, min(self.capacity, _MAX_RESIDUALS)), dtype=np.float32)
+        # residuals of the request series only: its quantiles are the only ones forecast
+        self.res: Float32Array = np.zeros((1, min(self.capacity, _MAX_RESIDUALS)), dtype=np.float32)
         self.hist: Float32Array = np.full((N_SERIES, self.capacity), np.nan, dtype=np.float32)
         self.anchor: float | None = None  # start time of bucket index 0
         self.last_idx = -1  # index of the last observed bucket
