@@ -28,6 +28,7 @@ import gc
 import itertools
 import linecache
 import os
+import re
 import statistics
 import sys
 import time
@@ -85,32 +86,33 @@ def rss_mib() -> float:
     return float("nan")
 
 
-def tick_records(names: list[bytes], *, start: float, tick: float, rate: float, n: int) -> list[RawRecord]:
-    """Return the request events of every model in ``[start, start + tick)``, ``rate`` per second each.
+def tick_records(
+    names: list[bytes], *, start: float, tick: float, rate: float, n: int, finish_after: float = 0.0
+) -> list[RawRecord]:
+    """Return the request events of all models in ``[start, start + tick)``, ``rate`` arrivals a second each.
 
-    Model k's events fall at times k/len + j/rate, so each tick carries about len * rate * tick events.
+    Model k's arrivals fall at times k/len + j/rate, so each tick carries about len * rate * tick of them;
+    with ``finish_after`` > 0 each arrival's finish event follows it that many seconds later.
     """
     records: list[RawRecord] = []
     count = len(names)
     period = 1.0 / rate
+    kinds = [(b"arrival", 0.0)] + ([(b"finish", finish_after)] if finish_after > 0 else [])
     for k, name in enumerate(names):
-        first = (k / count) * period
-        # the events of this model inside the tick: first + j * period in [start - T0, start - T0 + tick)
-        j = max(0, int(-(-(start - T0 - first) // period)))
-        ts = T0 + first + j * period
-        while ts < start + tick:
-            value = (
-                b'{"model":"%b","ts":%.4f,"type":"arrival","request_id":"r%d","prompt_tokens":%d,"output_tokens":0}'
-                % (
-                    name,
-                    ts,
-                    n,
-                    200 + k % 800,
+        for kind, delay in kinds:
+            first = (k / count) * period + delay
+            # the events of this model inside the tick: first + j * period in [start - T0, start - T0 + tick)
+            j = max(0, int(-(-(start - T0 - first) // period)))
+            ts = T0 + first + j * period
+            while ts < start + tick:
+                value = (
+                    b'{"model":"%b","ts":%.4f,"type":"%b","request_id":"r%d-%d","prompt_tokens":%d,"output_tokens":%d}'
+                    % (name, ts, kind, k, j, 200 + k % 800, 0 if delay == 0.0 else 150)
                 )
-            )
-            records.append(RawRecord(TOPIC, 0, n, name, value))
-            n += 1
-            ts += period
+                records.append(RawRecord(TOPIC, 0, n, name, value))
+                n += 1
+                j += 1
+                ts += period
     return records
 
 
@@ -130,6 +132,7 @@ def build(models: list[str]) -> tuple[Runtime, RecordingSink]:
     return runtime, sink
 
 
+_ATTRIBUTE = re.compile(r"self\.(\w+)\s*(?::[^=]*)?=[^=]")  # a line assigning an attribute
 _DELEGATE = ("numpy", "numba", "llvmlite")  # allocations made for their caller: counted to it
 
 
@@ -147,15 +150,13 @@ def _owner(traceback: tracemalloc.Traceback) -> str:
             return library
         if "scaler" in parts:
             module = ".".join(parts[len(parts) - parts[::-1].index("scaler") :]).removesuffix(".py")
-            line = linecache.getline(frame.filename, frame.lineno).strip()
-            if module == "forecast.models" and line.startswith("self.") and "=" in line:
-                return f"{module}:{line.split('=')[0].removeprefix('self.').split(':')[0].strip()}"
-            return module
+            assigned = _ATTRIBUTE.match(linecache.getline(frame.filename, frame.lineno).strip())
+            return f"{module}:{assigned.group(1)}" if module == "forecast.models" and assigned else module
         return Path(frame.filename).name
     return "?"
 
 
-async def _sample(models: int, *, tick: float, rate: float) -> dict[str, int]:
+async def _sample(models: int, *, tick: float, rate: float, finish_after: float) -> dict[str, int]:
     """Return the bytes still allocated, by owner, by a runtime of ``models`` after 150 virtual seconds."""
     names = [f"sample-{models}-{i:05d}" for i in range(models)]
     tracemalloc.start(16)
@@ -166,7 +167,7 @@ async def _sample(models: int, *, tick: float, rate: float) -> dict[str, int]:
     for step in range(round(150.0 / tick)):
         start = T0 + step * tick
         now = sink.now = start + tick
-        records = tick_records(encoded, start=start, tick=tick, rate=rate, n=n)
+        records = tick_records(encoded, start=start, tick=tick, rate=rate, n=n, finish_after=finish_after)
         n += len(records)
         runtime.ingest(records, now=now)
         for model, trigger in runtime.due(now=now, fed=True) + runtime.due(now=now):
@@ -183,14 +184,14 @@ async def _sample(models: int, *, tick: float, rate: float) -> dict[str, int]:
     return owners
 
 
-async def breakdown(models: int, *, tick: float, rate: float) -> None:
+async def breakdown(models: int, *, tick: float, rate: float, finish_after: float) -> None:
     """Print the bytes per model still allocated after 150 virtual seconds, by owner (tracemalloc).
 
     Per model: the growth from a runtime of ``models // 2`` to one of ``models``, divided by the
     models added, so what the process allocates once (caches, compiled code) is not counted.
     """
-    half = await _sample(models // 2, tick=tick, rate=rate)
-    full = await _sample(models, tick=tick, rate=rate)
+    half = await _sample(models // 2, tick=tick, rate=rate, finish_after=finish_after)
+    full = await _sample(models, tick=tick, rate=rate, finish_after=finish_after)
     added = models - models // 2
     per = {k: (full.get(k, 0) - half.get(k, 0)) / added for k in full.keys() | half.keys()}
     print(f"per-model bytes by owner (tracemalloc, 150 virtual s): {sum(per.values()) / 1024:.1f} KiB")
@@ -230,7 +231,9 @@ async def run(args: argparse.Namespace) -> None:  # one timeline, read top to bo
         for step in range(ticks):
             start = T0 + step * args.tick
             now = start + args.tick  # the tick's events have all arrived
-            records = tick_records(names, start=start, tick=args.tick, rate=args.rate, n=n)
+            records = tick_records(
+                names, start=start, tick=args.tick, rate=args.rate, n=n, finish_after=args.finish_after
+            )
             n += len(records)
             sink.now = now
             t_wall, t_cpu = time.perf_counter(), time.process_time()
@@ -283,7 +286,7 @@ async def run(args: argparse.Namespace) -> None:  # one timeline, read top to bo
     print(f"  models' share         +{assigned - before:,.0f} MiB at assignment, +{grown:,.0f} MiB at end")
     print(f"  forecaster arrays     {sum(arrays.values()) / 1024:>10,.0f} KiB per model ({biggest} KiB)")
     if args.breakdown:
-        await breakdown(args.breakdown, tick=args.tick, rate=args.rate)
+        await breakdown(args.breakdown, tick=args.tick, rate=args.rate, finish_after=args.finish_after)
 
 
 def main() -> None:
@@ -294,6 +297,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=300.0, help="virtual seconds to run")
     parser.add_argument("--rate", type=float, default=1.0, help="request events per second per model")
     parser.add_argument("--tick", type=float, default=0.25, help="virtual s a tick (burst_check_seconds)")
+    parser.add_argument(
+        "--finish-after",
+        type=float,
+        default=0.0,
+        help="s from each arrival to its finish event (0: none; the ledger then holds every arrival 600 s)",
+    )
     parser.add_argument(
         "--breakdown", type=int, default=200, help="models of the per-owner byte count (0: skip it)"
     )
