@@ -95,7 +95,10 @@ def test_default_policy_over_days_of_large_token_counts_matches_float64() -> Non
 
 
 def test_version_1_checkpoint_loads_and_forecasts_as_the_version_1_code_did() -> None:
-    """The fixture was written by the version-1 forecaster, with the forecasts it gave from it."""
+    """The fixture was written by the version-1 forecaster (commit 7ca4a4d) with the forecasts it gave.
+
+    It is the checkpoint tests' ``_trained()`` forecaster: seasons of 12 and 36 buckets, noisy counts, gaps.
+    """
     data = (FIXTURES / "forecaster-v1.ckpt").read_bytes()
     expected = json.loads((FIXTURES / "forecaster-v1.json").read_text())
     restored = DemandForecaster.from_bytes(data)
