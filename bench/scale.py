@@ -12,7 +12,12 @@ the share of one core the process needs to keep up in real time (below 1: every 
 within its interval, with the rest to spare). Every model's gap between tick decisions is checked
 against its interval.
 
+Then, unless ``--breakdown 0``, runtimes of half ``--breakdown`` and of ``--breakdown`` models run 150
+virtual seconds each under tracemalloc, and the bytes still allocated per model added are listed by
+owner (the module that allocated them; the forecaster's arrays by attribute).
+
     .venv/bin/python bench/scale.py [--models 10000] [--seconds 300] [--rate 1] [--tick 0.25]
+                                    [--breakdown 200]
 """
 
 from __future__ import annotations
@@ -21,10 +26,13 @@ import argparse
 import asyncio
 import gc
 import itertools
+import linecache
 import os
+import re
 import statistics
 import sys
 import time
+import tracemalloc
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -78,33 +86,118 @@ def rss_mib() -> float:
     return float("nan")
 
 
-def tick_records(names: list[bytes], *, start: float, tick: float, rate: float, n: int) -> list[RawRecord]:
-    """Return the request events of every model in ``[start, start + tick)``, ``rate`` per second each.
+def tick_records(
+    names: list[bytes], *, start: float, tick: float, rate: float, n: int, finish_after: float = 0.0
+) -> list[RawRecord]:
+    """Return the request events of all models in ``[start, start + tick)``, ``rate`` arrivals a second each.
 
-    Model k's events fall at times k/len + j/rate, so each tick carries about len * rate * tick events.
+    Model k's arrivals fall at times k/len + j/rate, so each tick carries about len * rate * tick of them;
+    with ``finish_after`` > 0 each arrival's finish event follows it that many seconds later.
     """
     records: list[RawRecord] = []
     count = len(names)
     period = 1.0 / rate
+    kinds = [(b"arrival", 0.0)] + ([(b"finish", finish_after)] if finish_after > 0 else [])
     for k, name in enumerate(names):
-        first = (k / count) * period
-        # the events of this model inside the tick: first + j * period in [start - T0, start - T0 + tick)
-        j = max(0, int(-(-(start - T0 - first) // period)))
-        ts = T0 + first + j * period
-        while ts < start + tick:
-            value = (
-                b'{"model":"%b","ts":%.4f,"type":"arrival","request_id":"r%d","prompt_tokens":%d,"output_tokens":0}'
-                % (
-                    name,
-                    ts,
-                    n,
-                    200 + k % 800,
+        for kind, delay in kinds:
+            first = (k / count) * period + delay
+            # the events of this model inside the tick: first + j * period in [start - T0, start - T0 + tick)
+            j = max(0, int(-(-(start - T0 - first) // period)))
+            ts = T0 + first + j * period
+            while ts < start + tick:
+                value = (
+                    b'{"model":"%b","ts":%.4f,"type":"%b","request_id":"r%d-%d","prompt_tokens":%d,"output_tokens":%d}'
+                    % (name, ts, kind, k, j, 200 + k % 800, 0 if delay == 0.0 else 150)
                 )
-            )
-            records.append(RawRecord(TOPIC, 0, n, name, value))
-            n += 1
-            ts += period
+                records.append(RawRecord(TOPIC, 0, n, name, value))
+                n += 1
+                j += 1
+                ts += period
     return records
+
+
+def build(models: list[str]) -> tuple[Runtime, RecordingSink]:
+    """Return a runtime (default policies, metrics, an executor publishing to a sink) and its sink."""
+    sink = RecordingSink()
+    metrics = DaemonMetrics()
+    runtime = Runtime(
+        policies={m: ModelPolicy(name=m) for m in models},
+        executor=Executor(sink=sink, actuators=None, metrics=metrics, clock=SystemClock()),
+        planner=scaler_plan.plan,
+        new_forecaster=DemandForecaster.from_policy,
+        load_forecaster=DemandForecaster.from_bytes,
+        metrics=metrics,
+        options=RuntimeOptions(),
+    )
+    return runtime, sink
+
+
+_ATTRIBUTE = re.compile(r"self\.(\w+)\s*(?::[^=]*)?=[^=]")  # a line assigning an attribute
+_DELEGATE = ("numpy", "numba", "llvmlite")  # allocations made for their caller: counted to it
+
+
+def _owner(traceback: tracemalloc.Traceback) -> str:
+    """Return who made one allocation: a scaler module (``forecast.models:hist`` for an array) or a library.
+
+    The innermost frame names it, unless that is numpy or numba: then the innermost frame outside them.
+    """
+    for frame in reversed(traceback):  # oldest to most recent: innermost last
+        parts = Path(frame.filename).parts
+        if "site-packages" in parts:
+            library = parts[parts.index("site-packages") + 1].split(".")[0]
+            if library in _DELEGATE:
+                continue
+            return library
+        if "scaler" in parts:
+            module = ".".join(parts[len(parts) - parts[::-1].index("scaler") :]).removesuffix(".py")
+            assigned = _ATTRIBUTE.match(linecache.getline(frame.filename, frame.lineno).strip())
+            return f"{module}:{assigned.group(1)}" if module == "forecast.models" and assigned else module
+        return Path(frame.filename).name
+    return "?"
+
+
+async def _sample(models: int, *, tick: float, rate: float, finish_after: float) -> dict[str, int]:
+    """Return the bytes still allocated, by owner, by a runtime of ``models`` after 150 virtual seconds."""
+    names = [f"sample-{models}-{i:05d}" for i in range(models)]
+    tracemalloc.start(16)
+    runtime, sink = build(names)
+    runtime.assign(frozenset(names), checkpoints={}, now=T0)
+    encoded = [m.encode() for m in names]
+    n = 0
+    for step in range(round(150.0 / tick)):
+        start = T0 + step * tick
+        now = sink.now = start + tick
+        records = tick_records(encoded, start=start, tick=tick, rate=rate, n=n, finish_after=finish_after)
+        n += len(records)
+        runtime.ingest(records, now=now)
+        for model, trigger in runtime.due(now=now, fed=True) + runtime.due(now=now):
+            runtime.decide(model, trigger=trigger, now=now)
+        await runtime.executor.idle()
+    gc.collect()
+    snapshot = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    owners: dict[str, int] = {}
+    for trace in snapshot.traces:
+        owner = _owner(trace.traceback)
+        owners[owner] = owners.get(owner, 0) + trace.size
+    del runtime, sink
+    return owners
+
+
+async def breakdown(models: int, *, tick: float, rate: float, finish_after: float) -> None:
+    """Print the bytes per model still allocated after 150 virtual seconds, by owner (tracemalloc).
+
+    Per model: the growth from a runtime of ``models // 2`` to one of ``models``, divided by the
+    models added, so what the process allocates once (caches, compiled code) is not counted.
+    """
+    half = await _sample(models // 2, tick=tick, rate=rate, finish_after=finish_after)
+    full = await _sample(models, tick=tick, rate=rate, finish_after=finish_after)
+    added = models - models // 2
+    per = {k: (full.get(k, 0) - half.get(k, 0)) / added for k in full.keys() | half.keys()}
+    print(f"per-model bytes by owner (tracemalloc, 150 virtual s): {sum(per.values()) / 1024:.1f} KiB")
+    for owner, size in sorted(per.items(), key=lambda kv: -kv[1]):
+        if abs(size) >= 100:
+            print(f"  {owner:<36} {size / 1024:>7.2f} KiB")
 
 
 async def run(args: argparse.Namespace) -> None:  # one timeline, read top to bottom
@@ -118,18 +211,7 @@ async def run(args: argparse.Namespace) -> None:  # one timeline, read top to bo
     gc.freeze()  # as the daemon does when it starts consuming (scaler.app)
     before = rss_mib()
     models = [f"model-{i:05d}" for i in range(args.models)]
-    policies = {m: ModelPolicy(name=m) for m in models}
-    sink = RecordingSink()
-    metrics = DaemonMetrics()
-    runtime = Runtime(
-        policies=policies,
-        executor=Executor(sink=sink, actuators=None, metrics=metrics, clock=SystemClock()),
-        planner=scaler_plan.plan,
-        new_forecaster=DemandForecaster.from_policy,
-        load_forecaster=DemandForecaster.from_bytes,
-        metrics=metrics,
-        options=RuntimeOptions(),
-    )
+    runtime, sink = build(models)
     started = time.perf_counter()
     runtime.assign(frozenset(models), checkpoints={}, now=T0)
     assign_s = time.perf_counter() - started
@@ -149,7 +231,9 @@ async def run(args: argparse.Namespace) -> None:  # one timeline, read top to bo
         for step in range(ticks):
             start = T0 + step * args.tick
             now = start + args.tick  # the tick's events have all arrived
-            records = tick_records(names, start=start, tick=args.tick, rate=args.rate, n=n)
+            records = tick_records(
+                names, start=start, tick=args.tick, rate=args.rate, n=n, finish_after=args.finish_after
+            )
             n += len(records)
             sink.now = now
             t_wall, t_cpu = time.perf_counter(), time.process_time()
@@ -201,6 +285,8 @@ async def run(args: argparse.Namespace) -> None:  # one timeline, read top to bo
     print(f"RSS                     {rss_mib():>10,.0f} MiB   (target < 1024)")
     print(f"  models' share         +{assigned - before:,.0f} MiB at assignment, +{grown:,.0f} MiB at end")
     print(f"  forecaster arrays     {sum(arrays.values()) / 1024:>10,.0f} KiB per model ({biggest} KiB)")
+    if args.breakdown:
+        await breakdown(args.breakdown, tick=args.tick, rate=args.rate, finish_after=args.finish_after)
 
 
 def main() -> None:
@@ -211,6 +297,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=300.0, help="virtual seconds to run")
     parser.add_argument("--rate", type=float, default=1.0, help="request events per second per model")
     parser.add_argument("--tick", type=float, default=0.25, help="virtual s a tick (burst_check_seconds)")
+    parser.add_argument(
+        "--finish-after",
+        type=float,
+        default=0.0,
+        help="s from each arrival to its finish event (0: none; the ledger then holds every arrival 600 s)",
+    )
+    parser.add_argument(
+        "--breakdown", type=int, default=200, help="models of the per-owner byte count (0: skip it)"
+    )
     args = parser.parse_args()
     import structlog  # noqa: PLC0415
 

@@ -4,6 +4,10 @@ Layout (:mod:`scaler.core.framing`): ``MAGIC``, a 4-byte big-endian header lengt
 (format version, configuration and scalar state), then an ``.npz`` archive of the arrays, read back
 with ``allow_pickle=False``. Nothing is ever unpickled. This module knows the format only; the
 forecaster turns itself into a :class:`Saved` and back (and checks the arrays fit its configuration).
+
+Version 2 stores ``seas``, ``res`` and ``hist`` as float32 (as the forecaster holds them), ``res`` for
+the request series alone; version 1 stored every array as float64 and a residual ring per series,
+and still loads: those three rounded to float32, the token series' rings dropped.
 """
 
 from __future__ import annotations
@@ -18,10 +22,19 @@ import numpy as np
 
 from scaler.core import framing
 from scaler.core.types import FloatArray
+from scaler.forecast.kernels import Float32Array
 
 MAGIC = b"SPILLWAY-FORECAST\n"
-VERSION = 1
+VERSION = 2
+READABLE = (1, 2)  # version 1: every array float64
 ARRAYS = ("params", "state", "seas", "res", "hist")
+DTYPES: Mapping[str, type[np.floating[Any]]] = {
+    "params": np.float64,
+    "state": np.float64,
+    "seas": np.float32,
+    "res": np.float32,
+    "hist": np.float32,
+}
 INTS = ("last_idx", "first_idx", "origin", "n_observed", "since_fit")
 _CONFIG = ("bucket_seconds", "horizon_buckets", "season_buckets", "levels", "min_buckets", "anchor")
 
@@ -31,19 +44,23 @@ class Saved:
     """What a checkpoint holds: the configuration and scalars (``header``) and the state ``arrays``."""
 
     header: Mapping[str, Any]
-    arrays: Mapping[str, FloatArray]
+    arrays: Mapping[str, FloatArray | Float32Array]
 
 
 def dump(saved: Saved) -> bytes:
     """Return the checkpoint bytes of ``saved`` (its header must hold the configuration and the INTS)."""
     buf = io.BytesIO()
-    arrays: dict[str, Any] = {name: saved.arrays[name] for name in ARRAYS}
+    arrays: dict[str, Any] = {name: np.asarray(saved.arrays[name], dtype=DTYPES[name]) for name in ARRAYS}
     np.savez(buf, **arrays)
     return framing.frame(MAGIC, {"version": VERSION, **saved.header}, buf.getvalue())
 
 
 def load(data: object) -> Saved:
-    """Return what checkpoint ``data`` holds; raises ValueError unless it is a valid one of this version."""
+    """Return what checkpoint ``data`` holds, arrays in :data:`DTYPES`; raises ValueError unless it is valid.
+
+    Reads the versions in :data:`READABLE`; float64 arrays of version 1 are rounded to their dtype here
+    (values beyond float32's range become infinite, which the forecaster refuses).
+    """
     if not isinstance(data, bytes | bytearray | memoryview):
         raise ValueError(f"forecaster checkpoint: expected bytes, got {type(data).__name__}")
     data = bytes(data)
@@ -53,14 +70,16 @@ def load(data: object) -> Saved:
         reason = "not a Spillway forecaster checkpoint (bad magic)" if str(exc) == "bad magic" else None
         raise ValueError(f"forecaster checkpoint: {reason or f'corrupt ({exc})'}") from None
     version = header.get("version")
-    if version != VERSION:
-        raise ValueError(f"forecaster checkpoint: version {version!r} is not supported (expected {VERSION})")
+    if isinstance(version, bool) or version not in READABLE:
+        raise ValueError(f"forecaster checkpoint: version {version!r} is not supported (expected {READABLE})")
     missing = [name for name in (*_CONFIG, *INTS) if name not in header]
     if missing:
         raise ValueError(f"forecaster checkpoint: corrupt (header lacks {', '.join(missing)})")
     try:
-        with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
-            arrays = {name: np.array(npz[name], dtype=np.float64) for name in ARRAYS}
+        with np.load(io.BytesIO(payload), allow_pickle=False) as npz, np.errstate(over="ignore"):
+            arrays = {name: np.array(npz[name], dtype=DTYPES[name]) for name in ARRAYS}
+        if version == 1 and arrays["res"].ndim == 2:  # a ring per series then
+            arrays["res"] = arrays["res"][:1].copy()
     except (ValueError, KeyError, TypeError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise ValueError(f"forecaster checkpoint: corrupt ({type(exc).__name__}: {exc})") from None
     return Saved(header=header, arrays=arrays)

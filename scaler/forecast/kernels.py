@@ -21,9 +21,14 @@ worker thread. One series is described by:
   which is how series shorter than a season fall back to a damped-trend level model.
 * ``res`` (any length, may be empty): ring of recent scaled one-step residuals for the quantiles; it
   restarts when a season becomes ready, since errors of the simpler model would overstate the spread.
+  Only the request series' quantiles are forecast, so a forecaster keeps that series' ring alone.
 
 A missing bucket is ``NaN``: the state advances (level += phi * trend, trend *= phi) with no error
 correction. ``m = 0`` switches a season off.
+
+``seas`` and ``res`` may be float32 (the forecaster stores them so, to halve its memory): every
+kernel reads them into float64 locals, computes in float64 and rounds only the values it stores.
+``ys``, ``params`` and ``st`` are float64.
 """
 
 from __future__ import annotations
@@ -31,9 +36,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import numpy.typing as npt
 from numba import njit
 
 from scaler.core.types import FloatArray
+
+Float32Array = npt.NDArray[np.float32]
+Stored = FloatArray | Float32Array  # seasonal profiles and residual rings: float32 in a forecaster
 
 N_STATE = 8
 LEVEL, TREND, STEP, N_OBS, RES_COUNT, RES_POS, READY1, READY2 = range(N_STATE)
@@ -47,14 +56,14 @@ _MIN_TAIL = 5.0  # residuals needed beyond a level for its empirical quantile; f
 
 
 @njit(cache=True, nogil=True)
-def reset_state(st: FloatArray, seas: FloatArray) -> None:
+def reset_state(st: FloatArray, seas: Stored) -> None:
     """Zero one series' state (``st`` and ``seas`` rows) in place; returns nothing."""
     st[:] = 0.0
     seas[:] = 0.0
 
 
 @njit(cache=True, nogil=True)
-def _fill_circular(v: FloatArray) -> None:
+def _fill_circular(v: Stored) -> None:
     """Replace NaNs in the cyclic vector ``v`` by interpolating between observed neighbours (0 if none)."""
     m = v.shape[0]
     first = -1
@@ -77,7 +86,7 @@ def _fill_circular(v: FloatArray) -> None:
 
 
 @njit(cache=True, nogil=True)
-def _init_first_season(seas: FloatArray, m1: int) -> float:
+def _init_first_season(seas: Stored, m1: int) -> float:
     """Turn the raw first cycle ``seas[:m1]`` into deviations; return its mean (NaN when all missing)."""
     total = 0.0
     n = 0
@@ -97,7 +106,7 @@ def _init_first_season(seas: FloatArray, m1: int) -> float:
 
 
 @njit(cache=True, nogil=True)
-def _init_second_season(seas: FloatArray, m1: int, m2: int) -> None:
+def _init_second_season(seas: Stored, m1: int, m2: int) -> None:
     """Split the raw first long cycle ``seas[m1:m1+m2]`` into a short profile and long deviations."""
     total = 0.0
     n = 0
@@ -136,8 +145,8 @@ def step(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
     m1: int,
     m2: int,
     st: FloatArray,
-    seas: FloatArray,
-    res: FloatArray,
+    seas: Stored,
+    res: Stored,
 ) -> float:
     """Advance one series by one bucket with observation ``y`` (NaN = missing).
 
@@ -202,7 +211,7 @@ def step(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
 
 
 @njit(cache=True, nogil=True)
-def _moving_average_profile(y: FloatArray, m: int, seas: FloatArray, dst: int) -> bool:
+def _moving_average_profile(y: FloatArray, m: int, seas: Stored, dst: int) -> bool:
     """Write into ``seas[dst:dst+m]`` the centred mean deviation from a one-cycle moving average.
 
     Classical decomposition: unlike cycle means, the moving average follows a level that changes
@@ -246,7 +255,7 @@ def _moving_average_profile(y: FloatArray, m: int, seas: FloatArray, dst: int) -
 
 
 @njit(cache=True, nogil=True)
-def _cycle_profile(y: FloatArray, m: int, seas: FloatArray, dst: int, m_short: int) -> bool:
+def _cycle_profile(y: FloatArray, m: int, seas: Stored, dst: int, m_short: int) -> bool:
     """Write into ``seas[dst:dst+m]`` the mean deviation at each phase of the cycle.
 
     With two or more cycles of data and no shorter season, deviations are from a moving average
@@ -289,7 +298,7 @@ def _cycle_profile(y: FloatArray, m: int, seas: FloatArray, dst: int, m_short: i
 
 
 @njit(cache=True, nogil=True)
-def start(y: FloatArray, m1: int, m2: int, st: FloatArray, seas: FloatArray) -> None:
+def start(y: FloatArray, m1: int, m2: int, st: FloatArray, seas: Stored) -> None:
     """Reset one series' state before a batch run over ``y``, initialising seasons from ``y``.
 
     Each season with at least one complete cycle in ``y`` starts from its average profile over
@@ -310,13 +319,13 @@ def run_fresh(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
     m1: int,
     m2: int,
     st: FloatArray,
-    seas: FloatArray,
-    res: FloatArray,
+    seas: Stored,
+    res: Stored,
 ) -> None:
     """Restart every series from :func:`start` on ``ys[i, :]`` and feed it through (in place)."""
     for i in range(ys.shape[0]):
         start(ys[i], m1, m2, st[i], seas[i])
-        res[i, :] = 0.0
+    res[:, :] = 0.0
     run(ys, params, m1, m2, st, seas, res)
 
 
@@ -327,14 +336,19 @@ def run(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
     m1: int,
     m2: int,
     st: FloatArray,
-    seas: FloatArray,
-    res: FloatArray,
+    seas: Stored,
+    res: Stored,
 ) -> None:
-    """Feed ``ys[i, :]`` through series ``i`` (rows of ``params``, ``st``, ``seas``, ``res``) in place."""
+    """Feed ``ys[i, :]`` through series ``i`` (rows of ``params``, ``st``, ``seas``, ``res``) in place.
+
+    ``res`` (at least one row) may have fewer rows than ``ys``: the series beyond them keep no residuals.
+    """
+    none = res[0, :0]
     for i in range(ys.shape[0]):
         a, b, g, p = params[i, 0], params[i, 1], params[i, 2], params[i, 3]
+        ring = res[i] if i < res.shape[0] else none
         for k in range(ys.shape[1]):
-            step(ys[i, k], a, b, g, p, m1, m2, st[i], seas[i], res[i])
+            step(ys[i, k], a, b, g, p, m1, m2, st[i], seas[i], ring)
 
 
 @njit(cache=True, nogil=True)
@@ -436,7 +450,7 @@ def fit(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
 
 @njit(cache=True, nogil=True)
 def forecast_means(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
-    params: FloatArray, st: FloatArray, seas: FloatArray, m1: int, m2: int, d0: int, out: FloatArray
+    params: FloatArray, st: FloatArray, seas: Stored, m1: int, m2: int, d0: int, out: FloatArray
 ) -> None:
     """Write into ``out[i, d]`` the (unclipped) mean of series ``i`` ``d0 + d + 1`` steps ahead."""
     horizon = out.shape[1]
@@ -474,7 +488,7 @@ def _sorted_quantile(srt: FloatArray, level: float) -> float:
 def forecast_quantiles(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
     params: FloatArray,
     st: FloatArray,
-    res: FloatArray,
+    res: Stored,
     m1: int,
     m2: int,
     d0: int,
@@ -496,7 +510,7 @@ def forecast_quantiles(  # noqa: PLR0917 - numba kernels take no keyword-only pa
     n_levels = levels.shape[0]
     q = np.empty(n_levels)
     if count >= _MIN_EMPIRICAL:
-        srt = np.sort(res[:count])
+        srt = np.sort(res[:count]).astype(np.float64)
         for k in range(n_levels):
             q[k] = _sorted_quantile(srt, levels[k])
         # Tails: a level with fewer than _MIN_TAIL residuals beyond it would be the one or two most extreme
@@ -521,7 +535,8 @@ def forecast_quantiles(  # noqa: PLR0917 - numba kernels take no keyword-only pa
     else:
         msr = 0.0
         for j in range(count):
-            msr += res[j] * res[j]
+            r = float(res[j])
+            msr += r * r
         msr = msr / count if count > 0 else 0.0
         sigma = math.sqrt(max(msr, 1.0))
         for k in range(n_levels):

@@ -7,6 +7,11 @@ state of :mod:`scaler.forecast.kernels`. Parameters are refitted from the retain
 :meth:`DemandForecaster.seed` fits and runs over a whole batch history; it equals observing the
 same buckets one by one and then calling :meth:`DemandForecaster.rebuild`, as long as the history
 fits in the ring.
+
+Memory: the history ring, the seasonal profiles and the residual ring are stored as float32 (a model
+with the default policy keeps 55 KiB of arrays, not 111 KiB). Counts enter rounded to float32 (exact
+for whole counts up to 2**24; token sums beyond that keep 7 significant digits), so seeding and
+observing see the same numbers; the kernels compute in float64 and round only what they store.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import numpy as np
 
 from scaler.core.types import DemandForecast, FloatArray
 from scaler.forecast import checkpoint, kernels
+from scaler.forecast.kernels import Float32Array
 
 if TYPE_CHECKING:
     from scaler.core.policy import ModelPolicy
@@ -31,6 +37,7 @@ DEFAULT_LEVELS: tuple[float, ...] = (
 N_SERIES = 3  # requests, prompt tokens, output tokens
 _MAX_RESIDUALS = 256
 _TOKEN_TAIL = 64  # buckets used for the fallback tokens-per-request
+_MAX_COUNT = float(np.finfo(np.float32).max)  # the history stores float32
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -82,11 +89,14 @@ def fit_many(series: FloatArray, *, season_buckets: Sequence[int]) -> list[HWPar
 
 
 def _check_counts(name: str, values: FloatArray) -> None:
-    """Raise ValueError naming ``name`` and the first bad index if a count is negative or infinite."""
-    bad = np.flatnonzero(np.isinf(values) | (values < 0))
+    """Raise ValueError naming ``name`` and the first bad index of a negative, infinite or too large count."""
+    bad = np.flatnonzero(np.isinf(values) | (values < 0) | (values > _MAX_COUNT))
     if bad.size:
         i = int(bad[0])
-        raise ValueError(f"{name}[{i}] = {values[i]!r}: counts must be finite and >= 0 (NaN = missing)")
+        raise ValueError(
+            f"{name}[{i}] = {values[i]!r}: counts must be finite and >= 0, "
+            f"at most {_MAX_COUNT:.3g} (NaN = missing)"
+        )
 
 
 class DemandForecaster:
@@ -127,9 +137,10 @@ class DemandForecaster:
         self._z = np.array([statistics.NormalDist().inv_cdf(v) for v in lv])
         self.params = np.tile(kernels.DEFAULT_PARAMS, (N_SERIES, 1))
         self.state = np.zeros((N_SERIES, kernels.N_STATE))
-        self.seas = np.zeros((N_SERIES, self.m1 + self.m2))
-        self.res = np.zeros((N_SERIES, min(self.capacity, _MAX_RESIDUALS)))
-        self.hist = np.full((N_SERIES, self.capacity), np.nan)
+        self.seas: Float32Array = np.zeros((N_SERIES, self.m1 + self.m2), dtype=np.float32)
+        # residuals of the request series only: its quantiles are the only ones forecast
+        self.res: Float32Array = np.zeros((1, min(self.capacity, _MAX_RESIDUALS)), dtype=np.float32)
+        self.hist: Float32Array = np.full((N_SERIES, self.capacity), np.nan, dtype=np.float32)
         self.anchor: float | None = None  # start time of bucket index 0
         self.last_idx = -1  # index of the last observed bucket
         self.first_idx = 0  # oldest bucket index that may hold data in the ring
@@ -164,12 +175,12 @@ class DemandForecaster:
     # ---- history -------------------------------------------------------------------------------
 
     def _retained(self) -> tuple[int, FloatArray]:
-        """Return ``(first index, (3, n) copy)`` of the retained history in time order."""
+        """Return ``(first index, (3, n) float64 copy)`` of the retained history in time order."""
         if self.last_idx < 0:
             return 0, np.empty((N_SERIES, 0))
         first = max(self.first_idx, self.last_idx - self.capacity + 1)
         cols = np.arange(first, self.last_idx + 1) % self.capacity
-        return first, self.hist[:, cols]
+        return first, self.hist[:, cols].astype(np.float64)
 
     def _reset_state(self) -> None:
         self.state[:] = 0.0
@@ -185,7 +196,7 @@ class DemandForecaster:
         """
         first, data = self._retained()
         if np.count_nonzero(~np.isnan(data[0])) >= 4:
-            seas0 = np.zeros_like(self.seas)
+            seas0 = np.zeros(self.seas.shape)
             ready0 = np.zeros((N_SERIES, 2))
             if not fresh:
                 shift = first - self.origin
@@ -231,6 +242,7 @@ class DemandForecaster:
             raise ValueError(f"seed: start must be finite, got {start!r}")
         for name, a in zip(names, arrays, strict=True):
             _check_counts(name, a)
+        arrays = [a.astype(np.float32).astype(np.float64) for a in arrays]  # as the history stores them
         self.anchor = float(start)
         self.hist[:] = np.nan
         self.first_idx = 0
@@ -255,8 +267,12 @@ class DemandForecaster:
             raise ValueError(f"observe: bucket_start must be finite, got {bucket_start!r}")
         values = (float(requests), float(prompt_tokens), float(output_tokens))
         for name, v in zip(("requests", "prompt_tokens", "output_tokens"), values, strict=True):
-            if math.isinf(v) or v < 0:
-                raise ValueError(f"observe: {name} = {v!r} at {bucket_start}: counts must be finite and >= 0")
+            if math.isinf(v) or v < 0 or v > _MAX_COUNT:
+                raise ValueError(
+                    f"observe: {name} = {v!r} at {bucket_start}: counts must be finite and >= 0, "
+                    f"at most {_MAX_COUNT:.3g}"
+                )
+        values = (float(np.float32(values[0])), float(np.float32(values[1])), float(np.float32(values[2])))
         if self.anchor is None:
             self.anchor = float(bucket_start)
             self.first_idx = self.origin = 0
@@ -398,10 +414,13 @@ class DemandForecaster:
             shape, expected = arrays[name].shape, getattr(fc, name).shape
             if shape != expected:
                 raise ValueError(f"forecaster checkpoint: array {name} has shape {shape}, not {expected}")
-            if name != "hist" and not np.isfinite(arrays[name]).all():
+            if np.isinf(arrays[name]).any() or (name != "hist" and np.isnan(arrays[name]).any()):
                 raise ValueError(f"forecaster checkpoint: array {name} holds non-finite values")
-        fc.params, fc.state, fc.seas = arrays["params"], arrays["state"], arrays["seas"]
-        fc.res, fc.hist = arrays["res"], arrays["hist"]
+        fc.params = np.asarray(arrays["params"], dtype=np.float64)
+        fc.state = np.asarray(arrays["state"], dtype=np.float64)
+        fc.seas = np.asarray(arrays["seas"], dtype=np.float32)
+        fc.res = np.asarray(arrays["res"], dtype=np.float32)
+        fc.hist = np.asarray(arrays["hist"], dtype=np.float32)
         fc.anchor = anchor
         fc.last_idx, fc.first_idx, fc.origin = ints["last_idx"], ints["first_idx"], ints["origin"]
         fc.n_observed, fc.since_fit = ints["n_observed"], ints["since_fit"]
