@@ -39,8 +39,8 @@
    then the schedule-effective bounds clamp every output.
 7. Explanation: one reason line, the binding term, the fractile and the $/h of the alternatives.
 
-``bound_by`` is one of: ``fractile``, ``break_even``, ``quota``, ``slo`` (quota 0),
-``serverless-unavailable``, ``kubernetes-unavailable``, ``cold_start``, ``stabilization``,
+``bound_by`` (:data:`scaler.core.types.BoundBy`) is one of: ``fractile``, ``break_even``, ``quota``,
+``slo`` (quota 0), ``serverless-unavailable``, ``kubernetes-unavailable``, ``cold_start``, ``stabilization``,
 ``scale_down_delay``, ``step_up``, ``step_down``, ``min_replicas``, ``max_replicas``, ``schedule:<name>``,
 ``no-data``.
 """
