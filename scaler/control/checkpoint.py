@@ -21,7 +21,7 @@ from scaler.control.ledger import Ledger
 from scaler.core import framing
 from scaler.core.aggregate import ModelAggregator
 from scaler.core.policy import ModelPolicy
-from scaler.core.types import Decision
+from scaler.core.types import Decision, parse_bound_by
 
 MAGIC: Final = b"SPW1"
 VERSION: Final = 2  # 1: no version key, no lead times; 2: lead times
@@ -101,6 +101,7 @@ def _decision_from(data: object) -> Decision | None:
     fields = dict(data)
     try:
         fields["recent_targets"] = tuple((float(t), int(n)) for t, n in fields.get("recent_targets", ()))
+        fields["bound_by"] = parse_bound_by(str(fields.get("bound_by", "")))
         return Decision(**fields)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"checkpoint decision does not fit: {exc}") from None

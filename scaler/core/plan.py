@@ -39,8 +39,8 @@
    then the schedule-effective bounds clamp every output.
 7. Explanation: one reason line, the binding term, the fractile and the $/h of the alternatives.
 
-``bound_by`` is one of: ``fractile``, ``break_even``, ``quota``, ``slo`` (quota 0),
-``serverless-unavailable``, ``kubernetes-unavailable``, ``cold_start``, ``stabilization``,
+``bound_by`` (:data:`scaler.core.types.BoundBy`) is one of: ``fractile``, ``break_even``, ``quota``,
+``slo`` (quota 0), ``serverless-unavailable``, ``kubernetes-unavailable``, ``cold_start``, ``stabilization``,
 ``scale_down_delay``, ``step_up``, ``step_down``, ``min_replicas``, ``max_replicas``, ``schedule:<name>``,
 ``no-data``.
 """
@@ -53,7 +53,7 @@ import numpy as np
 
 from scaler.core import backends, queueing, schedule, sizing
 from scaler.core.policy import Bounds, ModelPolicy
-from scaler.core.types import Decision, DemandForecast, Observed, Unavailable
+from scaler.core.types import BoundBy, Decision, DemandForecast, Observed, Reason, Unavailable, by_schedule
 
 TOLERANCE = 0.1  # demand deadband for adding or letting go of a replica (HPA's tolerance is 10% too)
 
@@ -115,14 +115,14 @@ def plan(
 
     memory = _remember(policy, previous=previous, target=target, now=now)
     held_up, held_by = _held_target(policy, memory=memory, target=target, now=now)
-    bound_by = held_by if held_up > target else driver
+    bound_by: BoundBy = held_by if held_up > target else driver
     base = previous.replicas if previous is not None else observed.replicas_ready + observed.replicas_starting
     if kubernetes_ok:
         replicas, bound_by = _step(policy, value=held_up, base=base, bound_by=bound_by)
     else:
         replicas, bound_by = base, "kubernetes-unavailable"
     replicas, bound_by = _clamp(
-        replicas, policy=policy, bounds=bounds, active=active, field="replicas", bound_by=bound_by
+        replicas, policy=policy, bounds=bounds, active=active, bound_by=bound_by
     )
     provisioned, spill = _serverless(
         policy, forecast=forecast, table=table, needs=needs, bounds=bounds, observed=observed,
@@ -179,15 +179,17 @@ def _replica_target(
     observed: Observed,
     serverless_ok: bool,
     ratio: float,
-) -> tuple[int, str, float]:
+) -> tuple[int, Reason, float]:
     """Return the unclamped replica target, what drove it, and the quantile it was sized at."""
     if not serverless_ok:
         # No spill-over exists: replicas alone must meet the SLO.
-        cause = "slo" if Unavailable.SERVERLESS not in observed.unavailable else "serverless-unavailable"
+        failing = Unavailable.SERVERLESS in observed.unavailable
+        cause: Reason = "serverless-unavailable" if failing else "slo"
         return needs.slo_life, cause, policy.slo.attainment
     if q_star is None:
         return bounds.min_replicas, "fractile", 0.0
-    fractile, driver = needs.fractile, "fractile"
+    fractile = needs.fractile
+    driver: Reason = "fractile"
     if policy.forecast.quantile is None and needs.single_busy < ratio:
         fractile, driver = 0, "break_even"  # a trickle: even one replica would idle below break-even
     floor = needs.quota_floor
@@ -196,7 +198,7 @@ def _replica_target(
     return fractile, driver, q_star
 
 
-def _step(policy: ModelPolicy, *, value: int, base: int, bound_by: str) -> tuple[int, str]:
+def _step(policy: ModelPolicy, *, value: int, base: int, bound_by: BoundBy) -> tuple[int, BoundBy]:
     """Return ``value`` limited to max_step_up/max_step_down from ``base``, and the binding term."""
     behavior = policy.behavior
     if value > base + behavior.max_step_up:
@@ -385,7 +387,7 @@ def _remember(
 
 def _held_target(
     policy: ModelPolicy, *, memory: tuple[tuple[float, int], ...], target: int, now: float
-) -> tuple[int, str]:
+) -> tuple[int, Reason]:
     """Return the max of recent targets over the stabilisation and scale-down windows, and which held it."""
     delay = policy.behavior.scale_down_delay_seconds
     stab = policy.behavior.stabilization_seconds
@@ -396,16 +398,18 @@ def _held_target(
 
 
 def _clamp(
-    value: int, *, policy: ModelPolicy, bounds: Bounds, active: str | None, field: str, bound_by: str
-) -> tuple[int, str]:
-    """Return ``value`` clamped into the effective ``min_<field>``/``max_<field>`` and the binding term."""
-    low, high = getattr(bounds, f"min_{field}"), getattr(bounds, f"max_{field}")
-    if value < low:
-        moved = active is not None and low != getattr(policy.bounds, f"min_{field}")
-        return low, f"schedule:{active}" if moved else f"min_{field}"
-    if value > high:
-        moved = active is not None and high != getattr(policy.bounds, f"max_{field}")
-        return high, f"schedule:{active}" if moved else f"max_{field}"
+    value: int, *, policy: ModelPolicy, bounds: Bounds, active: str | None, bound_by: BoundBy
+) -> tuple[int, BoundBy]:
+    """Return ``value`` clamped into the effective min/max replicas and the binding term.
+
+    The term is ``schedule:<active>`` when the active schedule moved the bound that binds.
+    """
+    if value < bounds.min_replicas:
+        moved = bounds.min_replicas != policy.bounds.min_replicas
+        return bounds.min_replicas, by_schedule(active) if active is not None and moved else "min_replicas"
+    if value > bounds.max_replicas:
+        moved = bounds.max_replicas != policy.bounds.max_replicas
+        return bounds.max_replicas, by_schedule(active) if active is not None and moved else "max_replicas"
     return value, bound_by
 
 
@@ -458,8 +462,8 @@ def _reason(
     quantile: float,
     replicas: int,
     target: int,
-    driver: str,
-    bound_by: str,
+    driver: Reason,
+    bound_by: BoundBy,
     provisioned: int,
     standby: int,
     serverless_ok: bool,

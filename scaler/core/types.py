@@ -9,11 +9,57 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import typing
+from typing import Final, Literal, NewType
 
 import numpy as np
 import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float64]
+
+Reason = Literal[
+    "fractile",  # the cost-optimal fractile of the forecast sized the replicas
+    "break_even",  # a trickle: one replica would idle below break-even, serverless serves it
+    "quota",  # the serverless quota forced more replicas than the fractile
+    "slo",  # no serverless spill-over (quota 0): replicas alone meet the SLO
+    "serverless-unavailable",  # as slo, because the serverless backend is failing
+    "kubernetes-unavailable",  # Kubernetes is failing: the replicas are held
+    "cold_start",  # serving replicas instead of standby cover the cold start
+    "stabilization",  # a higher target within the stabilisation window held the replicas up
+    "scale_down_delay",  # a higher target within the scale-down delay held the replicas up
+    "step_up",  # limited by behavior.max_step_up
+    "step_down",  # limited by behavior.max_step_down
+    "min_replicas",  # raised to the policy's bounds
+    "max_replicas",  # lowered to the policy's bounds
+    "no-data",  # no usable forecast: the previous decision (or the observed state) held
+    "override-freeze",  # an Alertmanager freeze kept the previous replicas
+    "override-boost",  # an Alertmanager boost raised the replicas
+    "external_change",  # an out-of-band change of the workload was kept
+]
+REASONS: Final[frozenset[str]] = frozenset(typing.get_args(Reason))
+SCHEDULE_PREFIX: Final = "schedule:"
+# ``schedule:<name>``: the bounds of the active schedule ``name`` clamped the replicas; made by by_schedule
+ScheduleBound = NewType("ScheduleBound", str)
+BoundBy = Reason | ScheduleBound
+
+
+def by_schedule(name: str) -> ScheduleBound:
+    """Return the ``bound_by`` of replicas clamped by the bounds of schedule ``name``."""
+    return ScheduleBound(SCHEDULE_PREFIX + name)
+
+
+def schedule_name(bound_by: BoundBy) -> str | None:
+    """Return the schedule named by a ``schedule:<name>`` bound, None for a fixed reason."""
+    return bound_by.removeprefix(SCHEDULE_PREFIX) if bound_by.startswith(SCHEDULE_PREFIX) else None
+
+
+def parse_bound_by(text: str) -> BoundBy:
+    """Return ``text`` as a BoundBy; raise ValueError when it is no reason and no ``schedule:<name>``."""
+    if text in REASONS:
+        return typing.cast("Reason", text)
+    if text.startswith(SCHEDULE_PREFIX) and len(text) > len(SCHEDULE_PREFIX):
+        return ScheduleBound(text)
+    raise ValueError(f"bound_by {text[:80]!r} is not a reason the planner gives")
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,7 +143,7 @@ class Decision:
     serverless_provisioned: int
     spill_fraction: float
     reason: str
-    bound_by: str
+    bound_by: BoundBy
     quantile: float
     cost_per_hour: dict[str, float]
     held: bool = False

@@ -76,6 +76,39 @@ MINIMAL: dict[str, Any] = {
     },
 }
 
+# every setting the chart renders moved off its default (with EVERYTHING_ON's secrets and targets)
+OVERRIDES: dict[str, Any] = {
+    **EVERYTHING_ON,
+    "http": {"port": 8081},
+    "logLevel": "warning",
+    "dryRun": False,
+    "keda": {
+        "enabled": True,
+        "port": 9443,
+        "tls": {"existingSecret": "spillway-keda-tls", "clientCaKey": "ca.crt"},
+    },
+    "fencing": {"leases": "on", "durationSeconds": 20, "renewSeconds": 4.5, "marginSeconds": 3},
+    "actuator": {"timeoutSeconds": 2.5, "attempts": 6, "minIntervalSeconds": 0.5, "failureThreshold": 5},
+    "kafka": {
+        **EVERYTHING_ON["kafka"],
+        "groupId": "spillway-prod",
+        "topics": {
+            "requests": "prod.requests",
+            "metrics": "prod.metrics",
+            "decisions": "prod.decisions",
+            "deadletter": "prod.deadletter",
+            "state": "prod.state",
+        },
+        "createTopics": False,
+        "topicPartitions": 12,
+        "sessionTimeoutMs": 30000,
+    },
+    "policies": {
+        "files": {"a.yaml": "version: 1\nmodels: []\n", "b.yaml": "version: 1\nmodels: []\n"},
+        "pollSeconds": 7.5,
+    },
+}
+
 
 def render(values: dict[str, Any], *, namespace: str = "ml") -> dict[str, str]:
     """Return the chart rendered with ``values`` as {template path: text}; raises the SDK's HelmError."""

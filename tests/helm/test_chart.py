@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import importlib
 import json
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
-from chart_render import CHART, EVERYTHING_ON, KUBE_VERSION, MINIMAL, manifests, one, render
+from chart_render import CHART, EVERYTHING_ON, KUBE_VERSION, MINIMAL, OVERRIDES, manifests, one, render
 
 pytest.importorskip("helm_python")
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
@@ -18,6 +19,11 @@ kubernetes_validate = pytest.importorskip("kubernetes_validate")
 CASES = {"defaults": {}, "minimal": MINIMAL, "everything-on": EVERYTHING_ON}
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 REPO = CHART.parents[1]
+SETTINGS_FILE = "/etc/spillway/settings/settings.yaml"
+# what the pod has that a test does not: its name (the downward API) and the SASL password (a Secret)
+POD_ONLY = {"SCALER_KAFKA_CLIENT_ID": "spillway-7d9f-abcde", "SCALER_KAFKA_SASL_PASSWORD": "from-the-secret"}
+# the SCALER_* variables the chart set before it rendered a settings file (helm/ at 7ca4a4d)
+LEGACY_ENV = json.loads((Path(__file__).parent / "legacy_env.json").read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="module", params=list(CASES))
@@ -50,7 +56,8 @@ def test_default_render_has_the_expected_objects() -> None:
     kinds = sorted(o["kind"] for o in manifests({}))
     assert kinds == sorted(
         [
-            "ConfigMap",
+            "ConfigMap",  # policies
+            "ConfigMap",  # settings
             "Deployment",
             "NetworkPolicy",
             "PodDisruptionBudget",
@@ -72,6 +79,46 @@ def _env(container: dict[str, Any]) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
 
 
+def _configmap(objects: list[dict[str, Any]], role: str) -> dict[str, Any] | None:
+    """Return the chart's ConfigMap of ``role`` (policies or settings), None when it renders none."""
+    found = [o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith(f"-{role}")]
+    assert len(found) <= 1, found
+    return found[0] if found else None
+
+
+def _policies_data(objects: list[dict[str, Any]]) -> dict[str, str]:
+    cm = _configmap(objects, "policies")
+    assert cm is not None
+    data: dict[str, str] = cm["data"]
+    return data
+
+
+def _settings_text(objects: list[dict[str, Any]]) -> str:
+    cm = _configmap(objects, "settings")
+    assert cm is not None
+    assert list(cm["data"]) == ["settings.yaml"]
+    text: str = cm["data"]["settings.yaml"]
+    return text
+
+
+def _settings_file(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    """Return the settings file the chart renders, as the daemon's YAML loader reads it."""
+    data: dict[str, Any] = yaml.safe_load(_settings_text(objects))
+    return data
+
+
+def _daemon_settings(objects: list[dict[str, Any]], tmp_path: Path) -> Any:
+    """Return the Settings ``scaler run`` loads in the pod: its --config file, then its env vars."""
+    from scaler.settings import load_settings  # noqa: PLC0415
+
+    container = _container(objects)
+    assert container["args"] == ["--config", SETTINGS_FILE]
+    config = tmp_path / "settings.yaml"
+    config.write_text(_settings_text(objects), encoding="utf-8")
+    env = {n: v for n, v in _env(container).items() if isinstance(v, str)} | POD_ONLY
+    return load_settings(config_file=config, env=env, flags={})
+
+
 def test_security_context_and_probes(rendered: tuple[str, list[dict[str, Any]]]) -> None:
     case, objects = rendered
     pod = one(objects, "Deployment")["spec"]["template"]["spec"]
@@ -82,7 +129,7 @@ def test_security_context_and_probes(rendered: tuple[str, list[dict[str, Any]]])
     # the image's entrypoint runs unchanged (it seeds /tmp with the baked numba kernels, then execs
     # `scaler run`), as the image's user (Dockerfile: ARG SPILLWAY_UID=10001)
     assert "command" not in container
-    assert "args" not in container
+    assert container["args"] == ["--config", SETTINGS_FILE]  # arguments of `scaler run`
     assert "ARG SPILLWAY_UID=10001" in (REPO / "Dockerfile").read_text(encoding="utf-8")
     assert pod["securityContext"]["runAsGroup"] == 10001
     assert "NUMBA_CACHE_DIR" not in _env(container)  # the image's /tmp/numba-cache, on the emptyDir
@@ -99,7 +146,11 @@ def test_security_context_and_probes(rendered: tuple[str, list[dict[str, Any]]])
     tmp = next(v for v in pod["volumes"] if v["name"] == mounts["/tmp"]["name"])
     assert "emptyDir" in tmp
     # the daemon listens on all interfaces in the pod, on the port the probes and Service use
-    assert _env(container)["SCALER_HTTP_LISTEN"] == f"0.0.0.0:{container['ports'][0]['containerPort']}"
+    assert _settings_file(objects)["http_listen"] == f"0.0.0.0:{container['ports'][0]['containerPort']}"
+    settings_mount = mounts["/etc/spillway/settings"]
+    assert settings_mount["readOnly"] is True
+    volume = next(v for v in pod["volumes"] if v["name"] == settings_mount["name"])
+    assert volume["configMap"]["name"] == "spillway-settings"
 
 
 def test_policies_are_mounted_as_a_directory_for_hot_reload() -> None:
@@ -108,9 +159,8 @@ def test_policies_are_mounted_as_a_directory_for_hot_reload() -> None:
     mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/etc/spillway/policies")
     assert "subPath" not in mount  # a subPath mount never sees the kubelet's ConfigMap updates
     assert mount["readOnly"] is True
-    cm = one(objects, "ConfigMap")
-    paths = _env(container)["SCALER_POLICY_FILES"].split(",")
-    assert paths == [f"/etc/spillway/policies/{key}" for key in sorted(cm["data"])]
+    paths = _settings_file(objects)["policy_files"]
+    assert paths == [f"/etc/spillway/policies/{key}" for key in sorted(_policies_data(objects))]
 
 
 def test_rendered_policies_pass_scaler_policy_validate(
@@ -127,7 +177,7 @@ def test_rendered_policies_pass_scaler_policy_validate(
         }
     }
     for case in ({}, values):
-        data = one(manifests(case), "ConfigMap")["data"]
+        data = _policies_data(manifests(case))
         files = []
         for key, text in data.items():
             target = tmp_path / key
@@ -139,13 +189,14 @@ def test_rendered_policies_pass_scaler_policy_validate(
 
 def test_existing_configmap_is_referenced_not_created() -> None:
     objects = manifests(MINIMAL)
-    assert not [o for o in objects if o["kind"] == "ConfigMap"]
+    assert _configmap(objects, "policies") is None
     pod = one(objects, "Deployment")["spec"]["template"]["spec"]
     volume = next(v for v in pod["volumes"] if v["name"] == "policies")
     assert volume["configMap"]["name"] == "sre-policies"
-    assert _env(_container(objects))["SCALER_POLICY_FILES"] == (
-        "/etc/spillway/policies/llama.yaml,/etc/spillway/policies/mistral.yaml"
-    )
+    assert _settings_file(objects)["policy_files"] == [
+        "/etc/spillway/policies/llama.yaml",
+        "/etc/spillway/policies/mistral.yaml",
+    ]
     assert pod["serviceAccountName"] == "existing-sa"
 
 
@@ -154,8 +205,9 @@ def test_secrets_are_only_referenced() -> None:
     assert not [o for o in objects if o["kind"] == "Secret"]
     container = _container(objects)
     env = _env(container)
-    assert env["SCALER_KAFKA_SASL_PASSWORD_FILE"] == "/etc/spillway/kafka-sasl/password"
-    assert env["SCALER_ALERTS_TOKEN_FILE"] == "/etc/spillway/alerts/token"
+    settings = _settings_file(objects)
+    assert settings["kafka_sasl_password_file"] == "/etc/spillway/kafka-sasl/password"
+    assert settings["alerts_token_file"] == "/etc/spillway/alerts/token"
     assert env["AWS_SECRET_ACCESS_KEY"] == {
         "secretKeyRef": {"name": "aws-static", "key": "AWS_SECRET_ACCESS_KEY"}
     }
@@ -377,7 +429,7 @@ def test_policy_edits_through_a_configmap_mount_reach_the_hot_reload(tmp_path: P
     from scaler.app import policy_signature  # noqa: PLC0415
     from scaler.core.policy_file import load_policies  # noqa: PLC0415
 
-    data = one(manifests({}), "ConfigMap")["data"]
+    data = _policies_data(manifests({}))
     mount = tmp_path / "policies"
     mount.mkdir()
 
@@ -401,10 +453,13 @@ def test_policy_edits_through_a_configmap_mount_reach_the_hot_reload(tmp_path: P
     assert load_policies(paths)["llama-3.1-8b-instruct"].bounds.max_replicas == 12
 
 
-def test_the_pod_environment_is_valid_daemon_settings(rendered: tuple[str, list[dict[str, Any]]]) -> None:
-    from scaler.settings import ENV_PREFIX, Settings, load_settings  # noqa: PLC0415
+def test_the_settings_file_and_pod_environment_are_valid_daemon_settings(
+    rendered: tuple[str, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    from scaler.settings import ENV_PREFIX, Settings  # noqa: PLC0415
 
     case, objects = rendered
+    assert set(_settings_file(objects)) <= set(Settings.model_fields), f"{case}: no such setting"
     env = _env(_container(objects))
     unknown = [
         n
@@ -412,13 +467,9 @@ def test_the_pod_environment_is_valid_daemon_settings(rendered: tuple[str, list[
         if n.startswith(ENV_PREFIX) and n[len(ENV_PREFIX) :].lower() not in Settings.model_fields
     ]
     assert unknown == [], f"{case}: the daemon has no such setting"
-    plain = {name: value for name, value in env.items() if isinstance(value, str)}
-    if case == "everything-on":  # the mounted secret files exist only in the pod
-        plain = {n: v for n, v in plain.items() if not n.endswith("_FILE")}
-        plain["SCALER_KAFKA_SASL_PASSWORD"] = "from-the-secret"
-    plain["SCALER_KAFKA_CLIENT_ID"] = "spillway-7d9f-abcde"  # the pod name, from the downward API
-    settings = load_settings(config_file=None, env=plain, flags={})
+    settings = _daemon_settings(objects, tmp_path)
     assert settings.http_host == "0.0.0.0"
+    assert settings.kafka_client_id == POD_ONLY["SCALER_KAFKA_CLIENT_ID"]  # the pod's name, not the file's
     assert settings.kafka_bootstrap_servers
     assert all(str(p).startswith("/etc/spillway/policies/") for p in settings.policy_files)
     assert settings.policy_files
@@ -428,6 +479,62 @@ def test_the_pod_environment_is_valid_daemon_settings(rendered: tuple[str, list[
         assert settings.aws_region == "us-east-1"
         assert settings.prometheus_url == "http://prometheus-operated.monitoring:9090"
         assert settings.actuator_min_interval_seconds == 30
+        assert settings.max_skew_seconds == 120  # extraEnv still sets any SCALER_* setting over the file
+
+
+@pytest.mark.parametrize(("case", "values"), [("defaults", {}), ("overrides", OVERRIDES)])
+def test_the_settings_file_loads_into_the_settings_the_old_env_vars_made(
+    case: str, values: dict[str, Any], tmp_path: Path
+) -> None:
+    from scaler.settings import load_settings  # noqa: PLC0415
+
+    objects = manifests(values)
+    before = load_settings(config_file=None, env=LEGACY_ENV[case] | POD_ONLY, flags={})
+    assert _daemon_settings(objects, tmp_path) == before
+    # ~33 SCALER_* variables became one file: the pod keeps only its name (and extraEnv's) as env vars
+    scaler_env = sorted(n for n in _env(_container(objects)) if n.startswith("SCALER_"))
+    assert len(LEGACY_ENV[case]) >= 28
+    extra = [e["name"] for e in values.get("extraEnv", [])]
+    assert scaler_env == sorted(["SCALER_KAFKA_CLIENT_ID", *extra])
+
+
+def test_no_secret_is_in_the_settings_configmap(tmp_path: Path) -> None:
+    from scaler.settings import SECRET_FIELDS, load_settings  # noqa: PLC0415
+
+    for values in ({}, EVERYTHING_ON, OVERRIDES):
+        objects = manifests(values)
+        text = _settings_text(objects)
+        assert not SECRET_FIELDS & set(_settings_file(objects))
+        for secret in ("secretKeyRef", "AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "from-the-secret"):
+            assert secret not in text
+        # scaler's loader refuses a secret in a file: the rendered one loads as a file alone
+        config = tmp_path / "settings.yaml"
+        config.write_text(text, encoding="utf-8")
+        plain = {"SCALER_KAFKA_SASL_PASSWORD": "x"} if "sasl" in text else {}
+        load_settings(config_file=config, env=plain, flags={})
+    # the secrets reach the pod from the Secrets only: files on secret volumes, secretKeyRef env vars
+    pod = one(manifests(EVERYTHING_ON), "Deployment")["spec"]["template"]["spec"]
+    mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["kafka-sasl"] == "/etc/spillway/kafka-sasl"
+    assert mounts["alerts-token"] == "/etc/spillway/alerts"
+
+
+def test_a_settings_change_rolls_the_pods_and_a_policy_edit_does_not() -> None:
+    def checksum(values: dict[str, Any]) -> str:
+        objects = manifests(values)
+        digest: str = one(objects, "Deployment")["spec"]["template"]["metadata"]["annotations"][
+            "checksum/settings"
+        ]
+        assert digest == hashlib.sha256(_settings_text(objects).rstrip("\n").encode()).hexdigest()
+        return digest
+
+    default = checksum({})
+    assert checksum({"logLevel": "debug"}) != default
+    assert checksum({"kafka": {"topics": {"decisions": "other.decisions"}}}) != default
+    # policies are hot-reloaded from their own ConfigMap: an edit must not restart the daemon
+    assert checksum({"policies": {"files": {"default.yaml": "version: 1\nmodels: []\n"}}}) == default
+    annotations = one(manifests(EVERYTHING_ON), "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["example.com/team"] == "ml-platform"  # podAnnotations kept beside it
 
 
 def test_readme_iam_policy_lists_exactly_what_the_aws_actuators_call() -> None:
@@ -470,13 +577,9 @@ def test_keda_on_validates_strictly_and_serves_grpc_on_the_service() -> None:
     assert "keda" not in {p["name"] for p in one(manifests({}), "Service")["spec"]["ports"]}
 
 
-def test_keda_pod_environment_turns_the_scaler_on_with_mutual_tls() -> None:
-    from scaler.settings import load_settings  # noqa: PLC0415
-
+def test_keda_settings_turn_the_scaler_on_with_mutual_tls(tmp_path: Path) -> None:
     objects = manifests(KEDA_ON)
-    env = {n: v for n, v in _env(_container(objects)).items() if isinstance(v, str)}
-    env["SCALER_KAFKA_CLIENT_ID"] = "spillway-7d9f-abcde"
-    settings = load_settings(config_file=None, env=env, flags={})
+    settings = _daemon_settings(objects, tmp_path)
     assert settings.keda_listen == "0.0.0.0:9090"
     assert str(settings.keda_tls_certfile) == "/etc/spillway/keda-tls/tls.crt"
     assert str(settings.keda_tls_client_cafile) == "/etc/spillway/keda-tls/client-ca.crt"
@@ -484,7 +587,7 @@ def test_keda_pod_environment_turns_the_scaler_on_with_mutual_tls() -> None:
     (volume,) = [v for v in deployment["volumes"] if v["name"] == "keda-tls"]
     assert volume["secret"]["secretName"] == "spillway-keda-tls"
     assert [i["path"] for i in volume["secret"]["items"]] == ["tls.crt", "tls.key", "client-ca.crt"]
-    assert "SCALER_KEDA_LISTEN" not in _env(_container(manifests({})))
+    assert "keda_listen" not in _settings_file(manifests({}))
 
 
 def test_when_keda_actuates_no_rule_may_write_workloads() -> None:
@@ -549,10 +652,10 @@ def test_fencing_leases_get_a_role_of_their_own_names_in_the_release_namespace()
     ]
     unnamed = [r for r in role["rules"] if "resourceNames" not in r]
     assert [r["verbs"] for r in unnamed] == [["create"]]  # create cannot be restricted by name
-    env = _env(_container(objects))
-    assert env["SCALER_FENCING_LEASES"] == "auto"
-    assert env["SCALER_LEASE_NAMESPACE"] == "ml"
-    assert env["SCALER_LEASE_NAME_PREFIX"] == "spillway"
+    settings = _settings_file(objects)
+    assert settings["fencing_leases"] == "auto"
+    assert settings["lease_namespace"] == "ml"
+    assert settings["lease_name_prefix"] == "spillway"
     # more partitions named on request; none without actuation or with fencing off
     more = copy.deepcopy(EVERYTHING_ON)
     more["fencing"] = {"partitions": 12}

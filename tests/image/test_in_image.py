@@ -410,9 +410,10 @@ def test_the_charts_pod_spec_runs_in_the_image(image: inimage.Image, broker: Bro
     objects = chart.manifests({"kafka": {"bootstrapServers": [broker.bootstrap]}})
     pod = chart.one(objects, "Deployment")["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    # the pod runs the image's entrypoint, as the image's user, on a read-only root with /tmp an emptyDir
+    # the pod runs the image's entrypoint (given the settings file), as the image's user, on a
+    # read-only root with /tmp an emptyDir
     assert "command" not in container
-    assert "args" not in container
+    assert container["args"] == ["--config", "/etc/spillway/settings/settings.yaml"]
     assert (pod["securityContext"]["runAsUser"], pod["securityContext"]["runAsGroup"]) == (
         image.uid,
         image.gid,
@@ -422,27 +423,29 @@ def test_the_charts_pod_spec_runs_in_the_image(image: inimage.Image, broker: Bro
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert "emptyDir" in volumes[mounts["/tmp"]]
-    policies_dir = "/etc/spillway/policies"
-    configmap = next(
-        o
-        for o in objects
-        if o["kind"] == "ConfigMap"
-        and o["metadata"]["name"] == volumes[mounts[policies_dir]]["configMap"]["name"]
-    )
-    policies = tmp_path / "policies"
-    policies.mkdir()
-    for name, text in configmap["data"].items():
-        (policies / name).write_text(text)
+    binds: dict[Path, str] = {}
+    for mount_dir in ("/etc/spillway/policies", "/etc/spillway/settings"):  # the ConfigMaps' places
+        configmap = next(
+            o
+            for o in objects
+            if o["kind"] == "ConfigMap"
+            and o["metadata"]["name"] == volumes[mounts[mount_dir]]["configMap"]["name"]
+        )
+        local = tmp_path / Path(mount_dir).name
+        local.mkdir()
+        for name, text in configmap["data"].items():
+            (local / name).write_text(text)
+        binds[local] = mount_dir
     env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     env["SCALER_KAFKA_CLIENT_ID"] = "spillway-0"  # the pod's name, from the downward API
     port = free_port()
-    env["SCALER_HTTP_LISTEN"] = f"127.0.0.1:{port}"  # the pod's 0.0.0.0, kept on the loopback here
+    env["SCALER_HTTP_LISTEN"] = f"127.0.0.1:{port}"  # over the file's 0.0.0.0: the loopback here
     process = subprocess.Popen(
         inimage.command(
             image,
-            list(image.entrypoint),
+            [*image.entrypoint, *container["args"]],
             tmp=inimage.owned_tmp(image, tmp_path / "tmp"),
-            binds={policies: policies_dir},
+            binds=binds,
             env=env,
         ),
         stdout=subprocess.DEVNULL,

@@ -113,3 +113,83 @@ app.kubernetes.io/component: autoscaler
 {{- define "spillway.leasePrefix" -}}
 {{- include "spillway.fullname" . | trunc 40 | trimSuffix "-" }}
 {{- end }}
+
+{{/* Name of the ConfigMap of the daemon's settings file. */}}
+{{- define "spillway.settingsConfigMap" -}}
+{{- printf "%s-settings" (include "spillway.fullname" . | trunc 54 | trimSuffix "-") }}
+{{- end }}
+
+{{/*
+The daemon's settings file (`scaler run --config`), built from the values: every setting but the
+secrets, which scaler refuses in a file and which arrive from Secrets (mounted files, secretKeyRef
+env vars). Keys are scaler's setting names (scaler/settings.py); the pod name is the Kafka client id
+(an env var from the downward API, which overrides the file).
+*/}}
+{{- define "spillway.settings" -}}
+{{- $v := .Values }}
+{{- $s := dict
+  "http_listen" (printf "0.0.0.0:%v" $v.http.port)
+  "log_level" $v.logLevel
+  "actuate" $v.actuate
+  "dry_run" $v.dryRun
+  "kubernetes_in_cluster" true
+  "fencing_leases" $v.fencing.leases
+  "lease_namespace" .Release.Namespace
+  "lease_name_prefix" (include "spillway.leasePrefix" .)
+  "lease_duration_seconds" $v.fencing.durationSeconds
+  "lease_renew_seconds" $v.fencing.renewSeconds
+  "lease_margin_seconds" $v.fencing.marginSeconds
+  "actuator_timeout_seconds" $v.actuator.timeoutSeconds
+  "actuator_attempts" $v.actuator.attempts
+  "actuator_min_interval_seconds" $v.actuator.minIntervalSeconds
+  "actuator_failure_threshold" $v.actuator.failureThreshold
+  "policy_files" (splitList "," (include "spillway.policyFiles" .))
+  "policy_poll_seconds" $v.policies.pollSeconds
+  "kafka_bootstrap_servers" $v.kafka.bootstrapServers
+  "kafka_group_id" $v.kafka.groupId
+  "kafka_requests_topic" $v.kafka.topics.requests
+  "kafka_metrics_topic" $v.kafka.topics.metrics
+  "kafka_decisions_topic" $v.kafka.topics.decisions
+  "kafka_deadletter_topic" $v.kafka.topics.deadletter
+  "kafka_state_topic" $v.kafka.topics.state
+  "kafka_create_topics" $v.kafka.createTopics
+  "kafka_topic_partitions" $v.kafka.topicPartitions
+  "kafka_session_timeout_ms" $v.kafka.sessionTimeoutMs
+  "kafka_security_protocol" $v.kafka.securityProtocol
+}}
+{{- if $v.keda.enabled }}
+{{- $_ := set $s "keda_listen" (printf "0.0.0.0:%v" $v.keda.port) }}
+{{- if $v.keda.tls.existingSecret }}
+{{- $_ := set $s "keda_tls_certfile" "/etc/spillway/keda-tls/tls.crt" }}
+{{- $_ := set $s "keda_tls_keyfile" "/etc/spillway/keda-tls/tls.key" }}
+{{- if $v.keda.tls.clientCaKey }}
+{{- $_ := set $s "keda_tls_client_cafile" "/etc/spillway/keda-tls/client-ca.crt" }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- with $v.prometheus.url }}
+{{- $_ := set $s "prometheus_url" . }}
+{{- end }}
+{{- if hasPrefix "SASL" $v.kafka.securityProtocol }}
+{{- $_ := set $s "kafka_sasl_mechanism" $v.kafka.sasl.mechanism }}
+{{- $_ := set $s "kafka_sasl_username" $v.kafka.sasl.username }}
+{{- $_ := set $s "kafka_sasl_password_file" "/etc/spillway/kafka-sasl/password" }}
+{{- end }}
+{{- if $v.kafka.tls.existingSecret }}
+{{- $_ := set $s "kafka_ssl_cafile" "/etc/spillway/kafka-tls/ca.crt" }}
+{{- if $v.kafka.tls.certKey }}
+{{- $_ := set $s "kafka_ssl_certfile" "/etc/spillway/kafka-tls/tls.crt" }}
+{{- $_ := set $s "kafka_ssl_keyfile" "/etc/spillway/kafka-tls/tls.key" }}
+{{- end }}
+{{- end }}
+{{- if $v.alerts.existingSecret }}
+{{- $_ := set $s "alerts_token_file" "/etc/spillway/alerts/token" }}
+{{- end }}
+{{- with $v.aws.endpointUrl }}
+{{- $_ := set $s "aws_endpoint_url" . }}
+{{- end }}
+{{- with $v.aws.region }}
+{{- $_ := set $s "aws_region" . }}
+{{- end }}
+{{- toYaml $s }}
+{{- end }}

@@ -1,18 +1,22 @@
 """What the AWS backends share: the connection settings, cached boto3 clients, and error classification.
 
 Credentials come from the standard boto3 chain; ``endpoint_url`` and ``region`` are settings.
-boto3 is synchronous: the backends run every call in :func:`asyncio.to_thread`. botocore's own
+boto3 is synchronous: the backends run every call through :func:`call`, which runs it in
+:func:`asyncio.to_thread` and turns botocore's errors into the ports' TransientError or
+PermanentError (:func:`classify`, the one place that decides which is which). botocore's own
 retries are off: :mod:`scaler.adapters.actuator` retries with backoff and counts every retry.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-from typing import Any, Final
+from collections.abc import Callable
+from typing import Any, Final, TypeVar
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from scaler.ports import PermanentError, TransientError
 
@@ -80,3 +84,27 @@ def classify(exc: Exception, *, what: str) -> Exception:
 def error_code(exc: ClientError) -> str:
     """Return the error code of a boto ClientError ('' if it has none)."""
     return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def error_message(exc: ClientError) -> str:
+    """Return the error message of a boto ClientError ('' if it has none)."""
+    return str(exc.response.get("Error", {}).get("Message", ""))
+
+
+_T = TypeVar("_T")
+
+
+async def call(work: Callable[[], _T], *, what: str) -> _T:
+    """Return what the blocking boto3 ``work`` returns, run in a thread.
+
+    Raises the TransientError or PermanentError :func:`classify` makes of a botocore error, named
+    ``what``; other exceptions (a PermanentError the work raises itself) pass through unchanged.
+    """
+
+    def run() -> _T:
+        try:
+            return work()
+        except (ClientError, BotoCoreError) as exc:
+            raise classify(exc, what=what) from None
+
+    return await asyncio.to_thread(run)

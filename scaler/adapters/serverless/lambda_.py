@@ -10,12 +10,12 @@ cold start this implies and why provisioned concurrency is what makes it fast.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Final
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
-from scaler.adapters.serverless._aws import AwsClients, Connection, classify, error_code
+from scaler.adapters.serverless import _aws
+from scaler.adapters.serverless._aws import AwsClients, Connection
 from scaler.core import actuation
 from scaler.core.policy import LambdaTarget, ServerlessTarget
 from scaler.ports import PermanentError
@@ -45,41 +45,26 @@ class LambdaServerless:
     async def read(self, target: ServerlessTarget, *, max_concurrency: int) -> int:
         """Return the provisioned instances of the alias; raise TransientError or PermanentError."""
         own = _own(target)
-
-        def run() -> int:
-            try:
-                units = self._provisioned(own)
-            except (ClientError, BotoCoreError) as exc:
-                raise classify(exc, what=f"read {own.key}") from None
-            return actuation.instances_from_units(units=units, max_concurrency=max_concurrency)
-
-        return await asyncio.to_thread(run)
+        units = await _aws.call(lambda: self._provisioned(own), what=f"read {own.key}")
+        return actuation.instances_from_units(units=units, max_concurrency=max_concurrency)
 
     async def set_provisioned(
         self, target: ServerlessTarget, *, instances: int, quota: int, max_concurrency: int
     ) -> None:
         """Provision ``instances`` on the alias and the quota as reserved concurrency; raise on failure."""
         own = _own(target)
-
-        def run() -> None:
-            try:
-                self._set(own, instances=instances, quota=quota, max_concurrency=max_concurrency)
-            except (ClientError, BotoCoreError) as exc:
-                raise classify(exc, what=f"provision {instances} on {own.key}") from None
-
-        await asyncio.to_thread(run)
+        await _aws.call(
+            lambda: self._set(own, instances=instances, quota=quota, max_concurrency=max_concurrency),
+            what=f"provision {instances} on {own.key}",
+        )
 
     async def set_quota(self, target: ServerlessTarget, *, quota: int, max_concurrency: int) -> None:
         """Set the function's reserved concurrency to ``quota`` instances; raise on failure."""
         own = _own(target)
-
-        def run() -> None:
-            try:
-                self._quota(own, quota=quota, max_concurrency=max_concurrency)
-            except (ClientError, BotoCoreError) as exc:
-                raise classify(exc, what=f"quota {quota} on {own.key}") from None
-
-        await asyncio.to_thread(run)
+        await _aws.call(
+            lambda: self._quota(own, quota=quota, max_concurrency=max_concurrency),
+            what=f"quota {quota} on {own.key}",
+        )
 
     def _provisioned(self, target: LambdaTarget) -> int:
         lam = self.aws.client("lambda", target.region)
@@ -88,7 +73,7 @@ class LambdaServerless:
                 FunctionName=target.function_name, Qualifier=target.alias
             )
         except ClientError as exc:
-            if error_code(exc) == "ProvisionedConcurrencyConfigNotFoundException":
+            if _aws.error_code(exc) == "ProvisionedConcurrencyConfigNotFoundException":
                 return 0
             raise
         return int(config.get("RequestedProvisionedConcurrentExecutions", 0))
@@ -103,7 +88,7 @@ class LambdaServerless:
                     FunctionName=target.function_name, Qualifier=target.alias
                 )
             except ClientError as exc:
-                if error_code(exc) != "ResourceNotFoundException":
+                if _aws.error_code(exc) != "ResourceNotFoundException":
                     raise
             return
         lam.put_provisioned_concurrency_config(

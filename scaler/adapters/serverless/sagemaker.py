@@ -20,13 +20,13 @@ instances kept in service are what make this backend fast.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from typing import Any, Final
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
-from scaler.adapters.serverless._aws import AwsClients, Connection, classify
+from scaler.adapters.serverless import _aws
+from scaler.adapters.serverless._aws import AwsClients, Connection
 from scaler.core import actuation
 from scaler.core.policy import SageMakerTarget, ServerlessTarget
 from scaler.ports import PermanentError
@@ -63,21 +63,15 @@ class SageMakerServerless:
     async def read(self, target: ServerlessTarget, *, max_concurrency: int) -> int:
         """Return the variant's provisioned instances; raise TransientError or PermanentError."""
         own = _own(target)
-
-        def run() -> int:
-            try:
-                variant = self._variants(own)[1].get(own.variant_name)
-            except (ClientError, BotoCoreError) as exc:
-                raise classify(exc, what=f"read {own.key}") from None
-            if variant is None:
-                raise PermanentError(f"{own.key}: no variant {own.variant_name!r} on the endpoint")
-            serverless = variant.get("CurrentServerlessConfig") or variant.get("DesiredServerlessConfig")
-            if serverless is not None:
-                units = int(serverless.get("ProvisionedConcurrency", 0))
-                return actuation.instances_from_units(units=units, max_concurrency=max_concurrency)
-            return int(variant.get("DesiredInstanceCount", variant.get("CurrentInstanceCount", 0)))
-
-        return await asyncio.to_thread(run)
+        _, variants = await _aws.call(lambda: self._variants(own), what=f"read {own.key}")
+        variant = variants.get(own.variant_name)
+        if variant is None:
+            raise PermanentError(f"{own.key}: no variant {own.variant_name!r} on the endpoint")
+        serverless = variant.get("CurrentServerlessConfig") or variant.get("DesiredServerlessConfig")
+        if serverless is not None:
+            units = int(serverless.get("ProvisionedConcurrency", 0))
+            return actuation.instances_from_units(units=units, max_concurrency=max_concurrency)
+        return int(variant.get("DesiredInstanceCount", variant.get("CurrentInstanceCount", 0)))
 
     async def set_provisioned(
         self, target: ServerlessTarget, *, instances: int, quota: int, max_concurrency: int
@@ -91,21 +85,14 @@ class SageMakerServerless:
         Raises PermanentError if a named variant is missing, TransientError on throttling and 5xx.
         """
         own = _own(target)
-
-        def run() -> dict[str, float]:
-            try:
-                by_name = self._variants(own)[1]
-            except (ClientError, BotoCoreError) as exc:
-                raise classify(exc, what=f"read weights of {own.key}") from None
-            result: dict[str, float] = {}
-            for name in own.weighted or ():
-                variant = by_name.get(name)
-                if variant is None:
-                    raise PermanentError(f"{own.key}: no variant {name!r} on the endpoint")
-                result[name] = float(variant.get("DesiredWeight", variant.get("CurrentWeight", 0.0)))
-            return result
-
-        return await asyncio.to_thread(run)
+        _, by_name = await _aws.call(lambda: self._variants(own), what=f"read weights of {own.key}")
+        result: dict[str, float] = {}
+        for name in own.weighted or ():
+            variant = by_name.get(name)
+            if variant is None:
+                raise PermanentError(f"{own.key}: no variant {name!r} on the endpoint")
+            result[name] = float(variant.get("DesiredWeight", variant.get("CurrentWeight", 0.0)))
+        return result
 
     async def set_weights(
         self,
@@ -148,46 +135,43 @@ class SageMakerServerless:
         what = f"{change} on {target.key}"
 
         def run() -> None:
-            try:
-                endpoint, variants = self._variants(target)
-                burst = variants.get(target.variant_name)
-                if burst is None:
-                    raise PermanentError(f"{target.key}: no variant {target.variant_name!r} on the endpoint")
-                if instances is not None and _is_serverless(burst):
-                    self._serverless_set(
-                        target,
-                        config_name=str(endpoint["EndpointConfigName"]),
-                        instances=instances,
-                        max_concurrency=max_concurrency,
-                        weights=weights,
-                    )
-                    return
-                entries: list[dict[str, Any]] = []
-                if weights is None:
-                    entry: dict[str, Any] = {
-                        "VariantName": target.variant_name,
-                        "DesiredInstanceCount": instances,
-                    }
-                    weight = burst.get("DesiredWeight", burst.get("CurrentWeight"))
-                    if weight is not None:  # restated as read: an omitted field may be reset
-                        entry["DesiredWeight"] = float(weight)
-                    entries.append(entry)
-                else:
-                    for name, value in weights.items():
-                        entry = {"VariantName": name, "DesiredWeight": value}
-                        count = _instance_count(variants.get(name))
-                        if name == target.variant_name and instances is not None:
-                            entry["DesiredInstanceCount"] = instances
-                        elif count is not None:  # restated as read: an omitted field may be reset
-                            entry["DesiredInstanceCount"] = count
-                        entries.append(entry)
-                self.aws.client("sagemaker", target.region).update_endpoint_weights_and_capacities(
-                    EndpointName=target.endpoint_name, DesiredWeightsAndCapacities=entries
+            endpoint, variants = self._variants(target)
+            burst = variants.get(target.variant_name)
+            if burst is None:
+                raise PermanentError(f"{target.key}: no variant {target.variant_name!r} on the endpoint")
+            if instances is not None and _is_serverless(burst):
+                self._serverless_set(
+                    target,
+                    config_name=str(endpoint["EndpointConfigName"]),
+                    instances=instances,
+                    max_concurrency=max_concurrency,
+                    weights=weights,
                 )
-            except (ClientError, BotoCoreError) as exc:
-                raise classify(exc, what=what) from None
+                return
+            entries: list[dict[str, Any]] = []
+            if weights is None:
+                entry: dict[str, Any] = {
+                    "VariantName": target.variant_name,
+                    "DesiredInstanceCount": instances,
+                }
+                weight = burst.get("DesiredWeight", burst.get("CurrentWeight"))
+                if weight is not None:  # restated as read: an omitted field may be reset
+                    entry["DesiredWeight"] = float(weight)
+                entries.append(entry)
+            else:
+                for name, value in weights.items():
+                    entry = {"VariantName": name, "DesiredWeight": value}
+                    count = _instance_count(variants.get(name))
+                    if name == target.variant_name and instances is not None:
+                        entry["DesiredInstanceCount"] = instances
+                    elif count is not None:  # restated as read: an omitted field may be reset
+                        entry["DesiredInstanceCount"] = count
+                    entries.append(entry)
+            self.aws.client("sagemaker", target.region).update_endpoint_weights_and_capacities(
+                EndpointName=target.endpoint_name, DesiredWeightsAndCapacities=entries
+            )
 
-        await asyncio.to_thread(run)
+        await _aws.call(run, what=what)
 
     def _serverless_set(
         self,
@@ -225,7 +209,7 @@ class SageMakerServerless:
             try:
                 sm.create_endpoint_config(EndpointConfigName=new_name, ProductionVariants=variants)
             except ClientError as exc:  # made by an earlier attempt: same content, same name
-                if "already exist" not in str(exc.response.get("Error", {}).get("Message", "")):
+                if "already exist" not in _aws.error_message(exc):
                     raise
             sm.update_endpoint(EndpointName=target.endpoint_name, EndpointConfigName=new_name)
 
