@@ -101,7 +101,10 @@ def _decision_from(data: object) -> Decision | None:
     fields = dict(data)
     try:
         fields["recent_targets"] = tuple((float(t), int(n)) for t, n in fields.get("recent_targets", ()))
-        fields["bound_by"] = parse_bound_by(str(fields.get("bound_by", "")))
+        try:  # a reason another version wrote costs its name, never the checkpoint
+            fields["bound_by"] = parse_bound_by(str(fields.get("bound_by", "")))
+        except ValueError:
+            fields["bound_by"] = "none"
         return Decision(**fields)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"checkpoint decision does not fit: {exc}") from None

@@ -35,6 +35,7 @@ Reason = Literal[
     "override-freeze",  # an Alertmanager freeze kept the previous replicas
     "override-boost",  # an Alertmanager boost raised the replicas
     "external_change",  # an out-of-band change of the workload was kept
+    "none",  # nothing is named (planners other than scaler.core.plan, and reasons this version lacks)
 ]
 REASONS: Final[frozenset[str]] = frozenset(typing.get_args(Reason))
 SCHEDULE_PREFIX: Final = "schedule:"
