@@ -3,8 +3,10 @@
 The simulated cluster draws every replica's cold start from :class:`scaler.sim.coldstart.ColdStarts`
 (default: lognormal with 5th-95th percentiles 1.5-8 min, seeded). For each guess an SRE might write
 (120 s: too short, 300 s: the default, 600 s: too long) the daemon's controller runs twice: with the
-guess fixed (``lead_times.learn: false``) and learning from it as the prior (``learn: true``: the p90
-of the pods' creation -> Ready it reads back, within [guess/4, 4 x guess]). Each line compares the
+guess fixed (``lead_times.learn: false``) and learning from it as the prior (``learn: true``: of the
+pods' creation -> Ready it reads back, the median starts the replica lifetime and the p90 is what the
+cold-start coverage spans, both within [guess/4, 4 x guess]; ``--lifetime-quantile 0.9`` leads by
+the p90 for both, as before). Each line compares the
 two on cost and SLO attainment; "at equal attainment" is the cheapest fixed guess whose attainment
 is at least the learned run's. A tight serverless quota is where the cold start matters: the
 replicas must be up before the load, spill-over cannot absorb it.
@@ -14,6 +16,7 @@ Workloads, read in place (``--traces``, else $SCALER_TRACES_DIR, else ../shared/
 days 2-3 (fluid, the forecaster seeded with day 1); every run starts warm as ``scaler simulate`` does.
 
     .venv/bin/python bench/leadtimes.py [--traces DIR] [--seeds 2] [--json bench-leadtimes.json]
+        [--only azure-code-quota2 --only servegen] [--lifetime-quantile 0.5]
 """
 
 from __future__ import annotations
@@ -42,11 +45,15 @@ DAY = 86_400
 GUESSES = (120.0, 300.0, 600.0)  # what an SRE might write: too short, the default, too long
 
 
+LIFETIME_QUANTILE = [0.5]  # --lifetime-quantile
+
+
 def _policy(*, learn: bool, cold: float, bounds: dict[str, int]) -> ModelPolicy:
+    lead = {"cold_start_seconds": cold, "learn": learn, "lifetime_quantile": LIFETIME_QUANTILE[0]}
     return ModelPolicy.model_validate(
         {
             "name": "llama-3.1-8b-instruct",
-            "lead_times": {"cold_start_seconds": cold, "learn": learn},
+            "lead_times": lead,
             "bounds": bounds,
         }
     )
@@ -58,8 +65,8 @@ def _run(
     policy: ModelPolicy,
     cold_starts: ColdStarts,
     warmup: wl.RateWorkload | None,
-) -> tuple[Summary, float, float | None]:
-    """Return the summary, the wall time and the last learned cold start of one run."""
+) -> tuple[Summary, float, tuple[float, float] | None]:
+    """Return the summary, the wall time and the last learned (coverage, typical) cold start of one run."""
     controller = SpillwayController(policy, workload)
     if warmup is not None:
         controller.warm_up(warmup)
@@ -70,7 +77,8 @@ def _run(
     )  # fmt: skip
     wall = time.perf_counter() - t0
     end = controller.controller.lead_times(now=workload.duration)[0]
-    return result.summary, wall, end.learned
+    learned = (end.learned, end.typical) if end.learned is not None else None
+    return result.summary, wall, learned
 
 
 def _row(name: str, summary: Summary, extra: str = "") -> str:
@@ -96,14 +104,18 @@ def compare(
         seeded = dataclasses.replace(draws, seed=seed)
         print(f"{title}, bounds {bounds}, seed {seed}:", flush=True)
         fixed: dict[float, Summary] = {}
-        learned: dict[float, tuple[Summary, float | None]] = {}
+        learned: dict[float, tuple[Summary, tuple[float, float] | None]] = {}
         for cold in GUESSES:
             for learn in (False, True):
                 policy = _policy(learn=learn, cold=cold, bounds=bounds)
                 run, wall, value = _run(workload, policy=policy, cold_starts=seeded, warmup=warmup)
                 if learn:
                     learned[cold] = (run, value)
-                    shown = f"ends at {value:.0f} s" if value is not None else "never learned"
+                    shown = (
+                        f"ends at {value[0]:.0f} s coverage, {value[1]:.0f} s typical"
+                        if value is not None
+                        else "never learned"
+                    )
                     print(_row(f"learned from {cold:.0f} s", run, f"{shown}, {wall:.1f} s wall"), flush=True)
                 else:
                     fixed[cold] = run
@@ -126,7 +138,12 @@ def compare(
             print(f"  => {line}")
             rows[str(cold)] = {
                 "fixed": {"cost": fixed[cold].cost.total, "attainment": fixed[cold].slo_attainment},
-                "learned": {"cost": run.cost.total, "attainment": run.slo_attainment, "value": value},
+                "learned": {
+                    "cost": run.cost.total,
+                    "attainment": run.slo_attainment,
+                    "value": value[0] if value is not None else None,
+                    "typical": value[1] if value is not None else None,
+                },
                 "line": line,
             }
         out["seeds"].append({"seed": seed, "priors": rows})  # type: ignore[attr-defined]
@@ -143,30 +160,53 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=Path("bench-leadtimes.json"))
     parser.add_argument("--skip-servegen", action="store_true")
     parser.add_argument("--skip-synthetic", action="store_true")
+    parser.add_argument(
+        "--only", action="append", default=[], metavar="KEY",
+        help="run only rows whose key contains KEY (e.g. azure-code-quota2, servegen); repeatable",
+    )  # fmt: skip
+    parser.add_argument(
+        "--lifetime-quantile", type=float, default=0.5,
+        help="lead_times.lifetime_quantile of the learning runs (0.9: the p90 for both, as before)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    LIFETIME_QUANTILE[0] = args.lifetime_quantile
+
+    def wanted(key: str) -> bool:
+        return not args.only or any(part in key for part in args.only)
+
     root = traces.traces_dir(args.traces, env=os.environ)
     draws = ColdStarts()
     out: dict[str, object] = {}
     for kind in ("conv", "code"):
+        if not any(wanted(f"azure-{kind}-quota{q}") for q in (16, 2)):
+            continue
         path = root / "azure-llm-2023" / f"AzureLLMInferenceTrace_{kind}.csv"
         workload = traces.load_azure(path).workload
         for quota in (16, 2):
+            if not wanted(f"azure-{kind}-quota{quota}"):
+                continue
             out[f"azure-{kind}-quota{quota}"] = compare(
                 workload, title=f"Azure {kind}", seeds=args.seeds, bounds={"serverless_quota": quota},
                 draws=draws,
             )  # fmt: skip
     if not args.skip_synthetic:
         for name in ("ramp", "diurnal"):
+            if not any(wanted(f"{name}-quota{q}") for q in (16, 0)):
+                continue
             scenario = synthetic(name, seed=0)
             for quota in (16, 0):
+                if not wanted(f"{name}-quota{quota}"):
+                    continue
                 out[f"{name}-quota{quota}"] = compare(
                     scenario, title=f"synthetic {name}", seeds=args.seeds,
                     bounds={"serverless_quota": quota}, draws=draws,
                 )  # fmt: skip
-    if not args.skip_servegen:
+    if not args.skip_servegen and any(wanted(f"servegen-days2-3-quota{q}") for q in (100, 10)):
         rates = servegen.load_servegen_rates(root / "servegen-m-large", seed=0)
         day1, days23 = _cut(rates, 0, DAY), _cut(rates, DAY, 3 * DAY)
         for quota in (100, 10):
+            if not wanted(f"servegen-days2-3-quota{quota}"):
+                continue
             out[f"servegen-days2-3-quota{quota}"] = compare(
                 days23, title="ServeGen m-large days 2-3 (fluid, seeded with day 1)", seeds=args.seeds,
                 bounds={"max_replicas": 200, "serverless_quota": quota}, draws=draws, warmup=day1,

@@ -192,11 +192,11 @@ def test_explain_shows_what_a_running_daemon_learned(capsys: pytest.CaptureFixtu
     metrics = DaemonMetrics()
     learned = LeadEstimate(
         kind="replica", seconds=212.0, configured=300.0, learned=212.0, observations=9, censored=0, pending=0,
-        refused=0,
+        refused=0, typical=160.0, learned_typical=160.0,
     )  # fmt: skip
     configured = LeadEstimate(
         kind="serverless", seconds=15.0, configured=15.0, learned=None, observations=0, censored=0, pending=0,
-        refused=0,
+        refused=0, typical=15.0, learned_typical=None,
     )  # fmt: skip
     metrics.record_lead_times(model="llama-3.1-8b-instruct", lead_times=(learned, configured))
     body = metrics.exposition()
@@ -220,7 +220,9 @@ def test_explain_shows_what_a_running_daemon_learned(capsys: pytest.CaptureFixtu
         server.shutdown()
         server.server_close()
     assert code == 0
-    assert "replica cold start 212 s learned (configured 300 s)" in out
+    assert "replica cold start 212 s learned (p90, typical 160 s (p50); configured 300 s)" in out
+    typical = 'scaler_lead_time_seconds{kind="replica",model="llama-3.1-8b-instruct",quantile="0.5",'
+    assert typical in body.decode()
     assert "serverless warm-up 15 s configured (nothing learned yet)" in out
     code, _, err = run(capsys, "policy", "explain", str(POLICIES / "default.yaml"), "--metrics", "file:///etc/x")
     assert code == 2

@@ -119,11 +119,14 @@ class DaemonMetrics:
             registry=r,
         )
 
+        self._lead_quantiles: dict[tuple[str, str], set[str]] = {}  # learned series exported
         self.lead_time = Gauge(
             "scaler_lead_time_seconds",
             "Lead time per kind (replica cold start, serverless warm-up): learned from observed starts, "
-            "and as configured in the policy; the planner uses the learned one when present.",
-            ["model", "kind", "source"],
+            "and as configured in the policy; the planner uses the learned one when present. quantile "
+            "is the learned quantile (lead_times.quantile: the coverage lead; lead_times.lifetime_quantile: "
+            "the typical lead a replica's lifetime starts at), empty for the configured value.",
+            ["model", "kind", "source", "quantile"],
             registry=r,
         )
 
@@ -139,18 +142,27 @@ class DaemonMetrics:
                 self.slo_requests.labels(model=model, outcome=outcome, source=source).inc(count)
 
     def record_lead_times(self, *, model: str, lead_times: tuple[LeadEstimate, ...]) -> None:
-        """Export the configured and (when there is one) the learned lead time of each kind."""
+        """Export the configured and (when there are) the learned coverage and typical lead times of each
+        kind, the learned ones labelled by their quantile."""
         for estimate in lead_times:
-            self.lead_time.labels(model=model, kind=estimate.kind, source="configured").set(
+            self.lead_time.labels(model=model, kind=estimate.kind, source="configured", quantile="").set(
                 estimate.configured
             )
-            if estimate.learned is not None:
-                self.lead_time.labels(model=model, kind=estimate.kind, source="learned").set(estimate.learned)
-                continue
-            try:  # not learned (yet, or any more): no series rather than a made-up value
-                self.lead_time.remove(model, estimate.kind, "learned")
-            except KeyError:
-                continue
+            pairs = {f"{estimate.typical_quantile:g}": estimate.learned_typical}
+            pairs[f"{estimate.quantile:g}"] = estimate.learned  # the coverage lead wins a shared label
+            known = self._lead_quantiles.setdefault((model, estimate.kind), set())
+            for label in known - pairs.keys():  # the policy's quantiles changed
+                self.lead_time.remove(model, estimate.kind, "learned", label)
+            known.intersection_update(pairs)
+            for label, value in pairs.items():
+                if value is not None:
+                    self.lead_time.labels(
+                        model=model, kind=estimate.kind, source="learned", quantile=label
+                    ).set(value)
+                    known.add(label)
+                elif label in known:  # not learned (yet, or any more): no series rather than a made-up value
+                    self.lead_time.remove(model, estimate.kind, "learned", label)
+                    known.discard(label)
 
     def record_decision(self, *, model: str, decision: Decision, trigger: str) -> None:
         """Update the per-model gauges and counters for a decision made."""
@@ -169,9 +181,11 @@ class DaemonMetrics:
             except KeyError:
                 continue
         for kind in ("replica", "serverless"):
-            for source in ("configured", "learned"):
+            labels = [("configured", "")]
+            labels += [("learned", q) for q in self._lead_quantiles.pop((model, kind), set())]
+            for source, quantile in labels:
                 try:
-                    self.lead_time.remove(model, kind, source)
+                    self.lead_time.remove(model, kind, source, quantile)
                 except KeyError:
                     continue
 

@@ -171,7 +171,7 @@ def explain_command(args: argparse.Namespace) -> int:
             message = f"no model {args.model!r} in {result.source} (it has: {names})"
             print(f"scaler policy explain: {message}", file=sys.stderr)
             return EXIT_USAGE
-    learned: dict[str, dict[str, float]] = {}
+    learned: dict[str, dict[str, dict[float | None, float]]] = {}
     if args.metrics is not None:
         try:
             learned = learned_lead_times(args.metrics)
@@ -185,8 +185,9 @@ def explain_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def learned_lead_times(url: str, *, timeout: float = 5.0) -> dict[str, dict[str, float]]:
-    """Return model -> kind -> learned lead time read from a daemon's ``/metrics`` at ``url``.
+def learned_lead_times(url: str, *, timeout: float = 5.0) -> dict[str, dict[str, dict[float | None, float]]]:
+    """Return model -> kind -> quantile -> learned lead time read from a daemon's ``/metrics`` at ``url``
+    (quantile None: a daemon that labels none, which learned one lead time per kind).
 
     Raises ValueError when the URL is not http(s), cannot be read, or is not the Prometheus text format.
     """
@@ -202,7 +203,7 @@ def learned_lead_times(url: str, *, timeout: float = 5.0) -> dict[str, dict[str,
             text = response.read(8 * 1024 * 1024).decode("utf-8", "replace")
     except (urllib.error.URLError, OSError) as exc:
         raise ValueError(f"cannot read {url}: {exc}") from None
-    learned: dict[str, dict[str, float]] = {}
+    learned: dict[str, dict[str, dict[float | None, float]]] = {}
     try:
         for family in text_string_to_metric_families(text):
             if family.name != "scaler_lead_time_seconds":
@@ -210,7 +211,9 @@ def learned_lead_times(url: str, *, timeout: float = 5.0) -> dict[str, dict[str,
             for sample in family.samples:
                 if sample.labels.get("source") == "learned":
                     model, kind = sample.labels.get("model", ""), sample.labels.get("kind", "")
-                    learned.setdefault(model, {})[kind] = float(sample.value)
+                    label = sample.labels.get("quantile")
+                    quantile = float(label) if label else None
+                    learned.setdefault(model, {}).setdefault(kind, {})[quantile] = float(sample.value)
     except ValueError as exc:
         raise ValueError(f"{url} is not Prometheus text: {exc}") from None
     return learned

@@ -407,15 +407,24 @@ class ModelController:
     def _planning_policy(
         self, readback: ReadBack | None, *, now: float
     ) -> tuple[ModelPolicy, tuple[LeadEstimate, ...]]:
-        """Return the policy the planner sees (the learned lead times in place of the configured ones)."""
+        """Return the policy the planner sees: the learned lead times in place of the configured ones (the
+        replica's coverage lead as ``cold_start_seconds``, its typical lead as ``lifetime_start_seconds``)."""
         lead = self._lead_in_force()
         self.lead.observe_all(readback.cold_starts if readback is not None else (), lead=lead, now=now)
         leads = self.lead_times(now=now)
-        replica, serverless = leads[0].seconds, leads[1].seconds
-        if replica == lead.cold_start_seconds and serverless == lead.serverless_cold_start_seconds:
+        replica, serverless = leads[0], leads[1].seconds
+        if (
+            replica.seconds == lead.cold_start_seconds
+            and replica.typical == lead.typical_cold_start_seconds
+            and serverless == lead.serverless_cold_start_seconds
+        ):
             return self.policy, leads
         learned = lead.model_copy(
-            update={"cold_start_seconds": replica, "serverless_cold_start_seconds": serverless}
+            update={
+                "cold_start_seconds": replica.seconds,
+                "lifetime_start_seconds": replica.typical,
+                "serverless_cold_start_seconds": serverless,
+            }
         )
         return self.policy.model_copy(update={"lead_times": learned}), leads
 

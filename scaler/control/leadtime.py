@@ -7,9 +7,12 @@ replica). Each pod is counted once (by name, and uid where known); a Kubernetes 
 replaces one of the same pod taken from events (its start is the pod's creation, not its first
 metric).
 
-The distribution is bounded: the last :data:`WINDOW` observations per kind. The lead time used is
-``lead_times.quantile`` of them (the configured value until ``min_observations`` were seen),
-clamped to the policy's ``[floor, ceiling]`` (:meth:`scaler.core.policy.LeadTimes.bounds`).
+The distribution is bounded: the last :data:`WINDOW` observations per kind. Two lead times are read
+off it, both clamped to the policy's ``[floor, ceiling]`` (:meth:`scaler.core.policy.LeadTimes.bounds`)
+and both the configured value until ``min_observations`` were seen: the *coverage* lead
+(``lead_times.quantile``, p90: what standby and serverless must span while replicas start) and the
+*typical* lead (``lead_times.lifetime_quantile``, the median, at most the coverage lead: where the
+lifetime a new replica is sized for begins).
 
 Bad or missing observations never pull a lead time below the floor, and never shrink it at all:
 
@@ -60,16 +63,25 @@ class ColdStart:
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class LeadEstimate:
-    """The lead time of one kind: what is used, what is configured, what was learned, and from how much."""
+    """The lead times of one kind: what is used, what is configured, what was learned, and from how much.
+
+    ``seconds`` is the coverage lead (``lead_times.quantile``), ``typical`` the typical one
+    (``lead_times.lifetime_quantile``, at most ``seconds``); ``learned``/``learned_typical`` are
+    None while the configured value is used for both.
+    """
 
     kind: LeadKind
-    seconds: float  # what the planner uses
+    seconds: float  # the coverage lead the planner uses
     configured: float
     learned: float | None  # the clamped quantile of the observations (None: too few yet, or learning off)
     observations: int
     censored: int  # of which lower bounds (pods that had not become Ready)
     pending: int
     refused: int
+    typical: float  # the typical lead the planner uses
+    learned_typical: float | None
+    quantile: float = 0.9  # lead_times.quantile, of the coverage lead
+    typical_quantile: float = 0.5  # lead_times.lifetime_quantile, of the typical lead
 
     @property
     def source(self) -> Literal["learned", "configured"]:
@@ -211,29 +223,45 @@ class LeadTimeLearner:
     # -- estimate -----------------------------------------------------------------------------------
 
     def estimate(self, lead: LeadTimes, kind: LeadKind, *, now: float) -> LeadEstimate:
-        """Return the lead time of ``kind`` at ``now``: the configured one, or the learned quantile."""
+        """Return the lead times of ``kind`` at ``now``: the configured one, or the learned quantiles."""
         configured = lead.configured(kind)
         samples = self._samples[kind]
         pending = [_age(p, now=now) for p in self._pending.values() if p.kind == kind]
         censored = sum(1 for s in samples if s.censored)
-        common = {
+        common: dict[str, Any] = {
             "kind": kind, "configured": configured, "observations": len(samples), "censored": censored,
-            "pending": len(pending), "refused": self.refused[kind],
+            "pending": len(pending), "refused": self.refused[kind], "quantile": lead.quantile,
+            "typical_quantile": lead.lifetime_quantile,
         }
         if not lead.learn:
-            return LeadEstimate(seconds=configured, learned=None, **common)  # type: ignore[arg-type]
-        floor, ceiling = lead.bounds(kind)
+            return _configured(configured, common)
         values = [s.seconds for s in samples]
         enough = len(values) >= lead.min_observations
-        base = _quantile(values, lead.quantile) if enough else configured
-        outgrown = [age for age in pending if age > base]  # censored: at least this long
+        coverage = self._learned(lead, kind, values, pending, q=lead.quantile, enough=enough)
+        if coverage is None:
+            return _configured(configured, common)
+        typical = self._learned(lead, kind, values, pending, q=lead.lifetime_quantile, enough=enough)
+        typical = coverage if typical is None else min(typical, coverage)
+        return LeadEstimate(
+            seconds=coverage, learned=coverage, typical=typical, learned_typical=typical, **common
+        )
+
+    @staticmethod
+    def _learned(
+        lead: LeadTimes, kind: LeadKind, values: list[float], pending: list[float], *, q: float, enough: bool
+    ) -> float | None:
+        """Return the clamped ``q`` quantile of ``values``, raised by pending starts that outgrew it
+        (censored: at least their age); None when there are too few values and no pending start outgrew
+        the configured value."""
+        base = _quantile(values, q) if enough else lead.configured(kind)
+        outgrown = [age for age in pending if age > base]
         if outgrown:
-            raised = _quantile(values + outgrown, lead.quantile) if enough else max(outgrown)
+            raised = _quantile(values + outgrown, q) if enough else max(outgrown)
             base = max(base, raised)
-        if not enough and not outgrown:
-            return LeadEstimate(seconds=configured, learned=None, **common)  # type: ignore[arg-type]
-        learned = min(max(base, floor), ceiling)
-        return LeadEstimate(seconds=learned, learned=learned, **common)  # type: ignore[arg-type]
+        elif not enough:
+            return None
+        floor, ceiling = lead.bounds(kind)
+        return min(max(base, floor), ceiling)
 
     # -- checkpoint ---------------------------------------------------------------------------------
 
@@ -277,6 +305,11 @@ class LeadTimeLearner:
         except (TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"lead times do not fit: {exc}") from None
         return learner
+
+
+def _configured(configured: float, common: dict[str, Any]) -> LeadEstimate:
+    """Return the estimate that uses the configured value for both leads."""
+    return LeadEstimate(seconds=configured, learned=None, typical=configured, learned_typical=None, **common)
 
 
 def _age(pending: _Pending, *, now: float) -> float:

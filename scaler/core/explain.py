@@ -53,12 +53,12 @@ def explain(
     *,
     prompt_tokens: int = TYPICAL_PROMPT_TOKENS,
     output_tokens: int = TYPICAL_OUTPUT_TOKENS,
-    learned: Mapping[str, float] | None = None,
+    learned: Mapping[str, Mapping[float | None, float]] | None = None,
 ) -> Explanation:
     """Return the figures ``policy`` implies, with requests of ``prompt_tokens`` + ``output_tokens``.
 
-    ``learned`` maps ``replica``/``serverless`` to the lead times a daemon learned (its ``/metrics``),
-    shown beside the configured ones.
+    ``learned`` maps ``replica``/``serverless`` to the lead times a daemon learned by quantile (its
+    ``/metrics``; quantile None from a daemon that labels none), shown beside the configured ones.
     """
     size = {"prompt_tokens": prompt_tokens, "output_tokens": output_tokens}
     per_token = policy.serverless_profile.per_token
@@ -243,27 +243,32 @@ def _external_changes(policy: ModelPolicy) -> str:
     )
 
 
-def _learning(policy: ModelPolicy, learned: Mapping[str, float] | None) -> list[str]:
+def _learning(policy: ModelPolicy, learned: Mapping[str, Mapping[float | None, float]] | None) -> list[str]:
     lead = policy.lead_times_in_force
     if not lead.learn:
         return ["lead times are not learned (lead_times.learn false): the configured values are used"]
     (low, high), (s_low, s_high) = lead.bounds("replica"), lead.bounds("serverless")
+    cover, typical = (f"p{q * 100:.4g}" for q in (lead.quantile, min(lead.lifetime_quantile, lead.quantile)))
     facts = [
-        f"lead times are learned: after {lead.min_observations} observed starts the planner leads by their "
-        f"{lead.quantile * 100:.4g}th percentile (pods' creation -> Ready, replicas' ready transitions), "
-        f"within [{low:g} s, {high:g} s] for a replica and [{s_low:g} s, {s_high:g} s] for serverless; the "
-        "configured values are the prior, and a pod that does not become Ready only raises them"
+        f"lead times are learned: after {lead.min_observations} observed starts (pods' creation -> Ready, "
+        f"replicas' ready transitions) the planner starts a new replica's lifetime at their {typical} "
+        f"(lead_times.lifetime_quantile, the typical lead) and covers the cold start with standby and "
+        f"serverless up to their {cover} (lead_times.quantile, the coverage lead), within "
+        f"[{low:g} s, {high:g} s] for a replica and [{s_low:g} s, {s_high:g} s] for serverless; the "
+        "configured values are the prior of both, and a pod that does not become Ready only raises them"
     ]
     if learned is not None:
         parts = []
         for kind, what in (("replica", "replica cold start"), ("serverless", "serverless warm-up")):
             configured = lead.configured(kind)  # type: ignore[arg-type]
-            value = learned.get(kind)
-            parts.append(
-                f"{what} {value:g} s learned (configured {configured:g} s)"
-                if value is not None
-                else f"{what} {configured:g} s configured (nothing learned yet)"
-            )
+            values = learned.get(kind, {})
+            coverage = values.get(lead.quantile, values.get(None))
+            seen = values.get(min(lead.lifetime_quantile, lead.quantile))
+            if coverage is None:
+                parts.append(f"{what} {configured:g} s configured (nothing learned yet)")
+                continue
+            also = f", typical {seen:g} s ({typical})" if seen is not None and seen != coverage else ""
+            parts.append(f"{what} {coverage:g} s learned ({cover}{also}; configured {configured:g} s)")
         facts.append("the daemon uses now: " + "; ".join(parts))
     return facts
 

@@ -6,7 +6,7 @@
 2. Rate quantiles become instance needs through the Erlang C sizing table (:mod:`scaler.core.queueing`);
    over a window of buckets, demand is the mixture of the buckets' distributions (:mod:`scaler.core.sizing`).
 3. Replicas (newsvendor): the n-th replica pays off when its expected busy share over its lifetime
-   ``[now + cold_start, now + cold_start + max(scale_down_delay, bucket)]``,
+   ``[now + typical, now + typical + max(scale_down_delay, bucket)]``,
    ``E[clip(rate * s - (n - 1), 0, 1)]`` under the mixture, is at least ``c_k / c_s`` (with instant
    spill-over to serverless a replica needs no queueing headroom; for a steady distribution this is
    the ``q* = 1 - c_k/c_s`` quantile of demand in instance units). A deadband of 10% of demand
@@ -30,6 +30,10 @@
    never provisioned and its spill share is capped at the rate its ``tokens_per_minute`` admits,
    counted as that many instances (rounded down) wherever the quota sizes replicas and standby; its
    per-token prices set ``c_s`` at the forecast's request size.
+   Two replica lead times (:class:`scaler.core.policy.LeadTimes`): the lifetime begins at the
+   *typical* cold start (``typical_cold_start_seconds``, the learned median), so replicas are sized
+   for the demand they most likely meet; the cold-start coverage below spans the *coverage* lead
+   (``cold_start_seconds``, the learned p90), so what serves while replicas start covers the slow ones.
 5. Warm standby covers what neither replicas nor serverless can within a replica cold start, where
    it pays: only when ``prices.standby_per_hour`` is below ``replica_per_hour``. A standby priced as
    a replica (the default: a Ready pod out of the Service holds its GPU) is dominated by a serving
@@ -279,8 +283,9 @@ def _quota_instances(policy: ModelPolicy, *, bounds: Bounds, forecast: DemandFor
 
 
 def _lifetime(policy: ModelPolicy, *, forecast: DemandForecast, now: float) -> tuple[float, float]:
-    """Return the window a replica requested now would serve: [now + cold start, + max(delay, bucket)]."""
-    start = now + policy.lead_times.cold_start_seconds
+    """Return the window a replica requested now would serve: [now + typical cold start, + max(delay,
+    bucket)]."""
+    start = now + policy.lead_times.typical_cold_start_seconds
     return start, start + max(policy.behavior.scale_down_delay_seconds, forecast.bucket_seconds)
 
 
@@ -304,6 +309,7 @@ def _needs(
     serverless_w = sizing.window_weights(
         forecast, t0=now, t1=now + max(policy.serverless_profile.cold_start_seconds, bucket)
     )
+    # the coverage lead: what standby (or serving replicas in its place) must cover while replicas start
     cold_w = sizing.window_weights(forecast, t0=now, t1=now + max(lead.cold_start_seconds, bucket))
     rates = np.array(
         [

@@ -96,10 +96,13 @@ class Replica(_Strict):
 class LeadTimes(_Strict):
     """How long each kind of capacity takes to become ready: the prior and the bounds of what is learned.
 
-    With ``learn`` on, the controller plans with the ``quantile`` of the cold starts it observed
+    With ``learn`` on, the controller plans with two figures of the cold starts it observed
     (:mod:`scaler.control.leadtime`: pods' creation -> Ready from the Kubernetes API, replicas' ``ready``
-    transitions in metric events), clamped to ``[floor, ceiling]``; the configured value is used
-    until ``min_observations`` were seen. Floors default to a quarter of the configured value and
+    transitions in metric events), each clamped to ``[floor, ceiling]``: the *coverage* lead (their
+    ``quantile``, default p90), which what serves while replicas start (standby, provisioned serverless)
+    must span, and the *typical* lead (their ``lifetime_quantile``, default the median, never above
+    the coverage lead), where the lifetime a new replica is sized for begins. The configured value is
+    both until ``min_observations`` were seen. Floors default to a quarter of the configured value and
     ceilings to four times it (300 s: 75-1200 s, around the 1.5-8 min platform teams publish), so
     no bad observation can move a lead time far from what the SRE wrote.
     """
@@ -121,7 +124,20 @@ class LeadTimes(_Strict):
     )
     learn: bool = Field(default=True, description="Plan with measured cold starts (false: the values above).")
     quantile: Fraction = Field(
-        default=0.9, description="Quantile of the observed cold starts the planner leads by."
+        default=0.9,
+        description="Quantile of the observed cold starts that standby and serverless cover while "
+        "replicas start (the coverage lead).",
+    )
+    lifetime_quantile: Fraction = Field(
+        default=0.5,
+        description="Quantile of the observed cold starts where a new replica's lifetime window begins "
+        "(the typical lead; at most the coverage lead).",
+    )
+    lifetime_start_seconds: NonNegativeFloat | None = Field(
+        default=None,
+        le=7200,
+        description="Where a new replica's lifetime window begins (the typical lead); unset: "
+        "cold_start_seconds. The controller sets it to the learned lifetime_quantile.",
     )
     min_observations: PositiveInt = Field(
         default=3, le=64, description="Observations before the learned value replaces the configured one."
@@ -154,6 +170,13 @@ class LeadTimes(_Strict):
                     f"{prefix}_ceiling_seconds ({ceiling:g}) does not hold"
                 )
         return self
+
+    @property
+    def typical_cold_start_seconds(self) -> float:
+        """Return where a new replica's lifetime window begins: ``lifetime_start_seconds`` if set, else the
+        cold start, never later than ``cold_start_seconds`` (the coverage must reach it)."""
+        start = self.lifetime_start_seconds
+        return self.cold_start_seconds if start is None else min(start, self.cold_start_seconds)
 
     def configured(self, kind: LeadKind) -> float:
         """Return the configured lead time of ``kind`` (``replica`` cold start or ``serverless``)."""

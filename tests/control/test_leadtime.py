@@ -239,3 +239,71 @@ def test_the_learner_survives_a_checkpoint_and_old_checkpoints_still_restore() -
                 checkpoint.MAGIC + len(head).to_bytes(4, "big") + head + blob,
                 policy=policy, load_forecaster=load, planner=plan, now=NOW + 1,
             )
+
+
+# --- two leads: the typical one starts the replica lifetime, the coverage one spans the cold start ---
+
+
+@pytest.mark.parametrize(
+    ("durations", "coverage", "typical"),
+    [
+        ([], 300.0, 300.0),  # no observation: the prior for both
+        ([120.0, 130.0], 300.0, 300.0),  # fewer than min_observations: the prior for both
+        ([120.0, 130.0, 140.0], 140.0, 130.0),  # p90 and median of three
+        ([100.0] * 8 + [400.0, 410.0], 400.0, 100.0),  # a slow tail moves the coverage only
+        ([10.0, 12.0, 11.0], 75.0, 75.0),  # both clamped up to the floor
+        ([5000.0, 6000.0, 7000.0], 1200.0, 1200.0),  # both clamped down to the ceiling
+    ],
+)
+def test_the_lifetime_starts_at_the_median_and_the_coverage_spans_the_p90(
+    durations: list[float], coverage: float, typical: float
+) -> None:
+    estimate = _learn(durations).estimate(LEAD, "replica", now=NOW)
+    assert (estimate.seconds, estimate.typical) == (coverage, typical)
+    assert (estimate.learned is None) == (estimate.learned_typical is None) == (len(durations) < 3)
+
+
+def test_a_lifetime_quantile_above_the_coverage_is_held_at_the_coverage() -> None:
+    lead = LeadTimes(quantile=0.5, lifetime_quantile=0.9)
+    estimate = _learn([100.0, 200.0, 300.0, 400.0], lead).estimate(lead, "replica", now=NOW)
+    assert (estimate.seconds, estimate.typical) == (200.0, 200.0)
+
+
+def test_the_controller_hands_the_planner_both_leads() -> None:
+    policy = ModelPolicy.model_validate({"name": "m", "forecast": {"bucket_seconds": 10}})
+    ctl = ModelController(
+        policy=policy, forecaster=DemandForecaster.from_policy(policy), planner=plan, now=NOW
+    )
+    durations = [100.0] * 8 + [400.0, 410.0]
+    pods = tuple(_pod(f"p{i}", NOW - 10.0 - d, NOW - 10.0) for i, d in enumerate(durations))
+    seen: list[LeadTimes] = []
+
+    def spy(**kwargs: object) -> object:
+        seen.append(kwargs["policy"].lead_times)  # type: ignore[attr-defined]
+        return plan(**kwargs)  # type: ignore[arg-type]
+
+    ctl.planner = spy  # type: ignore[assignment]
+    step = ctl.decide(now=NOW, readback=ReadBack(cold_starts=pods))
+    assert (seen[-1].cold_start_seconds, seen[-1].typical_cold_start_seconds) == (400.0, 100.0)
+    assert (step.lead_times[0].seconds, step.lead_times[0].typical) == (400.0, 100.0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.floats(0.0, 1e5), st.integers(3, 40), st.floats(0.01, 0.99), st.floats(0.01, 0.99))
+def test_identical_observations_give_equal_leads_within_the_bounds(
+    seconds: float, count: int, quantile: float, lifetime: float
+) -> None:
+    lead = LeadTimes(quantile=quantile, lifetime_quantile=lifetime)
+    estimate = _learn([seconds] * count, lead).estimate(lead, "replica", now=NOW)
+    assert estimate.typical == estimate.seconds == min(max(seconds, 75.0), 1200.0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.floats(-1e4, 1e5, allow_nan=False), max_size=30), st.floats(0.0, 5000.0))
+def test_the_typical_lead_never_exceeds_the_coverage_nor_the_bounds(
+    durations: list[float], age: float
+) -> None:
+    learner = _learn(durations)
+    learner.observe(_pod("slow", NOW, None), lead=LEAD, now=NOW)
+    estimate = learner.estimate(LEAD, "replica", now=NOW + age)
+    assert 75.0 <= estimate.typical <= estimate.seconds <= 1200.0

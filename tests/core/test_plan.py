@@ -498,3 +498,53 @@ def test_overflow_share_of_a_uniform_rate() -> None:
                        rate_quantiles=column[:, None], mean_prompt_tokens=PROMPT, mean_output_tokens=OUTPUT)
     share = sizing.overflow_share(f, weights=np.array([1.0]), capacity_rate=5.0)
     assert share == pytest.approx(0.25, abs=1e-3)
+
+
+# --- two replica leads: the lifetime starts at the typical one, the coverage spans the other ---
+
+
+def test_the_replica_lifetime_starts_at_the_typical_lead() -> None:
+    p = policy(lead_times={"cold_start_seconds": 600, "lifetime_start_seconds": 120})
+    d = plan(policy=p, forecast=forecast(20.0, start=0.0), observed=observed(2), previous=None, now=0.0)
+    assert "[t+120s, " in d.reason
+    unset = policy(lead_times={"cold_start_seconds": 600})
+    d = plan(policy=unset, forecast=forecast(20.0, start=0.0), observed=observed(2), previous=None, now=0.0)
+    assert "[t+600s, " in d.reason  # no typical lead: the cold start, as before
+    later = policy(lead_times={"cold_start_seconds": 200, "lifetime_start_seconds": 500})
+    assert later.lead_times.typical_cold_start_seconds == 200.0  # never after the coverage ends
+
+
+def test_the_lifetime_sizes_replicas_to_the_demand_at_the_typical_lead() -> None:
+    """Demand doubles at t = 400 s: a lifetime from t+120 s (the typical lead) meets less of it than one
+    from t+600 s (the coverage lead), so fewer replicas are ordered now."""
+
+    def rising(t: float) -> float:
+        return 10.0 if t < 400.0 else 40.0
+
+    sections = {"behavior": {"scale_down_delay_seconds": 120, "max_step_up": 50}}
+    early = policy(lead_times={"cold_start_seconds": 600, "lifetime_start_seconds": 120}, **sections)
+    late = policy(lead_times={"cold_start_seconds": 600}, **sections)
+    f = forecast(rising, start=0.0)
+    a = plan(policy=early, forecast=f, observed=observed(2), previous=None, now=0.0)
+    b = plan(policy=late, forecast=f, observed=observed(2), previous=None, now=0.0)
+    assert a.replicas < b.replicas
+
+
+def test_the_cold_start_coverage_spans_the_coverage_lead() -> None:
+    """Cheap standby covers demand until replicas are surely up: a burst at t = 400 s lies within a 600 s
+    coverage lead (standby for it) and outside a 300 s one, whatever the typical lead."""
+
+    def burst(t: float) -> float:
+        return 60.0 if 400.0 <= t < 520.0 else 5.0
+
+    def standby(cold: float) -> int:
+        p = policy(
+            lead_times={"cold_start_seconds": cold, "lifetime_start_seconds": 120},
+            prices={"standby_per_hour": 0.5},
+            bounds={"max_standby": 50, "serverless_quota": 4},
+            behavior={"scale_down_delay_seconds": 120},
+        )
+        f = forecast(burst, start=0.0)
+        return plan(policy=p, forecast=f, observed=observed(2), previous=None, now=0.0).standby
+
+    assert standby(600.0) > standby(300.0)
