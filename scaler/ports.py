@@ -252,6 +252,9 @@ class KubernetesOperatorsPort(KubernetesPort, Protocol):
     async def set_deletion_cost(self, target: KubernetesTarget, *, pod: str, cost: int | None) -> None:
         """Set (None: remove) the pod's deletion cost annotation; raise TransientError or PermanentError."""
 
+    async def server_version(self) -> tuple[str, str] | None:
+        """Return the API server's (major, minor) version strings, or None when they cannot be read."""
+
 
 @runtime_checkable
 class LabelStandbyPort(KubernetesPort, Protocol):

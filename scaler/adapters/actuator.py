@@ -256,6 +256,7 @@ class Actuators:
         # Kubernetes target -> the latest change of its replicas made outside Spillway
         self.external: dict[str, operators.ExternalChange] = {}
         self.paused_targets: set[str] = set()
+        self._deletion_cost_checked = False  # the API server's version read once, at the first drain
 
     def _targets(self, policy: ModelPolicy) -> dict[Kind, str]:
         targets: dict[Kind, str] = {}
@@ -664,6 +665,29 @@ class Actuators:
             remove=count,
             pods=picked,
             inflight={pod: inflight[pod] for pod in picked},
+        )
+        if not self._deletion_cost_checked:
+            await self._check_deletion_cost(kube)
+
+    async def _check_deletion_cost(self, kube: KubernetesOperatorsPort) -> None:
+        """Warn once when the API server's ReplicaSets ignore the drain marks (before Kubernetes 1.22)."""
+        version = await kube.server_version()
+        if version is None:
+            return  # asked again at the next drain
+        self._deletion_cost_checked = True
+        honoured = operators.deletion_cost_honoured(*version)
+        if honoured is True:
+            return
+        self.log.warning(
+            "drain_marks_may_be_ignored" if honoured is None else "drain_marks_ignored",
+            server_version=".".join(version),
+            annotation=operators.DELETION_COST_ANNOTATION,
+            why=(
+                "Kubernetes 1.21 honours it only with the PodDeletionCost feature gate"
+                if honoured is None
+                else "this Kubernetes version's ReplicaSet controller predates it (1.22+ honours it): "
+                "scale-in removes pods by its own ranking, busy ones included"
+            ),
         )
 
     def _weights_to_set(

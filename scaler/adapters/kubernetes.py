@@ -180,6 +180,7 @@ class KubernetesActuator:
         """Wrap ``api``; each HTTP request is bounded by ``request_timeout`` seconds."""
         self.apps = client.AppsV1Api(api)
         self.core = client.CoreV1Api(api)
+        self.version = client.VersionApi(api)
         self.timeout = request_timeout
 
     async def read(self, target: KubernetesTarget, *, name: str) -> KubeState:
@@ -331,6 +332,17 @@ class KubernetesActuator:
             self.core.patch_namespaced_pod(pod, target.namespace, body, _request_timeout=self.timeout)
         except (ApiException, HTTPError, OSError) as exc:
             raise _classify(exc, what=f"mark pod {target.namespace}/{pod}") from None
+
+    async def server_version(self) -> tuple[str, str] | None:
+        """Return the API server's (major, minor) from ``/version``, or None when it cannot be read."""
+        return await asyncio.to_thread(self._server_version)
+
+    def _server_version(self) -> tuple[str, str] | None:
+        try:
+            info = self.version.get_code(_request_timeout=self.timeout)
+        except (ApiException, HTTPError, OSError):
+            return None
+        return str(info.major or ""), str(info.minor or "")
 
     async def read_split(self, target: KubernetesTarget) -> tuple[KubeState, KubeState]:
         """Return (serving, standby) counts of ``target.name`` whose standby pods are labelled standby.

@@ -8,7 +8,9 @@
   change was seen (:func:`external_floor`); with ``correct`` it is overwritten at once.
 * Drain-aware scale-in: :func:`pods_to_remove` picks the pods the ReplicaSet should remove first
   (marked with a low ``controller.kubernetes.io/pod-deletion-cost``): idle pods before busy ones,
-  fewest requests in flight first; a pod without fresh metrics counts as busy.
+  fewest requests in flight first; a pod without fresh metrics counts as busy. Only the ReplicaSet
+  controller of Kubernetes 1.22+ (1.21 with its feature gate) honours that annotation
+  (:func:`deletion_cost_honoured`).
 
 Time is an argument (``now=``); nothing here reads a clock or performs I/O.
 """
@@ -26,6 +28,33 @@ PAUSED_ANNOTATION: Final = "spillway.io/paused"
 DELETION_COST_ANNOTATION: Final = "controller.kubernetes.io/pod-deletion-cost"
 DRAIN_COST: Final = -1000
 """The pod-deletion-cost given to the pods picked for removal (unmarked pods cost 0: removed later)."""
+DELETION_COST_SINCE: Final = (1, 22)
+"""The first Kubernetes minor whose ReplicaSet controller honours pod-deletion-cost by default (beta)."""
+
+
+def deletion_cost_honoured(major: str, minor: str) -> bool | None:
+    """Return whether an API server of version ``major``.``minor`` honours pod-deletion-cost.
+
+    True from 1.22 (beta, on by default); None for 1.21 (alpha: only with the ``PodDeletionCost``
+    feature gate) and for a version that cannot be read (vendors write e.g. ``"27+"``: the digits
+    count); False before 1.21, whose ReplicaSets remove pods by their own ranking.
+    """
+    numbers = []
+    for part in (major, minor):
+        digits = ""
+        for char in part.strip():
+            if not char.isdigit():
+                break
+            digits += char
+        if not digits:
+            return None
+        numbers.append(int(digits))
+    version = (numbers[0], numbers[1])
+    if version >= DELETION_COST_SINCE:
+        return True
+    if version == (1, 21):
+        return None
+    return False
 
 
 def is_paused(annotations: Mapping[str, str] | None) -> bool:

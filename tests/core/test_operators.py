@@ -179,3 +179,21 @@ def test_a_floor_never_lowers_a_decision_and_ends_with_the_delay(
     assert dataclasses.replace(decision, replicas=planned, reason="plan", bound_by="slo") == _decision(
         planned
     )
+
+
+@pytest.mark.parametrize(
+    ("major", "minor", "honoured"),
+    [
+        ("1", "20", False),  # this repository's test cluster: the ReplicaSet predates the annotation
+        ("1", "19", False),
+        ("1", "21", None),  # alpha: only with the PodDeletionCost feature gate
+        ("1", "22", True),
+        ("1", "31", True),
+        ("1", "27+", True),  # EKS/GKE write the minor with a suffix
+        ("2", "0", True),
+        ("", "", None),  # a server that does not say
+        ("1", "x", None),
+    ],
+)
+def test_which_api_servers_honour_the_drain_marks(major: str, minor: str, honoured: bool | None) -> None:
+    assert operators.deletion_cost_honoured(major, minor) is honoured
