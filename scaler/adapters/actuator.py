@@ -265,11 +265,10 @@ class Actuators:
             return targets
         if spec.kubernetes is not None and self.kubernetes is not None:
             k = spec.kubernetes
-            targets["replicas"] = f"{k.kind}/{k.namespace}/{k.name}"
-            if k.standby_name is not None:
-                targets["standby"] = f"{k.kind}/{k.namespace}/{k.standby_name}"
-            elif k.standby_label and isinstance(self.kubernetes, LabelStandbyPort):
-                targets["standby"] = f"{k.kind}/{k.namespace}/{k.name}#standby"  # pods of name, by label
+            targets["replicas"] = k.key
+            by_label = k.standby_name is None  # pods of the serving workload, kept out by label
+            if k.standby_key is not None and (not by_label or isinstance(self.kubernetes, LabelStandbyPort)):
+                targets["standby"] = k.standby_key
         if spec.serverless is not None and self.serverless is not None:
             targets["serverless"] = spec.serverless.key
         return targets

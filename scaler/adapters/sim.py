@@ -127,7 +127,7 @@ class SimServerless:
     def __init__(
         self, *, clock: Clock, lead_times: Mapping[str, LeadTimes], faults: SimFaults | None = None
     ) -> None:
-        """Create the service; ``lead_times`` maps each target's name (:func:`target_name`) to its model's."""
+        """Create the service; ``lead_times`` maps each target's ``key`` to its model's."""
         self.clock = clock
         self.lead_times = dict(lead_times)
         self.faults = faults or SimFaults(clock=clock)
@@ -143,20 +143,20 @@ class SimServerless:
 
     async def read(self, target: ServerlessTarget, *, max_concurrency: int) -> int:
         """Return the provisioned instances of ``target``; raise TransientError in an outage."""
-        name = target_name(target)
+        name = target.key
         self.faults.check("serverless", what=f"read {name}")
         return len(self.instances.get(name, []))
 
     def warm(self, target: ServerlessTarget) -> int:
         """Return the provisioned instances of ``target`` past their cold start."""
         now = self.clock.now()
-        return sum(1 for at in self.instances.get(target_name(target), []) if at <= now)
+        return sum(1 for at in self.instances.get(target.key, []) if at <= now)
 
     async def set_provisioned(
         self, target: ServerlessTarget, *, instances: int, quota: int, max_concurrency: int
     ) -> None:
         """Provision ``instances`` (at most ``quota``); raise TransientError in an outage."""
-        name = target_name(target)
+        name = target.key
         self.faults.check("serverless", what=f"provision {name}")
         now = self.clock.now()
         lead = self.lead_times.get(name, LeadTimes())
@@ -171,7 +171,7 @@ class SimServerless:
 
     async def read_weights(self, target: ServerlessTarget) -> dict[str, float]:
         """Return the weights of the variants ``target`` names (1.0 until set); raise in an outage."""
-        name = target_name(target)
+        name = target.key
         self.faults.check("serverless", what=f"read weights of {name}")
         names = list(target.weighted or ())
         current = self.weights.get(name, {})
@@ -186,18 +186,13 @@ class SimServerless:
         max_concurrency: int,
     ) -> None:
         """Set ``weights`` (clamped to [0, 1]) and, unless None, ``instances`` without a quota check."""
-        name = target_name(target)
+        name = target.key
         self.faults.check("serverless", what=f"weights of {name}")
         if instances is not None:
             await self.set_provisioned(
                 target, instances=instances, quota=instances, max_concurrency=max_concurrency
             )
         self.weights[name] = {n: min(max(w, 0.0), 1.0) for n, w in weights.items()}
-
-
-def target_name(target: ServerlessTarget) -> str:
-    """Return the target's key (``lambda/function:alias``, ``sagemaker/endpoint/variant``, ...)."""
-    return target.key
 
 
 def _slug(model: str) -> str:
@@ -246,7 +241,7 @@ def sandbox_actuators(
         if spec is not None and spec.kubernetes is not None:
             kube_leads[_key(spec.kubernetes.namespace, spec.kubernetes.name)] = policy.lead_times
         if spec is not None and spec.serverless is not None:
-            serverless_leads[target_name(spec.serverless)] = policy.lead_times.model_copy(
+            serverless_leads[spec.serverless.key] = policy.lead_times.model_copy(
                 update={"serverless_cold_start_seconds": policy.serverless_profile.cold_start_seconds}
             )
     faults = SimFaults(clock=clock)

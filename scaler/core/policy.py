@@ -404,6 +404,18 @@ class KubernetesTarget(_Strict):
             raise ValueError("standby_label and standby_name are two standby mechanisms: choose one")
         return self
 
+    @property
+    def key(self) -> str:
+        """Return ``Kind/namespace/name``, the serving workload's name in logs, metrics and decisions."""
+        return f"{self.kind}/{self.namespace}/{self.name}"
+
+    @property
+    def standby_key(self) -> str | None:
+        """Return the standby's name like :attr:`key` (``...#standby`` for pods kept by label), or None."""
+        if self.standby_name is not None:
+            return f"{self.kind}/{self.namespace}/{self.standby_name}"
+        return f"{self.key}#standby" if self.standby_label else None
+
 
 _AWS_REGION_RE = r"^[a-z]{2}(-[a-z]+)+-\d$"
 BEDROCK_MODEL_RE = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,255}$"
