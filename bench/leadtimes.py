@@ -45,11 +45,15 @@ DAY = 86_400
 GUESSES = (120.0, 300.0, 600.0)  # what an SRE might write: too short, the default, too long
 
 
-LIFETIME_QUANTILE = [0.5]  # --lifetime-quantile
+LIFETIME_QUANTILE: list[float | None] = [None]  # --lifetime-quantile (None: the policy default)
+FIXED = list(GUESSES)  # --fixed: the guesses run fixed
+PRIORS = list(GUESSES)  # --prior: the guesses learned from
 
 
 def _policy(*, learn: bool, cold: float, bounds: dict[str, int]) -> ModelPolicy:
-    lead = {"cold_start_seconds": cold, "learn": learn, "lifetime_quantile": LIFETIME_QUANTILE[0]}
+    lead: dict[str, object] = {"cold_start_seconds": cold, "learn": learn}
+    if LIFETIME_QUANTILE[0] is not None:
+        lead["lifetime_quantile"] = LIFETIME_QUANTILE[0]
     return ModelPolicy.model_validate(
         {
             "name": "llama-3.1-8b-instruct",
@@ -105,8 +109,8 @@ def compare(
         print(f"{title}, bounds {bounds}, seed {seed}:", flush=True)
         fixed: dict[float, Summary] = {}
         learned: dict[float, tuple[Summary, tuple[float, float] | None]] = {}
-        for cold in GUESSES:
-            for learn in (False, True):
+        for cold in sorted(set(FIXED) | set(PRIORS)):
+            for learn in [learn for learn, runs in ((False, FIXED), (True, PRIORS)) if cold in runs]:
                 policy = _policy(learn=learn, cold=cold, bounds=bounds)
                 run, wall, value = _run(workload, policy=policy, cold_starts=seeded, warmup=warmup)
                 if learn:
@@ -120,14 +124,22 @@ def compare(
                 else:
                     fixed[cold] = run
                     print(_row(f"fixed {cold:.0f} s", run, f"{wall:.1f} s wall"), flush=True)
-        rows = {}
+        rows: dict[str, object] = {}
+        for cold, run in fixed.items():
+            if cold not in learned:
+                rows[f"fixed {cold}"] = {"cost": run.cost.total, "attainment": run.slo_attainment}
         for cold, (run, value) in learned.items():
             as_good = [(f.cost.total, c) for c, f in fixed.items() if f.slo_attainment >= run.slo_attainment]
             cheapest = min(as_good) if as_good else None
-            base = fixed[cold]
+            base = fixed.get(cold)
             line = (
-                f"prior {cold:.0f} s: learned vs fixed {run.cost.total / base.cost.total - 1:+.2%} cost, "
-                f"{(run.slo_attainment - base.slo_attainment) * 100:+.3f} attainment points; "
+                f"prior {cold:.0f} s: "
+                + (
+                    f"learned vs fixed {run.cost.total / base.cost.total - 1:+.2%} cost, "
+                    f"{(run.slo_attainment - base.slo_attainment) * 100:+.3f} attainment points; "
+                    if base is not None
+                    else ""
+                )
                 + (
                     f"vs the cheapest fixed guess at least as good ({cheapest[1]:.0f} s) "
                     f"{run.cost.total / cheapest[0] - 1:+.2%} cost"
@@ -137,7 +149,7 @@ def compare(
             )
             print(f"  => {line}")
             rows[str(cold)] = {
-                "fixed": {"cost": fixed[cold].cost.total, "attainment": fixed[cold].slo_attainment},
+                "fixed": {"cost": base.cost.total, "attainment": base.slo_attainment} if base else None,
                 "learned": {
                     "cost": run.cost.total,
                     "attainment": run.slo_attainment,
@@ -165,11 +177,22 @@ def main(argv: list[str] | None = None) -> int:
         help="run only rows whose key contains KEY (e.g. azure-code-quota2, servegen); repeatable",
     )  # fmt: skip
     parser.add_argument(
-        "--lifetime-quantile", type=float, default=0.5,
-        help="lead_times.lifetime_quantile of the learning runs (0.9: the p90 for both, as before)",
+        "--lifetime-quantile", type=float, default=None,
+        help="lead_times.lifetime_quantile of the learning runs (default: the policy's; 0.9: the p90 for "
+        "both, as before)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--fixed", action="append", type=float, metavar="SECONDS",
+        help="guesses run fixed (repeatable; default 120, 300, 600)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--prior", action="append", type=float, metavar="SECONDS",
+        help="guesses learned from (repeatable; default 120, 300, 600)",
     )  # fmt: skip
     args = parser.parse_args(argv)
     LIFETIME_QUANTILE[0] = args.lifetime_quantile
+    FIXED[:] = GUESSES if args.fixed is None else args.fixed
+    PRIORS[:] = GUESSES if args.prior is None else args.prior
 
     def wanted(key: str) -> bool:
         return not args.only or any(part in key for part in args.only)
