@@ -174,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-synthetic", action="store_true")
     parser.add_argument(
         "--only", action="append", default=[], metavar="KEY",
-        help="run only rows whose key contains KEY (e.g. azure-code-quota2, servegen); repeatable",
+        help="run only rows whose key contains KEY (e.g. azure-code-quota2, servegen; KEY$: exactly KEY); "
+        "repeatable",
     )  # fmt: skip
     parser.add_argument(
         "--lifetime-quantile", type=float, default=None,
@@ -183,19 +184,21 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument(
         "--fixed", action="append", type=float, metavar="SECONDS",
-        help="guesses run fixed (repeatable; default 120, 300, 600)",
+        help="guesses run fixed (repeatable; default 120, 300, 600; 0: none)",
     )  # fmt: skip
     parser.add_argument(
         "--prior", action="append", type=float, metavar="SECONDS",
-        help="guesses learned from (repeatable; default 120, 300, 600)",
+        help="guesses learned from (repeatable; default 120, 300, 600; 0: none)",
     )  # fmt: skip
     args = parser.parse_args(argv)
     LIFETIME_QUANTILE[0] = args.lifetime_quantile
-    FIXED[:] = GUESSES if args.fixed is None else args.fixed
-    PRIORS[:] = GUESSES if args.prior is None else args.prior
+    FIXED[:] = GUESSES if args.fixed is None else [cold for cold in args.fixed if cold > 0]
+    PRIORS[:] = GUESSES if args.prior is None else [cold for cold in args.prior if cold > 0]
 
     def wanted(key: str) -> bool:
-        return not args.only or any(part in key for part in args.only)
+        return not args.only or any(
+            key == part[:-1] if part.endswith("$") else part in key for part in args.only
+        )
 
     root = traces.traces_dir(args.traces, env=os.environ)
     draws = ColdStarts()
