@@ -48,6 +48,7 @@ GUESSES = (120.0, 300.0, 600.0)  # what an SRE might write: too short, the defau
 LIFETIME_QUANTILE: list[float | None] = [None]  # --lifetime-quantile (None: the policy default)
 FIXED = list(GUESSES)  # --fixed: the guesses run fixed
 PRIORS = list(GUESSES)  # --prior: the guesses learned from
+FIRST_SEED = [0]  # --first-seed
 
 
 def _policy(*, learn: bool, cold: float, bounds: dict[str, int]) -> ModelPolicy:
@@ -104,7 +105,7 @@ def compare(
 ) -> dict[str, object]:
     """Run, for each guess, the guess fixed and learning from it; print and return the figures."""
     out: dict[str, object] = {"title": title, "bounds": bounds, "seeds": []}
-    for seed in range(seeds):
+    for seed in range(FIRST_SEED[0], FIRST_SEED[0] + seeds):
         seeded = dataclasses.replace(draws, seed=seed)
         print(f"{title}, bounds {bounds}, seed {seed}:", flush=True)
         fixed: dict[float, Summary] = {}
@@ -169,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--traces", help="traces directory")
     parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--first-seed", type=int, default=0, help="the first cold-start seed run")
     parser.add_argument("--json", type=Path, default=Path("bench-leadtimes.json"))
     parser.add_argument("--skip-servegen", action="store_true")
     parser.add_argument("--skip-synthetic", action="store_true")
@@ -192,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     args = parser.parse_args(argv)
     LIFETIME_QUANTILE[0] = args.lifetime_quantile
+    FIRST_SEED[0] = args.first_seed
     FIXED[:] = GUESSES if args.fixed is None else [cold for cold in args.fixed if cold > 0]
     PRIORS[:] = GUESSES if args.prior is None else [cold for cold in args.prior if cold > 0]
 
