@@ -4,19 +4,21 @@ The simulated cluster draws every replica's cold start from :class:`scaler.sim.c
 (default: lognormal with 5th-95th percentiles 1.5-8 min, seeded). For each guess an SRE might write
 (120 s: too short, 300 s: the default, 600 s: too long) the daemon's controller runs twice: with the
 guess fixed (``lead_times.learn: false``) and learning from it as the prior (``learn: true``: of the
-pods' creation -> Ready it reads back, the median starts the replica lifetime and the p90 is what the
-cold-start coverage spans, both within [guess/4, 4 x guess]; ``--lifetime-quantile 0.9`` leads by
-the p90 for both, as before). Each line compares the
-two on cost and SLO attainment; "at equal attainment" is the cheapest fixed guess whose attainment
-is at least the learned run's. A tight serverless quota is where the cold start matters: the
-replicas must be up before the load, spill-over cannot absorb it.
+pods' creation -> Ready it reads back, the policy's ``lifetime_quantile`` (default 0: the fastest
+start seen) starts the replica lifetime and the p90 is what the cold-start coverage spans, both within
+[guess/4, 4 x guess]; ``--lifetime-quantile 0.5`` starts it at the median, the previous default,
+``0.9`` at the p90 for both, as before). Each line compares the two on cost and SLO attainment;
+"at equal attainment" is the cheapest fixed guess whose attainment is at least the learned run's.
+A tight serverless quota is where the cold start matters: the replicas must be up before the load,
+spill-over cannot absorb it.
 
 Workloads, read in place (``--traces``, else $SCALER_TRACES_DIR, else ../shared/traces): Azure LLM
 2023 conv and code (per-request), the synthetic ramp and diurnal scenarios, and ServeGen m-large
 days 2-3 (fluid, the forecaster seeded with day 1); every run starts warm as ``scaler simulate`` does.
 
-    .venv/bin/python bench/leadtimes.py [--traces DIR] [--seeds 2] [--json bench-leadtimes.json]
-        [--only azure-code-quota2 --only servegen] [--lifetime-quantile 0.5]
+    .venv/bin/python bench/leadtimes.py [--traces DIR] [--seeds 2] [--first-seed 0]
+        [--json bench-leadtimes.json] [--only azure-code-quota2 --only 'servegen-days2-3-quota10$']
+        [--lifetime-quantile 0.5] [--fixed 120 ...] [--prior 300 ...]
 """
 
 from __future__ import annotations
