@@ -4,19 +4,21 @@ The simulated cluster draws every replica's cold start from :class:`scaler.sim.c
 (default: lognormal with 5th-95th percentiles 1.5-8 min, seeded). For each guess an SRE might write
 (120 s: too short, 300 s: the default, 600 s: too long) the daemon's controller runs twice: with the
 guess fixed (``lead_times.learn: false``) and learning from it as the prior (``learn: true``: of the
-pods' creation -> Ready it reads back, the median starts the replica lifetime and the p90 is what the
-cold-start coverage spans, both within [guess/4, 4 x guess]; ``--lifetime-quantile 0.9`` leads by
-the p90 for both, as before). Each line compares the
-two on cost and SLO attainment; "at equal attainment" is the cheapest fixed guess whose attainment
-is at least the learned run's. A tight serverless quota is where the cold start matters: the
-replicas must be up before the load, spill-over cannot absorb it.
+pods' creation -> Ready it reads back, the policy's ``lifetime_quantile`` (default 0: the fastest
+start seen) starts the replica lifetime and the p90 is what the cold-start coverage spans, both within
+[guess/4, 4 x guess]; ``--lifetime-quantile 0.5`` starts it at the median, the previous default,
+``0.9`` at the p90 for both, as before). Each line compares the two on cost and SLO attainment;
+"at equal attainment" is the cheapest fixed guess whose attainment is at least the learned run's.
+A tight serverless quota is where the cold start matters: the replicas must be up before the load,
+spill-over cannot absorb it.
 
 Workloads, read in place (``--traces``, else $SCALER_TRACES_DIR, else ../shared/traces): Azure LLM
 2023 conv and code (per-request), the synthetic ramp and diurnal scenarios, and ServeGen m-large
 days 2-3 (fluid, the forecaster seeded with day 1); every run starts warm as ``scaler simulate`` does.
 
-    .venv/bin/python bench/leadtimes.py [--traces DIR] [--seeds 2] [--json bench-leadtimes.json]
-        [--only azure-code-quota2 --only servegen] [--lifetime-quantile 0.5]
+    .venv/bin/python bench/leadtimes.py [--traces DIR] [--seeds 2] [--first-seed 0]
+        [--json bench-leadtimes.json] [--only azure-code-quota2 --only 'servegen-days2-3-quota10$']
+        [--lifetime-quantile 0.5] [--fixed 120 ...] [--prior 300 ...]
 """
 
 from __future__ import annotations
@@ -45,11 +47,16 @@ DAY = 86_400
 GUESSES = (120.0, 300.0, 600.0)  # what an SRE might write: too short, the default, too long
 
 
-LIFETIME_QUANTILE = [0.5]  # --lifetime-quantile
+LIFETIME_QUANTILE: list[float | None] = [None]  # --lifetime-quantile (None: the policy default)
+FIXED = list(GUESSES)  # --fixed: the guesses run fixed
+PRIORS = list(GUESSES)  # --prior: the guesses learned from
+FIRST_SEED = [0]  # --first-seed
 
 
 def _policy(*, learn: bool, cold: float, bounds: dict[str, int]) -> ModelPolicy:
-    lead = {"cold_start_seconds": cold, "learn": learn, "lifetime_quantile": LIFETIME_QUANTILE[0]}
+    lead: dict[str, object] = {"cold_start_seconds": cold, "learn": learn}
+    if LIFETIME_QUANTILE[0] is not None:
+        lead["lifetime_quantile"] = LIFETIME_QUANTILE[0]
     return ModelPolicy.model_validate(
         {
             "name": "llama-3.1-8b-instruct",
@@ -100,13 +107,13 @@ def compare(
 ) -> dict[str, object]:
     """Run, for each guess, the guess fixed and learning from it; print and return the figures."""
     out: dict[str, object] = {"title": title, "bounds": bounds, "seeds": []}
-    for seed in range(seeds):
+    for seed in range(FIRST_SEED[0], FIRST_SEED[0] + seeds):
         seeded = dataclasses.replace(draws, seed=seed)
         print(f"{title}, bounds {bounds}, seed {seed}:", flush=True)
         fixed: dict[float, Summary] = {}
         learned: dict[float, tuple[Summary, tuple[float, float] | None]] = {}
-        for cold in GUESSES:
-            for learn in (False, True):
+        for cold in sorted(set(FIXED) | set(PRIORS)):
+            for learn in [learn for learn, runs in ((False, FIXED), (True, PRIORS)) if cold in runs]:
                 policy = _policy(learn=learn, cold=cold, bounds=bounds)
                 run, wall, value = _run(workload, policy=policy, cold_starts=seeded, warmup=warmup)
                 if learn:
@@ -120,14 +127,22 @@ def compare(
                 else:
                     fixed[cold] = run
                     print(_row(f"fixed {cold:.0f} s", run, f"{wall:.1f} s wall"), flush=True)
-        rows = {}
+        rows: dict[str, object] = {}
+        for cold, run in fixed.items():
+            if cold not in learned:
+                rows[f"fixed {cold}"] = {"cost": run.cost.total, "attainment": run.slo_attainment}
         for cold, (run, value) in learned.items():
             as_good = [(f.cost.total, c) for c, f in fixed.items() if f.slo_attainment >= run.slo_attainment]
             cheapest = min(as_good) if as_good else None
-            base = fixed[cold]
+            base = fixed.get(cold)
             line = (
-                f"prior {cold:.0f} s: learned vs fixed {run.cost.total / base.cost.total - 1:+.2%} cost, "
-                f"{(run.slo_attainment - base.slo_attainment) * 100:+.3f} attainment points; "
+                f"prior {cold:.0f} s: "
+                + (
+                    f"learned vs fixed {run.cost.total / base.cost.total - 1:+.2%} cost, "
+                    f"{(run.slo_attainment - base.slo_attainment) * 100:+.3f} attainment points; "
+                    if base is not None
+                    else ""
+                )
                 + (
                     f"vs the cheapest fixed guess at least as good ({cheapest[1]:.0f} s) "
                     f"{run.cost.total / cheapest[0] - 1:+.2%} cost"
@@ -137,7 +152,7 @@ def compare(
             )
             print(f"  => {line}")
             rows[str(cold)] = {
-                "fixed": {"cost": fixed[cold].cost.total, "attainment": fixed[cold].slo_attainment},
+                "fixed": {"cost": base.cost.total, "attainment": base.slo_attainment} if base else None,
                 "learned": {
                     "cost": run.cost.total,
                     "attainment": run.slo_attainment,
@@ -157,22 +172,38 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--traces", help="traces directory")
     parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--first-seed", type=int, default=0, help="the first cold-start seed run")
     parser.add_argument("--json", type=Path, default=Path("bench-leadtimes.json"))
     parser.add_argument("--skip-servegen", action="store_true")
     parser.add_argument("--skip-synthetic", action="store_true")
     parser.add_argument(
         "--only", action="append", default=[], metavar="KEY",
-        help="run only rows whose key contains KEY (e.g. azure-code-quota2, servegen); repeatable",
+        help="run only rows whose key contains KEY (e.g. azure-code-quota2, servegen; KEY$: exactly KEY); "
+        "repeatable",
     )  # fmt: skip
     parser.add_argument(
-        "--lifetime-quantile", type=float, default=0.5,
-        help="lead_times.lifetime_quantile of the learning runs (0.9: the p90 for both, as before)",
+        "--lifetime-quantile", type=float, default=None,
+        help="lead_times.lifetime_quantile of the learning runs (default: the policy's; 0.9: the p90 for "
+        "both, as before)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--fixed", action="append", type=float, metavar="SECONDS",
+        help="guesses run fixed (repeatable; default 120, 300, 600; 0: none)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--prior", action="append", type=float, metavar="SECONDS",
+        help="guesses learned from (repeatable; default 120, 300, 600; 0: none)",
     )  # fmt: skip
     args = parser.parse_args(argv)
     LIFETIME_QUANTILE[0] = args.lifetime_quantile
+    FIRST_SEED[0] = args.first_seed
+    FIXED[:] = GUESSES if args.fixed is None else [cold for cold in args.fixed if cold > 0]
+    PRIORS[:] = GUESSES if args.prior is None else [cold for cold in args.prior if cold > 0]
 
     def wanted(key: str) -> bool:
-        return not args.only or any(part in key for part in args.only)
+        return not args.only or any(
+            key == part[:-1] if part.endswith("$") else part in key for part in args.only
+        )
 
     root = traces.traces_dir(args.traces, env=os.environ)
     draws = ColdStarts()

@@ -148,7 +148,8 @@ def test_the_learned_cold_start_converges_to_the_pods_delay_and_decisions_lead_b
     # creationTimestamp and lastTransitionTime have whole seconds; the kubelet here polls every 0.2 s
     assert DELAY - 1.0 <= estimate.seconds <= DELAY + 3.0, estimate
     assert estimate.refused == 0
-    assert _lifetime_start(step.decision.reason) == round(estimate.seconds)
+    assert DELAY - 1.0 <= estimate.typical <= estimate.seconds
+    assert _lifetime_start(step.decision.reason) == round(estimate.typical)  # the fastest start seen
     assert len(kubelet) >= PODS
     # read again and again: every pod was counted once
     for _ in range(3):

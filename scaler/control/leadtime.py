@@ -11,8 +11,8 @@ The distribution is bounded: the last :data:`WINDOW` observations per kind. Two 
 off it, both clamped to the policy's ``[floor, ceiling]`` (:meth:`scaler.core.policy.LeadTimes.bounds`)
 and both the configured value until ``min_observations`` were seen: the *coverage* lead
 (``lead_times.quantile``, p90: what standby and serverless must span while replicas start) and the
-*typical* lead (``lead_times.lifetime_quantile``, the median, at most the coverage lead: where the
-lifetime a new replica is sized for begins).
+*typical* lead (``lead_times.lifetime_quantile``, default 0: the fastest start seen, at most the
+coverage lead: where the lifetime a new replica is sized for begins).
 
 Bad or missing observations never pull a lead time below the floor, and never shrink it at all:
 
@@ -81,7 +81,7 @@ class LeadEstimate:
     typical: float  # the typical lead the planner uses
     learned_typical: float | None
     quantile: float = 0.9  # lead_times.quantile, of the coverage lead
-    typical_quantile: float = 0.5  # lead_times.lifetime_quantile, of the typical lead
+    typical_quantile: float = 0.0  # of the typical lead (LeadTimes.typical_quantile)
 
     @property
     def source(self) -> Literal["learned", "configured"]:
@@ -231,7 +231,7 @@ class LeadTimeLearner:
         common: dict[str, Any] = {
             "kind": kind, "configured": configured, "observations": len(samples), "censored": censored,
             "pending": len(pending), "refused": self.refused[kind], "quantile": lead.quantile,
-            "typical_quantile": lead.lifetime_quantile,
+            "typical_quantile": lead.typical_quantile,
         }
         if not lead.learn:
             return _configured(configured, common)
@@ -240,7 +240,7 @@ class LeadTimeLearner:
         coverage = self._learned(lead, kind, values, pending, q=lead.quantile, enough=enough)
         if coverage is None:
             return _configured(configured, common)
-        typical = self._learned(lead, kind, values, pending, q=lead.lifetime_quantile, enough=enough)
+        typical = self._learned(lead, kind, values, pending, q=lead.typical_quantile, enough=enough)
         typical = coverage if typical is None else min(typical, coverage)
         return LeadEstimate(
             seconds=coverage, learned=coverage, typical=typical, learned_typical=typical, **common

@@ -248,11 +248,13 @@ def _learning(policy: ModelPolicy, learned: Mapping[str, Mapping[float | None, f
     if not lead.learn:
         return ["lead times are not learned (lead_times.learn false): the configured values are used"]
     (low, high), (s_low, s_high) = lead.bounds("replica"), lead.bounds("serverless")
-    cover, typical = (f"p{q * 100:.4g}" for q in (lead.quantile, min(lead.lifetime_quantile, lead.quantile)))
+    cover, typical = (f"p{q * 100:.4g}" for q in (lead.quantile, lead.typical_quantile))
+    fastest = " (the fastest seen)" if lead.typical_quantile == 0.0 else ""
     facts = [
         f"lead times are learned: after {lead.min_observations} observed starts (pods' creation -> Ready, "
-        f"replicas' ready transitions) the planner starts a new replica's lifetime at their {typical} "
-        f"(lead_times.lifetime_quantile, the typical lead) and covers the cold start with standby and "
+        f"replicas' ready transitions) the planner starts a new replica's lifetime at their "
+        f"{typical}{fastest} (lead_times.lifetime_quantile, the typical lead) and covers the cold start "
+        "with standby and "
         f"serverless up to their {cover} (lead_times.quantile, the coverage lead), within "
         f"[{low:g} s, {high:g} s] for a replica and [{s_low:g} s, {s_high:g} s] for serverless; the "
         "configured values are the prior of both, and a pod that does not become Ready only raises them"
@@ -263,7 +265,7 @@ def _learning(policy: ModelPolicy, learned: Mapping[str, Mapping[float | None, f
             configured = lead.configured(kind)  # type: ignore[arg-type]
             values = learned.get(kind, {})
             coverage = values.get(lead.quantile, values.get(None))
-            seen = values.get(min(lead.lifetime_quantile, lead.quantile))
+            seen = values.get(lead.typical_quantile)
             if coverage is None:
                 parts.append(f"{what} {configured:g} s configured (nothing learned yet)")
                 continue

@@ -100,10 +100,19 @@ class LeadTimes(_Strict):
     (:mod:`scaler.control.leadtime`: pods' creation -> Ready from the Kubernetes API, replicas' ``ready``
     transitions in metric events), each clamped to ``[floor, ceiling]``: the *coverage* lead (their
     ``quantile``, default p90), which what serves while replicas start (standby, provisioned serverless)
-    must span, and the *typical* lead (their ``lifetime_quantile``, default the median, never above
-    the coverage lead), where the lifetime a new replica is sized for begins. The configured value is
-    both until ``min_observations`` were seen. Floors default to a quarter of the configured value and
-    ceilings to four times it (300 s: 75-1200 s, around the 1.5-8 min platform teams publish), so
+    must span, and the *typical* lead (their ``lifetime_quantile``, default 0: the fastest start seen;
+    never above the coverage lead), where the lifetime a new replica is sized for begins. The
+    configured value is both until ``min_observations`` were seen.
+
+    Why the fastest: the replica whose timing a plan decides is the marginal one, added when its busy
+    share u over its lifetime reaches the break-even c_k/c_s. Requested L seconds before that load, it
+    is paid c_k for those L seconds; each second it is late (cold start C > L) sends u of its load to
+    serverless at c_s u = c_k. Its cost, c_k L + c_k E[(C - L)+] = c_k E[max(L, C)], is flat up to the
+    fastest start and rises after, at any prices; with ``serverless_quota`` 0 the coverage lead keeps
+    replicas serving while new ones start, so the start is again only a cost.
+
+    Floors default to a quarter of the configured value and ceilings to four times it (300 s: 75-1200 s,
+    around the 1.5-8 min platform teams publish), so
     no bad observation can move a lead time far from what the SRE wrote.
     """
 
@@ -128,10 +137,14 @@ class LeadTimes(_Strict):
         description="Quantile of the observed cold starts that standby and serverless cover while "
         "replicas start (the coverage lead).",
     )
-    lifetime_quantile: Fraction = Field(
-        default=0.5,
+    lifetime_quantile: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        allow_inf_nan=False,
         description="Quantile of the observed cold starts where a new replica's lifetime window begins "
-        "(the typical lead; at most the coverage lead).",
+        "(the typical lead; at most the coverage lead). 0: the fastest start seen, where cost is least "
+        "(a late marginal replica's load costs at c_s what the replica costs at c_k).",
     )
     lifetime_start_seconds: NonNegativeFloat | None = Field(
         default=None,
@@ -170,6 +183,11 @@ class LeadTimes(_Strict):
                     f"{prefix}_ceiling_seconds ({ceiling:g}) does not hold"
                 )
         return self
+
+    @property
+    def typical_quantile(self) -> float:
+        """Return the quantile the typical lead is read at: ``lifetime_quantile``, at most ``quantile``."""
+        return min(self.lifetime_quantile, self.quantile)
 
     @property
     def typical_cold_start_seconds(self) -> float:

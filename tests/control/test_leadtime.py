@@ -258,7 +258,8 @@ def test_the_learner_survives_a_checkpoint_and_old_checkpoints_still_restore() -
 def test_the_lifetime_starts_at_the_median_and_the_coverage_spans_the_p90(
     durations: list[float], coverage: float, typical: float
 ) -> None:
-    estimate = _learn(durations).estimate(LEAD, "replica", now=NOW)
+    lead = LeadTimes(lifetime_quantile=0.5)
+    estimate = _learn(durations, lead).estimate(lead, "replica", now=NOW)
     assert (estimate.seconds, estimate.typical) == (coverage, typical)
     assert (estimate.learned is None) == (estimate.learned_typical is None) == (len(durations) < 3)
 
@@ -309,3 +310,62 @@ def test_the_typical_lead_never_exceeds_the_coverage_nor_the_bounds(
     learner.observe(_pod("slow", NOW, None), lead=LEAD, now=NOW)
     estimate = learner.estimate(LEAD, "replica", now=NOW + age)
     assert 75.0 <= estimate.typical <= estimate.seconds <= 1200.0
+
+
+# --- the default typical lead: the fastest start seen (lifetime_quantile 0) ---
+
+
+@pytest.mark.parametrize(
+    ("durations", "coverage", "typical"),
+    [
+        ([], 300.0, 300.0),  # no observation: the prior for both
+        ([120.0, 130.0], 300.0, 300.0),  # fewer than min_observations: the prior for both
+        ([140.0, 120.0, 130.0], 140.0, 120.0),  # the fastest of three, the p90 is the slowest
+        ([100.0] * 8 + [400.0, 410.0], 400.0, 100.0),  # a slow tail moves the coverage only
+        ([90.0] + [300.0] * 9, 300.0, 90.0),  # one fast start is enough
+        ([10.0, 300.0, 310.0], 310.0, 75.0),  # a too-fast start is held at the floor (300 / 4)
+        ([5000.0, 6000.0, 7000.0], 1200.0, 1200.0),  # both held at the ceiling (4 x 300)
+    ],
+)
+def test_by_default_the_lifetime_starts_at_the_fastest_start_seen(
+    durations: list[float], coverage: float, typical: float
+) -> None:
+    assert (LEAD.lifetime_quantile, LEAD.typical_quantile) == (0.0, 0.0)
+    estimate = _learn(durations).estimate(LEAD, "replica", now=NOW)
+    assert estimate.seconds == pytest.approx(coverage, abs=1e-3)
+    assert estimate.typical == pytest.approx(typical, abs=1e-3)
+    assert estimate.typical_quantile == 0.0
+
+
+@pytest.mark.parametrize(
+    ("prices", "quota"),
+    [({}, 16), ({}, 0), ({"replica_per_hour": 1.0}, 2), ({"serverless_per_gpu_second": 0.01}, 100)],
+)
+def test_the_fastest_start_holds_at_any_prices_and_quota(prices: dict[str, float], quota: int) -> None:
+    policy = ModelPolicy.model_validate(
+        {"name": "m", "prices": prices, "bounds": {"serverless_quota": quota}}
+    )
+    lead = policy.lead_times_in_force
+    estimate = _learn([250.0, 150.0, 400.0, 200.0], lead).estimate(lead, "replica", now=NOW)
+    assert (estimate.typical, estimate.seconds) == pytest.approx((150.0, 400.0), abs=1e-3)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.floats(0.0, 1e4), min_size=3, max_size=30), st.floats(0.0, 1e4))
+def test_another_start_moves_the_fastest_only_towards_itself(durations: list[float], extra: float) -> None:
+    before = _learn(durations).estimate(LEAD, "replica", now=NOW).typical
+    after = _learn([*durations, extra]).estimate(LEAD, "replica", now=NOW).typical
+    assert len(durations) < WINDOW  # nothing drops out of the window
+    assert after == pytest.approx(min(before, max(extra, 75.0), 1200.0), abs=1e-3)
+
+
+def test_bad_observations_never_take_the_fastest_start_below_the_floor() -> None:
+    learner = _learn([200.0, 250.0, 300.0])
+    learner.observe(_pod("skewed", NOW + 3600.0, NOW + 3601.0), lead=LEAD, now=NOW)  # clock skew: refused
+    learner.observe(_pod("backwards", NOW, NOW - 50.0), lead=LEAD, now=NOW)  # negative: refused
+    learner.observe(_pod("stuck", NOW - 5000.0, None), lead=LEAD, now=NOW)  # never Ready: raises only
+    estimate = learner.estimate(LEAD, "replica", now=NOW)
+    assert estimate.refused == 2
+    assert estimate.typical == pytest.approx(200.0, abs=1e-3)
+    fast = _learn([1.0, 2.0, 3.0])  # impossibly fast starts: held at the floor
+    assert fast.estimate(LEAD, "replica", now=NOW).typical == 75.0

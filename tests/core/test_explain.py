@@ -103,11 +103,11 @@ def test_warm_standby_and_floor_costs_per_hour() -> None:
 def test_learned_lead_times_are_shown_beside_the_configured_ones() -> None:
     p = policy(lead_times={"cold_start_seconds": 200})
     facts = text_of(p)
-    assert "the planner starts a new replica's lifetime at their p50" in facts
+    assert "the planner starts a new replica's lifetime at their p0 (the fastest seen)" in facts
     assert "covers the cold start with standby and serverless up to their p90" in facts
     assert "within [50 s, 800 s] for a replica" in facts
-    shown = "\n".join(explain(p, learned={"replica": {0.9: 142.0, 0.5: 101.0}}).facts)
-    assert "replica cold start 142 s learned (p90, typical 101 s (p50); configured 200 s)" in shown
+    shown = "\n".join(explain(p, learned={"replica": {0.9: 142.0, 0.0: 101.0}}).facts)
+    assert "replica cold start 142 s learned (p90, typical 101 s (p0); configured 200 s)" in shown
     assert "serverless warm-up 15 s configured (nothing learned yet)" in shown
     old_daemon = "\n".join(explain(p, learned={"replica": {None: 142.0}}).facts)  # no quantile label
     assert "replica cold start 142 s learned (p90; configured 200 s)" in old_daemon
