@@ -6,9 +6,10 @@ with ``allow_pickle=False``. Nothing is ever unpickled. This module knows the fo
 forecaster turns itself into a :class:`Saved` and back (and checks the arrays fit its configuration).
 
 Version 3 adds the form flag as a fifth column of ``params`` (1 = seasonal, 0 = level model);
-versions 1 and 2 load with the flag 1 (they were always seasonal). Version 2 stores ``seas``, ``res`` and ``hist`` as float32 (as the forecaster holds them), ``res`` for
-the request series alone; version 1 stored every array as float64 and a residual ring per series,
-and still loads: those three rounded to float32, the token series' rings dropped.
+versions 1 and 2 load with the flag 1 (they were always seasonal). Version 2 stores ``seas``, ``res``
+and ``hist`` as float32 (as the forecaster holds them), ``res`` for the request series alone;
+version 1 stored every array as float64 and a residual ring per series, and still loads: those
+three rounded to float32, the token series' rings dropped.
 """
 
 from __future__ import annotations

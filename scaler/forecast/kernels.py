@@ -57,6 +57,7 @@ LEVEL, TREND, STEP, N_OBS, RES_COUNT, RES_POS, READY1, READY2 = range(N_STATE)
 LOWER = np.array([0.01, 0.0, 0.0, 0.80])
 UPPER = np.array([0.99, 0.5, 0.95, 0.995])
 DEFAULT_PARAMS = np.array([0.3, 0.0, 0.1, 0.9])  # used until a fit has data (and on ties)
+SEASON_WEIGHTS = np.array([0.0])  # forms tried against the full seasons (weight 1); 0.5 did worse on ServeGen
 _MIN_EMPIRICAL = 8  # residuals needed before quantiles come from them rather than a normal fallback
 _MIN_TAIL = 5.0  # residuals needed beyond a level for its empirical quantile; further out, a normal tail
 
@@ -157,7 +158,8 @@ def step(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
 ) -> float:
     """Advance one series by one bucket with observation ``y`` (NaN = missing).
 
-    With ``seasonal <= 0`` the seasons neither count nor take corrections. Returns the one-step error ``y - prediction``, or NaN when ``y`` is missing or is the first
+    ``seasonal`` (0-1) weighs the seasons in the prediction; at 0 they neither count nor take
+    corrections. Returns the one-step error ``y - prediction``, or NaN when ``y`` is missing or is the first
     observation (which only initialises the level). The error divided by
     ``sqrt(max(|prediction|, 1))`` is pushed into ``res`` (count noise grows with the level).
     """
@@ -171,6 +173,7 @@ def step(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
         season += seas[t % m1]
     if on2:
         season += seas[m1 + t % m2]
+    season *= min(seasonal, 1.0)
     err = math.nan
     if math.isnan(y):
         st[LEVEL] = level + phi * trend
@@ -477,11 +480,12 @@ def horizon_sse(  # noqa: PLR0917 - numba kernels take no keyword-only parameter
                 target = y[k + h]
                 if math.isnan(target):
                     continue
-                v = level + damp * trend
+                v = 0.0
                 if on and st[READY1] > 0.0:
                     v += seas[(t + h) % m1]
                 if on and st[READY2] > 0.0:
                     v += seas[m1 + (t + h) % m2]
+                v = level + damp * trend + min(seasonal, 1.0) * v
                 e = target - max(v, 0.0)
                 total += e * e
                 count += 1
@@ -492,14 +496,13 @@ def horizon_sse(  # noqa: PLR0917 - numba kernels take no keyword-only parameter
 
 
 @njit(cache=True, nogil=True)
-def _choose_form(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
-    y: FloatArray, m1: int, m2: int, horizon: int, out: FloatArray
-) -> None:
-    """Set ``out[4]`` to 1 (seasonal, params ``out[:4]`` as fitted) or 0 (no season, params refitted).
+def _choose_form(y: FloatArray, m1: int, m2: int, horizon: int, out: FloatArray) -> None:
+    """Write the form into ``out``: keep the fitted seasonal params ``out[:4]`` with weight 1 in ``out[4]``,
+    or switch to a weight from :data:`SEASON_WEIGHTS` (0 = no seasons) with whichever params do better.
 
-    The seasonal params in ``out[:4]`` are compared with a fit without seasons by their error over
+    Candidates are the seasonal params and a fit without seasons, judged by their error over
     ``horizon`` steps (:func:`horizon_sse`) on the buckets after the first longest cycle of ``y``.
-    The seasons stay unless ``y`` holds a cycle plus ``horizon`` origins and the level model beats them.
+    The seasons stay unless ``y`` holds a cycle plus ``2 * horizon`` buckets.
     """
     out[4] = 1.0
     longest = max(m1, m2)
@@ -507,11 +510,16 @@ def _choose_form(  # noqa: PLR0917 - numba kernels take no keyword-only paramete
         return
     flat = np.empty(5)
     _fit_one(y, 0, 0, np.zeros(0), np.zeros(2), flat)
-    with_season = horizon_sse(y, out, m1, m2, 1.0, horizon, longest)
-    without = horizon_sse(y, flat, m1, m2, 0.0, horizon, longest)
-    if without < with_season:
-        out[:4] = flat[:4]
-        out[4] = 0.0
+    flat[2] = out[2]  # the seasons' own rate, for the shrunk form
+    seasonal = out.copy()
+    best = horizon_sse(y, seasonal, m1, m2, 1.0, horizon, longest)
+    for weight in SEASON_WEIGHTS:
+        for x in (seasonal, flat):
+            f = horizon_sse(y, x, m1, m2, weight, horizon, longest)
+            if f < best:
+                best = f
+                out[:4] = x[:4]
+                out[4] = weight
 
 
 @njit(cache=True, nogil=True)
@@ -546,7 +554,8 @@ def forecast_means(  # noqa: PLR0917 - numba kernels take no keyword-only parame
     horizon = out.shape[1]
     for i in range(out.shape[0]):
         phi = params[i, 3]
-        on = params.shape[1] <= 4 or params[i, 4] > 0.0
+        weight = min(params[i, 4], 1.0) if params.shape[1] > 4 else 1.0
+        on = weight > 0.0
         level = st[i, LEVEL]
         trend = st[i, TREND]
         t = int(st[i, STEP])
@@ -557,12 +566,12 @@ def forecast_means(  # noqa: PLR0917 - numba kernels take no keyword-only parame
             damp += pw
             if h < d0:
                 continue
-            v = level + damp * trend
+            v = 0.0
             if on and st[i, READY1] > 0.0:
                 v += seas[i, (t + h) % m1]
             if on and st[i, READY2] > 0.0:
                 v += seas[i, m1 + (t + h) % m2]
-            out[i, h - d0] = v
+            out[i, h - d0] = level + damp * trend + weight * v
 
 
 @njit(cache=True, nogil=True)

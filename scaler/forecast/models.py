@@ -303,8 +303,20 @@ class DemandForecaster:
         self.since_fit += gap + 1
         if not math.isnan(values[0]):
             self.n_observed += 1
-        if self.since_fit >= self.refit_every:
+        if self.since_fit >= self.refit_every or (
+            self._second_cycle() and 4 * self.since_fit >= self.refit_every
+        ):
             self.refit()
+
+    def _second_cycle(self) -> bool:
+        """Return whether the retained history holds more than one longest cycle but not two.
+
+        Then the fit can first judge the seasons on buckets they were not initialised from, so it
+        refits four times as often (the form chosen at the end of the first cycle is a guess).
+        """
+        longest = max(self.m1, self.m2)
+        held = self.last_idx - max(self.first_idx, self.last_idx - self.capacity + 1) + 1
+        return longest > 0 and longest < held < 2 * longest
 
     # ---- forecasting ---------------------------------------------------------------------------
 
