@@ -19,8 +19,12 @@ cadence and between refits applies its fitted model to the history so far with `
 refit). MSTL (trend by AutoETS without season) needs a season, so it runs only where there is one.
 
 ``--ours-only`` skips the baselines and the timings (a quick check of our accuracy figures alone).
+``--daemon-cold`` instead runs the daemon's own forecaster (default policy: 60 s buckets, 30-bucket
+horizon, daily season) cold over the 14 days of ServeGen as ``bench/policies.py`` feeds it, and
+prints per day the mean absolute error over the horizon (divided by the daily-naive one-step MAE)
+and the p90 coverage.
 
-    .venv/bin/python bench/forecast.py [--traces DIR] [--json OUT] [--repeats N] [--ours-only]
+    .venv/bin/python bench/forecast.py [--traces DIR] [--json OUT] [--repeats N] [--ours-only | --daemon-cold]
 """
 
 from __future__ import annotations
@@ -359,6 +363,39 @@ def per_call_micros(*, seasons: tuple[int, ...], n: int = 3000) -> dict[str, flo
     return {"observe_us": obs / n * 1e6, "forecast_us": fcast / n * 1e6, "refit_ms": refit * 1e3}
 
 
+def daemon_cold(traces: Path) -> dict[str, float | str]:
+    """Return per-day error and p90 coverage of the daemon's cold forecaster on ServeGen at 60 s buckets."""
+    from scaler.core.policy import ModelPolicy  # noqa: PLC0415 - only this mode needs the simulator
+    from scaler.sim import servegen  # noqa: PLC0415
+
+    rates = servegen.load_servegen_rates(traces / "servegen-m-large", seed=0)
+    counts = np.asarray(rates.counts, dtype=np.float64)
+    n = counts.size // 60
+    y = counts[: n * 60].reshape(n, 60).sum(axis=1)
+    fc = DemandForecaster.from_policy(ModelPolicy(name="m-large"))
+    h, k90 = fc.horizon_buckets, list(fc.levels).index(0.9)
+    day = 86_400 // fc.bucket_seconds
+    err, cover = np.zeros(n), np.zeros(n)
+    for k in range(n):
+        if k > 0:
+            f = fc.forecast(now=k * 60.0)
+            stop = min(k + h, n)
+            act = y[k:stop]
+            err[k] = np.mean(np.abs(f.rate_mean[: stop - k] * 60 - act))
+            cover[k] = np.mean(act <= f.rate_quantiles[k90][: stop - k] * 60)
+        fc.observe(bucket_start=k * 60.0, requests=y[k], prompt_tokens=y[k], output_tokens=y[k])
+    scale = mase_scale(y, day)
+    row: dict[str, float | str] = {"trace": "servegen-m-large, daemon forecaster cold, 60 s"}
+    for d in range(n // day):
+        part = slice(max(d * day, 1), (d + 1) * day)
+        row[f"day{d + 1}_error"] = float(np.mean(err[part]) / scale)
+        row[f"day{d + 1}_cover_p90"] = float(np.mean(cover[part]))
+    row["days2+_error"] = float(np.mean(err[day:]) / scale)
+    row["days2+_cover_p90"] = float(np.mean(cover[day:]))
+    row["form"] = "seasonal" if fc.params[0, -1] > 0 else "level"
+    return row
+
+
 def print_table(rows: list[dict[str, float | str]], cols: list[tuple[str, str]]) -> None:
     """Print ``rows`` as a Markdown table of ``cols`` (name, format); strings print as they are."""
 
@@ -384,10 +421,20 @@ def main() -> int:
     ap.add_argument(
         "--ours-only", action="store_true", help="our accuracy figures only: no baselines, timings"
     )
+    ap.add_argument(
+        "--daemon-cold", action="store_true", help="the daemon's forecaster cold on ServeGen at 60 s only"
+    )
     args = ap.parse_args()
     if not args.traces.is_dir():
         print(f"error: trace directory {args.traces} not found (set --traces or SCALER_TRACES_DIR)")
         return 2
+    if args.daemon_cold:
+        row = daemon_cold(args.traces)
+        for key, value in row.items():
+            print(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
+        if args.json:
+            args.json.write_text(json.dumps({"daemon_cold": row}, indent=2))
+        return 0
     y = load_servegen(args.traces)
     nan = np.full_like(y, np.nan)
     cases = [Case("servegen-m-large", y, nan, nan, 600, 1440, 6, (144,), 144)]

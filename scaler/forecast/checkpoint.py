@@ -5,9 +5,11 @@ Layout (:mod:`scaler.core.framing`): ``MAGIC``, a 4-byte big-endian header lengt
 with ``allow_pickle=False``. Nothing is ever unpickled. This module knows the format only; the
 forecaster turns itself into a :class:`Saved` and back (and checks the arrays fit its configuration).
 
-Version 2 stores ``seas``, ``res`` and ``hist`` as float32 (as the forecaster holds them), ``res`` for
-the request series alone; version 1 stored every array as float64 and a residual ring per series,
-and still loads: those three rounded to float32, the token series' rings dropped.
+Version 3 adds the form flag as a fifth column of ``params`` (1 = seasonal, 0 = level model);
+versions 1 and 2 load with the flag 1 (they were always seasonal). Version 2 stores ``seas``, ``res``
+and ``hist`` as float32 (as the forecaster holds them), ``res`` for the request series alone;
+version 1 stored every array as float64 and a residual ring per series, and still loads: those
+three rounded to float32, the token series' rings dropped.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ from scaler.core.types import FloatArray
 from scaler.forecast.kernels import Float32Array
 
 MAGIC = b"SPILLWAY-FORECAST\n"
-VERSION = 2
-READABLE = (1, 2)  # version 1: every array float64
+VERSION = 3
+READABLE = (1, 2, 3)  # version 1: every array float64; versions 1-2: params without the form flag
 ARRAYS = ("params", "state", "seas", "res", "hist")
 DTYPES: Mapping[str, type[np.floating[Any]]] = {
     "params": np.float64,
@@ -80,6 +82,9 @@ def load(data: object) -> Saved:
             arrays = {name: np.array(npz[name], dtype=DTYPES[name]) for name in ARRAYS}
         if version == 1 and arrays["res"].ndim == 2:  # a ring per series then
             arrays["res"] = arrays["res"][:1].copy()
+        params = arrays["params"]
+        if version < 3 and params.ndim == 2 and params.shape[1] == 4:  # no form flag then: seasonal
+            arrays["params"] = np.hstack([params, np.ones((params.shape[0], 1))])
     except (ValueError, KeyError, TypeError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise ValueError(f"forecaster checkpoint: corrupt ({type(exc).__name__}: {exc})") from None
     return Saved(header=header, arrays=arrays)

@@ -4,7 +4,9 @@ Everything here works in place on plain numpy arrays, so the Python layer keeps 
 calls the kernels without allocating; the kernels release the GIL, so a daemon may refit in a
 worker thread. One series is described by:
 
-* ``params`` = ``(alpha, beta, gamma, phi)``. The update is written in error-correction form::
+* ``params`` = ``(alpha, beta, gamma, phi)``, optionally followed by the form flag ``seasonal`` (1 when
+  the seasons count, 0 for the damped-trend level model; absent = 1). The update is written in
+  error-correction form::
 
       pred = level + phi * trend + s1[t % m1] + s2[t % m2]
       e = y - pred
@@ -22,6 +24,10 @@ worker thread. One series is described by:
 * ``res`` (any length, may be empty): ring of recent scaled one-step residuals for the quantiles; it
   restarts when a season becomes ready, since errors of the simpler model would overstate the spread.
   Only the request series' quantiles are forecast, so a forecaster keeps that series' ring alone.
+
+With ``seasonal = 0`` the seasons neither count nor learn (a first cycle is still collected, so the
+form can switch back): on traces whose day-to-day level shifts dwarf the daily shape, one or two
+noisy cycles of profile add more error over the horizon than they remove (:func:`fit`).
 
 A missing bucket is ``NaN``: the state advances (level += phi * trend, trend *= phi) with no error
 correction. ``m = 0`` switches a season off.
@@ -51,6 +57,7 @@ LEVEL, TREND, STEP, N_OBS, RES_COUNT, RES_POS, READY1, READY2 = range(N_STATE)
 LOWER = np.array([0.01, 0.0, 0.0, 0.80])
 UPPER = np.array([0.99, 0.5, 0.95, 0.995])
 DEFAULT_PARAMS = np.array([0.3, 0.0, 0.1, 0.9])  # used until a fit has data (and on ties)
+SEASON_WEIGHTS = np.array([0.0])  # forms tried against the full seasons (weight 1); 0.5 did worse on ServeGen
 _MIN_EMPIRICAL = 8  # residuals needed before quantiles come from them rather than a normal fallback
 _MIN_TAIL = 5.0  # residuals needed beyond a level for its empirical quantile; further out, a normal tail
 
@@ -147,21 +154,26 @@ def step(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
     st: FloatArray,
     seas: Stored,
     res: Stored,
+    seasonal: float = 1.0,
 ) -> float:
     """Advance one series by one bucket with observation ``y`` (NaN = missing).
 
-    Returns the one-step error ``y - prediction``, or NaN when ``y`` is missing or is the first
+    ``seasonal`` (0-1) weighs the seasons in the prediction; at 0 they neither count nor take
+    corrections. Returns the one-step error ``y - prediction``, or NaN when ``y`` is missing or is the first
     observation (which only initialises the level). The error divided by
     ``sqrt(max(|prediction|, 1))`` is pushed into ``res`` (count noise grows with the level).
     """
     t = int(st[STEP])
     level = st[LEVEL]
     trend = st[TREND]
+    on1 = seasonal > 0.0 and st[READY1] > 0.0
+    on2 = seasonal > 0.0 and st[READY2] > 0.0
     season = 0.0
-    if st[READY1] > 0.0:
+    if on1:
         season += seas[t % m1]
-    if st[READY2] > 0.0:
+    if on2:
         season += seas[m1 + t % m2]
+    season *= min(seasonal, 1.0)
     err = math.nan
     if math.isnan(y):
         st[LEVEL] = level + phi * trend
@@ -176,9 +188,9 @@ def step(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
         st[LEVEL] = level + phi * trend + alpha * err
         st[TREND] = phi * trend + alpha * beta * err
         corr = gamma * (1.0 - alpha) * err
-        if st[READY1] > 0.0:
+        if on1:
             seas[t % m1] += corr
-        if st[READY2] > 0.0:
+        if on2:
             seas[m1 + t % m2] += corr
         st[N_OBS] += 1.0
         r = res.shape[0]
@@ -196,17 +208,19 @@ def step(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
     st[STEP] = float(t)
     if m1 > 0 and st[READY1] == 0.0 and t == m1:
         mean = _init_first_season(seas, m1)
-        if not math.isnan(mean):
+        if not math.isnan(mean) and seasonal > 0.0:
             st[LEVEL] = mean
             st[TREND] = 0.0
         st[READY1] = 1.0
-        st[RES_COUNT] = 0.0  # residuals of the season-less model would overstate the spread
-        st[RES_POS] = 0.0
+        if seasonal > 0.0:  # residuals of the season-less model would overstate the spread
+            st[RES_COUNT] = 0.0
+            st[RES_POS] = 0.0
     if m2 > 0 and st[READY2] == 0.0 and t == m2:
         _init_second_season(seas, m1, m2)
         st[READY2] = 1.0
-        st[RES_COUNT] = 0.0
-        st[RES_POS] = 0.0
+        if seasonal > 0.0:
+            st[RES_COUNT] = 0.0
+            st[RES_POS] = 0.0
     return err
 
 
@@ -341,14 +355,16 @@ def run(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
 ) -> None:
     """Feed ``ys[i, :]`` through series ``i`` (rows of ``params``, ``st``, ``seas``, ``res``) in place.
 
+    ``params`` has 4 columns, or 5 with the form flag (see the module docstring).
     ``res`` (at least one row) may have fewer rows than ``ys``: the series beyond them keep no residuals.
     """
     none = res[0, :0]
     for i in range(ys.shape[0]):
         a, b, g, p = params[i, 0], params[i, 1], params[i, 2], params[i, 3]
+        on = params[i, 4] if params.shape[1] > 4 else 1.0
         ring = res[i] if i < res.shape[0] else none
         for k in range(ys.shape[1]):
-            step(ys[i, k], a, b, g, p, m1, m2, st[i], seas[i], ring)
+            step(ys[i, k], a, b, g, p, m1, m2, st[i], seas[i], ring, on)
 
 
 @njit(cache=True, nogil=True)
@@ -394,7 +410,7 @@ def _fit_one(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
     for k in range(n):
         if not math.isnan(y[k]):
             valid += 1
-    out[:] = DEFAULT_PARAMS
+    out[:4] = DEFAULT_PARAMS
     if valid < 4:
         return
     warm = 1
@@ -432,20 +448,102 @@ def _fit_one(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
                     x[:] = cand
                     break
         stepsize *= 0.5
-    out[:] = x
+    out[:4] = x
+
+
+@njit(cache=True, nogil=True)
+def horizon_sse(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
+    y: FloatArray, x: FloatArray, m1: int, m2: int, seasonal: float, horizon: int, warm: int
+) -> float:
+    """Return the mean squared error of forecasts 1..``horizon`` steps ahead over ``y`` under ``x``.
+
+    The run starts clean (seasons from their first cycle, online, as a cold forecaster learns
+    them), and only origins from ``warm`` on count, so a season is judged on cycles it has not
+    been initialised from. Returns inf when no origin counts.
+    """
+    st = np.zeros(N_STATE)
+    seas = np.zeros(m1 + m2)
+    none = np.empty(0)
+    a, b, g, phi = x[0], x[1], x[2], x[3]
+    on = seasonal > 0.0
+    total = 0.0
+    count = 0
+    n = y.shape[0]
+    for k in range(n):
+        if k >= warm and st[N_OBS] > 0.0:
+            level, trend, t = st[LEVEL], st[TREND], int(st[STEP])
+            damp = 0.0
+            pw = 1.0
+            for h in range(min(horizon, n - k)):
+                pw *= phi
+                damp += pw
+                target = y[k + h]
+                if math.isnan(target):
+                    continue
+                v = 0.0
+                if on and st[READY1] > 0.0:
+                    v += seas[(t + h) % m1]
+                if on and st[READY2] > 0.0:
+                    v += seas[m1 + (t + h) % m2]
+                v = level + damp * trend + min(seasonal, 1.0) * v
+                e = target - max(v, 0.0)
+                total += e * e
+                count += 1
+        step(y[k], a, b, g, phi, m1, m2, st, seas, none, seasonal)
+    if count == 0 or not math.isfinite(total):
+        return math.inf
+    return total / count
+
+
+@njit(cache=True, nogil=True)
+def _choose_form(y: FloatArray, m1: int, m2: int, horizon: int, out: FloatArray) -> None:
+    """Write the form into ``out``: keep the fitted seasonal params ``out[:4]`` with weight 1 in ``out[4]``,
+    or switch to a weight from :data:`SEASON_WEIGHTS` (0 = no seasons) with whichever params do better.
+
+    Candidates are the seasonal params and a fit without seasons, judged by their error over
+    ``horizon`` steps (:func:`horizon_sse`) on the buckets after the first longest cycle of ``y``.
+    The seasons stay unless ``y`` holds a cycle plus ``2 * horizon`` buckets.
+    """
+    out[4] = 1.0
+    longest = max(m1, m2)
+    if longest == 0 or y.shape[0] < longest + 2 * horizon:
+        return
+    flat = np.empty(5)
+    _fit_one(y, 0, 0, np.zeros(0), np.zeros(2), flat)
+    flat[2] = out[2]  # the seasons' own rate, for the shrunk form
+    seasonal = out.copy()
+    best = horizon_sse(y, seasonal, m1, m2, 1.0, horizon, longest)
+    for weight in SEASON_WEIGHTS:
+        for x in (seasonal, flat):
+            f = horizon_sse(y, x, m1, m2, weight, horizon, longest)
+            if f < best:
+                best = f
+                out[:4] = x[:4]
+                out[4] = weight
 
 
 @njit(cache=True, nogil=True)
 def fit(  # noqa: PLR0917 - numba kernels take no keyword-only parameters
-    ys: FloatArray, m1: int, m2: int, seas0: FloatArray, ready0: FloatArray, out: FloatArray
+    ys: FloatArray,
+    m1: int,
+    m2: int,
+    seas0: FloatArray,
+    ready0: FloatArray,
+    out: FloatArray,
+    horizon: int = 1,
 ) -> None:
     """Fit each row of ``ys`` (NaN = missing) on its own; write ``(alpha, beta, gamma, phi)`` to ``out``.
+
+    When ``out`` has a fifth column, the form is chosen too (:func:`_choose_form`, judged over
+    ``horizon`` steps): 1 keeps the seasons, 0 drops them with params fitted without.
 
     Row ``i`` starts its seasons from ``seas0[i]`` when ``ready0[i, 0] > 0`` (the seasons a running
     forecaster already holds, aligned to ``ys[i, 0]``), else from the profiles of ``ys[i]``.
     """
     for i in range(ys.shape[0]):
         _fit_one(ys[i], m1, m2, seas0[i], ready0[i], out[i])
+        if out.shape[1] > 4:
+            _choose_form(ys[i], m1, m2, max(horizon, 1), out[i])
 
 
 @njit(cache=True, nogil=True)
@@ -456,6 +554,8 @@ def forecast_means(  # noqa: PLR0917 - numba kernels take no keyword-only parame
     horizon = out.shape[1]
     for i in range(out.shape[0]):
         phi = params[i, 3]
+        weight = min(params[i, 4], 1.0) if params.shape[1] > 4 else 1.0
+        on = weight > 0.0
         level = st[i, LEVEL]
         trend = st[i, TREND]
         t = int(st[i, STEP])
@@ -466,12 +566,12 @@ def forecast_means(  # noqa: PLR0917 - numba kernels take no keyword-only parame
             damp += pw
             if h < d0:
                 continue
-            v = level + damp * trend
-            if st[i, READY1] > 0.0:
+            v = 0.0
+            if on and st[i, READY1] > 0.0:
                 v += seas[i, (t + h) % m1]
-            if st[i, READY2] > 0.0:
+            if on and st[i, READY2] > 0.0:
                 v += seas[i, m1 + (t + h) % m2]
-            out[i, h - d0] = v
+            out[i, h - d0] = level + damp * trend + weight * v
 
 
 @njit(cache=True, nogil=True)
@@ -506,6 +606,7 @@ def forecast_quantiles(  # noqa: PLR0917 - numba kernels take no keyword-only pa
     factor undoes the residual scaling (spread grows with the level, as for counts).
     """
     a, b, g, phi = params[0], params[1], params[2], params[3]
+    on = params.shape[0] <= 4 or params[4] > 0.0
     count = int(st[RES_COUNT])
     n_levels = levels.shape[0]
     q = np.empty(n_levels)
@@ -550,9 +651,9 @@ def forecast_quantiles(  # noqa: PLR0917 - numba kernels take no keyword-only pa
             pw *= phi
             damp += pw
             c = a * (1.0 + b * damp)
-            if st[READY1] > 0.0 and h % m1 == 0:
+            if on and st[READY1] > 0.0 and h % m1 == 0:
                 c += g * (1.0 - a)
-            if st[READY2] > 0.0 and h % m2 == 0:
+            if on and st[READY2] > 0.0 and h % m2 == 0:
                 c += g * (1.0 - a)
             var += c * c
         if h < d0:

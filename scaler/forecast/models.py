@@ -135,7 +135,8 @@ class DemandForecaster:
             self.capacity = max(256, 8 * self.horizon_buckets)
         self.refit_every = max(longest, 128)
         self._z = np.array([statistics.NormalDist().inv_cdf(v) for v in lv])
-        self.params = np.tile(kernels.DEFAULT_PARAMS, (N_SERIES, 1))
+        # alpha, beta, gamma, phi and the form flag (1 = seasonal, 0 = level model; see kernels.fit)
+        self.params = np.tile(np.append(kernels.DEFAULT_PARAMS, 1.0), (N_SERIES, 1))
         self.state = np.zeros((N_SERIES, kernels.N_STATE))
         self.seas: Float32Array = np.zeros((N_SERIES, self.m1 + self.m2), dtype=np.float32)
         # residuals of the request series only: its quantiles are the only ones forecast
@@ -192,7 +193,10 @@ class DemandForecaster:
         """Refit params on the retained history (one batch call); the state carries on with them.
 
         The fit starts the seasons the state already holds (so params suit the state they will
-        drive), or with ``fresh`` the seasonal profiles of the retained history itself.
+        drive), or with ``fresh`` the seasonal profiles of the retained history itself. It also
+        chooses per series whether the seasons count: once the history holds a full longest cycle
+        and more, the level model without them replaces them when its error over the horizon on
+        the later buckets is lower (the seasons are kept, unchanged, and may come back at a refit).
         """
         first, data = self._retained()
         if np.count_nonzero(~np.isnan(data[0])) >= 4:
@@ -205,7 +209,9 @@ class DemandForecaster:
                 if self.m2:
                     seas0[:, self.m1 :] = np.roll(self.seas[:, self.m1 :], -shift, axis=1)
                 ready0[:] = self.state[:, [kernels.READY1, kernels.READY2]]
-            kernels.fit(np.ascontiguousarray(data), self.m1, self.m2, seas0, ready0, self.params)
+            kernels.fit(
+                np.ascontiguousarray(data), self.m1, self.m2, seas0, ready0, self.params, self.horizon_buckets
+            )
         self._cache = None
         self.since_fit = 0
 
@@ -297,8 +303,20 @@ class DemandForecaster:
         self.since_fit += gap + 1
         if not math.isnan(values[0]):
             self.n_observed += 1
-        if self.since_fit >= self.refit_every:
+        if self.since_fit >= self.refit_every or (
+            self._second_cycle() and 4 * self.since_fit >= self.refit_every
+        ):
             self.refit()
+
+    def _second_cycle(self) -> bool:
+        """Return whether the retained history holds more than one longest cycle but not two.
+
+        Then the fit can first judge the seasons on buckets they were not initialised from, so it
+        refits four times as often (the form chosen at the end of the first cycle is a guess).
+        """
+        longest = max(self.m1, self.m2)
+        held = self.last_idx - max(self.first_idx, self.last_idx - self.capacity + 1) + 1
+        return longest > 0 and longest < held < 2 * longest
 
     # ---- forecasting ---------------------------------------------------------------------------
 
