@@ -71,7 +71,7 @@ class _Book:
     """Requests by id hash -> arrival ts, oldest first, in flat arrays: no Python object per request.
 
     Entries are appended in insertion order to two parallel arrays (hash, ts); an open-addressing table
-    (linear probing, at most 2/3 full) maps a hash to its entry, as CPython's dict does with objects.
+    (linear probing, at most half full) maps a hash to its entry, as CPython's dict does with objects.
     Removed entries are marked and dropped when the table is rebuilt. An empty book holds no storage.
     """
 
@@ -100,40 +100,49 @@ class _Book:
         index, hashes = self._index, self._hashes
         mask = len(index) - 1
         i = key & mask
-        while True:
-            entry = index[i]
-            if entry == _EMPTY:
-                return -1
+        entry = index[i]
+        while entry != _EMPTY:
             if entry >= 0 and hashes[entry] == key:
                 return i
             i = (i + 1) & mask
+            entry = index[i]
+        return -1
 
     def __contains__(self, key: int) -> bool:
         """Return True if ``key`` is in the book."""
-        return self._slot(key) >= 0
+        return self._live > 0 and self._slot(key) >= 0
 
     def put(self, key: int, ts: float) -> None:
         """Set ``key``'s arrival ts: a new key goes last, a known one keeps its place."""
-        slot = self._slot(key)
-        if slot >= 0:
-            self._ts[self._index[slot]] = ts
-            return
-        if 3 * (self._filled + 1) > 2 * len(self._index):
-            self._rebuild(self._live + 1)
         index = self._index
         mask = len(index) - 1
         i = key & mask
-        while index[i] >= 0:
-            i = (i + 1) & mask
-        if index[i] == _EMPTY:
-            self._filled += 1
+        if self._live:
+            hashes = self._hashes
+            entry = index[i]
+            while entry != _EMPTY:
+                if entry >= 0 and hashes[entry] == key:
+                    self._ts[entry] = ts
+                    return
+                i = (i + 1) & mask
+                entry = index[i]
+        if 2 * (self._filled + 1) > len(index):  # at most half the slots in use (removed ones count)
+            self._rebuild(self._live + 1)
+            index = self._index
+            mask = len(index) - 1
+            i = key & mask
+            while index[i] != _EMPTY:
+                i = (i + 1) & mask
         index[i] = len(self._hashes)
+        self._filled += 1
         self._hashes.append(key)
         self._ts.append(ts)
         self._live += 1
 
     def pop(self, key: int) -> float | None:
         """Remove ``key``; return its arrival ts, or None if it was not in the book."""
+        if not self._live:
+            return None
         slot = self._slot(key)
         if slot < 0:
             return None
@@ -182,13 +191,13 @@ class _Book:
         return taken
 
     def _rebuild(self, room: int) -> None:
-        """Drop removed entries and size the table for ``room`` entries at most half full."""
+        """Drop removed entries and size the table for ``room`` entries."""
         hashes, stamps = self._hashes, self._ts
         keep = [entry for entry in range(self._head, len(hashes)) if hashes[entry] != _GONE]
         self._hashes = array("q", [hashes[entry] for entry in keep])
         self._ts = array("d", [stamps[entry] for entry in keep])
         size = 8
-        while 2 * room > size:
+        while 3 * room > size:  # a third full at most after a rebuild
             size *= 2
         index = array("i", [_EMPTY]) * size
         mask = size - 1
