@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from array import array
 from collections.abc import Iterable
 from typing import Final
 
@@ -36,6 +37,7 @@ _COLUMNS: Final = 4
 MAX_CATCH_UP_BUCKETS: Final = 10_000
 SECONDS_RING: Final = 64
 MIN_BURST_COUNT: Final = 5  # fewer recent arrivals than this are never a burst, whatever the forecast
+_EMPTY_ROW: Final = array("q", bytes(8 * _COLUMNS))
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,6 +71,21 @@ class ReplicaSummary:
 class ModelAggregator:
     """Bucket counters, per-second arrivals and latest replica metrics for one model."""
 
+    __slots__ = (
+        "_first_open",
+        "_replicas",
+        "_ring",
+        "_second_counts",
+        "_second_stamps",
+        "_size",
+        "bucket_seconds",
+        "early",
+        "grace_seconds",
+        "last_closed",
+        "late",
+        "replica_stale_seconds",
+    )
+
     def __init__(
         self,
         *,
@@ -83,12 +100,15 @@ class ModelAggregator:
         self.bucket_seconds = int(bucket_seconds)
         self.grace_seconds = float(grace_seconds)
         self.replica_stale_seconds = float(replica_stale_seconds)
-        # open buckets as plain lists: an event touches two or three cells, where numpy's call cost dominates
-        self._ring: list[list[int]] = [[0] * _COLUMNS for _ in range(open_buckets)]
+        # open buckets as one flat array of int64 (bucket k's columns at k * _COLUMNS): an event touches
+        # two or three cells, where numpy's call cost dominates; an array holds no int objects per cell
+        self._size = int(open_buckets)
+        self._ring = array("q", bytes(8 * _COLUMNS * self._size))
         self._first_open: int | None = None  # index (start // bucket_seconds) of the oldest open bucket
-        # per-second ring as plain lists: read a few slots at a time, where numpy's per-call cost dominates
-        self._second_counts = [0] * SECONDS_RING
-        self._second_stamps = [-1] * SECONDS_RING
+        # per-second ring, arrays too: read a few slots at a time (epoch seconds in a list were an int
+        # object each)
+        self._second_counts = array("q", bytes(8 * SECONDS_RING))
+        self._second_stamps = array("q", [-1]) * SECONDS_RING
         self._replicas: dict[str, MetricEvent] = {}
         self.late = 0
         self.early = 0
@@ -105,15 +125,15 @@ class ModelAggregator:
         if offset < 0:
             self.late += 1
             return False
-        size = len(self._ring)
+        size = self._size
         if offset >= size:
             self.early += 1
             return False
-        row = self._ring[index % size]
+        ring, row = self._ring, (index % size) * _COLUMNS
         kind = event.type
         if kind == "arrival":
-            row[ARRIVALS] += 1
-            row[PROMPT_TOKENS] += event.prompt_tokens
+            ring[row + ARRIVALS] += 1
+            ring[row + PROMPT_TOKENS] += event.prompt_tokens
             second = math.floor(event.ts)
             slot = second % SECONDS_RING
             if self._second_stamps[slot] != second:
@@ -121,9 +141,9 @@ class ModelAggregator:
                 self._second_counts[slot] = 0
             self._second_counts[slot] += 1
         elif kind == "finish":
-            row[OUTPUT_TOKENS] += event.output_tokens
+            ring[row + OUTPUT_TOKENS] += event.output_tokens
         elif kind == "reject":
-            row[REJECTS] += 1
+            ring[row + REJECTS] += 1
         return True
 
     def add_requests(self, events: Iterable[RequestEvent]) -> int:
@@ -133,7 +153,7 @@ class ModelAggregator:
         """
         bucket = self.bucket_seconds
         ring = self._ring
-        size = len(ring)
+        size = self._size
         stamps, counts = self._second_stamps, self._second_counts
         floor = math.floor
         first = self._first_open
@@ -151,11 +171,11 @@ class ModelAggregator:
                 early += 1
                 continue
             counted += 1
-            row = ring[index % size]
+            row = (index % size) * _COLUMNS
             kind = event.type
             if kind == "arrival":
-                row[ARRIVALS] += 1
-                row[PROMPT_TOKENS] += event.prompt_tokens
+                ring[row + ARRIVALS] += 1
+                ring[row + PROMPT_TOKENS] += event.prompt_tokens
                 second = floor(ts)
                 slot = second % SECONDS_RING
                 if stamps[slot] != second:
@@ -164,9 +184,9 @@ class ModelAggregator:
                 else:
                     counts[slot] += 1
             elif kind == "finish":
-                row[OUTPUT_TOKENS] += event.output_tokens
+                ring[row + OUTPUT_TOKENS] += event.output_tokens
             elif kind == "reject":
-                row[REJECTS] += 1
+                ring[row + REJECTS] += 1
         self.late += late
         self.early += early
         return counted
@@ -181,17 +201,17 @@ class ModelAggregator:
         if self._first_open is None:
             self._first_open = index
         offset = index - self._first_open
-        size = len(self._ring)
+        size = self._size
         if offset < 0 or offset >= size:
             if offset < 0:
                 self.late += 1
             else:
                 self.early += 1
             return False
-        row = self._ring[index % size]
-        row[ARRIVALS] += arrivals
-        row[PROMPT_TOKENS] += prompt_tokens
-        row[OUTPUT_TOKENS] += output_tokens
+        ring, row = self._ring, (index % size) * _COLUMNS
+        ring[row + ARRIVALS] += arrivals
+        ring[row + PROMPT_TOKENS] += prompt_tokens
+        ring[row + OUTPUT_TOKENS] += output_tokens
         slot = second % SECONDS_RING
         if self._second_stamps[slot] != second:
             self._second_stamps[slot] = second
@@ -226,15 +246,15 @@ class ModelAggregator:
             return []
         if limit <= self._first_open:
             return []
-        size = len(self._ring)
+        size, ring = self._size, self._ring
         start = max(self._first_open, limit - MAX_CATCH_UP_BUCKETS)
         closed: list[ClosedBucket] = []
         for index in range(start, limit):
             offset = index - self._first_open
             totals = [0] * _COLUMNS
             if offset < size:  # rows past the ring were never written: those buckets are empty
-                row = self._ring[index % size]
-                totals = list(row)
+                row = (index % size) * _COLUMNS
+                totals = ring[row : row + _COLUMNS].tolist()
             closed.append(
                 ClosedBucket(
                     start=float(index * self.bucket_seconds),
@@ -246,7 +266,8 @@ class ModelAggregator:
                 )
             )
         for index in range(self._first_open, min(limit, self._first_open + size)):
-            self._ring[index % size] = [0] * _COLUMNS
+            row = (index % size) * _COLUMNS
+            ring[row : row + _COLUMNS] = _EMPTY_ROW
         self._first_open = limit
         if closed:
             self.last_closed = closed[-1]
@@ -302,8 +323,9 @@ class ModelAggregator:
         """Return the open buckets as JSON-ready data (for a checkpoint)."""
         if self._first_open is None:
             return {"bucket_seconds": self.bucket_seconds, "first_open": None, "rows": []}
-        size = len(self._ring)
-        rows = [list(self._ring[(self._first_open + k) % size]) for k in range(size)]
+        size, ring = self._size, self._ring
+        starts = (((self._first_open + k) % size) * _COLUMNS for k in range(size))
+        rows = [ring[row : row + _COLUMNS].tolist() for row in starts]
         return {"bucket_seconds": self.bucket_seconds, "first_open": self._first_open, "rows": rows}
 
     def restore_open(self, state: dict[str, object]) -> None:
@@ -317,7 +339,7 @@ class ModelAggregator:
             return
         if type(first) is not int or not isinstance(rows, list):
             raise ValueError("checkpoint open buckets are malformed")
-        size = len(self._ring)
+        size = self._size
         if self._first_open is None:
             self._first_open = first
         for k, row in enumerate(rows):
@@ -327,9 +349,9 @@ class ModelAggregator:
                 values = np.asarray(row, dtype=np.int64)
                 if values.shape != (_COLUMNS,) or (values < 0).any():
                     raise ValueError(f"checkpoint bucket row {k} is malformed: {row!r}")
-                cells = self._ring[index % size]
+                cells = (index % size) * _COLUMNS
                 for column, value in enumerate(values.tolist()):
-                    cells[column] += value
+                    self._ring[cells + column] += value
 
 
 def burst_threshold(forecast: DemandForecast, *, now: float, level: float = 0.99) -> float | None:

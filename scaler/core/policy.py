@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
+import weakref
 import zoneinfo
 from typing import Annotated, Any, Literal, Self
 
@@ -561,6 +562,25 @@ class Targets(_Strict):
 # -- end of actuation targets -----------------------------------------------------------------------------
 
 
+_SHARED_PARTS: tuple[str, ...] = ("slo", "replica", "lead_times", "prices", "bounds", "behavior", "forecast")
+# one instance per distinct part: (type, its fields as JSON, the fields set explicitly) -> the part
+_PARTS: weakref.WeakValueDictionary[tuple[type, str, frozenset[str]], _Strict] = weakref.WeakValueDictionary()
+
+
+def _shared(part: _Strict) -> _Strict:
+    """Return the instance equal to ``part`` (values and the fields set explicitly) first seen, or ``part``.
+
+    Parts holding other models are returned as they are (their own set fields are not compared).
+    """
+    if any(isinstance(value, BaseModel) for value in part.__dict__.values()):
+        return part
+    key = (type(part), part.model_dump_json(), frozenset(part.model_fields_set))
+    known = _PARTS.get(key)
+    if known is None:
+        _PARTS[key] = known = part
+    return known
+
+
 class ModelPolicy(_Strict):
     """Everything Spillway needs to scale one model."""
 
@@ -576,6 +596,14 @@ class ModelPolicy(_Strict):
     targets: Targets | None = Field(
         default=None, description="Resources the actuators change; none: decisions are only published."
     )
+
+    @model_validator(mode="after")
+    def _share_parts(self) -> Self:
+        """Use one instance of each part (slo, replica, ...) equal to another model's (they are frozen)."""
+        fields = self.__dict__
+        for name in _SHARED_PARTS:
+            fields[name] = _shared(fields[name])
+        return self
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
