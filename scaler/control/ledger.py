@@ -27,9 +27,9 @@ not in any read-back, so unlike the simulator the ledger does not bill their dra
 Each request is judged once while it is in memory (until its finish, or :data:`PENDING_SECONDS`),
 however often its events are delivered (Kafka delivers at least once). Attainment is
 met / (met + missed): unknown requests are left out, not counted as misses. In memory a request is
-its id's 64-bit hash and its arrival time (16 bytes in flat arrays, see :class:`_Book`): two requests of
-one model open at once whose ids hash alike would be taken for one (odds about n²/2^65 with n open:
-1e-10 at :data:`MAX_PENDING`).
+its id's 64-bit hash and its arrival time (about 90 bytes in a dict, where the id itself would take
+another 80-150): two requests of one model open at once whose ids hash alike would be taken for one
+(odds about n²/2^65 with n open: 1e-10 at :data:`MAX_PENDING`).
 
 **Intervals.** :meth:`Ledger.close_interval` ends the interval at a decision and returns what the
 previous decision predicted it would cost (its ``cost_per_hour["chosen"]`` over the interval) beside
@@ -40,8 +40,8 @@ open requests are not (after a handover their later events count as unknown).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
-from array import array
 from collections.abc import Iterator, Mapping
 from typing import Final, Literal
 
@@ -56,157 +56,10 @@ Source = Literal["measured", "estimated", "none"]
 
 MAX_GAP_SECONDS: Final = 600.0  # a longer gap between two capacity observations is not priced
 PENDING_SECONDS: Final = 600.0  # an arrival without a verdict for this long is unknown
-MAX_PENDING: Final = 50_000  # requests kept per model and book (~30-50 B each); beyond, the oldest go
+MAX_PENDING: Final = 50_000  # requests kept per model and book (~90 B each); beyond, the oldest go
 _EVICT_SHARE: Final = 0.05  # pushed out at once when full (one scan, not one per arrival)
 _STATE_VERSION: Final = 1
 MET_MEASURED, MET_ESTIMATED, MISSED_MEASURED, MISSED_ESTIMATED, UNKNOWN = range(5)  # SloCounts order
-
-
-_EMPTY: Final = -1  # a table slot never used
-_DUMMY: Final = -2  # a table slot whose entry was removed (probing goes on past it)
-_GONE: Final = 0  # the hash of a removed entry (a request id hashing to 0 is kept as 1)
-
-
-class _Book:
-    """Requests by id hash -> arrival ts, oldest first, in flat arrays: no Python object per request.
-
-    Entries are appended in insertion order to two parallel arrays (hash, ts); an open-addressing table
-    (linear probing, at most half full) maps a hash to its entry, as CPython's dict does with objects.
-    Removed entries are marked and dropped when the table is rebuilt. An empty book holds no storage.
-    """
-
-    __slots__ = ("_filled", "_hashes", "_head", "_index", "_live", "_ts")
-
-    def __init__(self) -> None:
-        """Create an empty book."""
-        self._clear()
-
-    def _clear(self) -> None:
-        self._hashes = array("q")  # per entry, in insertion order: the id's hash, _GONE once removed
-        self._ts = array("d")  # per entry: the arrival ts
-        self._index = array("i")  # table slot -> entry, _EMPTY or _DUMMY; a power of 2 long (or empty)
-        self._head = 0  # the entries before it are all removed
-        self._live = 0
-        self._filled = 0  # table slots not _EMPTY
-
-    def __len__(self) -> int:
-        """Return the requests in the book."""
-        return self._live
-
-    def _slot(self, key: int) -> int:
-        """Return the table slot of ``key``'s entry, or -1 when it is not in the book."""
-        if not self._live:
-            return -1
-        index, hashes = self._index, self._hashes
-        mask = len(index) - 1
-        i = key & mask
-        entry = index[i]
-        while entry != _EMPTY:
-            if entry >= 0 and hashes[entry] == key:
-                return i
-            i = (i + 1) & mask
-            entry = index[i]
-        return -1
-
-    def __contains__(self, key: int) -> bool:
-        """Return True if ``key`` is in the book."""
-        return self._live > 0 and self._slot(key) >= 0
-
-    def put(self, key: int, ts: float) -> None:
-        """Set ``key``'s arrival ts: a new key goes last, a known one keeps its place."""
-        index = self._index
-        mask = len(index) - 1
-        i = key & mask
-        if self._live:
-            hashes = self._hashes
-            entry = index[i]
-            while entry != _EMPTY:
-                if entry >= 0 and hashes[entry] == key:
-                    self._ts[entry] = ts
-                    return
-                i = (i + 1) & mask
-                entry = index[i]
-        if 2 * (self._filled + 1) > len(index):  # at most half the slots in use (removed ones count)
-            self._rebuild(self._live + 1)
-            index = self._index
-            mask = len(index) - 1
-            i = key & mask
-            while index[i] != _EMPTY:
-                i = (i + 1) & mask
-        index[i] = len(self._hashes)
-        self._filled += 1
-        self._hashes.append(key)
-        self._ts.append(ts)
-        self._live += 1
-
-    def pop(self, key: int) -> float | None:
-        """Remove ``key``; return its arrival ts, or None if it was not in the book."""
-        if not self._live:
-            return None
-        slot = self._slot(key)
-        if slot < 0:
-            return None
-        entry = self._index[slot]
-        ts = self._ts[entry]
-        self._remove(slot, entry)
-        return ts
-
-    def _remove(self, slot: int, entry: int) -> None:
-        self._live -= 1
-        if not self._live:
-            self._clear()
-            return
-        self._index[slot] = _DUMMY
-        hashes = self._hashes
-        hashes[entry] = _GONE
-        if entry == self._head:
-            head = entry + 1
-            while hashes[head] == _GONE:  # a live entry follows: the loop stops there
-                head += 1
-            self._head = head
-
-    def take_oldest(self, count: int) -> list[int]:
-        """Remove the ``count`` oldest entries (insertion order); return their keys."""
-        return self._take(count, math.inf)
-
-    def take_older(self, cutoff: float) -> list[int]:
-        """Remove the oldest entries up to the first whose ts is ``cutoff`` or later; return their keys."""
-        return self._take(self._live, cutoff)
-
-    def _take(self, count: int, cutoff: float) -> list[int]:
-        taken: list[int] = []
-        hashes, stamps = self._hashes, self._ts
-        for entry in range(self._head, len(hashes)):
-            if len(taken) >= count:
-                break
-            key = hashes[entry]
-            if key == _GONE:
-                continue
-            if stamps[entry] >= cutoff:
-                break
-            taken.append(key)
-        for key in taken:
-            slot = self._slot(key)
-            self._remove(slot, self._index[slot])
-        return taken
-
-    def _rebuild(self, room: int) -> None:
-        """Drop removed entries and size the table for ``room`` entries."""
-        hashes, stamps = self._hashes, self._ts
-        keep = [entry for entry in range(self._head, len(hashes)) if hashes[entry] != _GONE]
-        self._hashes = array("q", [hashes[entry] for entry in keep])
-        self._ts = array("d", [stamps[entry] for entry in keep])
-        size = 8
-        while 3 * room > size:  # a third full at most after a rebuild
-            size *= 2
-        index = array("i", [_EMPTY]) * size
-        mask = size - 1
-        for entry, key in enumerate(self._hashes):
-            i = key & mask
-            while index[i] != _EMPTY:
-                i = (i + 1) & mask
-            index[i] = entry
-        self._index, self._head, self._filled = index, 0, len(keep)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -326,9 +179,9 @@ class Ledger:
             raise ValueError(f"max_pending {max_pending} and pending_seconds {pending_seconds} must be > 0")
         self.max_pending = max_pending
         self.pending_seconds = float(pending_seconds)
-        # -- requests, by their id's hash (0 taken as 1: 0 is _GONE); the hot path touches these only
-        self._open = _Book()  # arrival ts, no verdict yet
-        self._judged = _Book()  # arrival ts, verdict given, finish awaited
+        # -- requests, by their id's hash; the hot path touches these plain containers only
+        self._open: dict[int, float] = {}  # arrival ts, no verdict yet
+        self._judged: dict[int, float] = {}  # arrival ts, verdict given, finish awaited
         self._serverless: set[int] = set()  # open or judged requests an event placed on serverless
         self._counts = [0, 0, 0, 0, 0]  # SloCounts fields, in order
         self._sv_busy = 0.0  # serverless busy instance-seconds not yet priced
@@ -356,14 +209,14 @@ class Ledger:
     def add_request(self, event: RequestEvent, policy: ModelPolicy) -> None:  # noqa: PLR0912  # hot path: one call
         """Take one validated request event into the SLO counts and the serverless bill."""
         kind = event.type
-        rid = hash(event.request_id) or 1  # the book key: 0 marks a removed entry
+        rid = hash(event.request_id)  # the book key: the id itself is not kept
         if kind == "arrival":
             if rid in self._judged:  # delivered again (at least once): it has its verdict
                 return
             opened = self._open
             if len(opened) >= self.max_pending:
                 self._push_out(opened)
-            opened.put(rid, event.ts)
+            opened[rid] = event.ts
             if event.backend == "serverless":
                 self._serverless.add(rid)
             return
@@ -371,28 +224,28 @@ class Ledger:
             self._set_targets(policy)
         counts = self._counts
         if kind == "first_token":
-            arrived = self._open.pop(rid)
+            arrived = self._open.pop(rid, None)
             if len(self._judged) >= self.max_pending:
                 self._push_out(self._judged)
             if arrived is not None:
                 ttft = event.ts - arrived
                 met = ttft <= self._ttft_target and ttft - event.prompt_tokens / self._tp <= self._wait_target
                 counts[MET_MEASURED if met else MISSED_MEASURED] += 1
-                self._judged.put(rid, arrived)
+                self._judged[rid] = arrived
             elif rid not in self._judged:  # its arrival came before this process, or never
                 counts[UNKNOWN] += 1
-                self._judged.put(rid, event.ts)
+                self._judged[rid] = event.ts
             if event.backend == "serverless":
                 self._serverless.add(rid)
             return
         if kind == "finish":
-            arrived = self._open.pop(rid)
+            arrived = self._open.pop(rid, None)
             if arrived is not None:  # no first token seen: the cluster model's estimate
                 hold = accounting.hold_seconds(policy, float(event.prompt_tokens), float(event.output_tokens))
                 wait = max(0.0, event.ts - arrived - hold)
                 met = wait + event.prompt_tokens / self._tp <= self._ttft_target and wait <= self._wait_target
                 counts[MET_ESTIMATED if met else MISSED_ESTIMATED] += 1
-            elif self._judged.pop(rid) is None:
+            elif self._judged.pop(rid, None) is None:
                 counts[UNKNOWN] += 1
             if event.backend == "serverless" or rid in self._serverless:
                 self._serverless.discard(rid)
@@ -402,8 +255,8 @@ class Ledger:
                 self._sv_output += event.output_tokens
             return
         # reject: a miss, unless a first token already judged it
-        if self._judged.pop(rid) is None:
-            self._open.pop(rid)
+        if self._judged.pop(rid, None) is None:
+            self._open.pop(rid, None)
             counts[MISSED_MEASURED] += 1
         self._serverless.discard(rid)
 
@@ -413,9 +266,11 @@ class Ledger:
         self._tp = policy.replica.prefill_tokens_per_second
         self._policy = policy
 
-    def _push_out(self, book: _Book) -> None:
+    def _push_out(self, book: dict[int, float]) -> None:
         """Make room in ``book``: its oldest entries go (open requests as unknown, judged ones silently)."""
-        oldest = book.take_oldest(max(1, int(self.max_pending * _EVICT_SHARE)))
+        oldest = list(itertools.islice(book, max(1, int(self.max_pending * _EVICT_SHARE))))
+        for rid in oldest:
+            del book[rid]
         if self._serverless:
             self._serverless.difference_update(oldest)
         if book is self._open:
@@ -425,7 +280,13 @@ class Ledger:
         """Count open requests older than ``pending_seconds`` as unknown; forget old judged ones."""
         cutoff = now - self.pending_seconds
         for book in (self._open, self._judged):
-            stale = book.take_older(cutoff)  # oldest first (insertion order): stops at the first fresh one
+            stale = []
+            for rid, ts in book.items():  # oldest first (insertion order): stop at the first fresh one
+                if ts >= cutoff:
+                    break
+                stale.append(rid)
+            for rid in stale:
+                del book[rid]
             if self._serverless:
                 self._serverless.difference_update(stale)
             if book is self._open:

@@ -1,78 +1,18 @@
-"""The ledger's compact request book: the same answers as the dict it replaced, whatever the order of
-operations; and a ledger checkpoint written before the change loads with the same totals."""
+"""The ledger's request books keyed by the ids' hashes: the figures and the checkpoint of the books keyed by
+the ids themselves, and a ledger checkpoint written before the change loads with the same totals."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from scaler.control.ledger import Ledger, _Book
+from scaler.control.ledger import Ledger
 from scaler.core.events import RequestEvent
 from scaler.core.policy import ModelPolicy
 from scaler.core.types import Observed
 
 T0 = 1_750_000_020.0
-
-_KEYS = st.integers(min_value=-(2**63), max_value=2**63 - 1).filter(lambda k: k != 0)
-_OPS = st.lists(
-    st.one_of(
-        st.tuples(st.just("put"), st.integers(0, 40), st.floats(0, 100)),
-        st.tuples(st.just("pop"), st.integers(0, 40), st.just(0.0)),
-        st.tuples(st.just("oldest"), st.integers(1, 8), st.just(0.0)),
-        st.tuples(st.just("older"), st.just(0), st.floats(0, 100)),
-    ),
-    max_size=300,
-)
-
-
-@settings(max_examples=300, deadline=None)
-@given(keys=st.lists(_KEYS, min_size=41, max_size=41, unique=True), ops=_OPS)
-def test_the_book_answers_as_an_insertion_ordered_dict(
-    keys: list[int], ops: list[tuple[str, int, float]]
-) -> None:
-    book, reference = _Book(), dict[int, float]()
-    for op, arg, value in ops:
-        if op == "put":
-            book.put(keys[arg], value)
-            reference[keys[arg]] = value  # a known key keeps its place, as in a dict
-        elif op == "pop":
-            assert book.pop(keys[arg]) == reference.pop(keys[arg], None)
-        elif op == "oldest":
-            expected = list(reference)[:arg]
-            assert book.take_oldest(arg) == expected
-            for key in expected:
-                del reference[key]
-        else:
-            expected = []
-            for key, ts in reference.items():
-                if ts >= value:
-                    break
-                expected.append(key)
-            assert book.take_older(value) == expected
-            for key in expected:
-                del reference[key]
-        assert len(book) == len(reference)
-        assert all(key in book for key in reference)
-    assert [key not in book for key in keys if key not in reference] == [True] * (len(keys) - len(reference))
-
-
-def test_a_book_of_many_requests_keeps_each_and_an_emptied_book_frees_its_storage() -> None:
-    book = _Book()
-    for k in range(1, 20_001):
-        book.put(k * 7919, float(k))
-    assert len(book) == 20_000
-    assert book.pop(7919 * 12_345) == 12_345.0
-    assert book.take_older(101.0) == [k * 7919 for k in range(1, 101)]
-    assert book.take_oldest(1) == [101 * 7919]
-    for k in range(102, 20_001):
-        if k != 12_345:
-            assert book.pop(k * 7919) == float(k)
-    assert len(book) == 0
-    assert (len(book._hashes), len(book._index)) == (0, 0)
-
 
 POLICY = ModelPolicy.model_validate(
     {
@@ -154,12 +94,12 @@ OLD_STATE: dict[str, object] = {
 }
 
 
-def test_the_compact_books_give_the_figures_and_the_checkpoint_the_dict_books_gave() -> None:
+def test_hash_keyed_books_give_the_figures_and_the_checkpoint_the_dict_books_gave() -> None:
     ledger = _timeline()
     assert json.loads(json.dumps(ledger.state(POLICY))) == OLD_STATE
 
 
-def test_a_checkpoint_written_before_the_compact_books_loads_with_its_cost_and_slo_counts() -> None:
+def test_a_checkpoint_written_before_hash_keyed_books_loads_with_its_cost_and_slo_counts() -> None:
     restored = Ledger.from_state(OLD_STATE)
     assert restored.cost.as_dict() == OLD_STATE["cost"]
     assert restored.slo.summary() == {"met": 50, "missed": 25, "unknown": 47, "estimated": 30}
