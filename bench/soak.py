@@ -365,7 +365,8 @@ def alert_flood(base: str, models: list[str], cycle: int) -> int:
 
 
 async def read_all(bootstrap: str, topic: str, seconds: float = 120) -> list[Any]:
-    """Return the topic's records written before the call, read from offset 0 with no group."""
+    """Return the topic's records below its end offsets at the call, read from offset 0 with no group
+    (fewer if ``seconds`` pass first)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, fetch_max_bytes=50_000_000
     )
@@ -377,21 +378,15 @@ async def read_all(bootstrap: str, topic: str, seconds: float = 120) -> list[Any
         if not parts:
             return out
         consumer.assign(parts)
+        ends = await consumer.end_offsets(parts)  # a live topic never goes quiet: read up to these
         await consumer.seek_to_beginning(*parts)
-        started_ms = time.time() * 1000
-        caught_up: set[TopicPartition] = set()
-        silent = dict.fromkeys(parts, 0)
         deadline = time.monotonic() + seconds
-        # a live topic never goes quiet: a partition is done once it served a record written after the
-        # start, or nothing for 5 polls in a row
-        while len(caught_up) < len(parts) and time.monotonic() < deadline:
+        waiting = {tp for tp in parts if ends[tp] > 0}
+        while waiting and time.monotonic() < deadline:
             batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
-            for tp in parts:
-                batch = batches.get(tp, [])
-                out.extend(r for r in batch if r.timestamp <= started_ms)
-                silent[tp] = 0 if batch else silent[tp] + 1
-                if silent[tp] >= 5 or any(r.timestamp > started_ms for r in batch):
-                    caught_up.add(tp)
+            for tp, batch in batches.items():
+                out.extend(r for r in batch if r.offset < ends[tp])
+            waiting = {tp for tp in waiting if await consumer.position(tp) < ends[tp]}
     finally:
         await consumer.stop()
     return out
