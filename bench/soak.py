@@ -373,20 +373,35 @@ async def read_all(bootstrap: str, topic: str, seconds: float = 120) -> list[Any
     await consumer.start()
     out: list[Any] = []
     try:
-        await consumer.topics()
-        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        parts: list[TopicPartition] = []
+        for _ in range(20):  # a broker just restarted may answer metadata without the topic at first
+            await consumer.topics()
+            parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+            if parts:
+                break
+            await asyncio.sleep(0.5)
         if not parts:
             return out
         consumer.assign(parts)
-        ends = await consumer.end_offsets(parts)  # a live topic never goes quiet: read up to these
-        await consumer.seek_to_beginning(*parts)
+        ends = await consumer.end_offsets(parts)
+        for tp in parts:
+            consumer.seek(tp, 0)  # not seek_to_beginning: after end_offsets it went to the end here
+        started_ms = time.time() * 1000
+        # tansu's end offset can be the last batch's first offset, and a live topic never goes quiet: a
+        # partition is done past its end offset once it serves a record newer than the start or 3 polls
+        # in a row return nothing
+        silent = dict.fromkeys(parts, 0)
+        waiting = set(parts)
         deadline = time.monotonic() + seconds
-        waiting = {tp for tp in parts if ends[tp] > 0}
         while waiting and time.monotonic() < deadline:
             batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
-            for tp, batch in batches.items():
-                out.extend(r for r in batch if r.offset < ends[tp])
-            waiting = {tp for tp in waiting if await consumer.position(tp) < ends[tp]}
+            for tp in list(waiting):
+                batch = batches.get(tp, [])
+                out.extend(r for r in batch if r.timestamp <= started_ms)
+                silent[tp] = 0 if batch else silent[tp] + 1
+                newer = any(r.timestamp > started_ms for r in batch)
+                if await consumer.position(tp) >= ends[tp] and (newer or silent[tp] >= 3):
+                    waiting.discard(tp)
     finally:
         await consumer.stop()
     return out
