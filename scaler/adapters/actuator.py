@@ -266,9 +266,10 @@ class Actuators:
         if spec.kubernetes is not None and self.kubernetes is not None:
             k = spec.kubernetes
             targets["replicas"] = k.key
+            standby = k.standby_key
             by_label = k.standby_name is None  # pods of the serving workload, kept out by label
-            if k.standby_key is not None and (not by_label or isinstance(self.kubernetes, LabelStandbyPort)):
-                targets["standby"] = k.standby_key
+            if standby is not None and (not by_label or isinstance(self.kubernetes, LabelStandbyPort)):
+                targets["standby"] = standby
         if spec.serverless is not None and self.serverless is not None:
             targets["serverless"] = spec.serverless.key
         return targets
