@@ -54,6 +54,37 @@ def test_the_synthetic_rate_bursts_for_two_minutes_in_fifteen(offset: float, fac
 def test_the_virtual_clock_refuses_a_non_positive_speed() -> None:
     with pytest.raises(ValueError, match="speed"):
         VirtualClock(speed=0)
+    with pytest.raises(ValueError, match="max_stall_seconds"):
+        VirtualClock(speed=10, max_stall_seconds=0)
+
+
+@pytest.mark.parametrize(
+    ("wall_readings", "virtual"),
+    [
+        ([0.0, 0.05, 0.1], [0.0, 15.0, 30.0]),  # 300 times the wall clock
+        ([0.0, 0.05, 2.05, 2.1], [0.0, 15.0, 45.0, 60.0]),  # a 2 s stall counts as 0.1 s: no 600 s jump
+        ([0.0, 0.1, 0.1, 0.1], [0.0, 30.0, 30.0, 30.0]),  # no wall time, no virtual time
+    ],
+)
+def test_the_virtual_clock_runs_speed_times_faster_and_a_stall_does_not_jump(
+    wall_readings: list[float], virtual: list[float]
+) -> None:
+    readings = iter([0.0, *wall_readings])  # the first is read when the clock is made
+    clock = VirtualClock(speed=300.0, start=1_000.0, max_stall_seconds=0.1, monotonic=lambda: next(readings))
+    assert [clock.now() - 1_000.0 for _ in wall_readings] == pytest.approx(virtual)
+
+
+def test_a_virtual_sleep_lasts_at_least_what_it_was_asked() -> None:
+    clock = VirtualClock(speed=300.0)
+
+    async def run() -> float:
+        before = clock.now()
+        await clock.sleep(45.0)
+        return clock.now() - before
+
+    slept = asyncio.run(run())
+    assert slept >= 45.0
+    assert slept < 45.0 + 300.0 * 0.5  # and not a stall's worth longer, unless the machine stalled that long
 
 
 @pytest.mark.parametrize("dry_run", [False, True])

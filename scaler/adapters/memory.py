@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -22,23 +22,46 @@ MAX_BATCH_SECONDS = 600  # one poll hands out at most 10 virtual minutes of even
 
 
 class VirtualClock:
-    """Unix time that advances ``speed`` times faster than the wall clock, from the wall-clock now."""
+    """Unix time that advances ``speed`` times faster than the wall clock, from the wall-clock now.
 
-    def __init__(self, *, speed: float, start: float | None = None) -> None:
-        """Create a clock; raise ValueError unless ``speed`` > 0."""
+    A stall of the process (a loaded machine, a long garbage collection) does not become a jump of
+    virtual time: of the wall time between two readings at most ``max_stall_seconds`` counts, so virtual
+    time pauses while nothing runs instead of skipping decisions. The daemon's tasks read the clock
+    every few milliseconds of wall time, far below that cap.
+    """
+
+    def __init__(
+        self,
+        *,
+        speed: float,
+        start: float | None = None,
+        max_stall_seconds: float = 0.1,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Create a clock; raise ValueError unless ``speed`` > 0 and ``max_stall_seconds`` > 0."""
         if not speed > 0:
             raise ValueError(f"speed must be > 0, got {speed}")
+        if not max_stall_seconds > 0:
+            raise ValueError(f"max_stall_seconds must be > 0, got {max_stall_seconds}")
         self.speed = speed
         self.start = time.time() if start is None else start
-        self._origin = time.monotonic()
+        self.max_stall_seconds = max_stall_seconds
+        self._monotonic = monotonic
+        self._last_wall = monotonic()
+        self._elapsed = 0.0  # virtual seconds since start
 
     def now(self) -> float:
-        """Return the virtual unix time."""
-        return self.start + (time.monotonic() - self._origin) * self.speed
+        """Return the virtual unix time (never decreasing)."""
+        wall = self._monotonic()
+        self._elapsed += min(max(wall - self._last_wall, 0.0), self.max_stall_seconds) * self.speed
+        self._last_wall = wall
+        return self.start + self._elapsed
 
     async def sleep(self, seconds: float) -> None:
-        """Sleep ``seconds`` of virtual time."""
-        await asyncio.sleep(seconds / self.speed)
+        """Sleep ``seconds`` of virtual time (more if the process stalls meanwhile)."""
+        until = self.now() + max(seconds, 0.0)
+        while (left := until - self.now()) > 0:  # noqa: ASYNC110  # re-read the clock, no event to wait on
+            await asyncio.sleep(min(left / self.speed, self.max_stall_seconds / 2))
 
 
 def synthetic_rate(t: float, *, base: float, start: float) -> float:
