@@ -20,6 +20,7 @@ from scaler.control.leadtime import LeadTimeLearner
 from scaler.control.ledger import Ledger
 from scaler.core import framing
 from scaler.core.aggregate import ModelAggregator
+from scaler.core.burstiness import BurstFactor
 from scaler.core.policy import ModelPolicy
 from scaler.core.types import Decision, parse_bound_by
 
@@ -37,6 +38,7 @@ def encode(controller: ModelController) -> bytes:
         "open_buckets": controller.aggregator.open_state(),
         "ledger": controller.ledger.state(controller.policy),
         "lead_times": controller.lead.to_state(),
+        "burstiness": controller.burst.to_state(),
     }
     return framing.frame(MAGIC, header, controller.forecaster.to_bytes())
 
@@ -61,7 +63,7 @@ def restore(
     """Return the controller saved in ``data``, continuing at ``now`` under ``policy``.
 
     Raises ValueError when the bytes are not a checkpoint, one of another bucket size, one of a
-    newer version, a bad ledger, or one whose lead times do not fit.
+    newer version, a bad ledger or burstiness list, or one whose lead times do not fit.
     """
     header, blob = decode(data)
     version = header.get("version", 1)
@@ -84,6 +86,8 @@ def restore(
         controller.ledger = Ledger.from_state(header["ledger"])
     if "lead_times" in header:
         controller.lead = LeadTimeLearner.from_state(header["lead_times"])
+    if "burstiness" in header:  # written since the burst factor; before it, learned afresh
+        controller.burst = BurstFactor.from_state(header["burstiness"])
     open_buckets = header.get("open_buckets")
     if isinstance(open_buckets, dict):
         restored = ModelAggregator(bucket_seconds=policy.forecast.bucket_seconds)

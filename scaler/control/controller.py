@@ -49,6 +49,7 @@ from scaler.control.leadtime import ColdStart, LeadEstimate, LeadTimeLearner
 from scaler.control.ledger import Ledger, LedgerInterval
 from scaler.core import actuation, aggregate, fallback, operators
 from scaler.core.aggregate import ModelAggregator
+from scaler.core.burstiness import BurstFactor
 from scaler.core.events import MetricEvent, RequestEvent
 from scaler.core.fallback import FallbackSignal
 from scaler.core.overrides import Override, adjust_decision, adjust_observed
@@ -177,6 +178,7 @@ class ModelController:
         self.on_fallback = False
         self.ledger = Ledger()
         self.lead = LeadTimeLearner()
+        self.burst = BurstFactor()
         self._lead_cache: tuple[ModelPolicy | None, LeadTimes] = (None, policy.lead_times)
         self._threshold: float | None = None
         self._threshold_stale = False  # a bucket closed since the threshold was computed
@@ -444,6 +446,7 @@ class ModelController:
             ),
             request_rate=last.rate if last is not None else None,
             unavailable=back.unavailable,
+            burst_factor=self.burst.factor,
         )
 
     def _observe_closed(self, *, now: float) -> bool:
@@ -468,6 +471,7 @@ class ModelController:
                     prompt_tokens=bucket.prompt_tokens,
                     output_tokens=bucket.output_tokens,
                 )
+                self.burst.observe(requests=bucket.requests, peak_slot=bucket.peak_slot)
         return True
 
 

@@ -21,7 +21,9 @@
    (a rate of 0.01 req/s "needs one instance" with high probability, but keeps it 0.2% busy).
 4. Provisioned serverless: on-demand serverless starts cold. When that cold start is longer than the
    SLO wait budget W, requests landing on a cold instance miss the SLO, so the instances needed over
-   the next serverless cold start with probability >= 1 - attainment (the SLO-quantile need minus
+   the next serverless cold start with probability >= 1 - attainment, at the forecast rate times the
+   observed within-bucket burst factor (``Observed.burst_factor``, :mod:`scaler.core.burstiness`: 1
+   for steady or Poisson arrivals) (the SLO-quantile need minus
    replicas ready now, and ready standby if it is promoted faster than serverless starts) are kept
    warm, up to the quota. When the cold start fits in W, provisioning only adds cost: none.
    Provisioning falls only past a deadband (a quarter of what is provisioned) to avoid churn.
@@ -110,7 +112,7 @@ def plan(
     current = previous.replicas if previous is not None else running
     needs = _needs(
         policy, forecast=forecast, table=table, q_star=q_star, life=life, now=now, current=current,
-        quota=quota, ratio=ratio,
+        quota=quota, ratio=ratio, burst=observed.burst_factor,
     )
     target, driver, quantile = _replica_target(
         policy, needs=needs, bounds=bounds, q_star=q_star, observed=observed, serverless_ok=serverless_ok,
@@ -162,6 +164,7 @@ def plan(
             bound_by=bound_by, provisioned=provisioned, standby=standby, serverless_ok=serverless_ok,
             ratio=ratio,
             in_place=in_place,
+            burst=observed.burst_factor,
         ),
         bound_by=bound_by,
         quantile=quantile,
@@ -300,8 +303,13 @@ def _needs(
     current: int,
     quota: int,
     ratio: float,
+    burst: float = 1.0,
 ) -> _Needs:
-    """Return the instance needs of the forecast over the windows the planner looks at."""
+    """Return the instance needs of the forecast over the windows the planner looks at.
+
+    ``burst`` (the observed within-bucket burst factor, at least 1) scales the rate serverless is
+    provisioned for: its instances must be warm for the busiest part of a bucket, not its mean.
+    """
     lead = policy.lead_times
     attainment = policy.slo.attainment
     bucket = forecast.bucket_seconds
@@ -315,7 +323,7 @@ def _needs(
         [
             sizing.rate_quantile(forecast, weights=life_w, q=q_star) if q_star is not None else 0.0,
             sizing.rate_quantile(forecast, weights=life_w, q=attainment),
-            sizing.rate_quantile(forecast, weights=serverless_w, q=attainment),
+            sizing.rate_quantile(forecast, weights=serverless_w, q=attainment) * max(burst, 1.0),
             sizing.rate_quantile(forecast, weights=cold_w, q=attainment),
         ]
     )
@@ -475,6 +483,7 @@ def _reason(
     serverless_ok: bool,
     ratio: float,
     in_place: int = 0,
+    burst: float = 1.0,
 ) -> str:
     """Return the one-line explanation of a decision."""
     window = f"[t+{life[0] - now:.0f}s, t+{life[1] - now:.0f}s]"
@@ -490,7 +499,8 @@ def _reason(
     parts = [head]
     if serverless_ok:
         covers = _pct(policy.slo.attainment)
-        parts.append(f"serverless covers up to {covers} ({provisioned} instances provisioned)")
+        bursts = f", for bursts {burst:.1f}x the bucket's rate" if burst > 1.0 and provisioned else ""
+        parts.append(f"serverless covers up to {covers} ({provisioned} instances provisioned{bursts})")
     else:
         parts.append("no serverless spill-over")
     if in_place:

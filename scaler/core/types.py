@@ -125,6 +125,7 @@ class Observed:
     serverless_provisioned: int
     request_rate: float | None = None  # requests/s over the last bucket; None when unknown
     unavailable: Unavailable = Unavailable.NONE
+    burst_factor: float = 1.0  # how bursty arrivals are inside a bucket (scaler.core.burstiness), >= 1
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

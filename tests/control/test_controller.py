@@ -10,6 +10,7 @@ import pytest
 from scaler.control import checkpoint
 from scaler.control.controller import ModelController, ReadBack
 from scaler.control.payload import decision_payload
+from scaler.core import framing
 from scaler.core.events import MetricEvent, RequestEvent
 from scaler.core.fallback import FallbackSignal
 from scaler.core.operators import ExternalChange, OperatorState
@@ -185,6 +186,36 @@ def test_a_restored_checkpoint_decides_exactly_as_the_controller_it_was_taken_fr
     b = _run(again, start=200, end=400, rate=30.0)
     assert a == b
     assert a  # it decided
+
+
+def test_arrivals_in_bursts_inside_buckets_are_provisioned_for_not_averaged_away() -> None:
+    # the same 60 arrivals every 10 s bucket: spread over it, or all in its first second
+    steady, bursty = _controller(), _controller()
+    calm = _run(steady, start=0, end=300, rate=6.0)
+    spiky = _run(bursty, start=0, end=300, rate_at=dict.fromkeys(range(0, 300, 10), 60.0))
+    assert steady.burst.factor == 1.0
+    assert bursty.burst.factor > 2.0
+    assert spiky[-1][3] > calm[-1][3] > 0  # serverless kept warm for the bursts, not for their mean
+
+    # the factor is checkpointed; a checkpoint written before it learns afresh from 1
+    header, blob = checkpoint.decode(checkpoint.encode(bursty))
+    again = checkpoint.restore(
+        checkpoint.encode(bursty), policy=bursty.policy, load_forecaster=DemandForecaster.from_bytes,
+        planner=plan, now=T0 + 300,
+    )
+    assert again.burst.factor == bursty.burst.factor
+    del header["burstiness"]
+    old = checkpoint.restore(
+        framing.frame(checkpoint.MAGIC, header, blob), policy=bursty.policy,
+        load_forecaster=DemandForecaster.from_bytes, planner=plan, now=T0 + 300,
+    )
+    assert old.burst.factor == 1.0
+    header["burstiness"] = [9.0]
+    with pytest.raises(ValueError, match="burstiness"):
+        checkpoint.restore(
+            framing.frame(checkpoint.MAGIC, header, blob), policy=bursty.policy,
+            load_forecaster=DemandForecaster.from_bytes, planner=plan, now=T0 + 300,
+        )
 
 
 def test_a_checkpoint_of_another_bucket_size_or_garbage_is_refused() -> None:

@@ -41,14 +41,43 @@ def test_a_minute_timeline_closes_buckets_with_their_own_totals() -> None:
     assert agg.close(now=T0 + 61) == []  # within the grace period, late events may still come
     agg.add_request(_arrival(T0 + 59.5, prompt=5))  # late but within grace
     closed = agg.close(now=T0 + 62)
-    assert closed == [
-        ClosedBucket(start=T0, seconds=60, requests=3, prompt_tokens=35, output_tokens=7, rejects=1)
+    assert closed == [  # two of its arrivals in its last tenth: its busiest slot holds 2
+        ClosedBucket(
+            start=T0, seconds=60, requests=3, prompt_tokens=35, output_tokens=7, rejects=1, peak_slot=2
+        )
     ]
     assert closed[0].rate == pytest.approx(3 / 60)
     assert agg.last_closed == closed[0]
     assert agg.close(now=T0 + 122) == [
-        ClosedBucket(start=T0 + 60, seconds=60, requests=1, prompt_tokens=40, output_tokens=0, rejects=0)
+        ClosedBucket(
+            start=T0 + 60, seconds=60, requests=1, prompt_tokens=40, output_tokens=0, rejects=0, peak_slot=1
+        )
     ]
+
+
+@pytest.mark.parametrize(
+    ("offsets", "peak"),
+    [
+        ([0.5 + k for k in range(60)], 10),  # one a second: 10 in each tenth of the minute
+        ([50.0 + k / 10 for k in range(60)], 60),  # all in the last ten seconds
+        ([9.99, 10.0, 19.99, 20.0], 2),  # a slot is [k * 10, (k + 1) * 10)
+        ([], 0),
+    ],
+)
+def test_a_closed_bucket_says_how_many_arrivals_its_busiest_slot_held(
+    offsets: list[float], peak: int
+) -> None:
+    agg = ModelAggregator(bucket_seconds=60)
+    agg.begin(now=T0)
+    agg.add_requests([_arrival(T0 + dt) for dt in offsets])
+    agg.add_request(_finish(T0 + 5, output=3))  # only arrivals count
+    (closed,) = agg.close(now=T0 + 62)
+    assert (closed.requests, closed.peak_slot) == (len(offsets), peak)
+    whole = ModelAggregator(bucket_seconds=60)  # a replay that hands over whole seconds
+    whole.begin(now=T0)
+    for second in range(50, 60):
+        whole.add_second(second=int(T0) + second, arrivals=6, prompt_tokens=600, output_tokens=0)
+    assert whole.close(now=T0 + 62)[0].peak_slot == 60
 
 
 def test_quiet_buckets_are_reported_as_zero_demand() -> None:
@@ -193,6 +222,8 @@ def test_open_buckets_survive_a_checkpoint_round_trip() -> None:
     other.add_request(_arrival(T0 + 2, prompt=1))
     closed = other.close(now=T0 + 200)
     assert [(b.requests, b.prompt_tokens) for b in closed] == [(2, 11), (1, 20), (0, 0)]
+    # the checkpoint keeps totals, not slots: a restored bucket does not say how bursty it was
+    assert [b.peak_slot for b in closed] == [None, None, 0]
     with pytest.raises(ValueError, match="bucket_seconds"):
         ModelAggregator(bucket_seconds=10).restore_open(agg.open_state())
     with pytest.raises(ValueError, match="malformed"):

@@ -548,3 +548,20 @@ def test_the_cold_start_coverage_spans_the_coverage_lead() -> None:
         return plan(policy=p, forecast=f, observed=observed(2), previous=None, now=0.0).standby
 
     assert standby(600.0) > standby(300.0)
+
+
+@pytest.mark.parametrize("factor", [0.5, 1.0, 2.0, 3.0])
+def test_serverless_is_provisioned_for_the_bursts_inside_a_bucket(factor: float) -> None:
+    # a bursty model (arrivals in bursts shorter than a bucket) is provisioned as if the bucket's
+    # rate were ``factor`` times higher; replicas, sized for the bucket's mean, are not changed
+    p = policy(bounds={"serverless_quota": 100, "max_replicas": 2})
+
+    def decide(rate: float, burst: float) -> Decision:
+        seen = observed(0, rate=20.0, burst_factor=burst)
+        return plan(policy=p, forecast=forecast(rate, start=0.0), observed=seen, previous=None, now=0.0)
+
+    steady = decide(20.0, 1.0)
+    bursty = decide(20.0, factor)
+    assert bursty.serverless_provisioned == decide(20.0 * max(factor, 1.0), 1.0).serverless_provisioned
+    assert (bursty.serverless_provisioned > steady.serverless_provisioned) == (factor > 1.0)
+    assert bursty.replicas == steady.replicas
