@@ -471,7 +471,7 @@ class ModelController:
                     prompt_tokens=bucket.prompt_tokens,
                     output_tokens=bucket.output_tokens,
                 )
-                self.burst.observe(requests=bucket.requests, peak_slot=bucket.peak_slot)
+                self.burst.observe(requests=bucket.requests, peak_slot=bucket.peak_slot, slots=bucket.slots)
         return True
 
 

@@ -8,9 +8,9 @@ A :class:`ModelAggregator` keeps, for one model:
   output tokens (credited when a request finishes) and rejects; :meth:`ModelAggregator.close` hands
   back every bucket that ended at least ``grace_seconds`` before ``now``, empty ones included, so the
   forecaster sees zero demand as data;
-* per open bucket, its arrivals in each of :data:`scaler.core.burstiness.SLOTS` equal slots, so a closed
-  bucket says how bursty it was inside (``peak_slot``);
-* a ring of per-second arrival counts for burst detection between planning ticks;
+* a ring of per-second arrival counts for burst detection between planning ticks; from it a closed
+  bucket also says how its arrivals fell into equal slots of whole seconds (``peak_slot`` of
+  ``slots``: how bursty it was inside, see :mod:`scaler.core.burstiness`), at no cost per event;
 * the latest metric event of each replica.
 
 Events that fall into an already-closed bucket are *late* and events too far ahead are *early*: both
@@ -27,7 +27,7 @@ from typing import Final
 
 import numpy as np
 
-from scaler.core.burstiness import SLOTS
+from scaler.core.burstiness import slot_count
 from scaler.core.events import MetricEvent, RequestEvent
 from scaler.core.types import DemandForecast
 
@@ -41,7 +41,6 @@ MAX_CATCH_UP_BUCKETS: Final = 10_000
 SECONDS_RING: Final = 64
 MIN_BURST_COUNT: Final = 5  # fewer recent arrivals than this are never a burst, whatever the forecast
 _EMPTY_ROW: Final = array("q", bytes(8 * _COLUMNS))
-_EMPTY_SLOTS: Final = array("i", bytes(4 * SLOTS))
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -54,7 +53,8 @@ class ClosedBucket:
     prompt_tokens: int
     output_tokens: int
     rejects: int
-    peak_slot: int | None = None  # arrivals in its busiest slot; None when not all were counted by slot
+    slots: int = 1  # equal slots of whole seconds the bucket was split into
+    peak_slot: int | None = None  # arrivals in its busiest slot; None when the seconds are no longer known
 
     @property
     def rate(self) -> float:
@@ -83,7 +83,6 @@ class ModelAggregator:
         "_second_counts",
         "_second_stamps",
         "_size",
-        "_slots",
         "bucket_seconds",
         "early",
         "grace_seconds",
@@ -110,7 +109,6 @@ class ModelAggregator:
         # two or three cells, where numpy's call cost dominates; an array holds no int objects per cell
         self._size = int(open_buckets)
         self._ring = array("q", bytes(8 * _COLUMNS * self._size))
-        self._slots = array("i", bytes(4 * SLOTS * self._size))  # arrivals per slot of each open bucket
         self._first_open: int | None = None  # index (start // bucket_seconds) of the oldest open bucket
         # per-second ring, arrays too: read a few slots at a time (epoch seconds in a list were an int
         # object each)
@@ -141,8 +139,6 @@ class ModelAggregator:
         if kind == "arrival":
             ring[row + ARRIVALS] += 1
             ring[row + PROMPT_TOKENS] += event.prompt_tokens
-            part = int((event.ts - index * self.bucket_seconds) * SLOTS / self.bucket_seconds)
-            self._slots[(index % size) * SLOTS + min(part, SLOTS - 1)] += 1
             second = math.floor(event.ts)
             slot = second % SECONDS_RING
             if self._second_stamps[slot] != second:
@@ -164,7 +160,6 @@ class ModelAggregator:
         ring = self._ring
         size = self._size
         stamps, counts = self._second_stamps, self._second_counts
-        slots, per_second = self._slots, SLOTS / bucket
         floor = math.floor
         first = self._first_open
         counted = late = early = 0
@@ -186,8 +181,6 @@ class ModelAggregator:
             if kind == "arrival":
                 ring[row + ARRIVALS] += 1
                 ring[row + PROMPT_TOKENS] += event.prompt_tokens
-                part = int((ts - index * bucket) * per_second)
-                slots[(index % size) * SLOTS + (part if part < SLOTS else SLOTS - 1)] += 1
                 second = floor(ts)
                 slot = second % SECONDS_RING
                 if stamps[slot] != second:
@@ -224,8 +217,6 @@ class ModelAggregator:
         ring[row + ARRIVALS] += arrivals
         ring[row + PROMPT_TOKENS] += prompt_tokens
         ring[row + OUTPUT_TOKENS] += output_tokens
-        part = int((second - index * self.bucket_seconds) * SLOTS / self.bucket_seconds)
-        self._slots[(index % size) * SLOTS + min(part, SLOTS - 1)] += arrivals
         slot = second % SECONDS_RING
         if self._second_stamps[slot] != second:
             self._second_stamps[slot] = second
@@ -263,16 +254,13 @@ class ModelAggregator:
         size, ring = self._size, self._ring
         start = max(self._first_open, limit - MAX_CATCH_UP_BUCKETS)
         closed: list[ClosedBucket] = []
-        slots = self._slots
+        slots = slot_count(self.bucket_seconds)
         for index in range(start, limit):
             offset = index - self._first_open
             totals = [0] * _COLUMNS
-            peak: int | None = 0
             if offset < size:  # rows past the ring were never written: those buckets are empty
                 row = (index % size) * _COLUMNS
                 totals = ring[row : row + _COLUMNS].tolist()
-                parts = slots[(index % size) * SLOTS : (index % size + 1) * SLOTS]
-                peak = max(parts) if sum(parts) == totals[ARRIVALS] else None  # restored: not by slot
             closed.append(
                 ClosedBucket(
                     start=float(index * self.bucket_seconds),
@@ -281,17 +269,36 @@ class ModelAggregator:
                     prompt_tokens=totals[PROMPT_TOKENS],
                     output_tokens=totals[OUTPUT_TOKENS],
                     rejects=totals[REJECTS],
-                    peak_slot=peak,
+                    slots=slots,
+                    peak_slot=self._peak_slot(index, slots=slots, requests=totals[ARRIVALS]),
                 )
             )
         for index in range(self._first_open, min(limit, self._first_open + size)):
             row = (index % size) * _COLUMNS
             ring[row : row + _COLUMNS] = _EMPTY_ROW
-            slots[(index % size) * SLOTS : (index % size + 1) * SLOTS] = _EMPTY_SLOTS
         self._first_open = limit
         if closed:
             self.last_closed = closed[-1]
         return closed
+
+    def _peak_slot(self, index: int, *, slots: int, requests: int) -> int | None:
+        """Return the arrivals in the busiest of ``slots`` equal slots of bucket ``index``.
+
+        Read from the per-second ring; None when it no longer holds every arrival of the bucket (a
+        bucket longer than the ring, closed long after it ended, or restored from a checkpoint).
+        """
+        bucket = self.bucket_seconds
+        if slots < 2 or bucket >= SECONDS_RING:
+            return None
+        stamps, counts = self._second_stamps, self._second_counts
+        start = index * bucket
+        width = bucket // slots
+        parts = [0] * slots
+        for second in range(start, start + bucket):
+            at = second % SECONDS_RING
+            if stamps[at] == second:
+                parts[(second - start) // width] += counts[at]
+        return max(parts) if sum(parts) == requests else None
 
     def recent_rate(self, *, now: float, window_seconds: int) -> tuple[float, int]:
         """Return (arrivals/s, arrivals) over the last ``window_seconds`` seconds, the current one included.

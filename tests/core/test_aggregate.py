@@ -43,14 +43,16 @@ def test_a_minute_timeline_closes_buckets_with_their_own_totals() -> None:
     closed = agg.close(now=T0 + 62)
     assert closed == [  # two of its arrivals in its last tenth: its busiest slot holds 2
         ClosedBucket(
-            start=T0, seconds=60, requests=3, prompt_tokens=35, output_tokens=7, rejects=1, peak_slot=2
+            start=T0, seconds=60, requests=3, prompt_tokens=35, output_tokens=7, rejects=1,
+            slots=6, peak_slot=2,
         )
     ]
     assert closed[0].rate == pytest.approx(3 / 60)
     assert agg.last_closed == closed[0]
     assert agg.close(now=T0 + 122) == [
         ClosedBucket(
-            start=T0 + 60, seconds=60, requests=1, prompt_tokens=40, output_tokens=0, rejects=0, peak_slot=1
+            start=T0 + 60, seconds=60, requests=1, prompt_tokens=40, output_tokens=0, rejects=0,
+            slots=6, peak_slot=1,
         )
     ]
 
@@ -78,6 +80,24 @@ def test_a_closed_bucket_says_how_many_arrivals_its_busiest_slot_held(
     for second in range(50, 60):
         whole.add_second(second=int(T0) + second, arrivals=6, prompt_tokens=600, output_tokens=0)
     assert whole.close(now=T0 + 62)[0].peak_slot == 60
+
+
+def test_a_bucket_whose_seconds_the_ring_no_longer_holds_says_nothing_about_its_shape() -> None:
+    agg = ModelAggregator(bucket_seconds=60)
+    agg.begin(now=T0)
+    agg.add_requests([_arrival(T0 + 1), _arrival(T0 + 30)])
+    agg.add_request(_arrival(T0 + 66))  # the next bucket: overwrites the ring's slot of second T0 + 2
+    assert agg.close(now=T0 + 62)[0].peak_slot == 1  # closed in time
+    late = ModelAggregator(bucket_seconds=60)
+    late.begin(now=T0)
+    late.add_requests([_arrival(T0 + 1), _arrival(T0 + 30), _arrival(T0 + 65)])  # overwrites second T0 + 1
+    (first, _second) = late.close(now=T0 + 130)
+    assert (first.requests, first.peak_slot) == (2, None)
+    longer = ModelAggregator(bucket_seconds=120)  # longer than the ring: its shape is never known
+    longer.begin(now=T0)  # the first bucket begins at T0 + 60
+    longer.add_requests([_arrival(T0 + 70), _arrival(T0 + 80)])
+    (bucket,) = longer.close(now=T0 + 182)
+    assert (bucket.requests, bucket.peak_slot) == (2, None)
 
 
 def test_quiet_buckets_are_reported_as_zero_demand() -> None:

@@ -10,12 +10,13 @@ from hypothesis import strategies as st
 
 from scaler.core.burstiness import (
     MAX_FACTOR,
-    MIN_REQUESTS,
+    MIN_PER_SLOT,
     MIN_SEEN,
     SLOTS,
     WINDOW,
     BurstFactor,
     bucket_factor,
+    slot_count,
 )
 
 
@@ -26,7 +27,7 @@ from scaler.core.burstiness import (
         (600, 110, 1.0),  # within what Poisson arrivals reach in their busiest slot
         (600, 300, 300 / (100 + math.sqrt(2 * math.log(SLOTS) * 100))),  # half of it in one slot
         (600, 600, MAX_FACTOR),  # all in one slot: capped
-        (MIN_REQUESTS - 1, MIN_REQUESTS - 1, None),  # too few to say
+        (MIN_PER_SLOT * SLOTS - 1, MIN_PER_SLOT * SLOTS - 1, None),  # too few to say
         (600, None, None),  # not counted by slot (restored from a checkpoint)
         (600, 601, None),  # a peak above the total is not one
     ],
@@ -34,6 +35,19 @@ from scaler.core.burstiness import (
 def test_one_bucket(requests: int, peak: int | None, expected: float | None) -> None:
     found = bucket_factor(requests=requests, peak_slot=peak)
     assert found == (pytest.approx(expected) if expected is not None else None)
+
+
+@pytest.mark.parametrize(
+    ("bucket", "slots"), [(60, 6), (10, 5), (30, 6), (7, 1), (1, 1), (8, 4), (300, 6)]
+)
+def test_a_bucket_is_split_into_equal_slots_of_whole_seconds(bucket: int, slots: int) -> None:
+    assert slot_count(bucket) == slots
+
+
+def test_a_bucket_of_one_slot_says_nothing() -> None:
+    assert bucket_factor(requests=1000, peak_slot=1000, slots=1) is None
+    two = bucket_factor(requests=1000, peak_slot=900, slots=2)  # the Poisson bound follows the slot count
+    assert two == pytest.approx(900 / (500 + math.sqrt(2 * math.log(2) * 500)))
 
 
 def test_the_factor_is_the_median_of_recent_buckets_and_forgets_old_ones() -> None:
