@@ -99,14 +99,20 @@ def twice_decided(found: list[dict[str, Any]]) -> list[tuple[str, float]]:
 
     One decider per model publishes its decisions at strictly increasing times; a second decider
     for the same model (a zombie after a restart or a rebalance) shows up as a repeat or a step back.
+    A record identical to the model's previous one is the producer's retry of a send a broker crash
+    cut short (at-least-once: tansu has no idempotent producer), not a second decision: left out.
     """
     last: dict[str, float] = {}
+    previous: dict[str, dict[str, Any]] = {}
     bad = []
     for d in found:
         model, at = d["model"], float(d["at"])
+        if previous.get(model) == d:
+            continue
         if model in last and at <= last[model]:
             bad.append((model, at))
         last[model] = max(at, last.get(model, at))
+        previous[model] = d
     return bad
 
 
