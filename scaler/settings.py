@@ -1,7 +1,7 @@
 """Daemon settings: typed and validated once, from defaults < YAML file < ``SCALER_*`` env vars < flags.
 
 Every setting has one flat name used everywhere: ``kafka_group_id`` is ``kafka_group_id:`` in the
-file, ``SCALER_KAFKA_GROUP_ID`` in the environment and ``--kafka-group-id`` on the command line.
+file, ``SCALER_KAFKA_GROUP_ID`` in the environment and ``--group-id`` on the command line.
 The file also takes the grouped form, one mapping per section (``kafka: {group_id: x}``); each
 section key stands for one flat name (:data:`SECTIONS`). The validated flat :class:`Settings` is the
 one source of truth: its sections (``settings.kafka``, ``settings.prometheus``...) are frozen views

@@ -214,3 +214,23 @@ def test_sections_are_frozen_views_of_the_flat_settings() -> None:
             assert cls.model_fields[key].annotation == Settings.model_fields[flat].annotation, flat
     ungrouped = sorted(set(Settings.model_fields) - owners.keys())
     assert ungrouped == ["actuate", "dry_run", "log_level", "max_skew_seconds", "shutdown_timeout_seconds"]
+
+
+def test_the_readme_example_of_the_grouped_form_loads(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    after = readme.split("The file also takes the grouped form", 1)[1]
+    example = after.split("```yaml\n", 1)[1].split("```", 1)[0]
+    config = tmp_path / "scaler.yaml"
+    secret = tmp_path / "password"
+    secret.write_text("s3cret\n", encoding="utf-8")
+    text = example.replace("/etc/spillway/kafka-sasl/password", str(secret))
+    config.write_text(text, encoding="utf-8")
+    s = _load(config)
+    assert s.kafka.group_id == "spillway-prod"
+    assert s.kafka.bootstrap_servers == ("kafka-0.kafka:9093", "kafka-1.kafka:9093")
+    assert s.kafka.sasl_password is not None
+    assert s.kafka.sasl_password.get_secret_value() == "s3cret"
+    assert (s.http.host, s.http.port) == ("0.0.0.0", 8080)
+    assert s.policy.files == (Path("/etc/spillway/policies/default.yaml"),)
+    assert (s.lease.fencing, s.lease.namespace) == ("auto", "ml")
+    assert s.prometheus.url == "http://prometheus-operated.monitoring:9090"
