@@ -661,7 +661,7 @@ def flatten_grouped(
             if flat is None:
                 bare = str(sub).removeprefix(f"{key}_")
                 hint = f"; did you mean {bare}?" if bare in names else _nearest(str(sub), list(names))
-                problems.append(f"{source}: {where}: not a {key} setting{hint}")
+                problems.append(f"{source}: {where}: not in the {key} section{hint}")
             elif flat in SECRET_FIELDS:
                 problems.append(
                     f"{source}: {where}: secrets are not read from the config file; use env or a file"

@@ -112,16 +112,16 @@ def test_a_setting_given_both_flat_and_grouped_is_refused(
 @pytest.mark.parametrize(
     ("data", "expected"),
     [
-        ({"kafka": {"grup_id": "x"}}, "kafka.grup_id: not a kafka setting; did you mean group_id?"),
+        ({"kafka": {"grup_id": "x"}}, "kafka.grup_id: not in the kafka section; did you mean group_id?"),
         (
             {"kafka": {"kafka_group_id": "x"}},
-            "kafka.kafka_group_id: not a kafka setting; did you mean group_id?",
+            "kafka.kafka_group_id: not in the kafka section; did you mean group_id?",
         ),
         (
             {"lease": {"renew_second": 3}},
-            "lease.renew_second: not a lease setting; did you mean renew_seconds?",
+            "lease.renew_second: not in the lease section; did you mean renew_seconds?",
         ),
-        ({"aws": {"zone": "a"}}, "aws.zone: not a aws setting"),
+        ({"aws": {"zone": "a"}}, "aws.zone: not in the aws section"),
         ({"kafak": {"group_id": "x"}}, "kafak: Extra inputs are not permitted"),
         ({"kafka": "broker:9092"}, "kafka: a section is a mapping of setting: value"),
     ],
