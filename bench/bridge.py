@@ -114,7 +114,7 @@ async def scrape_cycles(targets: int) -> tuple[float, int]:
     ]
     bridge = VllmBridge(
         targets=[f"http://127.0.0.1:{s.server_port}/metrics" for s in servers],
-        settings=Settings(),
+        kafka=Settings().kafka,
         options=BridgeOptions(interval_seconds=1, timeout_seconds=5),
     )
     times, found = [], 0

@@ -466,7 +466,7 @@ def main() -> None:
         policy_file = args.tmp / f"bench-ingest-{uuid.uuid4().hex[:6]}.yaml"
         policies = write_policies(policy_file, ingest_models, interval=10.0, bucket=10)
         settings = settings_for(bootstrap, policy_file, partitions=4)
-        asyncio.run(ensure_topics(settings))
+        asyncio.run(ensure_topics(settings.kafka))
         produced = asyncio.run(
             produce_many(bootstrap, settings.kafka_requests_topic, ingest_models, args.events)
         )
@@ -507,7 +507,7 @@ def main() -> None:
         policy_file = args.tmp / f"bench-burst-{uuid.uuid4().hex[:6]}.yaml"
         policies = write_policies(policy_file, burst_models, interval=600.0, bucket=1)
         settings = settings_for(bootstrap, policy_file, partitions=4)
-        asyncio.run(ensure_topics(settings))
+        asyncio.run(ensure_topics(settings.kafka))
         found = asyncio.run(reaction(bootstrap, settings, policies, plan, burst_models))
         times = sorted(t for t, _ in found)
         floors = sorted(f for _, f in found)

@@ -43,7 +43,7 @@ from scaler.core.policy_file import PolicyError, load_policies
 from scaler.executor import Executor
 from scaler.ports import CheckpointStore, Clock, DecisionSink, EventSource, Planner
 from scaler.runtime import Runtime, RuntimeOptions, refresh_fallback
-from scaler.settings import Settings
+from scaler.settings import CheckpointSettings, KedaSettings, Settings
 
 if TYPE_CHECKING:
     from scaler.adapters import kafka as kafka_types
@@ -408,17 +408,29 @@ def build_kafka_daemon(
     from scaler.forecast.models import DemandForecaster  # noqa: PLC0415  # compiles numba kernels
 
     metrics = DaemonMetrics()
-    sink = kafka.KafkaDecisionSink(settings=settings)
+    sink = kafka.KafkaDecisionSink(kafka=settings.kafka)
     clock = SystemClock()
     # actuation: None unless settings.actuate; raises ValueError if the Kubernetes config cannot load
     actuators = actuator_setup.build_actuators(
-        settings=settings, policies=policies, registry=metrics.registry
+        actuator=settings.actuator,
+        kubernetes=settings.kubernetes,
+        aws=settings.aws,
+        actuate=settings.actuate,
+        dry_run=settings.dry_run,
+        policies=policies,
+        registry=metrics.registry,
     )
     # fencing: the group's facts always; a Lease per partition when actuating Kubernetes (or asked)
     identity = fence.default_identity()
-    source = kafka.KafkaEventSource(settings=settings, models=lambda: list(runtime.policies))
+    source = kafka.KafkaEventSource(kafka=settings.kafka, models=lambda: list(runtime.policies))
     leases = lease.keeper_from_settings(
-        settings, policies, identity=identity, held_gauge=metrics.leases_held
+        settings.lease,
+        settings.kubernetes,
+        settings.actuator,
+        policies,
+        actuate=settings.actuate,
+        identity=identity,
+        held_gauge=metrics.leases_held,
     )  # raises ValueError if the Kubernetes config cannot load
     gate = fence.Fence(
         group=source,
@@ -431,7 +443,7 @@ def build_kafka_daemon(
     source.partition_listener = leases
     sink.headers = gate.headers
     keda = _keda_server(  # -- KEDA external scaler: an observer of the executor, when keda_listen is set --
-        settings,
+        settings.keda,
         known=lambda: runtime.policies,
         owned=lambda: [m for m in runtime.owned if gate.reason(m) is None],  # fenced: not served
         metrics=metrics,
@@ -457,7 +469,9 @@ def build_kafka_daemon(
         runtime=runtime,
         source=source,
         sink=sink,
-        store=_checkpoint_store(settings, kafka.KafkaCheckpointStore(settings=settings, sink=sink), metrics),
+        store=_checkpoint_store(
+            settings.checkpoint, kafka.KafkaCheckpointStore(kafka=settings.kafka, sink=sink), metrics
+        ),
         clock=clock,
         metrics=metrics,
         http=None,
@@ -467,11 +481,11 @@ def build_kafka_daemon(
     )
     daemon.keda = keda
     daemon.leases = leases
-    daemon.history = prometheus.reader_from_settings(settings)  # None: no prometheus_url, no seeding
-    daemon.signals = prometheus.signal_from_settings(settings)  # None: no fallback signal
+    daemon.history = prometheus.reader_from_settings(settings.prometheus)  # None: no URL, no seeding
+    daemon.signals = prometheus.signal_from_settings(settings.prometheus)  # None: no fallback signal
     # Alertmanager webhook: POST /alerts feeds the runtime's override book
     alerts.install_receiver(
-        settings=settings,
+        alerts=settings.alerts,
         app=daemon.http.app,
         book=runtime.overrides,
         clock=daemon.clock.now,
@@ -481,41 +495,41 @@ def build_kafka_daemon(
 
 
 def _checkpoint_store(
-    settings: Settings, topic: kafka_types.KafkaCheckpointStore, metrics: DaemonMetrics
+    checkpoint: CheckpointSettings, topic: kafka_types.KafkaCheckpointStore, metrics: DaemonMetrics
 ) -> CheckpointStore:
     """Return the state topic's store, behind a local spool when ``checkpoint_dir`` is set.
 
     Raises ValueError if the directory cannot be created or written.
     """
-    if settings.checkpoint_dir is None:
+    if checkpoint.dir is None:
         return topic
     return SpoolingCheckpointStore(
         primary=topic,
-        directory=settings.checkpoint_dir,
-        timeout_seconds=settings.checkpoint_save_timeout_seconds,
+        directory=checkpoint.dir,
+        timeout_seconds=checkpoint.save_timeout_seconds,
         registry=metrics.registry,
     )
 
 
 def _keda_server(
-    settings: Settings,
+    settings: KedaSettings,
     *,
     known: Callable[[], Collection[str]],
     owned: Callable[[], Collection[str]],
     metrics: DaemonMetrics,
 ) -> KedaServer | None:
-    """Return the KEDA external scaler ``settings.keda_listen`` asks for (None: off)."""
-    if settings.keda_listen is None:
+    """Return the KEDA external scaler ``settings.listen`` asks for (None: off)."""
+    if settings.listen is None:
         return None
     from scaler.adapters import keda  # noqa: PLC0415  # grpc only when KEDA is on
 
-    host, _, port = settings.keda_listen.rpartition(":")
+    host, _, port = settings.listen.rpartition(":")
     tls = None
-    if settings.keda_tls_certfile is not None and settings.keda_tls_keyfile is not None:
+    if settings.tls_certfile is not None and settings.tls_keyfile is not None:
         tls = keda.Tls(
-            certfile=settings.keda_tls_certfile,
-            keyfile=settings.keda_tls_keyfile,
-            client_cafile=settings.keda_tls_client_cafile,
+            certfile=settings.tls_certfile,
+            keyfile=settings.tls_keyfile,
+            client_cafile=settings.tls_client_cafile,
         )
     scaler = keda.KedaScaler(known=known, owned=owned, registry=metrics.registry)
     return keda.KedaServer(scaler=scaler, host=host.strip("[]"), port=int(port), tls=tls)
@@ -564,7 +578,11 @@ def build_sandbox_daemon(
     from scaler.adapters import sim  # noqa: PLC0415  # the simulator's capacity behind the actuator ports
 
     policies, actuators = sim.sandbox_actuators(
-        settings=settings, policies=policies, clock=clock, registry=metrics.registry
+        actuator=settings.actuator,
+        dry_run=settings.dry_run,
+        policies=policies,
+        clock=clock,
+        registry=metrics.registry,
     )
     runtime = Runtime(
         policies=policies,

@@ -1,7 +1,11 @@
 """Daemon settings: typed and validated once, from defaults < YAML file < ``SCALER_*`` env vars < flags.
 
 Every setting has one flat name used everywhere: ``kafka_group_id`` is ``kafka_group_id:`` in the
-file, ``SCALER_KAFKA_GROUP_ID`` in the environment and ``--kafka-group-id`` on the command line.
+file, ``SCALER_KAFKA_GROUP_ID`` in the environment and ``--group-id`` on the command line.
+The file also takes the grouped form, one mapping per section (``kafka: {group_id: x}``); each
+section key stands for one flat name (:data:`SECTIONS`). The validated flat :class:`Settings` is the
+one source of truth: its sections (``settings.kafka``, ``settings.prometheus``...) are frozen views
+of it, and each adapter is given only the section it needs.
 The SASL password is accepted only from ``SCALER_KAFKA_SASL_PASSWORD`` or a file
 (``kafka_sasl_password_file``), never from the config file or a flag, and never appears in a repr
 or a log line. A password inside a URL-valued setting (``http://user:secret@host``) is masked in
@@ -21,7 +25,7 @@ import re
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, ClassVar, Literal, Self, TypeVar, cast
 
 import yaml
 from pydantic import (
@@ -107,6 +111,211 @@ class SettingsError(Exception):
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
         super().__init__("\n".join(problems))
+
+
+class Section(BaseModel):
+    """A frozen view of one group of settings, built from the validated flat :class:`Settings`.
+
+    Field ``key`` of section ``name`` is flat setting ``name_key`` unless :attr:`RENAMED` says
+    otherwise. Sections do not validate: their values were validated as flat settings.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    NAME: ClassVar[str]
+    RENAMED: ClassVar[Mapping[str, str]] = {}
+
+    @classmethod
+    def flat_names(cls) -> dict[str, str]:
+        """Return {section key: flat setting name} for every field of the section."""
+        return {key: cls.RENAMED.get(key, f"{cls.NAME}_{key}") for key in cls.model_fields}
+
+    def __repr_args__(self) -> Any:
+        """Yield the fields for repr() with passwords inside URLs masked (secrets mask themselves)."""
+        names = self.flat_names()
+        for key, value in super().__repr_args__():
+            masked = key is not None and names.get(key) in URL_FIELDS and isinstance(value, str)
+            yield key, mask_url(value) if masked else value
+
+
+class KafkaSettings(Section):
+    """The ``kafka_*`` settings: brokers, topics, consumer group, TLS and SASL."""
+
+    NAME = "kafka"
+    bootstrap_servers: tuple[str, ...]
+    group_id: str
+    client_id: str
+    requests_topic: str
+    metrics_topic: str
+    decisions_topic: str
+    deadletter_topic: str
+    state_topic: str
+    create_topics: bool
+    topic_partitions: int
+    session_timeout_ms: int
+    heartbeat_interval_ms: int
+    fetch_max_wait_ms: int
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None
+    sasl_username: str | None
+    sasl_password: SecretStr | None
+    sasl_password_file: Path | None
+    ssl_cafile: Path | None
+    ssl_certfile: Path | None
+    ssl_keyfile: Path | None
+
+
+class PolicySettings(Section):
+    """The ``policy_*`` settings: the policy files and how often they are polled for edits."""
+
+    NAME = "policy"
+    files: tuple[Path, ...]
+    poll_seconds: float
+
+
+class HttpSettings(Section):
+    """The ``http_*`` settings: the address of /healthz, /readyz, /metrics and /alerts."""
+
+    NAME = "http"
+    listen: str
+
+    @property
+    def host(self) -> str:
+        """Return the listen host (brackets of an IPv6 address removed)."""
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        """Return the listen port."""
+        return int(self.listen.rpartition(":")[2])
+
+
+class CheckpointSettings(Section):
+    """The ``checkpoint_*`` settings: how often and where per-model checkpoints are saved."""
+
+    NAME = "checkpoint"
+    interval_seconds: float
+    dir: Path | None
+    save_timeout_seconds: float
+
+
+class BurstSettings(Section):
+    """The ``burst_*`` settings: the window and cadence of the burst detector."""
+
+    NAME = "burst"
+    window_seconds: int
+    check_seconds: float
+
+
+class AlertsSettings(Section):
+    """The ``alerts_*`` settings of the Alertmanager webhook."""
+
+    NAME = "alerts"
+    token: SecretStr | None
+    token_file: Path | None
+    max_override_seconds: float
+    default_boost_replicas: int
+    max_body_bytes: int
+    max_overrides: int
+    max_overrides_per_model: int
+
+
+class PrometheusSettings(Section):
+    """The ``prometheus_*`` settings: history at start-up, the fallback signal and the connection."""
+
+    NAME = "prometheus"
+    url: str | None
+    timeout_seconds: float
+    requests_selector: str
+    prompt_tokens_selector: str
+    output_tokens_selector: str
+    fallback_poll_seconds: float
+    request_rate_query: str
+    running_query: str
+    waiting_query: str
+    ready_replicas_query: str
+    headers: tuple[str, ...]
+    bearer_token: SecretStr | None
+    bearer_token_file: Path | None
+    username: str | None
+    password: SecretStr | None
+    ca_file: Path | None
+    tls_verify: bool
+    certfile: Path | None
+    keyfile: Path | None
+    retries: int
+
+
+class KubernetesSettings(Section):
+    """The ``kubernetes_*`` settings: one source of the API server connection."""
+
+    NAME = "kubernetes"
+    host: str | None
+    token_file: Path | None
+    ca_file: Path | None
+    kubeconfig: Path | None
+    context: str | None
+    in_cluster: bool
+
+
+class AwsSettings(Section):
+    """The ``aws_*`` settings of the serverless actuators."""
+
+    NAME = "aws"
+    endpoint_url: str | None
+    region: str | None
+
+
+class ActuatorSettings(Section):
+    """The ``actuator_*`` settings: timeouts, retries and pacing of every actuator."""
+
+    NAME = "actuator"
+    timeout_seconds: float
+    attempts: int
+    min_interval_seconds: float
+    failure_threshold: int
+
+
+class LeaseSettings(Section):
+    """The fencing Leases: ``fencing_leases`` (as ``fencing``) and the ``lease_*`` settings."""
+
+    NAME = "lease"
+    RENAMED: ClassVar[Mapping[str, str]] = {"fencing": "fencing_leases"}
+    fencing: Literal["auto", "on", "off"]
+    namespace: str | None
+    name_prefix: str
+    duration_seconds: float
+    renew_seconds: float
+    margin_seconds: float
+
+
+class KedaSettings(Section):
+    """The ``keda_*`` settings of the KEDA external scaler."""
+
+    NAME = "keda"
+    listen: str | None
+    tls_certfile: Path | None
+    tls_keyfile: Path | None
+    tls_client_cafile: Path | None
+
+
+SECTIONS: dict[str, type[Section]] = {
+    cls.NAME: cls
+    for cls in (
+        KafkaSettings,
+        PolicySettings,
+        HttpSettings,
+        CheckpointSettings,
+        BurstSettings,
+        AlertsSettings,
+        PrometheusSettings,
+        KubernetesSettings,
+        AwsSettings,
+        ActuatorSettings,
+        LeaseSettings,
+        KedaSettings,
+    )
+}
+_S = TypeVar("_S", bound=Section)
 
 
 class Settings(BaseModel):
@@ -335,11 +544,136 @@ class Settings(BaseModel):
         """Return the HTTP listen port."""
         return int(self.http_listen.rpartition(":")[2])
 
+    def section(self, cls: type[_S]) -> _S:
+        """Return section ``cls`` holding this object's values of its flat settings."""
+        values = {key: getattr(self, flat) for key, flat in cls.flat_names().items()}
+        return cast("_S", cls.model_construct(**values))
+
+    @property
+    def kafka(self) -> KafkaSettings:
+        """Return the ``kafka_*`` settings."""
+        return self.section(KafkaSettings)
+
+    @property
+    def policy(self) -> PolicySettings:
+        """Return the ``policy_*`` settings."""
+        return self.section(PolicySettings)
+
+    @property
+    def http(self) -> HttpSettings:
+        """Return the ``http_*`` settings."""
+        return self.section(HttpSettings)
+
+    @property
+    def checkpoint(self) -> CheckpointSettings:
+        """Return the ``checkpoint_*`` settings."""
+        return self.section(CheckpointSettings)
+
+    @property
+    def burst(self) -> BurstSettings:
+        """Return the ``burst_*`` settings."""
+        return self.section(BurstSettings)
+
+    @property
+    def alerts(self) -> AlertsSettings:
+        """Return the ``alerts_*`` settings."""
+        return self.section(AlertsSettings)
+
+    @property
+    def prometheus(self) -> PrometheusSettings:
+        """Return the ``prometheus_*`` settings."""
+        return self.section(PrometheusSettings)
+
+    @property
+    def kubernetes(self) -> KubernetesSettings:
+        """Return the ``kubernetes_*`` settings."""
+        return self.section(KubernetesSettings)
+
+    @property
+    def aws(self) -> AwsSettings:
+        """Return the ``aws_*`` settings."""
+        return self.section(AwsSettings)
+
+    @property
+    def actuator(self) -> ActuatorSettings:
+        """Return the ``actuator_*`` settings."""
+        return self.section(ActuatorSettings)
+
+    @property
+    def lease(self) -> LeaseSettings:
+        """Return ``fencing_leases`` and the ``lease_*`` settings."""
+        return self.section(LeaseSettings)
+
+    @property
+    def keda(self) -> KedaSettings:
+        """Return the ``keda_*`` settings."""
+        return self.section(KedaSettings)
+
 
 @dataclasses.dataclass(frozen=True)
 class _Layer:
     source: str
     values: dict[str, Any]
+    spelled: dict[str, str] = dataclasses.field(default_factory=dict)  # flat name -> as written
+
+
+def _nearest(word: str, choices: list[str]) -> str:
+    """Return "; did you mean X?" for the choice closest to ``word`` ("" when none is close)."""
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.75)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def flatten_grouped(
+    data: Mapping[str, Any], *, source: str = "settings"
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Return (values by flat name, {flat name: as written}) of a settings mapping, flat or grouped.
+
+    A section (``kafka: {group_id: x}``) maps each key to its flat name (``kafka_group_id``); other
+    keys pass through. Raises SettingsError naming the key of a section that is not a mapping, a key
+    not in its section, a secret, or a setting given both flat and in its section.
+    """
+    values: dict[str, Any] = {}
+    spelled: dict[str, str] = {}
+    problems: list[str] = []
+    secrets = sorted(SECRET_FIELDS & data.keys())
+    if secrets:
+        raise SettingsError(
+            [f"{source}: {secrets[0]}: secrets are not read from the config file; use env or a file"]
+        )
+    for key, value in data.items():
+        section = SECTIONS.get(key)
+        if section is None:
+            values[key] = value
+            spelled[key] = str(key)
+            continue
+        if value is None:
+            continue
+        names = section.flat_names()
+        if not isinstance(value, dict):
+            problems.append(
+                f"{source}: {key}: a section is a mapping of setting: value "
+                f"(e.g. {key}: {{{next(iter(names))}: ...}}), got {type(value).__name__}"
+            )
+            continue
+        for sub, given in value.items():
+            where = f"{key}.{sub}"
+            flat = names.get(sub)
+            if flat is None:
+                bare = str(sub).removeprefix(f"{key}_")
+                hint = f"; did you mean {bare}?" if bare in names else _nearest(str(sub), list(names))
+                problems.append(f"{source}: {where}: not in the {key} section{hint}")
+            elif flat in SECRET_FIELDS:
+                problems.append(
+                    f"{source}: {where}: secrets are not read from the config file; use env or a file"
+                )
+            elif flat in data:
+                problems.append(f"{source}: {where}: also given as {flat}; give each setting once")
+            else:
+                values[flat] = given
+                spelled[flat] = where
+    if problems:
+        raise SettingsError(problems)
+    return values, spelled
 
 
 def _read_small(path: Path, *, what: str, max_bytes: int) -> str:
@@ -360,12 +694,8 @@ def _from_file(path: Path) -> _Layer:
         data = {}
     if not isinstance(data, dict):
         raise SettingsError([f"{path}: the top level must be a mapping of setting: value"])
-    secrets = sorted(SECRET_FIELDS & data.keys())
-    if secrets:
-        raise SettingsError(
-            [f"{path}: {secrets[0]}: secrets are not read from the config file; use env or a file"]
-        )
-    return _Layer(str(path), data)
+    values, spelled = flatten_grouped(data, source=str(path))
+    return _Layer(str(path), values, spelled)
 
 
 def _from_env(env: Mapping[str, str]) -> _Layer:
@@ -403,10 +733,12 @@ def load_settings(*, config_file: Path | None, env: Mapping[str, str], flags: Ma
     layers.append(_Layer("flags", flag_values))
     merged: dict[str, Any] = {}
     origin: dict[str, str] = {}
+    spelled: dict[str, str] = {}
     for layer in layers:
         for key, value in layer.values.items():
             merged[key] = value
             origin[key] = layer.source
+            spelled[key] = layer.spelled.get(key, key)
     password_file = merged.get("kafka_sasl_password_file")
     if password_file is not None and "kafka_sasl_password" not in merged:
         where = origin["kafka_sasl_password_file"]
@@ -422,12 +754,16 @@ def load_settings(*, config_file: Path | None, env: Mapping[str, str], flags: Ma
         return Settings.model_validate(merged)
     except ValidationError as exc:
         problems = []
+        valid = [*Settings.model_fields, *SECTIONS]
         for err in exc.errors():
             field = ".".join(str(p) for p in err["loc"]) or "settings"
-            source = origin.get(str(err["loc"][0]), "defaults") if err["loc"] else "settings"
+            name = str(err["loc"][0]) if err["loc"] else ""
+            source = origin.get(name, "defaults") if err["loc"] else "settings"
+            written = ".".join([spelled.get(name, name), *(str(p) for p in err["loc"][1:])]) or "settings"
             given = err.get("input")
             if field in URL_FIELDS and isinstance(given, str):
                 given = mask_url(given)
             shown = "" if field in SECRET_FIELDS else f" (got {_short(given)})"
-            problems.append(f"{source}: {field}: {err['msg']}{shown if err['loc'] else ''}")
+            hint = _nearest(name, valid) if err["type"] == "extra_forbidden" else ""
+            problems.append(f"{source}: {written}: {err['msg']}{shown if err['loc'] else ''}{hint}")
         raise SettingsError(problems) from None

@@ -116,7 +116,7 @@ def test_malformed_targets_are_counted_and_never_hold_up_the_others(
     registry = CollectorRegistry()
     bridge = VllmBridge(
         targets=list(endpoints.values()),
-        settings=kafka_settings("127.0.0.1:9"),
+        kafka=kafka_settings("127.0.0.1:9").kafka,
         options=BridgeOptions(interval_seconds=1, timeout_seconds=1.0, max_bytes=1024 * 1024),
         registry=registry,
     )

@@ -200,7 +200,7 @@ def test_a_broker_kill_and_restart_is_survived(own_broker: Broker, tmp_path: Pat
         await asyncio.sleep(2.0)
         alive = not task.done()
         own_broker.start()  # memory storage: the topics are gone and must be made again
-        await kafka.ensure_topics(settings)
+        await kafka.ensure_topics(settings.kafka)
         def consumed() -> float:
             return sample(daemon.metrics, "scaler_events_consumed_total", topic=settings.kafka_requests_topic)
 

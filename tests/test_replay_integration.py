@@ -82,7 +82,7 @@ def day_of(model: str, *, peak: float, seed: int) -> tuple[list[Event], int]:
 
 
 async def produce_stream(settings: Settings, stream: list[Event]) -> None:
-    await ensure_topics(settings)
+    await ensure_topics(settings.kafka)
     producer = AIOKafkaProducer(bootstrap_servers=list(settings.kafka_bootstrap_servers), linger_ms=20)
     await producer.start()
     topics = {"req": settings.kafka_requests_topic, "met": settings.kafka_metrics_topic}

@@ -10,23 +10,30 @@ from prometheus_client import CollectorRegistry
 
 from scaler.adapters.actuator import ActuatorMetrics, Actuators, KubernetesPort, RetryPolicy, ServerlessPort
 from scaler.core.policy import ModelPolicy
-from scaler.settings import Settings
+from scaler.settings import ActuatorSettings, AwsSettings, KubernetesSettings
 
 
 def build_actuators(
-    *, settings: Settings, policies: Mapping[str, ModelPolicy], registry: CollectorRegistry
+    *,
+    actuator: ActuatorSettings,
+    kubernetes: KubernetesSettings,
+    aws: AwsSettings,
+    actuate: bool,
+    dry_run: bool,
+    policies: Mapping[str, ModelPolicy],
+    registry: CollectorRegistry,
 ) -> Actuators | None:
-    """Return the actuators, or None when ``settings.actuate`` is off.
+    """Return the actuators, or None when ``actuate`` is off (``dry_run``: they only log changes).
 
     The Kubernetes client is made when a Kubernetes setting is given or a policy names a
     Kubernetes target; the serverless one (each backend's adapter from the registry) when a policy
     names a serverless target or an AWS setting is given. Raises ValueError naming the source when
     the Kubernetes configuration cannot be loaded.
     """
-    if not settings.actuate:
+    if not actuate:
         return None
     # boto3 and the kubernetes client: imported only when acting
-    from scaler.adapters import kubernetes  # noqa: PLC0415
+    from scaler.adapters import kubernetes as kube_client  # noqa: PLC0415
     from scaler.adapters import serverless as backends  # noqa: PLC0415
 
     targets = [p.targets for p in policies.values() if p.targets is not None]
@@ -34,43 +41,43 @@ def build_actuators(
     wants_kube = any(t.kubernetes is not None for t in targets)
     if (
         wants_kube
-        or settings.kubernetes_host
-        or settings.kubernetes_kubeconfig
-        or settings.kubernetes_context
-        or settings.kubernetes_in_cluster
+        or kubernetes.host
+        or kubernetes.kubeconfig
+        or kubernetes.context
+        or kubernetes.in_cluster
     ):
-        api = kubernetes.load_api_client(
-            host=settings.kubernetes_host,
-            token_file=_path(settings.kubernetes_token_file),
-            ca_file=_path(settings.kubernetes_ca_file),
-            kubeconfig=_path(settings.kubernetes_kubeconfig),
-            context=settings.kubernetes_context,
-            in_cluster=settings.kubernetes_in_cluster,
+        api = kube_client.load_api_client(
+            host=kubernetes.host,
+            token_file=_path(kubernetes.token_file),
+            ca_file=_path(kubernetes.ca_file),
+            kubeconfig=_path(kubernetes.kubeconfig),
+            context=kubernetes.context,
+            in_cluster=kubernetes.in_cluster,
         )
-        kube = kubernetes.KubernetesActuator(api, request_timeout=settings.actuator_timeout_seconds)
+        kube = kube_client.KubernetesActuator(api, request_timeout=actuator.timeout_seconds)
     serverless: ServerlessPort | None = None
     wants_serverless = any(t.serverless is not None for t in targets)
-    if wants_serverless or settings.aws_endpoint_url or settings.aws_region:
+    if wants_serverless or aws.endpoint_url or aws.region:
         serverless = backends.ServerlessBackends(  # each target goes to its backend's adapter (REGISTRY)
-            endpoint_url=settings.aws_endpoint_url,
-            region=settings.aws_region,
-            timeout_seconds=settings.actuator_timeout_seconds,
+            endpoint_url=aws.endpoint_url,
+            region=aws.region,
+            timeout_seconds=actuator.timeout_seconds,
         )
     structlog.get_logger("scaler.actuator").info(
-        "actuators", kubernetes=kube is not None, serverless=serverless is not None, dry_run=settings.dry_run
+        "actuators", kubernetes=kube is not None, serverless=serverless is not None, dry_run=dry_run
     )
     return Actuators(
         kubernetes=kube,
         serverless=serverless,
         metrics=ActuatorMetrics(registry),
-        dry_run=settings.dry_run,
+        dry_run=dry_run,
         retry=RetryPolicy(
-            attempts=settings.actuator_attempts,
-            timeout_seconds=settings.actuator_timeout_seconds,
-            cap_seconds=min(5.0, settings.actuator_timeout_seconds),
+            attempts=actuator.attempts,
+            timeout_seconds=actuator.timeout_seconds,
+            cap_seconds=min(5.0, actuator.timeout_seconds),
         ),
-        min_interval_seconds=settings.actuator_min_interval_seconds,
-        failure_threshold=settings.actuator_failure_threshold,
+        min_interval_seconds=actuator.min_interval_seconds,
+        failure_threshold=actuator.failure_threshold,
     )
 
 

@@ -29,7 +29,7 @@ from prometheus_client.registry import Collector
 from scaler.core import overrides
 from scaler.core.overrides import OverrideBook, OverrideError, OverrideLimits
 from scaler.files import read_regular_file
-from scaler.settings import MAX_SECRET_FILE_BYTES, Settings
+from scaler.settings import MAX_SECRET_FILE_BYTES, AlertsSettings
 
 log = structlog.get_logger("scaler.alerts")
 REJECT_REASONS = ("unauthenticated", "disabled", "too_large", "too_slow", "malformed", "unknown_action")
@@ -37,16 +37,16 @@ REFUSE_REASONS = ("max_overrides", "max_overrides_per_model")
 _LOGGED_ALERTS = 10  # alerts named in one log line; the rest are counted
 
 
-def load_token(settings: Settings) -> str | None:
+def load_token(alerts: AlertsSettings) -> str | None:
     """Return the webhook bearer token (setting, else the token file), None when none is configured.
 
     Raises ValueError naming the file when ``alerts_token_file`` cannot be read, is empty, or is not a
     regular file (a FIFO is refused without blocking).
     """
-    if settings.alerts_token is not None:
-        token = settings.alerts_token.get_secret_value().strip()
+    if alerts.token is not None:
+        token = alerts.token.get_secret_value().strip()
         return token or None
-    path = settings.alerts_token_file
+    path = alerts.token_file
     if path is None:
         return None
     try:
@@ -130,23 +130,23 @@ class AlertReceiver:
     @classmethod
     def from_settings(
         cls,
-        settings: Settings,
+        alerts: AlertsSettings,
         *,
         book: OverrideBook,
         clock: Callable[[], float],
         registry: CollectorRegistry,
     ) -> AlertReceiver:
-        """Return a receiver configured by ``settings``; raise ValueError if the token file is unusable."""
+        """Return a receiver configured by ``alerts``; raise ValueError if the token file is unusable."""
         return cls(
-            token=load_token(settings),
+            token=load_token(alerts),
             book=book,
             clock=clock,
             registry=registry,
-            max_body_bytes=settings.alerts_max_body_bytes,
-            max_override_seconds=settings.alerts_max_override_seconds,
-            default_boost=settings.alerts_default_boost_replicas,
+            max_body_bytes=alerts.max_body_bytes,
+            max_override_seconds=alerts.max_override_seconds,
+            default_boost=alerts.default_boost_replicas,
             limits=OverrideLimits(
-                total=settings.alerts_max_overrides, per_model=settings.alerts_max_overrides_per_model
+                total=alerts.max_overrides, per_model=alerts.max_overrides_per_model
             ),
         )
 
@@ -242,7 +242,7 @@ def _named(override: overrides.Override) -> str:
 
 def install_receiver(
     *,
-    settings: Settings,
+    alerts: AlertsSettings,
     app: web.Application,
     book: OverrideBook,
     clock: Callable[[], float],
@@ -253,7 +253,7 @@ def install_receiver(
     An unusable token file is logged and leaves the endpoint refusing everything (never open).
     """
     try:
-        receiver = AlertReceiver.from_settings(settings, book=book, clock=clock, registry=registry)
+        receiver = AlertReceiver.from_settings(alerts, book=book, clock=clock, registry=registry)
     except ValueError as exc:
         log.error("alerts_disabled", error=str(exc))
         receiver = AlertReceiver(token=None, book=book, clock=clock, registry=registry)

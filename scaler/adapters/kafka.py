@@ -44,7 +44,7 @@ from aiokafka.partitioner import murmur2
 
 from scaler.control.fencing import GroupView
 from scaler.ports import OwnershipCallback, PartitionListener, RawRecord
-from scaler.settings import Settings
+from scaler.settings import KafkaSettings
 
 log = structlog.get_logger("scaler.kafka")
 
@@ -55,41 +55,41 @@ def partition_for(key: str, partitions: int) -> int:
     return (hashed & 0x7FFFFFFF) % partitions
 
 
-def client_options(settings: Settings) -> dict[str, Any]:
+def client_options(kafka: KafkaSettings) -> dict[str, Any]:
     """Return the connection and security keyword arguments shared by every aiokafka client."""
     options: dict[str, Any] = {
-        "bootstrap_servers": list(settings.kafka_bootstrap_servers),
-        "client_id": settings.kafka_client_id,
-        "security_protocol": settings.kafka_security_protocol,
+        "bootstrap_servers": list(kafka.bootstrap_servers),
+        "client_id": kafka.client_id,
+        "security_protocol": kafka.security_protocol,
     }
-    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+    if kafka.security_protocol in ("SSL", "SASL_SSL"):
         options["ssl_context"] = create_ssl_context(
-            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None,
-            certfile=str(settings.kafka_ssl_certfile) if settings.kafka_ssl_certfile else None,
-            keyfile=str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None,
+            cafile=str(kafka.ssl_cafile) if kafka.ssl_cafile else None,
+            certfile=str(kafka.ssl_certfile) if kafka.ssl_certfile else None,
+            keyfile=str(kafka.ssl_keyfile) if kafka.ssl_keyfile else None,
         )
-    if settings.kafka_security_protocol.startswith("SASL"):
-        password = settings.kafka_sasl_password
-        options["sasl_mechanism"] = settings.kafka_sasl_mechanism
-        options["sasl_plain_username"] = settings.kafka_sasl_username
+    if kafka.security_protocol.startswith("SASL"):
+        password = kafka.sasl_password
+        options["sasl_mechanism"] = kafka.sasl_mechanism
+        options["sasl_plain_username"] = kafka.sasl_username
         options["sasl_plain_password"] = password.get_secret_value() if password else None
     return options
 
 
-async def ensure_topics(settings: Settings) -> None:
+async def ensure_topics(kafka: KafkaSettings) -> None:
     """Create the daemon's topics if missing (state topic compacted); existing topics are left alone."""
-    admin = AIOKafkaAdminClient(**client_options(settings))
+    admin = AIOKafkaAdminClient(**client_options(kafka))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         wanted = [
-            NewTopic(name, settings.kafka_topic_partitions, 1, topic_configs=configs)
+            NewTopic(name, kafka.topic_partitions, 1, topic_configs=configs)
             for name, configs in (
-                (settings.kafka_requests_topic, {}),
-                (settings.kafka_metrics_topic, {}),
-                (settings.kafka_decisions_topic, {}),
-                (settings.kafka_deadletter_topic, {}),
-                (settings.kafka_state_topic, {"cleanup.policy": "compact"}),
+                (kafka.requests_topic, {}),
+                (kafka.metrics_topic, {}),
+                (kafka.decisions_topic, {}),
+                (kafka.deadletter_topic, {}),
+                (kafka.state_topic, {"cleanup.policy": "compact"}),
             )
             if name not in existing
         ]
@@ -116,10 +116,10 @@ class KafkaEventSource:
     """Consumer-group source over the request and metric topics (see module docstring)."""
 
     def __init__(
-        self, *, settings: Settings, models: Callable[[], Iterable[str]], max_records: int = 10_000
+        self, *, kafka: KafkaSettings, models: Callable[[], Iterable[str]], max_records: int = 10_000
     ) -> None:
         """Create a stopped source; ``models`` returns the model names with a policy, now."""
-        self.settings = settings
+        self.kafka = kafka
         self.models = models
         self.max_records = max_records
         self.consumer: AIOKafkaConsumer | None = None
@@ -142,31 +142,31 @@ class KafkaEventSource:
     async def start(self, *, on_assigned: OwnershipCallback, on_revoked: OwnershipCallback) -> None:
         """Connect and subscribe; raise ConnectionError if the bootstrap servers cannot be reached."""
         self._on_assigned, self._on_revoked = on_assigned, on_revoked
-        s = self.settings
-        if s.kafka_create_topics:
+        s = self.kafka
+        if s.create_topics:
             try:
                 await ensure_topics(s)
             except KafkaError as exc:
                 raise ConnectionError(
-                    f"cannot create topics on {','.join(s.kafka_bootstrap_servers)}: {exc}"
+                    f"cannot create topics on {','.join(s.bootstrap_servers)}: {exc}"
                 ) from exc
         self.consumer = AIOKafkaConsumer(
             **client_options(s),
-            group_id=s.kafka_group_id,
+            group_id=s.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            session_timeout_ms=s.kafka_session_timeout_ms,
-            heartbeat_interval_ms=s.kafka_heartbeat_interval_ms,
-            rebalance_timeout_ms=max(s.kafka_session_timeout_ms, 10_000),
-            fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
+            session_timeout_ms=s.session_timeout_ms,
+            heartbeat_interval_ms=s.heartbeat_interval_ms,
+            rebalance_timeout_ms=max(s.session_timeout_ms, 10_000),
+            fetch_max_wait_ms=s.fetch_max_wait_ms,
         )
-        self.consumer.subscribe([s.kafka_requests_topic, s.kafka_metrics_topic], listener=_Listener(self))
+        self.consumer.subscribe([s.requests_topic, s.metrics_topic], listener=_Listener(self))
         try:
             await self.consumer.start()
         except KafkaError as exc:
             await self.consumer.stop()
             raise ConnectionError(
-                f"cannot reach Kafka at {','.join(s.kafka_bootstrap_servers)}: {exc}"
+                f"cannot reach Kafka at {','.join(s.bootstrap_servers)}: {exc}"
             ) from exc
         self._watch_heartbeats()
 
@@ -209,7 +209,7 @@ class KafkaEventSource:
 
     def _models_of(self, partitions: Iterable[TopicPartition]) -> frozenset[str]:
         assert self.consumer is not None
-        topic = self.settings.kafka_requests_topic
+        topic = self.kafka.requests_topic
         owned_parts = {tp.partition for tp in partitions if tp.topic == topic}
         count = len(self.consumer.partitions_for_topic(topic) or ())
         if not owned_parts or count == 0:
@@ -229,7 +229,7 @@ class KafkaEventSource:
         self.assigned = False
         self._rebalances += 1
         log.info("partitions_revoking", partitions=len(revoked), models=len(models))
-        topic = self.settings.kafka_requests_topic
+        topic = self.kafka.requests_topic
         gone = frozenset(tp.partition for tp in revoked if tp.topic == topic)
         self.partitions = self.partitions - gone  # fenced from here on, before anything else runs
         for tp in revoked:  # what was polled and not yet settled is the next owner's to read
@@ -255,7 +255,7 @@ class KafkaEventSource:
         new = models - self.owned
         self.owned = models
         assert self.consumer is not None
-        topic = self.settings.kafka_requests_topic
+        topic = self.kafka.requests_topic
         self._partition_count = len(self.consumer.partitions_for_topic(topic) or ())
         self.partitions = frozenset(tp.partition for tp in assigned if tp.topic == topic)
         self.generation = self._current_generation()
@@ -412,9 +412,9 @@ def dead_letter_body(*, record: RawRecord, reason: str, detail: str) -> dict[str
 class KafkaDecisionSink:
     """Producer for decisions and dead letters (and checkpoints, via :class:`KafkaCheckpointStore`)."""
 
-    def __init__(self, *, settings: Settings) -> None:
+    def __init__(self, *, kafka: KafkaSettings) -> None:
         """Create a stopped sink."""
-        self.settings = settings
+        self.kafka = kafka
         self.producer: AIOKafkaProducer | None = None
         self._pending: list[asyncio.Future[Any]] = []
         # headers of each decision record, e.g. the publishing member and its generation (fencing)
@@ -422,7 +422,7 @@ class KafkaDecisionSink:
 
     async def start(self) -> None:
         """Connect the producer; raise ConnectionError if Kafka cannot be reached."""
-        self.producer = AIOKafkaProducer(**client_options(self.settings), acks="all", linger_ms=5)
+        self.producer = AIOKafkaProducer(**client_options(self.kafka), acks="all", linger_ms=5)
         try:
             await self.producer.start()
         except KafkaError as exc:
@@ -435,7 +435,7 @@ class KafkaDecisionSink:
         value = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
         try:
             await self.producer.send_and_wait(
-                self.settings.kafka_decisions_topic,
+                self.kafka.decisions_topic,
                 value=value,
                 key=model.encode(),
                 headers=self.headers(model) if self.headers is not None else None,
@@ -454,7 +454,7 @@ class KafkaDecisionSink:
         letter = dead_letter_body(record=record, reason=reason, detail=detail)
         value = json.dumps(letter, separators=(",", ":")).encode()
         key = record.key[:DEAD_LETTER_KEY_BYTES] if record.key is not None else None
-        topic = self.settings.kafka_deadletter_topic
+        topic = self.kafka.deadletter_topic
         try:
             future = await self.producer.send(topic, value=value, key=key)
         except KafkaError as exc:
@@ -485,9 +485,9 @@ class KafkaDecisionSink:
 class KafkaCheckpointStore:
     """Checkpoints per model on a compacted topic (key = model)."""
 
-    def __init__(self, *, settings: Settings, sink: KafkaDecisionSink, read_timeout: float = 10.0) -> None:
+    def __init__(self, *, kafka: KafkaSettings, sink: KafkaDecisionSink, read_timeout: float = 10.0) -> None:
         """Create a store writing through ``sink``'s producer."""
-        self.settings = settings
+        self.kafka = kafka
         self.sink = sink
         self.read_timeout = read_timeout
 
@@ -495,7 +495,7 @@ class KafkaCheckpointStore:
         """Write each checkpoint and wait for the broker; raise ConnectionError on failure."""
         producer = self.sink.producer
         assert producer is not None, "start the sink first"
-        topic = self.settings.kafka_state_topic
+        topic = self.kafka.state_topic
         try:
             futures = [await producer.send(topic, value=v, key=m.encode()) for m, v in checkpoints.items()]
             await asyncio.gather(*futures)
@@ -510,11 +510,11 @@ class KafkaCheckpointStore:
         """Return model -> (newest checkpoint on the state topic, its record's unix timestamp)."""
         if not models:
             return {}
-        consumer = AIOKafkaConsumer(**client_options(self.settings), enable_auto_commit=False, group_id=None)
+        consumer = AIOKafkaConsumer(**client_options(self.kafka), enable_auto_commit=False, group_id=None)
         await consumer.start()
         found: dict[str, tuple[bytes, float]] = {}
         try:
-            topic = self.settings.kafka_state_topic
+            topic = self.kafka.state_topic
             parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
             if not parts:
                 return {}

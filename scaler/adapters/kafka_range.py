@@ -23,7 +23,7 @@ from aiokafka.errors import KafkaError
 
 from scaler.adapters.kafka import client_options
 from scaler.ports import RawRecord
-from scaler.settings import Settings
+from scaler.settings import KafkaSettings
 from scaler.sim.events_trace import EventsReader, EventsReplay
 
 SLACK_SECONDS: Final = 60.0  # events may be stamped by the broker a little after their own ts
@@ -32,7 +32,7 @@ STALL_SECONDS: Final = 15.0  # no progress for this long: the broker is gone or 
 
 async def read_range(
     *,
-    settings: Settings,
+    kafka: KafkaSettings,
     topics: Sequence[str],
     since: float,
     until: float,
@@ -45,9 +45,9 @@ async def read_range(
     reached or stop answering, and LookupError naming a topic that does not exist.
     """
     consumer = AIOKafkaConsumer(
-        **client_options(settings), group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
+        **client_options(kafka), group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
     )
-    servers = ",".join(settings.kafka_bootstrap_servers)
+    servers = ",".join(kafka.bootstrap_servers)
     try:
         await consumer.start()
     except KafkaError as exc:
@@ -122,7 +122,7 @@ async def _scan(
 
 async def replay_from_kafka(
     *,
-    settings: Settings,
+    kafka: KafkaSettings,
     topics: Sequence[str],
     known_models: Sequence[str],
     since: float,
@@ -142,5 +142,5 @@ async def replay_from_kafka(
     def feed(record: RawRecord) -> None:
         reader.feed(record.value, where=f"{record.topic}[{record.partition}]@{record.offset}")
 
-    await read_range(settings=settings, topics=topics, since=since, until=until, on_record=feed)
+    await read_range(kafka=kafka, topics=topics, since=since, until=until, on_record=feed)
     return reader.finish()

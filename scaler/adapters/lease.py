@@ -33,7 +33,7 @@ from urllib3.exceptions import HTTPError
 
 from scaler.control import fencing
 from scaler.core.policy import ModelPolicy
-from scaler.settings import Settings
+from scaler.settings import ActuatorSettings, KubernetesSettings, LeaseSettings
 
 RBAC_RULES: Final[tuple[dict[str, tuple[str, ...]], ...]] = (
     {"apiGroups": ("coordination.k8s.io",), "resources": ("leases",), "verbs": ("get", "create", "update")},
@@ -357,34 +357,43 @@ def describe_rules() -> list[dict[str, Any]]:
     return [{key: list(values) for key, values in rule.items()} for rule in RBAC_RULES]
 
 
-def wanted(settings: Settings, policies: Mapping[str, ModelPolicy]) -> bool:
-    """Return True if ``settings.fencing_leases`` asks for Leases: ``on``, or ``auto`` while actuating
-    with a Kubernetes client (a Kubernetes target in a policy, or a Kubernetes connection setting)."""
-    if settings.fencing_leases != "auto":
-        return settings.fencing_leases == "on"
-    if not settings.actuate:
+def wanted(
+    lease: LeaseSettings,
+    kubernetes: KubernetesSettings,
+    policies: Mapping[str, ModelPolicy],
+    *,
+    actuate: bool,
+) -> bool:
+    """Return True if ``lease.fencing`` asks for Leases: ``on``, or ``auto`` while actuating with a
+    Kubernetes client (a Kubernetes target in a policy, or a Kubernetes connection setting)."""
+    if lease.fencing != "auto":
+        return lease.fencing == "on"
+    if not actuate:
         return False
     return (
         any(p.targets is not None and p.targets.kubernetes is not None for p in policies.values())
-        or settings.kubernetes_host is not None
-        or settings.kubernetes_kubeconfig is not None
-        or settings.kubernetes_context is not None
-        or settings.kubernetes_in_cluster
+        or kubernetes.host is not None
+        or kubernetes.kubeconfig is not None
+        or kubernetes.context is not None
+        or kubernetes.in_cluster
     )
 
 
 def keeper_from_settings(
-    settings: Settings,
+    lease: LeaseSettings,
+    kubernetes: KubernetesSettings,
+    actuator: ActuatorSettings,
     policies: Mapping[str, ModelPolicy],
     *,
+    actuate: bool,
     identity: str,
     held_gauge: Gauge | None = None,
 ) -> LeaseKeeper | None:
-    """Return the lease keeper ``settings`` ask for (None: Leases off).
+    """Return the lease keeper ``lease`` asks for (None: Leases off; see :func:`wanted`).
 
     Raises ValueError naming the source when the Kubernetes configuration cannot be loaded.
     """
-    if not wanted(settings, policies):
+    if not wanted(lease, kubernetes, policies, actuate=actuate):
         return None
     from scaler.adapters.kubernetes import load_api_client  # noqa: PLC0415  # same connection settings
 
@@ -392,22 +401,22 @@ def keeper_from_settings(
         return str(value) if value is not None else None
 
     api = load_api_client(
-        host=settings.kubernetes_host,
-        token_file=path(settings.kubernetes_token_file),
-        ca_file=path(settings.kubernetes_ca_file),
-        kubeconfig=path(settings.kubernetes_kubeconfig),
-        context=settings.kubernetes_context,
-        in_cluster=settings.kubernetes_in_cluster,
+        host=kubernetes.host,
+        token_file=path(kubernetes.token_file),
+        ca_file=path(kubernetes.ca_file),
+        kubeconfig=path(kubernetes.kubeconfig),
+        context=kubernetes.context,
+        in_cluster=kubernetes.in_cluster,
     )
     keeper = LeaseKeeper(
         api,
-        namespace=default_namespace(settings.lease_namespace, policies),
-        prefix=settings.lease_name_prefix,
+        namespace=default_namespace(lease.namespace, policies),
+        prefix=lease.name_prefix,
         identity=identity,
-        duration=settings.lease_duration_seconds,
-        renew_every=settings.lease_renew_seconds,
-        margin=settings.lease_margin_seconds,
-        request_timeout=min(settings.actuator_timeout_seconds, settings.lease_renew_seconds),
+        duration=lease.duration_seconds,
+        renew_every=lease.renew_seconds,
+        margin=lease.margin_seconds,
+        request_timeout=min(actuator.timeout_seconds, lease.renew_seconds),
         held_gauge=held_gauge,
     )
     log.info(

@@ -31,7 +31,7 @@ from urllib3.util.retry import Retry
 from scaler.core.fallback import FallbackSignal
 from scaler.core.policy import ModelPolicy
 from scaler.core.types import FloatArray
-from scaler.settings import Settings
+from scaler.settings import PrometheusSettings
 
 log = structlog.get_logger("scaler.prometheus")
 MAX_POINTS: Final = 10_000
@@ -246,20 +246,20 @@ async def read_histories(
     return found
 
 
-def reader_from_settings(settings: Settings) -> PrometheusHistory | None:
+def reader_from_settings(prometheus: PrometheusSettings) -> PrometheusHistory | None:
     """Return the history reader the settings ask for (None when ``prometheus_url`` is not set)."""
-    if settings.prometheus_url is None:
+    if prometheus.url is None:
         return None
     queries = HistoryQueries(
-        requests=settings.prometheus_requests_selector,
-        prompt_tokens=settings.prometheus_prompt_tokens_selector,
-        output_tokens=settings.prometheus_output_tokens_selector,
+        requests=prometheus.requests_selector,
+        prompt_tokens=prometheus.prompt_tokens_selector,
+        output_tokens=prometheus.output_tokens_selector,
     )
     return PrometheusHistory(
-        url=settings.prometheus_url,
+        url=prometheus.url,
         queries=queries,
-        timeout_seconds=settings.prometheus_timeout_seconds,
-        connection=connection_from_settings(settings),
+        timeout_seconds=prometheus.timeout_seconds,
+        connection=connection_from_settings(prometheus),
     )
 
 
@@ -321,54 +321,54 @@ class PrometheusSignal:
         return value if math.isfinite(value) else None
 
 
-def signal_from_settings(settings: Settings) -> PrometheusSignal | None:
+def signal_from_settings(prometheus: PrometheusSettings) -> PrometheusSignal | None:
     """Return the fallback signal reader the settings ask for (None when ``prometheus_url`` is not set)."""
-    if settings.prometheus_url is None:
+    if prometheus.url is None:
         return None
     queries = SignalQueries(
-        request_rate=settings.prometheus_request_rate_query,
-        running=settings.prometheus_running_query,
-        waiting=settings.prometheus_waiting_query,
-        ready_replicas=settings.prometheus_ready_replicas_query,
+        request_rate=prometheus.request_rate_query,
+        running=prometheus.running_query,
+        waiting=prometheus.waiting_query,
+        ready_replicas=prometheus.ready_replicas_query,
     )
     return PrometheusSignal(
-        url=settings.prometheus_url,
+        url=prometheus.url,
         queries=queries,
-        timeout_seconds=settings.prometheus_timeout_seconds,
-        connection=connection_from_settings(settings),
+        timeout_seconds=prometheus.timeout_seconds,
+        connection=connection_from_settings(prometheus),
     )
 
 
-def connection_from_settings(settings: Settings) -> Connection:
+def connection_from_settings(prometheus: PrometheusSettings) -> Connection:
     """Return the connection options of the ``prometheus_*`` settings; raise ValueError on a bad one."""
     headers: dict[str, str] = {}
-    for header in settings.prometheus_headers:
+    for header in prometheus.headers:
         name, sep, value = header.partition(":")
         if not sep or not name.strip():
             raise ValueError(f"prometheus_headers: {name.strip()[:40]!r} is not 'Name: value'")
         headers[name.strip()] = value.strip()
-    token = settings.prometheus_bearer_token.get_secret_value() if settings.prometheus_bearer_token else None
-    if token is None and settings.prometheus_bearer_token_file is not None:
+    token = prometheus.bearer_token.get_secret_value() if prometheus.bearer_token else None
+    if token is None and prometheus.bearer_token_file is not None:
         try:
-            token = settings.prometheus_bearer_token_file.read_text(encoding="utf-8").strip()
+            token = prometheus.bearer_token_file.read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ValueError(
-                f"prometheus_bearer_token_file: cannot read {settings.prometheus_bearer_token_file}: "
+                f"prometheus_bearer_token_file: cannot read {prometheus.bearer_token_file}: "
                 f"{exc.strerror}"
             ) from None
-    password = settings.prometheus_password
+    password = prometheus.password
     basic = None
-    if settings.prometheus_username is not None:
-        basic = (settings.prometheus_username, password.get_secret_value() if password else "")
+    if prometheus.username is not None:
+        basic = (prometheus.username, password.get_secret_value() if password else "")
     cert = None
-    if settings.prometheus_certfile is not None and settings.prometheus_keyfile is not None:
-        cert = (str(settings.prometheus_certfile), str(settings.prometheus_keyfile))
+    if prometheus.certfile is not None and prometheus.keyfile is not None:
+        cert = (str(prometheus.certfile), str(prometheus.keyfile))
     return Connection(
         headers=headers,
         bearer_token=token,
         basic_auth=basic,
-        ca_file=str(settings.prometheus_ca_file) if settings.prometheus_ca_file else None,
-        verify_tls=settings.prometheus_tls_verify,
+        ca_file=str(prometheus.ca_file) if prometheus.ca_file else None,
+        verify_tls=prometheus.tls_verify,
         client_cert=cert,
-        retries=settings.prometheus_retries,
+        retries=prometheus.retries,
     )

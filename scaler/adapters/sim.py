@@ -39,7 +39,7 @@ from scaler.core.policy import (
     Targets,
 )
 from scaler.ports import Clock
-from scaler.settings import Settings
+from scaler.settings import ActuatorSettings
 
 SANDBOX_NAMESPACE = "sandbox"
 
@@ -223,7 +223,8 @@ def with_sandbox_targets(policy: ModelPolicy) -> ModelPolicy:
 
 def sandbox_actuators(
     *,
-    settings: Settings,
+    actuator: ActuatorSettings,
+    dry_run: bool,
     policies: Mapping[str, ModelPolicy],
     clock: Clock,
     registry: CollectorRegistry,
@@ -231,7 +232,7 @@ def sandbox_actuators(
     """Return the policies (with simulated targets where none are named) and actuators on the simulator.
 
     The retry backoff sleeps on ``clock`` (virtual time, like the simulator); dry-run, attempts, pacing
-    and the failure threshold come from ``settings``.
+    and the failure threshold come from ``actuator``.
     """
     named = {model: with_sandbox_targets(policy) for model, policy in policies.items()}
     kube_leads: dict[str, LeadTimes] = {}
@@ -249,14 +250,14 @@ def sandbox_actuators(
         kubernetes=SimKubernetes(clock=clock, lead_times=kube_leads, faults=faults),
         serverless=SimServerless(clock=clock, lead_times=serverless_leads, faults=faults),
         metrics=ActuatorMetrics(registry),
-        dry_run=settings.dry_run,
+        dry_run=dry_run,
         retry=RetryPolicy(
-            attempts=settings.actuator_attempts,
-            cap_seconds=min(5.0, settings.actuator_timeout_seconds),
-            timeout_seconds=settings.actuator_timeout_seconds,
+            attempts=actuator.attempts,
+            cap_seconds=min(5.0, actuator.timeout_seconds),
+            timeout_seconds=actuator.timeout_seconds,
         ),
-        min_interval_seconds=settings.actuator_min_interval_seconds,
-        failure_threshold=settings.actuator_failure_threshold,
+        min_interval_seconds=actuator.min_interval_seconds,
+        failure_threshold=actuator.failure_threshold,
         sleep=clock.sleep,  # backoff in the sandbox's virtual time
     )
     return named, actuators

@@ -56,7 +56,7 @@ from scaler.adapters.kafka import client_options
 from scaler.adapters.vllm_rates import COUNTERS, CounterReader, Rates, Totals, rates
 from scaler.core.events import MAX_RATE_SECONDS, MetricEvent
 from scaler.ports import Clock
-from scaler.settings import Settings
+from scaler.settings import KafkaSettings
 
 log = structlog.get_logger("scaler.bridge")
 
@@ -278,14 +278,14 @@ class VllmBridge:
         self,
         *,
         targets: Sequence[str],
-        settings: Settings,
+        kafka: KafkaSettings,
         options: BridgeOptions,
         registry: CollectorRegistry | None = None,
         discovery: Discovery | None = None,
     ) -> None:
         """Create a stopped bridge; raise ValueError if a target is not an http(s) URL."""
         self.static = {url: replica_of(url) for url in targets}
-        self.settings = settings
+        self.kafka = kafka
         self.options = options
         self.discovery = discovery
         self.discovered: dict[str, str] = {}
@@ -395,7 +395,7 @@ class VllmBridge:
 
     async def start(self) -> None:
         """Connect the producer; raise ConnectionError if Kafka cannot be reached."""
-        self._producer = AIOKafkaProducer(**client_options(self.settings), acks="all", linger_ms=5)
+        self._producer = AIOKafkaProducer(**client_options(self.kafka), acks="all", linger_ms=5)
         try:
             await self._producer.start()
         except KafkaError as exc:
@@ -406,7 +406,7 @@ class VllmBridge:
     async def publish(self, events: Sequence[MetricEvent]) -> None:
         """Send ``events`` to the metrics topic and wait for the broker; raise ConnectionError on failure."""
         assert self._producer is not None, "start() first"
-        topic = self.settings.kafka_metrics_topic
+        topic = self.kafka.metrics_topic
         try:
             futures = [
                 await self._producer.send(topic, value=msgspec.json.encode(e), key=e.model.encode())

@@ -16,7 +16,7 @@ from scaler.settings import SettingsError, load_settings
 
 if TYPE_CHECKING:
     from scaler.adapters.vllm import Discovery, VllmBridge
-    from scaler.settings import Settings
+    from scaler.settings import ActuatorSettings, KubernetesSettings
 
 DESCRIPTION = """\
 Scrape vLLM servers' Prometheus /metrics and publish one replica metric event per server and model
@@ -131,10 +131,10 @@ def handler(args: argparse.Namespace) -> int:
         return 2
     registry = CollectorRegistry()
     try:
-        discovery = _discovery(args, settings) if args.selector else None
+        discovery = _discovery(args, settings.kubernetes, settings.actuator) if args.selector else None
         bridge = vllm.VllmBridge(
             targets=targets,
-            settings=settings,
+            kafka=settings.kafka,
             options=vllm.BridgeOptions(
                 interval_seconds=args.interval,
                 timeout_seconds=args.timeout,
@@ -157,7 +157,9 @@ def handler(args: argparse.Namespace) -> int:
     return asyncio.run(_run(bridge))
 
 
-def _discovery(args: argparse.Namespace, settings: Settings) -> Discovery:
+def _discovery(
+    args: argparse.Namespace, kube: KubernetesSettings, actuator: ActuatorSettings
+) -> Discovery:
     """Return the pod discovery of ``--selector``; raise ValueError on a bad port or Kubernetes settings."""
     from scaler.adapters import kubernetes, vllm_discovery  # noqa: PLC0415  # the client is slow to import
 
@@ -165,12 +167,12 @@ def _discovery(args: argparse.Namespace, settings: Settings) -> Discovery:
     if (isinstance(port, int) and not 0 < port <= 65535) or not str(port).strip():
         raise ValueError(f"--port {args.port!r} is not a port number or a container port name")
     api = kubernetes.load_api_client(
-        host=settings.kubernetes_host,
-        token_file=_path(settings.kubernetes_token_file),
-        ca_file=_path(settings.kubernetes_ca_file),
-        kubeconfig=_path(settings.kubernetes_kubeconfig),
-        context=settings.kubernetes_context,
-        in_cluster=settings.kubernetes_in_cluster,
+        host=kube.host,
+        token_file=_path(kube.token_file),
+        ca_file=_path(kube.ca_file),
+        kubeconfig=_path(kube.kubeconfig),
+        context=kube.context,
+        in_cluster=kube.in_cluster,
     )
     return vllm_discovery.PodDiscovery(
         api,
@@ -178,7 +180,7 @@ def _discovery(args: argparse.Namespace, settings: Settings) -> Discovery:
         selector=args.selector,
         port=port,
         path=args.path,
-        request_timeout=settings.actuator_timeout_seconds,
+        request_timeout=actuator.timeout_seconds,
     )
 
 

@@ -20,7 +20,7 @@ from typing import BinaryIO, Final
 from scaler.adapters.kafka_range import read_range
 from scaler.core import events
 from scaler.ports import RawRecord
-from scaler.settings import Settings, SettingsError, load_settings
+from scaler.settings import KafkaSettings, Settings, SettingsError, load_settings
 
 MAX_SHOWN: Final = 5
 
@@ -154,7 +154,7 @@ class _Writer:
 
 
 async def export_range(
-    *, settings: Settings, topics: list[str], since: float, until: float, path: Path
+    *, kafka: KafkaSettings, topics: list[str], since: float, until: float, path: Path
 ) -> _Writer:
     """Write the events of ``topics`` in ``[since, until]`` to ``path`` (via a temporary file beside it).
 
@@ -165,7 +165,7 @@ async def export_range(
     try:
         with tmp.open("wb") as out:
             writer = _Writer(out, since=since, until=until)
-            await read_range(settings=settings, topics=topics, since=since, until=until, on_record=writer.add)
+            await read_range(kafka=kafka, topics=topics, since=since, until=until, on_record=writer.add)
         if writer.written:
             tmp.replace(path)
     finally:
@@ -187,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         say(f"error: {exc}")
         return 1
-    exporting = export_range(settings=settings, topics=topics, since=since, until=until, path=args.out)
+    exporting = export_range(kafka=settings.kafka, topics=topics, since=since, until=until, path=args.out)
     try:
         writer = asyncio.run(exporting)
     except (ConnectionError, LookupError) as exc:

@@ -381,7 +381,7 @@ def load_replay(
                 raise UsageError("--from-kafka needs --bootstrap-servers, --since and --until")
             settings, topics, since, until = range_settings(args)
             reading = replay_from_kafka(
-                settings=settings, topics=topics, known_models=models, since=since, until=until, only=only
+                kafka=settings.kafka, topics=topics, known_models=models, since=since, until=until, only=only
             )
             replay = asyncio.run(reading)
         else:

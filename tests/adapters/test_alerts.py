@@ -162,7 +162,7 @@ def test_without_a_token_the_endpoint_refuses_everything(tmp_path: Path) -> None
     settings = Settings(alerts_token_file=empty)
     book = OverrideBook()
     receiver = install_receiver(
-        settings=settings, app=server.app, book=book, clock=lambda: NOW, registry=metrics.registry
+        alerts=settings.alerts, app=server.app, book=book, clock=lambda: NOW, registry=metrics.registry
     )
     assert not receiver.enabled
 
@@ -185,11 +185,11 @@ def test_without_a_token_the_endpoint_refuses_everything(tmp_path: Path) -> None
 def test_the_token_comes_from_the_setting_or_a_file(tmp_path: Path) -> None:
     path = tmp_path / "token"
     path.write_text(" from-file \n")
-    assert load_token(Settings(alerts_token_file=path)) == "from-file"
-    assert load_token(Settings(alerts_token=TOKEN, alerts_token_file=path)) == TOKEN
-    assert load_token(Settings()) is None
+    assert load_token(Settings(alerts_token_file=path).alerts) == "from-file"
+    assert load_token(Settings(alerts_token=TOKEN, alerts_token_file=path).alerts) == TOKEN
+    assert load_token(Settings().alerts) is None
     with pytest.raises(ValueError, match="cannot read"):
-        load_token(Settings(alerts_token_file=tmp_path / "missing"))
+        load_token(Settings(alerts_token_file=tmp_path / "missing").alerts)
     assert TOKEN not in repr(Settings(alerts_token=TOKEN))
 
 
@@ -221,7 +221,7 @@ def test_an_alert_flood_keeps_overrides_within_the_caps_and_decisions_small() ->
     runtime.assign(frozenset({"llama"}), checkpoints={}, now=NOW)
     server = HttpServer(host="127.0.0.1", port=0, metrics=metrics, ready=lambda: None)
     receiver = install_receiver(
-        settings=Settings(alerts_token=TOKEN),
+        alerts=Settings(alerts_token=TOKEN).alerts,
         app=server.app,
         book=runtime.overrides,
         clock=lambda: NOW,

@@ -25,7 +25,7 @@ def test_partition_for_matches_the_producers_default_partitioner(broker: Broker)
     settings = kafka_settings(broker.bootstrap)
 
     async def run() -> list[int]:
-        await kafka.ensure_topics(settings)
+        await kafka.ensure_topics(settings.kafka)
         return await produce(broker.bootstrap, settings.kafka_requests_topic, [(m, b"{}") for m in MODELS])
 
     landed = asyncio.run(run())
@@ -53,7 +53,7 @@ def test_a_source_owns_the_models_of_its_partitions_and_resumes_after_its_commit
         owned.append(frozenset())
 
     async def session(want: int) -> list[RawRecord]:
-        source = kafka.KafkaEventSource(settings=settings, models=lambda: MODELS)
+        source = kafka.KafkaEventSource(kafka=settings.kafka, models=lambda: MODELS)
         await source.start(on_assigned=assigned, on_revoked=revoked)
         try:
             records = await _drain(source, want=want, seconds=10.0 if want else 3.0)
@@ -65,7 +65,7 @@ def test_a_source_owns_the_models_of_its_partitions_and_resumes_after_its_commit
         return records
 
     async def run() -> tuple[list[RawRecord], list[RawRecord], list[RawRecord]]:
-        await kafka.ensure_topics(settings)
+        await kafka.ensure_topics(settings.kafka)
         await produce(broker.bootstrap, settings.kafka_requests_topic, [(m, m.encode()) for m in MODELS[:6]])
         first = await session(6)
         again = await session(0)
@@ -92,16 +92,16 @@ def test_records_polled_then_revoked_are_never_committed_and_are_read_again(brok
     Records = list[RawRecord]
 
     async def run() -> tuple[Records, Records, Records, Records, frozenset[int]]:
-        await kafka.ensure_topics(settings)
+        await kafka.ensure_topics(settings.kafka)
         await produce(broker.bootstrap, settings.kafka_requests_topic, events)
-        first = kafka.KafkaEventSource(settings=settings, models=lambda: MODELS)
+        first = kafka.KafkaEventSource(kafka=settings.kafka, models=lambda: MODELS)
 
         async def first_revoked(models: frozenset[str]) -> None:
             await first.commit()  # what the daemon does on a revoke: commit what it has settled
 
         await first.start(on_assigned=nothing, on_revoked=first_revoked)
         polled = await _drain(first, want=len(events))  # returned by a poll, not yet counted...
-        second = kafka.KafkaEventSource(settings=settings, models=lambda: MODELS)
+        second = kafka.KafkaEventSource(kafka=settings.kafka, models=lambda: MODELS)
         await second.start(on_assigned=nothing, on_revoked=nothing)  # ...when a second member joins
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 30
@@ -158,9 +158,9 @@ def test_no_record_is_returned_while_its_models_are_being_loaded(broker: Broker)
             await source.commit()
 
     async def run() -> tuple[list[RawRecord], list[RawRecord]]:
-        await kafka.ensure_topics(settings)
-        first = kafka.KafkaEventSource(settings=settings, models=lambda: MODELS)
-        second = kafka.KafkaEventSource(settings=settings, models=lambda: MODELS)
+        await kafka.ensure_topics(settings.kafka)
+        first = kafka.KafkaEventSource(kafka=settings.kafka, models=lambda: MODELS)
+        second = kafka.KafkaEventSource(kafka=settings.kafka, models=lambda: MODELS)
         await first.start(on_assigned=slow("first"), on_revoked=nothing)
         loop = asyncio.get_running_loop()
         by_first: list[RawRecord] = []
@@ -187,8 +187,8 @@ def test_decisions_and_dead_letters_are_published_keyed_by_model(broker: Broker)
     bad = RawRecord(settings.kafka_requests_topic, 2, 41, b"model-1", b"\xff not json")
 
     async def run() -> tuple[list[object], list[object]]:
-        await kafka.ensure_topics(settings)
-        sink = kafka.KafkaDecisionSink(settings=settings)
+        await kafka.ensure_topics(settings.kafka)
+        sink = kafka.KafkaDecisionSink(kafka=settings.kafka)
         await sink.start()
         try:
             await sink.publish(model="model-1", payload={"model": "model-1", "desired": {"replicas": 3}})
@@ -214,10 +214,10 @@ def test_checkpoints_read_back_the_newest_per_model(broker: Broker) -> None:
     settings = kafka_settings(broker.bootstrap)
 
     async def run() -> tuple[dict[str, bytes], dict[str, bytes]]:
-        await kafka.ensure_topics(settings)
-        sink = kafka.KafkaDecisionSink(settings=settings)
+        await kafka.ensure_topics(settings.kafka)
+        sink = kafka.KafkaDecisionSink(kafka=settings.kafka)
         await sink.start()
-        store = kafka.KafkaCheckpointStore(settings=settings, sink=sink)
+        store = kafka.KafkaCheckpointStore(kafka=settings.kafka, sink=sink)
         try:
             empty = await store.load(frozenset({"a"}))
             await store.save({"a": b"a1", "b": b"b1"})
@@ -235,7 +235,7 @@ def test_an_unreachable_broker_is_a_connection_error_naming_it() -> None:
     settings = Settings(kafka_bootstrap_servers=("127.0.0.1:1",), kafka_create_topics=False)
 
     async def run() -> None:
-        sink = kafka.KafkaDecisionSink(settings=settings)
+        sink = kafka.KafkaDecisionSink(kafka=settings.kafka)
         await sink.start()
 
     with pytest.raises(ConnectionError, match="Kafka producer"):
@@ -248,8 +248,8 @@ def test_a_dead_letter_of_a_huge_original_is_cut_to_size_with_its_hash(broker: B
     huge = RawRecord(settings.kafka_requests_topic, 1, 7, b"model-1", original)
 
     async def run() -> list[object]:
-        await kafka.ensure_topics(settings)
-        sink = kafka.KafkaDecisionSink(settings=settings)
+        await kafka.ensure_topics(settings.kafka)
+        sink = kafka.KafkaDecisionSink(kafka=settings.kafka)
         await sink.start()
         try:
             await sink.dead_letter(record=huge, reason="too_large", detail="event over 65536 bytes")
@@ -283,7 +283,7 @@ def test_connected_follows_the_broker_going_away_and_coming_back(own_broker: Bro
         return None
 
     async def run() -> None:
-        source = kafka.KafkaEventSource(settings=settings, models=lambda: MODELS)
+        source = kafka.KafkaEventSource(kafka=settings.kafka, models=lambda: MODELS)
         seen.append(("before start", source.connected(), 0.0))
         await source.start(on_assigned=noop, on_revoked=noop)
         try:

@@ -91,7 +91,7 @@ def test_settings_headers_token_and_ca_reach_prometheus(
         prometheus_bearer_token_file=token,
         prometheus_ca_file=pki["ca.crt"],
     )
-    reader = signal_from_settings(settings)
+    reader = signal_from_settings(settings.prometheus)
     assert reader is not None
     found = asyncio.run(reader.signal("llama-8b", now=1000.0))
     assert found.running == 4.0
@@ -137,4 +137,4 @@ def test_basic_auth_and_retries_of_a_plain_prometheus() -> None:
 )
 def test_bad_connection_settings_are_named(values: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        connection_from_settings(Settings(prometheus_url="http://127.0.0.1:9", **values))  # type: ignore[arg-type]
+        connection_from_settings(Settings(prometheus_url="http://127.0.0.1:9", **values).prometheus)  # type: ignore[arg-type]

@@ -140,8 +140,10 @@ def _step(acts: Actuators, pol: ModelPolicy, dec: Decision) -> tuple[Observed, l
 
 def _sandbox(clock: ManualClock, **settings: object) -> tuple[ModelPolicy, Actuators, CollectorRegistry]:
     registry = CollectorRegistry()
+    chosen = Settings(actuate=True, actuator_failure_threshold=2, **settings)  # type: ignore[arg-type]
     policies, acts = sandbox_actuators(
-        settings=Settings(actuate=True, actuator_failure_threshold=2, **settings),  # type: ignore[arg-type]
+        actuator=chosen.actuator,
+        dry_run=chosen.dry_run,
         policies={"Chat_8B:v1": _policy()},
         clock=clock,
         registry=registry,

@@ -74,7 +74,7 @@ def test_static_and_discovered_targets_rates_and_a_pod_leaving_once(servers: lis
     registry = CollectorRegistry()
     bridge = VllmBridge(
         targets=[static.url],
-        settings=Settings(),
+        kafka=Settings().kafka,
         options=BridgeOptions(interval_seconds=5, timeout_seconds=2, refresh_seconds=5),
         registry=registry,
         discovery=discovery,

@@ -123,7 +123,7 @@ def test_a_broker_restarted_empty_is_survived(own_broker: Broker, tmp_path: Path
         health, ready = _outage(daemon, own_broker)
         restarted = time.time()
         own_broker.start()  # memory storage: no topics, no records, no group offsets
-        asyncio.run(kafka.ensure_topics(daemon.settings))  # as an operator re-creating them would
+        asyncio.run(kafka.ensure_topics(daemon.settings.kafka))  # as an operator re-creating them would
         until(lambda: len(daemon.events("partitions_assigned")) > joins, seconds=60, what="rejoined")
         with Traffic(own_broker.bootstrap, topic, MODELS, rate=20) as second:
             until(lambda: second.acked > 2 * before, seconds=60, what="the new log past the old one")

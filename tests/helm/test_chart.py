@@ -102,9 +102,25 @@ def _settings_text(objects: list[dict[str, Any]]) -> str:
 
 
 def _settings_file(objects: list[dict[str, Any]]) -> dict[str, Any]:
-    """Return the settings file the chart renders, as the daemon's YAML loader reads it."""
-    data: dict[str, Any] = yaml.safe_load(_settings_text(objects))
-    return data
+    """Return the settings file the chart renders by flat setting name, as the daemon's loader reads it."""
+    from scaler.settings import flatten_grouped  # noqa: PLC0415
+
+    values, _ = flatten_grouped(yaml.safe_load(_settings_text(objects)))
+    return values
+
+
+def test_the_settings_file_is_grouped_by_section(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+    from scaler.settings import SECTIONS  # noqa: PLC0415
+
+    case, objects = rendered
+    data = yaml.safe_load(_settings_text(objects))
+    in_sections = {flat for cls in SECTIONS.values() for flat in cls.flat_names().values()}
+    flat_keys = sorted(k for k in data if k not in SECTIONS)
+    assert flat_keys == ["actuate", "dry_run", "log_level"], f"{case}: a grouped setting left flat"
+    assert not in_sections & set(data)
+    assert data["kafka"]["group_id"] == "spillway-scaler"
+    assert data["http"] == {"listen": "0.0.0.0:8080"}
+    assert data["lease"]["fencing"] == "auto"
 
 
 def _daemon_settings(objects: list[dict[str, Any]], tmp_path: Path) -> Any:

@@ -120,76 +120,88 @@ app.kubernetes.io/component: autoscaler
 {{- end }}
 
 {{/*
-The daemon's settings file (`scaler run --config`), built from the values: every setting but the
-secrets, which scaler refuses in a file and which arrive from Secrets (mounted files, secretKeyRef
-env vars). Keys are scaler's setting names (scaler/settings.py); the pod name is the Kafka client id
-(an env var from the downward API, which overrides the file).
+The daemon's settings file (`scaler run --config`), built from the values in scaler's grouped form
+(one mapping per section, `kafka: {group_id: ...}`; scaler/settings.py SECTIONS): every setting but
+the secrets, which scaler refuses in a file and which arrive from Secrets (mounted files, secretKeyRef
+env vars). The pod name is the Kafka client id (an env var from the downward API, which overrides the
+file).
 */}}
 {{- define "spillway.settings" -}}
 {{- $v := .Values }}
+{{- $kafka := dict
+  "bootstrap_servers" $v.kafka.bootstrapServers
+  "group_id" $v.kafka.groupId
+  "requests_topic" $v.kafka.topics.requests
+  "metrics_topic" $v.kafka.topics.metrics
+  "decisions_topic" $v.kafka.topics.decisions
+  "deadletter_topic" $v.kafka.topics.deadletter
+  "state_topic" $v.kafka.topics.state
+  "create_topics" $v.kafka.createTopics
+  "topic_partitions" $v.kafka.topicPartitions
+  "session_timeout_ms" $v.kafka.sessionTimeoutMs
+  "security_protocol" $v.kafka.securityProtocol
+}}
+{{- if hasPrefix "SASL" $v.kafka.securityProtocol }}
+{{- $_ := set $kafka "sasl_mechanism" $v.kafka.sasl.mechanism }}
+{{- $_ := set $kafka "sasl_username" $v.kafka.sasl.username }}
+{{- $_ := set $kafka "sasl_password_file" "/etc/spillway/kafka-sasl/password" }}
+{{- end }}
+{{- if $v.kafka.tls.existingSecret }}
+{{- $_ := set $kafka "ssl_cafile" "/etc/spillway/kafka-tls/ca.crt" }}
+{{- if $v.kafka.tls.certKey }}
+{{- $_ := set $kafka "ssl_certfile" "/etc/spillway/kafka-tls/tls.crt" }}
+{{- $_ := set $kafka "ssl_keyfile" "/etc/spillway/kafka-tls/tls.key" }}
+{{- end }}
+{{- end }}
 {{- $s := dict
-  "http_listen" (printf "0.0.0.0:%v" $v.http.port)
   "log_level" $v.logLevel
   "actuate" $v.actuate
   "dry_run" $v.dryRun
-  "kubernetes_in_cluster" true
-  "fencing_leases" $v.fencing.leases
-  "lease_namespace" .Release.Namespace
-  "lease_name_prefix" (include "spillway.leasePrefix" .)
-  "lease_duration_seconds" $v.fencing.durationSeconds
-  "lease_renew_seconds" $v.fencing.renewSeconds
-  "lease_margin_seconds" $v.fencing.marginSeconds
-  "actuator_timeout_seconds" $v.actuator.timeoutSeconds
-  "actuator_attempts" $v.actuator.attempts
-  "actuator_min_interval_seconds" $v.actuator.minIntervalSeconds
-  "actuator_failure_threshold" $v.actuator.failureThreshold
-  "policy_files" (splitList "," (include "spillway.policyFiles" .))
-  "policy_poll_seconds" $v.policies.pollSeconds
-  "kafka_bootstrap_servers" $v.kafka.bootstrapServers
-  "kafka_group_id" $v.kafka.groupId
-  "kafka_requests_topic" $v.kafka.topics.requests
-  "kafka_metrics_topic" $v.kafka.topics.metrics
-  "kafka_decisions_topic" $v.kafka.topics.decisions
-  "kafka_deadletter_topic" $v.kafka.topics.deadletter
-  "kafka_state_topic" $v.kafka.topics.state
-  "kafka_create_topics" $v.kafka.createTopics
-  "kafka_topic_partitions" $v.kafka.topicPartitions
-  "kafka_session_timeout_ms" $v.kafka.sessionTimeoutMs
-  "kafka_security_protocol" $v.kafka.securityProtocol
+  "http" (dict "listen" (printf "0.0.0.0:%v" $v.http.port))
+  "kubernetes" (dict "in_cluster" true)
+  "lease" (dict
+    "fencing" $v.fencing.leases
+    "namespace" .Release.Namespace
+    "name_prefix" (include "spillway.leasePrefix" .)
+    "duration_seconds" $v.fencing.durationSeconds
+    "renew_seconds" $v.fencing.renewSeconds
+    "margin_seconds" $v.fencing.marginSeconds)
+  "actuator" (dict
+    "timeout_seconds" $v.actuator.timeoutSeconds
+    "attempts" $v.actuator.attempts
+    "min_interval_seconds" $v.actuator.minIntervalSeconds
+    "failure_threshold" $v.actuator.failureThreshold)
+  "policy" (dict
+    "files" (splitList "," (include "spillway.policyFiles" .))
+    "poll_seconds" $v.policies.pollSeconds)
+  "kafka" $kafka
 }}
 {{- if $v.keda.enabled }}
-{{- $_ := set $s "keda_listen" (printf "0.0.0.0:%v" $v.keda.port) }}
+{{- $keda := dict "listen" (printf "0.0.0.0:%v" $v.keda.port) }}
 {{- if $v.keda.tls.existingSecret }}
-{{- $_ := set $s "keda_tls_certfile" "/etc/spillway/keda-tls/tls.crt" }}
-{{- $_ := set $s "keda_tls_keyfile" "/etc/spillway/keda-tls/tls.key" }}
+{{- $_ := set $keda "tls_certfile" "/etc/spillway/keda-tls/tls.crt" }}
+{{- $_ := set $keda "tls_keyfile" "/etc/spillway/keda-tls/tls.key" }}
 {{- if $v.keda.tls.clientCaKey }}
-{{- $_ := set $s "keda_tls_client_cafile" "/etc/spillway/keda-tls/client-ca.crt" }}
+{{- $_ := set $keda "tls_client_cafile" "/etc/spillway/keda-tls/client-ca.crt" }}
 {{- end }}
 {{- end }}
+{{- $_ := set $s "keda" $keda }}
 {{- end }}
 {{- with $v.prometheus.url }}
-{{- $_ := set $s "prometheus_url" . }}
-{{- end }}
-{{- if hasPrefix "SASL" $v.kafka.securityProtocol }}
-{{- $_ := set $s "kafka_sasl_mechanism" $v.kafka.sasl.mechanism }}
-{{- $_ := set $s "kafka_sasl_username" $v.kafka.sasl.username }}
-{{- $_ := set $s "kafka_sasl_password_file" "/etc/spillway/kafka-sasl/password" }}
-{{- end }}
-{{- if $v.kafka.tls.existingSecret }}
-{{- $_ := set $s "kafka_ssl_cafile" "/etc/spillway/kafka-tls/ca.crt" }}
-{{- if $v.kafka.tls.certKey }}
-{{- $_ := set $s "kafka_ssl_certfile" "/etc/spillway/kafka-tls/tls.crt" }}
-{{- $_ := set $s "kafka_ssl_keyfile" "/etc/spillway/kafka-tls/tls.key" }}
-{{- end }}
+{{- $_ := set $s "prometheus" (dict "url" .) }}
 {{- end }}
 {{- if $v.alerts.existingSecret }}
-{{- $_ := set $s "alerts_token_file" "/etc/spillway/alerts/token" }}
+{{- $_ := set $s "alerts" (dict "token_file" "/etc/spillway/alerts/token") }}
 {{- end }}
+{{- $aws := dict }}
 {{- with $v.aws.endpointUrl }}
-{{- $_ := set $s "aws_endpoint_url" . }}
+{{- $_ := set $aws "endpoint_url" . }}
 {{- end }}
 {{- with $v.aws.region }}
-{{- $_ := set $s "aws_region" . }}
+{{- $_ := set $aws "region" . }}
+{{- end }}
+{{- if $aws }}
+{{- $_ := set $s "aws" $aws }}
 {{- end }}
 {{- toYaml $s }}
 {{- end }}
