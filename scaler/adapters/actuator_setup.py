@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 
 import structlog
 from prometheus_client import CollectorRegistry
@@ -46,14 +45,7 @@ def build_actuators(
         or kubernetes.context
         or kubernetes.in_cluster
     ):
-        api = kube_client.load_api_client(
-            host=kubernetes.host,
-            token_file=_path(kubernetes.token_file),
-            ca_file=_path(kubernetes.ca_file),
-            kubeconfig=_path(kubernetes.kubeconfig),
-            context=kubernetes.context,
-            in_cluster=kubernetes.in_cluster,
-        )
+        api = kube_client.api_client_for(kubernetes)
         kube = kube_client.KubernetesActuator(api, request_timeout=actuator.timeout_seconds)
     serverless: ServerlessPort | None = None
     wants_serverless = any(t.serverless is not None for t in targets)
@@ -79,7 +71,3 @@ def build_actuators(
         min_interval_seconds=actuator.min_interval_seconds,
         failure_threshold=actuator.failure_threshold,
     )
-
-
-def _path(value: Path | None) -> str | None:
-    return str(value) if value is not None else None

@@ -38,7 +38,7 @@ import datetime as dt
 import os
 import ssl
 import uuid
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -48,6 +48,9 @@ from scaler.adapters.actuator import KubeState, PermanentError, PodInfo, Superse
 from scaler.control.leadtime import ColdStart
 from scaler.core import operators
 from scaler.core.policy import KubernetesTarget
+
+if TYPE_CHECKING:
+    from scaler.settings import KubernetesSettings
 
 RBAC_RULES: Final[tuple[dict[str, tuple[str, ...]], ...]] = (
     {"apiGroups": ("apps",), "resources": ("deployments", "statefulsets"), "verbs": ("get",)},
@@ -63,6 +66,25 @@ ROLE_LABEL: Final = "spillway.io/role"  # serving: behind the Service; standby: 
 COMPONENT: Final = "spillway-scaler"
 EVENT_REASON: Final = "SpillwayScaled"
 _TRANSIENT_STATUS: Final = frozenset({408, 409, 429, 500, 502, 503, 504})
+
+
+def api_client_for(kubernetes: KubernetesSettings) -> client.ApiClient:
+    """Return the API client the ``kubernetes`` settings section names (see :func:`load_api_client`).
+
+    Raises ValueError as :func:`load_api_client` does.
+    """
+
+    def path(value: object) -> str | None:
+        return str(value) if value is not None else None
+
+    return load_api_client(
+        host=kubernetes.host,
+        token_file=path(kubernetes.token_file),
+        ca_file=path(kubernetes.ca_file),
+        kubeconfig=path(kubernetes.kubeconfig),
+        context=kubernetes.context,
+        in_cluster=kubernetes.in_cluster,
+    )
 
 
 def load_api_client(

@@ -395,19 +395,9 @@ def keeper_from_settings(
     """
     if not wanted(lease, kubernetes, policies, actuate=actuate):
         return None
-    from scaler.adapters.kubernetes import load_api_client  # noqa: PLC0415  # same connection settings
+    from scaler.adapters.kubernetes import api_client_for  # noqa: PLC0415  # same connection settings
 
-    def path(value: Path | None) -> str | None:
-        return str(value) if value is not None else None
-
-    api = load_api_client(
-        host=kubernetes.host,
-        token_file=path(kubernetes.token_file),
-        ca_file=path(kubernetes.ca_file),
-        kubeconfig=path(kubernetes.kubeconfig),
-        context=kubernetes.context,
-        in_cluster=kubernetes.in_cluster,
-    )
+    api = api_client_for(kubernetes)
     keeper = LeaseKeeper(
         api,
         namespace=default_namespace(lease.namespace, policies),

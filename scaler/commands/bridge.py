@@ -166,14 +166,7 @@ def _discovery(
     port: int | str = int(args.port) if args.port.isdigit() else args.port
     if (isinstance(port, int) and not 0 < port <= 65535) or not str(port).strip():
         raise ValueError(f"--port {args.port!r} is not a port number or a container port name")
-    api = kubernetes.load_api_client(
-        host=kube.host,
-        token_file=_path(kube.token_file),
-        ca_file=_path(kube.ca_file),
-        kubeconfig=_path(kube.kubeconfig),
-        context=kube.context,
-        in_cluster=kube.in_cluster,
-    )
+    api = kubernetes.api_client_for(kube)
     return vllm_discovery.PodDiscovery(
         api,
         namespace=args.namespace,
@@ -182,10 +175,6 @@ def _discovery(
         path=args.path,
         request_timeout=actuator.timeout_seconds,
     )
-
-
-def _path(value: Path | None) -> str | None:
-    return None if value is None else str(value)
 
 
 def _host_port(value: str) -> tuple[str, int] | None:
