@@ -45,7 +45,7 @@ from scaler.core.policy import ModelPolicy
 from scaler.executor import Executor
 from scaler.forecast.models import DemandForecaster
 from scaler.ports import RawRecord
-from scaler.runtime import Runtime, RuntimeOptions
+from scaler.runtime import Runtime, RuntimeOptions, settle_collector
 
 T0 = 1_750_000_020.0  # a multiple of 60: virtual time starts on a bucket boundary
 TOPIC = "llm.requests"
@@ -207,8 +207,7 @@ async def run(args: argparse.Namespace) -> None:  # one timeline, read top to bo
     for k in range(4):
         warm.observe(bucket_start=k * 60.0, requests=1, prompt_tokens=1, output_tokens=1)
     warm.forecast(now=240.0)
-    gc.collect()
-    gc.freeze()  # as the daemon does when it starts consuming (scaler.app)
+    settle_collector()  # as the daemon does when it starts consuming (scaler.app)
     before = rss_mib()
     models = [f"model-{i:05d}" for i in range(args.models)]
     runtime, sink = build(models)

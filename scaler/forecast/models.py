@@ -17,6 +17,7 @@ observing see the same numbers; the kernels compute in float64 and round only wh
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import statistics
 from collections.abc import Sequence
@@ -36,6 +37,20 @@ DEFAULT_LEVELS: tuple[float, ...] = (
 )  # fmt: skip
 N_SERIES = 3  # requests, prompt tokens, output tokens
 _MAX_RESIDUALS = 256
+
+
+@functools.lru_cache(maxsize=64)
+def _levels_and_z(levels: tuple[float, ...]) -> tuple[FloatArray, FloatArray]:
+    """Return ``levels`` as a read-only array and their standard-normal quantiles (z).
+
+    One pair per distinct levels, shared by every forecaster using them (10,000 models: 5 MB less);
+    z stays writable, as the cached kernels were compiled for, but nothing writes it. Out of range
+    levels are returned too (the caller raises); inv_cdf's ValueError for them becomes NaN.
+    """
+    lv = np.array(levels, dtype=np.float64)
+    lv.setflags(write=False)
+    z = np.array([statistics.NormalDist().inv_cdf(v) if 0 < v < 1 else math.nan for v in levels])
+    return lv, z
 _TOKEN_TAIL = 64  # buckets used for the fallback tokens-per-request
 _MAX_COUNT = float(np.finfo(np.float32).max)  # the history stores float32
 
@@ -118,7 +133,7 @@ class DemandForecaster:
             raise ValueError(f"horizon_buckets must be >= 1, got {horizon_buckets}")
         if min_buckets < 1:
             raise ValueError(f"min_buckets must be >= 1, got {min_buckets}")
-        lv = np.array([float(v) for v in levels])
+        lv, self._z = _levels_and_z(tuple(float(v) for v in levels))
         if lv.size == 0 or not ((lv > 0) & (lv < 1)).all() or (np.diff(lv) <= 0).any():
             raise ValueError(f"levels must be strictly increasing in (0, 1), got {list(levels)}")
         self.m1, self.m2 = split_seasons(season_buckets)
@@ -126,7 +141,6 @@ class DemandForecaster:
         self.horizon_buckets = int(horizon_buckets)
         self.season_buckets = tuple(m for m in (self.m1, self.m2) if m)
         self.levels = lv
-        self.levels.setflags(write=False)
         self.min_buckets = int(min_buckets)
         longest = max(self.m1, self.m2)
         if longest:
@@ -134,7 +148,6 @@ class DemandForecaster:
         else:
             self.capacity = max(256, 8 * self.horizon_buckets)
         self.refit_every = max(longest, 128)
-        self._z = np.array([statistics.NormalDist().inv_cdf(v) for v in lv])
         # alpha, beta, gamma, phi and the form flag (1 = seasonal, 0 = level model; see kernels.fit)
         self.params = np.tile(np.append(kernels.DEFAULT_PARAMS, 1.0), (N_SERIES, 1))
         self.state = np.zeros((N_SERIES, kernels.N_STATE))
