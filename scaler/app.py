@@ -476,7 +476,7 @@ def build_kafka_daemon(
         http=None,
     )
     daemon.http = HttpServer(
-        host=settings.http_host, port=settings.http_port, metrics=metrics, ready=daemon.not_ready
+        host=settings.http.host, port=settings.http.port, metrics=metrics, ready=daemon.not_ready
     )
     daemon.keda = keda
     daemon.leases = leases
@@ -612,7 +612,7 @@ def build_sandbox_daemon(
         http=None,
     )
     daemon.http = HttpServer(
-        host=settings.http_host, port=settings.http_port, metrics=metrics, ready=daemon.not_ready
+        host=settings.http.host, port=settings.http.port, metrics=metrics, ready=daemon.not_ready
     )
     return daemon, source, sink
 

@@ -534,16 +534,6 @@ class Settings(BaseModel):
         if self.kubernetes_token_file is not None and not (self.kubernetes_host or "").startswith("https://"):
             raise ValueError("kubernetes: kubernetes_token_file needs an https:// kubernetes_host")
 
-    @property
-    def http_host(self) -> str:
-        """Return the HTTP listen host."""
-        return self.http_listen.rpartition(":")[0].strip("[]")
-
-    @property
-    def http_port(self) -> int:
-        """Return the HTTP listen port."""
-        return int(self.http_listen.rpartition(":")[2])
-
     def section(self, cls: type[_S]) -> _S:
         """Return section ``cls`` holding this object's values of its flat settings."""
         values = {key: getattr(self, flat) for key, flat in cls.flat_names().items()}

@@ -26,7 +26,7 @@ def _load(config: Path | None = None, env: dict[str, str] | None = None, **flags
 
 def test_defaults_bind_loopback_and_use_the_documented_topics() -> None:
     s = _load()
-    assert (s.http_host, s.http_port) == ("127.0.0.1", 8080)
+    assert (s.http.host, s.http.port) == ("127.0.0.1", 8080)
     assert (s.kafka_requests_topic, s.kafka_metrics_topic) == ("llm.requests", "llm.metrics")
     assert (s.kafka_decisions_topic, s.kafka_deadletter_topic, s.kafka_state_topic) == (
         "scaler.decisions",
@@ -45,7 +45,7 @@ def test_flags_beat_env_which_beats_the_file(tmp_path: Path) -> None:
     s = _load(config, env, http_listen="127.0.0.1:9200", kafka_group_id=None)
     assert s.kafka_group_id == "from-env"
     assert s.kafka_client_id == "file-client"
-    assert s.http_port == 9200
+    assert s.http.port == 9200
 
 
 def test_env_lists_and_booleans_are_parsed() -> None:

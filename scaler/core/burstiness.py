@@ -6,15 +6,16 @@ The aggregator splits each bucket into ``k`` equal slots of whole seconds (:func
 :data:`SLOTS`); for a bucket with enough arrivals, the busiest slot is compared with what Poisson
 arrivals at the bucket's mean rate would reach in their busiest slot (``m + sqrt(2 ln(k) m)`` for ``m``
 arrivals a slot, the usual bound on the maximum of ``k`` counts), since the sizing table already
-allows for Poisson arrivals. The learned factor is the
-median of the last :data:`WINDOW` such ratios, at least 1 and at most :data:`MAX_FACTOR`: 1 for steady
-or Poisson traffic, above 1 for traffic that arrives in bursts shorter than a bucket. The planner
-multiplies the rate it provisions serverless for by it (:func:`scaler.core.plan.plan`).
+allows for Poisson arrivals. The learned factor is the median of the last :data:`WINDOW` such ratios
+(each from 1 to :data:`MAX_FACTOR`): 1 for steady or Poisson traffic, above 1 for traffic that arrives
+in bursts shorter than a bucket. The planner multiplies the rate it provisions serverless for by it
+(:func:`scaler.core.plan.plan`).
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from array import array
 from typing import Final
 
@@ -70,13 +71,11 @@ class BurstFactor:
         else:
             self._ratios[self._next] = ratio
             self._next = (self._next + 1) % WINDOW
-        self.factor = self._median() if len(self._ratios) >= MIN_SEEN else 1.0
+        self._refresh()
 
-    def _median(self) -> float:
-        ordered = sorted(self._ratios)
-        middle = len(ordered) // 2
-        value = ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2.0
-        return min(max(float(value), 1.0), MAX_FACTOR)
+    def _refresh(self) -> None:
+        """Set the factor: the median of the ratios (each within 1-MAX_FACTOR) once MIN_SEEN are in."""
+        self.factor = float(statistics.median(self._ratios)) if len(self._ratios) >= MIN_SEEN else 1.0
 
     def to_state(self) -> list[float]:
         """Return the remembered ratios, oldest first (JSON-ready, for a checkpoint)."""
@@ -95,5 +94,5 @@ class BurstFactor:
             if not 1.0 <= value <= MAX_FACTOR:
                 raise ValueError(f"burstiness ratio {value!r} is outside 1-{MAX_FACTOR}")
             learner._ratios.append(float(value))
-        learner.factor = learner._median() if len(learner._ratios) >= MIN_SEEN else 1.0
+        learner._refresh()
         return learner

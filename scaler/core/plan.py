@@ -21,11 +21,11 @@
    (a rate of 0.01 req/s "needs one instance" with high probability, but keeps it 0.2% busy).
 4. Provisioned serverless: on-demand serverless starts cold. When that cold start is longer than the
    SLO wait budget W, requests landing on a cold instance miss the SLO, so the instances needed over
-   the next serverless cold start with probability >= 1 - attainment, at the forecast rate times the
-   observed within-bucket burst factor (``Observed.burst_factor``, :mod:`scaler.core.burstiness`: 1
-   for steady or Poisson arrivals) (the SLO-quantile need minus
+   the next serverless cold start with probability >= 1 - attainment (the SLO-quantile need minus
    replicas ready now, and ready standby if it is promoted faster than serverless starts) are kept
-   warm, up to the quota. When the cold start fits in W, provisioning only adds cost: none.
+   warm, up to the quota. That need is sized at the forecast rate times the observed within-bucket
+   burst factor (``Observed.burst_factor``, :mod:`scaler.core.burstiness`; 1 for steady or Poisson
+   arrivals). When the cold start fits in W, provisioning only adds cost: none.
    Provisioning falls only past a deadband (a quarter of what is provisioned) to avoid churn.
    ``spill_fraction`` is the share of the current rate above what ready replicas sustain. The cold
    start is the backend's profile (:mod:`scaler.core.backends`); a per-token backend (Bedrock) is

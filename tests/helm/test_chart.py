@@ -484,7 +484,7 @@ def test_the_settings_file_and_pod_environment_are_valid_daemon_settings(
     ]
     assert unknown == [], f"{case}: the daemon has no such setting"
     settings = _daemon_settings(objects, tmp_path)
-    assert settings.http_host == "0.0.0.0"
+    assert settings.http.host == "0.0.0.0"
     assert settings.kafka_client_id == POD_ONLY["SCALER_KAFKA_CLIENT_ID"]  # the pod's name, not the file's
     assert settings.kafka_bootstrap_servers
     assert all(str(p).startswith("/etc/spillway/policies/") for p in settings.policy_files)
