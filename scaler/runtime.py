@@ -297,7 +297,7 @@ class Runtime:
             try:
                 counted = self.owned[model].ingest_requests(batch, now=now)
             except Exception:  # validated events cannot fail to count; were they to, the daemon goes on
-                self.log.exception("aggregate_failed", model=model, policy=model, events=len(batch))
+                self.log.exception("aggregate_failed", model=model, events=len(batch))
                 continue
             late_or_early += len(batch) - counted
             if counted:

@@ -153,7 +153,7 @@ class SpoolingCheckpointStore:
             remote = stamped.get(model)
             if remote is None or mtime > remote[1]:
                 newest[model] = data
-                log.info("checkpoint_from_spool", model=model, policy=model, bytes=len(data))
+                log.info("checkpoint_from_spool", model=model, bytes=len(data))
         return newest
 
     def _write(self, checkpoints: Mapping[str, bytes], now_ns: int) -> None:
