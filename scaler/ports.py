@@ -168,6 +168,10 @@ class TransientError(Exception):
     """An API call failed in a way worth retrying (throttled, 5xx, conflict, connection)."""
 
 
+class ConflictError(TransientError):
+    """The object changed between read and write (HTTP 409): the API is alive, a re-read and retry will do."""
+
+
 class PermanentError(Exception):
     """An API call failed in a way a retry cannot fix (not found, forbidden, invalid)."""
 

@@ -44,6 +44,7 @@ from scaler.core.policy import ModelPolicy
 from scaler.core.types import Decision, Unavailable
 from scaler.ports import (
     Capacity,
+    ConflictError,
     KubernetesOperatorsPort,
     KubernetesPort,
     KubeState,
@@ -61,6 +62,7 @@ __all__ = [  # the ports' types are re-exported for the adapters that implement 
     "ActuatorMetrics",
     "Actuators",
     "Capacity",
+    "ConflictError",
     "KubeState",
     "KubernetesOperatorsPort",
     "KubernetesPort",
@@ -75,6 +77,8 @@ __all__ = [  # the ports' types are re-exported for the adapters that implement 
 ]
 
 T = TypeVar("T")
+
+_CONFLICT_RETRIES = 3  # extra attempts a 409 earns: someone else wrote in between, the API is up
 
 
 class ActuationError(Exception):
@@ -126,8 +130,13 @@ async def with_retries(
         if on_retry is not None and state.outcome is not None:
             on_retry(_failure(state.outcome.exception(), retry))
 
+    def exhausted(state: tenacity.RetryCallState) -> bool:
+        # a conflict proves the API answers: it is re-read and retried even past the budget, up to a bound
+        conflict = state.outcome is not None and isinstance(state.outcome.exception(), ConflictError)
+        return state.attempt_number >= retry.attempts + (_CONFLICT_RETRIES if conflict else 0)
+
     retrying = tenacity.AsyncRetrying(
-        stop=tenacity.stop_after_attempt(retry.attempts),
+        stop=exhausted,
         wait=delay,
         retry=tenacity.retry_if_exception_type((TransientError, TimeoutError)),
         sleep=sleep,

@@ -44,7 +44,14 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError, SSLError
 
-from scaler.adapters.actuator import KubeState, PermanentError, PodInfo, Superseded, TransientError
+from scaler.adapters.actuator import (
+    ConflictError,
+    KubeState,
+    PermanentError,
+    PodInfo,
+    Superseded,
+    TransientError,
+)
 from scaler.control.leadtime import ColdStart
 from scaler.core import operators
 from scaler.core.policy import KubernetesTarget
@@ -183,6 +190,8 @@ def _classify(exc: Exception, *, what: str) -> Exception:
         message = f"{what}: HTTP {status} {exc.reason}"
         if status in _HINTS:
             message = f"{message}: {_HINTS[status]}"
+        if status == 409:
+            return ConflictError(message)
         return (
             TransientError(message) if status in _TRANSIENT_STATUS or status == 0 else PermanentError(message)
         )

@@ -9,7 +9,7 @@ import pytest
 
 from scaler.adapters.actuator import ActuationError, RetryPolicy, with_retries
 from scaler.core import actuation
-from scaler.ports import PermanentError, TransientError
+from scaler.ports import ConflictError, PermanentError, TransientError
 
 RETRY = RetryPolicy(attempts=4, base_seconds=0.5, cap_seconds=3.0, timeout_seconds=0.2)
 
@@ -28,7 +28,9 @@ class Flaky:
         return "ok"
 
 
-def run(op: Flaky, *, seed: int = 7) -> tuple[str | ActuationError, list[float], list[str]]:
+def run(
+    op: Flaky, *, seed: int = 7, retry: RetryPolicy = RETRY
+) -> tuple[str | ActuationError, list[float], list[str]]:
     """Return the result (or the ActuationError), the delays slept on the virtual clock, the retries seen."""
     slept: list[float] = []
     seen: list[str] = []
@@ -41,7 +43,7 @@ def run(op: Flaky, *, seed: int = 7) -> tuple[str | ActuationError, list[float],
             return await with_retries(
                 op,
                 what="replicas llm/chat",
-                retry=RETRY,
+                retry=retry,
                 rng=random.Random(seed),
                 on_retry=seen.append,
                 sleep=sleep,
@@ -112,3 +114,21 @@ def test_other_exceptions_are_bugs_and_propagate_unretried(error: Exception) -> 
     with pytest.raises(type(error)):
         run(op)
     assert op.calls == 1
+
+
+@pytest.mark.parametrize(
+    ("errors", "calls", "ok"),
+    [
+        ((TransientError("HTTP 503"),), 1, False),  # one attempt: a dead API must not stall the tick
+        ((ConflictError("HTTP 409"),), 2, True),  # a conflict proves the API answers: re-read and retry
+        ((ConflictError("409"), ConflictError("409"), ConflictError("409")), 4, True),
+        (tuple(ConflictError("409") for _ in range(9)), 4, False),  # but a conflict storm is still bounded
+    ],
+)
+def test_a_conflict_is_retried_even_when_only_one_attempt_is_allowed(
+    errors: tuple[BaseException, ...], calls: int, ok: bool
+) -> None:
+    op = Flaky(*errors)
+    result, _slept, _seen = run(op, retry=RetryPolicy(attempts=1, base_seconds=0.5, cap_seconds=3.0))
+    assert op.calls == calls
+    assert (result == "ok") is ok
