@@ -78,7 +78,7 @@ __all__ = [  # the ports' types are re-exported for the adapters that implement 
 
 T = TypeVar("T")
 
-_CONFLICT_RETRIES = 3  # extra attempts a 409 earns: someone else wrote in between, the API is up
+_CONFLICT_ATTEMPTS = 4  # a 409 earns at least this many attempts: another writer won, the API is up
 
 
 class ActuationError(Exception):
@@ -131,9 +131,10 @@ async def with_retries(
             on_retry(_failure(state.outcome.exception(), retry))
 
     def exhausted(state: tenacity.RetryCallState) -> bool:
-        # a conflict proves the API answers: it is re-read and retried even past the budget, up to a bound
+        # a conflict proves the API answers, so it is retried even where one attempt is all a kind gets
         conflict = state.outcome is not None and isinstance(state.outcome.exception(), ConflictError)
-        return state.attempt_number >= retry.attempts + (_CONFLICT_RETRIES if conflict else 0)
+        budget = max(retry.attempts, _CONFLICT_ATTEMPTS) if conflict else retry.attempts
+        return state.attempt_number >= budget
 
     retrying = tenacity.AsyncRetrying(
         stop=exhausted,
@@ -143,8 +144,10 @@ async def with_retries(
         before_sleep=report,
         reraise=True,
     )
+    tried = 0
     try:
         async for attempt in retrying:
+            tried = attempt.retry_state.attempt_number
             with attempt:
                 return await asyncio.wait_for(op(), timeout=retry.timeout_seconds)
     except PermanentError as exc:
@@ -152,7 +155,7 @@ async def with_retries(
     except (TransientError, TimeoutError) as exc:
         if on_retry is not None:
             on_retry(_failure(exc, retry))
-        raise ActuationError(f"{what}: failed {retry.attempts} times, last: {_failure(exc, retry)}") from None
+        raise ActuationError(f"{what}: failed {tried} times, last: {_failure(exc, retry)}") from None
     raise AssertionError("unreachable: tenacity either returns or reraises")  # pragma: no cover
 
 

@@ -72,7 +72,7 @@ RBAC_RULES: Final[tuple[dict[str, tuple[str, ...]], ...]] = (
 ROLE_LABEL: Final = "spillway.io/role"  # serving: behind the Service; standby: warm, out of it
 COMPONENT: Final = "spillway-scaler"
 EVENT_REASON: Final = "SpillwayScaled"
-_TRANSIENT_STATUS: Final = frozenset({408, 409, 429, 500, 502, 503, 504})
+_TRANSIENT_STATUS: Final = frozenset({408, 429, 500, 502, 503, 504})  # 409 is a ConflictError
 
 
 def api_client_for(kubernetes: KubernetesSettings) -> client.ApiClient:
