@@ -40,6 +40,7 @@ import asyncio
 import contextlib
 import dataclasses
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -66,6 +67,8 @@ KV_CACHE = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")  # newest n
 GAUGES = frozenset({RUNNING, WAITING, *KV_CACHE})
 _READ = (*sorted(GAUGES), *COUNTERS)  # name prefixes of the lines the bridge reads
 MAX_MODEL_CHARS = 256
+# a sample (``name{labels} value [timestamp]``), a comment or a blank line; labels are not checked further
+_EXPOSITION_LINE = re.compile(r"[ \t]*(#.*|[a-zA-Z_:][a-zA-Z0-9_:]*(\{.*\})?[ \t]+\S+([ \t]+\S+)?[ \t]*)?")
 MAX_COUNT = 2**31 - 1
 
 
@@ -172,13 +175,19 @@ def _read_families(
 
 
 def _relevant(text: str) -> str:
-    """Return ``text`` without the lines of vLLM metrics the bridge does not read (its histograms are
-    most of a scrape, and the parser is slow); anything else stays, so garbage is still found."""
+    """Return the lines of ``text`` the bridge reads (the vLLM gauges and counters, with their comments).
+
+    The other lines (vLLM's histograms, the process and Python metrics) are most of a scrape and the
+    parser is slow, so they are only checked to have an exposition line's shape; raise ScrapeError
+    naming the first line that has not (an HTML page, a truncated body).
+    """
     kept = []
-    for line in text.splitlines():
+    for number, line in enumerate(text.splitlines(), start=1):
         name = line[7:] if line.startswith(("# HELP ", "# TYPE ")) else line
-        if not name.startswith("vllm:") or name.startswith(_READ):
+        if name.startswith(_READ):
             kept.append(line)
+        elif _EXPOSITION_LINE.fullmatch(line) is None:
+            raise ScrapeError("not_exposition", f"line {number} is not an exposition line: {line[:80]!r}")
     return "\n".join(kept) + "\n" if kept else ""
 
 
@@ -362,7 +371,8 @@ class VllmBridge:
             text = await fetch(
                 session, url, max_bytes=self.options.max_bytes, timeout_seconds=self.options.timeout_seconds
             )
-            scrape = read_scrape(text, replica=state.replica, now=now)
+            # parsed off the event loop: a big body must not hold up the other targets' answers
+            scrape = await asyncio.to_thread(read_scrape, text, replica=state.replica, now=now)
         except ScrapeError as exc:
             self.errors.labels(target=url, reason=exc.reason).inc()
             log.warning("scrape_failed", target=url, reason=exc.reason, detail=exc.detail)

@@ -59,6 +59,8 @@ def test_requests_of_several_engines_add_up_and_models_stay_apart() -> None:
     [
         ("<html>hello</html>", "not_exposition"),
         ("garbage", "not_exposition"),
+        ('vllm:num_requests_running{model_name="a"} 1\n<html>\n', "not_exposition"),
+        ('vllm:num_requests_running{model_name="a"} 1\nprocess_open_fds{pid="1"\n', "not_exposition"),
         ('vllm:num_requests_running{model_name="a"} NaN\n', "bad_value"),
         ('vllm:num_requests_running{model_name="a"} -1\n', "bad_value"),
         ('vllm:num_requests_running{model_name="a"} +Inf\n', "bad_value"),
@@ -108,6 +110,15 @@ def test_the_replica_is_the_target_host(url: str, replica: str) -> None:
 def test_a_target_that_is_not_an_http_url_is_refused(url: str) -> None:
     with pytest.raises(ValueError, match="not an http"):
         replica_of(url)
+
+
+def test_metrics_the_bridge_does_not_read_are_checked_for_shape_and_named_by_line() -> None:
+    other = "# HELP process_open_fds Open fds.\n# TYPE process_open_fds gauge\n"
+    other += 'process_open_fds{pid="1"} 12 1700\n\n'
+    (event,) = parse(other + NEW, replica="r", now=1.0)
+    assert (event.running, event.waiting) == (7, 3)
+    with pytest.raises(ScrapeError, match="line 4 is not an exposition line: 'Traceback"):
+        parse(other[:-1] + "Traceback (most recent call last):\n" + NEW, replica="r", now=1.0)
 
 
 def test_vllm_metrics_the_bridge_does_not_read_are_skipped_even_when_odd() -> None:
