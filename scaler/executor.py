@@ -204,8 +204,11 @@ class Executor:
             inflight, worker.inflight = worker.inflight, {}
             worker.busy = True
             try:
-                capacity = await actuators.read(worker.policy, now=self.clock.now())
-                worker.readback = readback_from(capacity, unavailable=actuators.unavailable(model))
+                read_at = self.clock.now()
+                capacity = await actuators.read(worker.policy, now=read_at)
+                worker.readback = readback_from(
+                    capacity, unavailable=actuators.unavailable(model), read_at=read_at
+                )
                 if decision is not None and (
                     self.gate is None or self.gate.allows(model, action="actuate")
                 ):
@@ -241,10 +244,10 @@ class Executor:
         await self.release(frozenset(self._workers))
 
 
-def readback_from(capacity: Capacity, *, unavailable: Unavailable) -> ReadBack:
-    """Return what ``capacity`` says as the controller's read-back, with the kinds whose API keeps failing
-    and the cold starts of the serving and standby workloads' pods."""
-    replicas, standby = capacity.replicas, capacity.standby
+def readback_from(capacity: Capacity, *, unavailable: Unavailable, read_at: float | None = None) -> ReadBack:
+    """Return what ``capacity`` (read at ``read_at``) says as the controller's read-back, with the kinds
+    whose API keeps failing and the cold starts of the serving and standby workloads' pods."""
+    replicas, standby, serverless = capacity.replicas, capacity.standby, capacity.serverless
     kinds = (("replicas", replicas), ("standby", standby))
     state = OperatorState(
         paused=frozenset(kind for kind, s in kinds if s is not None and s.paused),
@@ -256,7 +259,9 @@ def readback_from(capacity: Capacity, *, unavailable: Unavailable) -> ReadBack:
         replicas_starting=replicas.starting if replicas is not None else None,
         standby_ready=standby.ready if standby is not None else None,
         standby_starting=standby.starting if standby is not None else None,
-        serverless_provisioned=capacity.serverless,
+        serverless_provisioned=serverless.provisioned if serverless is not None else None,
+        serverless_ready=serverless.ready if serverless is not None else None,
+        read_at=read_at,
         unavailable=unavailable,
         operators=state,
         cold_starts=pods,

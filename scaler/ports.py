@@ -207,7 +207,7 @@ class Capacity:
 
     replicas: KubeState | None = None
     standby: KubeState | None = None
-    serverless: int | None = None
+    serverless: ServerlessState | None = None
     weights: dict[str, float] | None = None
 
 
@@ -273,11 +273,21 @@ class LabelStandbyPort(KubernetesPort, Protocol):
         """Run ``replicas + standby`` pods, ``standby`` of them labelled standby; raise on failure."""
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class ServerlessState:
+    """Pre-warmed serverless instances as read back: those provisioned (requested), and of them the ones
+    ready to serve (a Lambda alias's available provisioned concurrency, a SageMaker variant's current
+    instances). ``ready`` below ``provisioned`` is a warm-up in progress: the lead-time learner times it."""
+
+    provisioned: int
+    ready: int
+
+
 class ServerlessPort(Protocol):
     """Pre-warmed serverless instances of the target a policy names (:mod:`scaler.adapters.serverless`)."""
 
-    async def read(self, target: ServerlessTarget, *, max_concurrency: int) -> int:
-        """Return the provisioned instances; raise TransientError or PermanentError."""
+    async def read(self, target: ServerlessTarget, *, max_concurrency: int) -> ServerlessState:
+        """Return the provisioned instances and how many are ready; raise TransientError or PermanentError."""
 
     async def set_provisioned(
         self, target: ServerlessTarget, *, instances: int, quota: int, max_concurrency: int

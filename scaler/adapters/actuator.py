@@ -520,7 +520,7 @@ class Actuators:
         known: dict[Kind, int | None] = {
             "replicas": current.replicas.desired if current.replicas else None,
             "standby": current.standby.desired if current.standby else None,
-            "serverless": current.serverless,
+            "serverless": current.serverless.provisioned if current.serverless else None,
         }
         paused = {
             kind

@@ -38,7 +38,7 @@ from scaler.core.policy import (
     ServerlessTarget,
     Targets,
 )
-from scaler.ports import Clock
+from scaler.ports import Clock, ServerlessState
 from scaler.settings import ActuatorSettings
 
 SANDBOX_NAMESPACE = "sandbox"
@@ -141,11 +141,12 @@ class SimServerless:
         cold = lead.serverless_cold_start_seconds
         return backends.GENERIC.cold_start_seconds if cold is None else cold
 
-    async def read(self, target: ServerlessTarget, *, max_concurrency: int) -> int:
-        """Return the provisioned instances of ``target``; raise TransientError in an outage."""
+    async def read(self, target: ServerlessTarget, *, max_concurrency: int) -> ServerlessState:
+        """Return the provisioned instances of ``target`` and those warm; raise TransientError in an
+        outage."""
         name = target.key
         self.faults.check("serverless", what=f"read {name}")
-        return len(self.instances.get(name, []))
+        return ServerlessState(provisioned=len(self.instances.get(name, [])), ready=self.warm(target))
 
     def warm(self, target: ServerlessTarget) -> int:
         """Return the provisioned instances of ``target`` past their cold start."""

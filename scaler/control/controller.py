@@ -107,8 +107,9 @@ class ReadBack:
 
     ``unavailable`` names the kinds whose API keeps failing (the planner plans around them);
     ``operators`` what operators did to the targets (paused kinds, external changes).
-    ``cold_starts`` are the pods of the serving workloads as read (creation -> Ready), for the
-    lead-time learner.
+    ``cold_starts`` are the pods of the serving workloads as read (creation -> Ready), and
+    ``serverless_ready`` the provisioned serverless instances warm at ``read_at``, for the lead-time
+    learner.
     """
 
     replicas_ready: int | None = None
@@ -116,6 +117,8 @@ class ReadBack:
     standby_ready: int | None = None
     standby_starting: int | None = None
     serverless_provisioned: int | None = None
+    serverless_ready: int | None = None
+    read_at: float | None = None
     unavailable: Unavailable = Unavailable.NONE
     operators: operators.OperatorState = dataclasses.field(default_factory=operators.OperatorState)
     cold_starts: tuple[ColdStart, ...] = ()
@@ -413,6 +416,10 @@ class ModelController:
         replica's coverage lead as ``cold_start_seconds``, its typical lead as ``lifetime_start_seconds``)."""
         lead = self._lead_in_force()
         self.lead.observe_all(readback.cold_starts if readback is not None else (), lead=lead, now=now)
+        if readback is not None and readback.serverless_ready is not None and readback.read_at is not None:
+            provisioned = readback.serverless_provisioned or 0
+            ready, at = readback.serverless_ready, readback.read_at
+            self.lead.observe_provisioned(provisioned=provisioned, ready=ready, at=at, lead=lead, now=now)
         leads = self.lead_times(now=now)
         replica, serverless = leads[0], leads[1].seconds
         if (

@@ -14,6 +14,11 @@ and both the configured value until ``min_observations`` were seen: the *coverag
 *typical* lead (``lead_times.lifetime_quantile``, default 0: the fastest start seen, at most the
 coverage lead: where the lifetime a new replica is sized for begins).
 
+Serverless warm-ups come from the backend's read-back (source ``backend``): when the instances ready
+fall short of those provisioned, a warm-up starts at that read-back (the one the rise was applied after)
+and ends at the first read-back with the instances asked for ready. Read-backs come once per decision,
+so a warm-up is known to within one decision interval, and is counted long rather than short.
+
 Bad or missing observations never pull a lead time below the floor, and never shrink it at all:
 
 * a negative duration, a non-finite time, or a time more than :data:`SKEW_SECONDS` ahead of ``now``
@@ -97,6 +102,13 @@ class _Sample:
     censored: bool
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _WarmUp:
+    key: str
+    started_at: float
+    level: int  # the provisioned instances it waits for
+
+
 @dataclasses.dataclass(slots=True)
 class _Pending:
     kind: LeadKind
@@ -116,6 +128,7 @@ class LeadTimeLearner:
         self._counted: collections.OrderedDict[str, str | None] = collections.OrderedDict()
         self._pending: collections.OrderedDict[str, _Pending] = collections.OrderedDict()
         self.refused: dict[LeadKind, int] = dict.fromkeys(KINDS, 0)
+        self._warming: _WarmUp | None = None  # the serverless warm-up in progress (not checkpointed)
 
     # -- observe ------------------------------------------------------------------------------------
 
@@ -172,6 +185,34 @@ class LeadTimeLearner:
             lead=lead,
             now=now,
         )
+
+    def observe_provisioned(
+        self, *, provisioned: int, ready: int, at: float, lead: LeadTimes, now: float
+    ) -> Result | None:
+        """Take a serverless read-back taken ``at``: ``provisioned`` instances, ``ready`` of them warm.
+
+        Return what became of the warm-up it continues or ends (None: none in progress). A warm-up that
+        was asked for less before it was done says nothing, like a start cancelled by a scale-down.
+        """
+        warming = self._warming
+        if warming is None:
+            if ready >= provisioned:
+                return None
+            warming = self._warming = _WarmUp(key=f"serverless@{at:.3f}", started_at=at, level=provisioned)
+        done = ready >= warming.level
+        if done or (provisioned < warming.level and ready >= provisioned):
+            self._warming = None
+            if not done:
+                self._pending.pop(warming.key, None)
+                return None
+        start = ColdStart(
+            key=warming.key,
+            started_at=warming.started_at,
+            ready_at=at if done else None,
+            kind="serverless",
+            source="backend",
+        )
+        return self.observe(start, lead=lead, now=now)
 
     def observe_all(self, starts: tuple[ColdStart, ...], *, lead: LeadTimes, now: float) -> None:
         """Take every observation of one read, then close pending pods unreported for a while."""

@@ -21,6 +21,7 @@ from scaler.adapters.serverless import Connection
 from scaler.adapters.serverless.lambda_ import LambdaServerless
 from scaler.adapters.serverless.sagemaker import SageMakerServerless
 from scaler.core.types import Unavailable
+from scaler.ports import ServerlessState
 from tests.adapters.actuator_fixtures import (
     Process,
     decision,
@@ -131,6 +132,8 @@ def test_sagemaker_variant_capacity_follows_the_decision_within_the_quota(aws: P
     assert _counts(aws.url)["burst"] == 3  # serverless_quota
     assert registry.get_sample_value("scaler_actuator_clamped_total", {"model": "chat"}) == 1
     assert _apply(acts, pol, decision(replicas=1, serverless=3, at=1_700_000_200.0)) == []  # idempotent
+    # ready: the instances in service as described (moto puts them in service at once)
+    assert asyncio.run(acts.read(pol)).serverless == ServerlessState(provisioned=3, ready=3)
 
 
 def test_sagemaker_dry_run_changes_nothing(aws: Process) -> None:
@@ -230,7 +233,7 @@ def test_lambda_provisioned_concurrency_calls_match_the_service_model() -> None:
         )
         stub.add_response(
             "get_provisioned_concurrency_config",
-            {"RequestedProvisionedConcurrentExecutions": 16},
+            {"RequestedProvisionedConcurrentExecutions": 16, "AvailableProvisionedConcurrentExecutions": 8},
             {"FunctionName": "chat-burst", "Qualifier": "live"},
         )
         stub.add_client_error(
@@ -242,8 +245,10 @@ def test_lambda_provisioned_concurrency_calls_match_the_service_model() -> None:
             "get_provisioned_concurrency_config", "TooManyRequestsException", http_status_code=429
         )
         asyncio.run(adapter.set_provisioned(target, instances=2, quota=3, max_concurrency=8))
-        assert asyncio.run(adapter.read(target, max_concurrency=8)) == 2
-        assert asyncio.run(adapter.read(target, max_concurrency=8)) == 0  # no config yet: nothing provisioned
+        # two instances asked for, one of them warm (8 of 16 executions available)
+        assert asyncio.run(adapter.read(target, max_concurrency=8)) == ServerlessState(provisioned=2, ready=1)
+        nothing = ServerlessState(provisioned=0, ready=0)
+        assert asyncio.run(adapter.read(target, max_concurrency=8)) == nothing  # no config yet
         with pytest.raises(TransientError, match="TooManyRequestsException"):
             asyncio.run(adapter.read(target, max_concurrency=8))
         stub.assert_no_pending_responses()

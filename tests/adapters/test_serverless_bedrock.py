@@ -12,6 +12,7 @@ from scaler.adapters.serverless import Connection, ServerlessBackends
 from scaler.adapters.serverless.bedrock import BedrockServerless, Requested
 from scaler.core.policy import BedrockTarget, ModelPolicy
 from scaler.core.types import Unavailable
+from scaler.ports import ServerlessState
 from tests.adapters.actuator_fixtures import decision
 
 BEDROCK = {"backend": "bedrock", "model_id": "meta.llama3-1-8b-instruct-v1:0", "tokens_per_minute": 300_000}
@@ -43,7 +44,7 @@ def test_a_bedrock_target_reads_nothing_provisioned_and_changes_nothing() -> Non
     acts, _, registry = _actuators()
     pol = _policy()
     current = asyncio.run(acts.read(pol))
-    assert current.serverless == 0
+    assert current.serverless == ServerlessState(provisioned=0, ready=0)
     assert current.weights is None  # the spill share goes by the decisions topic, not by an AWS weight
     spilling = dataclasses.replace(decision(replicas=1, serverless=0, at=1_700_000_000.0), spill_fraction=0.4)
     assert asyncio.run(acts.apply(policy=pol, decision=spilling, current=current, now=1_700_000_000.0)) == []
@@ -57,4 +58,4 @@ def test_the_bedrock_port_records_what_it_was_asked() -> None:
     target = BedrockTarget.model_validate(BEDROCK)
     asyncio.run(port.set_provisioned(target, instances=0, quota=16, max_concurrency=64))
     assert port.requested == {target.key: Requested(instances=0, tokens_per_minute=300_000)}
-    assert asyncio.run(port.read(target, max_concurrency=64)) == 0
+    assert asyncio.run(port.read(target, max_concurrency=64)) == ServerlessState(provisioned=0, ready=0)

@@ -10,7 +10,7 @@ import pytest
 from scaler.adapters import aws
 from scaler.adapters.serverless import REGISTRY, Connection, ServerlessBackends, bedrock, lambda_, sagemaker
 from scaler.core.policy import SERVERLESS_TARGET, policy_json_schema
-from scaler.ports import PermanentError, ServerlessPort, TrafficWeightsPort
+from scaler.ports import PermanentError, ServerlessPort, ServerlessState, TrafficWeightsPort
 
 TARGETS: dict[str, dict[str, Any]] = {
     "lambda": {"backend": "lambda", "function_name": "f", "alias": "live"},
@@ -68,8 +68,8 @@ def test_a_new_backend_is_one_registry_line_away() -> None:
         def __init__(self, connection: Connection) -> None:
             self.calls: list[int] = []
 
-        async def read(self, target: Any, *, max_concurrency: int) -> int:
-            return 7
+        async def read(self, target: Any, *, max_concurrency: int) -> ServerlessState:
+            return ServerlessState(provisioned=7, ready=5)
 
         async def set_provisioned(
             self, target: Any, *, instances: int, quota: int, max_concurrency: int
@@ -79,7 +79,7 @@ def test_a_new_backend_is_one_registry_line_away() -> None:
     port: type[ServerlessPort] = Recording
     backends = ServerlessBackends(registry={**REGISTRY, "bedrock": port})
     target = SERVERLESS_TARGET.validate_python(TARGETS["bedrock"])
-    assert asyncio.run(backends.read(target, max_concurrency=1)) == 7
+    assert asyncio.run(backends.read(target, max_concurrency=1)) == ServerlessState(provisioned=7, ready=5)
 
 
 def test_the_iam_actions_are_those_of_every_backend() -> None:

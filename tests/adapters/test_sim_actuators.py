@@ -19,6 +19,7 @@ from scaler.adapters.sim import (
 from scaler.core.actuation import Change
 from scaler.core.policy import KubernetesTarget, LeadTimes, ModelPolicy
 from scaler.core.types import Decision, Observed, Unavailable
+from scaler.ports import ServerlessState
 from scaler.settings import Settings
 from tests.adapters.actuator_fixtures import decision
 
@@ -81,10 +82,9 @@ def test_serverless_is_provisioned_at_once_warm_after_its_cold_start_and_within_
     assert target is not None
     aws = SimServerless(clock=clock, lead_times={"lambda/chat-8b-v1-burst:live": LEADS})
     asyncio.run(aws.set_provisioned(target, instances=9, quota=3, max_concurrency=8))
-    assert asyncio.run(aws.read(target, max_concurrency=8)) == 3
-    assert aws.warm(target) == 0
+    assert asyncio.run(aws.read(target, max_concurrency=8)) == ServerlessState(provisioned=3, ready=0)
     clock.t += 20.0
-    assert aws.warm(target) == 3
+    assert asyncio.run(aws.read(target, max_concurrency=8)) == ServerlessState(provisioned=3, ready=3)
 
 
 def test_an_outage_raises_a_transient_error_until_it_ends() -> None:
@@ -116,7 +116,7 @@ def _observed_from(observed: Observed, capacity: Capacity, off: Unavailable) -> 
     if capacity.standby is not None:
         changes.update(standby_ready=capacity.standby.ready, standby_starting=capacity.standby.starting)
     if capacity.serverless is not None:
-        changes["serverless_provisioned"] = capacity.serverless
+        changes["serverless_provisioned"] = capacity.serverless.provisioned
     return dataclasses.replace(observed, **changes)  # type: ignore[arg-type]
 
 

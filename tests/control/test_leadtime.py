@@ -171,6 +171,56 @@ def test_serverless_warm_ups_learn_apart_from_replica_cold_starts() -> None:
     assert learner.estimate(LEAD, "replica", now=NOW + 41).seconds == 200.0
 
 
+SLOW = LeadTimes(serverless_cold_start_seconds=60.0)  # serverless bounds: 15 s .. 240 s
+
+
+def _warm_ups(timeline: list[tuple[float, int, int]], lead: LeadTimes = SLOW) -> LeadTimeLearner:
+    """Return a learner that read (seconds after NOW, provisioned, ready) of a serverless target."""
+    learner = LeadTimeLearner()
+    for offset, provisioned, ready in timeline:
+        at = NOW + offset
+        learner.observe_provisioned(provisioned=provisioned, ready=ready, at=at, lead=lead, now=at + 15.0)
+    return learner
+
+
+@pytest.mark.parametrize(
+    ("timeline", "observations", "seconds"),
+    [
+        ([(0, 0, 0), (15, 0, 0)], 0, 60.0),  # nothing asked for: nothing to time
+        ([(0, 2, 0), (15, 2, 0), (30, 2, 1), (45, 2, 2)], 1, 60.0),  # one warm-up (45 s): prior until 3
+        # three warm-ups of 90 s, 120 s and 90 s: their p90
+        ([(0, 2, 0), (90, 2, 2), (200, 4, 2), (320, 4, 4), (400, 5, 4), (490, 5, 5)], 3, 120.0),
+        # asked for less before warm (a cancelled warm-up says nothing), then three of 30 s
+        (
+            [
+                *[(0, 3, 0), (15, 0, 0)],  # cancelled
+                *[(30, 1, 0), (60, 1, 1), (90, 2, 1), (120, 2, 2), (150, 3, 2), (180, 3, 3)],
+            ],
+            3,
+            30.0,
+        ),
+        # three of 1 s: held at the floor
+        ([(0, 1, 0), (1, 1, 1), (10, 2, 1), (11, 2, 2), (20, 3, 2), (21, 3, 3)], 3, 15.0),
+    ],
+)
+def test_serverless_warm_ups_are_timed_from_the_backends_read_back(
+    timeline: list[tuple[float, int, int]], observations: int, seconds: float
+) -> None:
+    estimate = _warm_ups(timeline).estimate(SLOW, "serverless", now=NOW + 1000)
+    assert (estimate.observations, estimate.seconds) == (observations, seconds)
+    assert _warm_ups(timeline).estimate(SLOW, "replica", now=NOW + 1000).observations == 0
+
+
+def test_a_serverless_warm_up_that_never_ends_raises_the_lead_and_is_held_at_the_ceiling() -> None:
+    learner = _warm_ups([(0, 1, 0), (1, 1, 1), (10, 2, 1), (11, 2, 2), (20, 3, 2), (21, 3, 3)])
+    stuck = [(30.0 + 15 * i, 4, 3) for i in range(60)]  # 15 minutes with one instance never warm
+    for offset, provisioned, ready in stuck:
+        at = NOW + offset
+        learner.observe_provisioned(provisioned=provisioned, ready=ready, at=at, lead=SLOW, now=at)
+    estimate = learner.estimate(SLOW, "serverless", now=NOW + 915)
+    assert (estimate.pending, estimate.seconds) == (1, 240.0)  # its age, within the ceiling
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     st.lists(
@@ -287,6 +337,32 @@ def test_the_controller_hands_the_planner_both_leads() -> None:
     step = ctl.decide(now=NOW, readback=ReadBack(cold_starts=pods))
     assert (seen[-1].cold_start_seconds, seen[-1].typical_cold_start_seconds) == (400.0, 100.0)
     assert (step.lead_times[0].seconds, step.lead_times[0].typical) == (400.0, 100.0)
+
+
+def test_the_controller_plans_serverless_with_the_warm_ups_it_read_back() -> None:
+    policy = ModelPolicy.model_validate(
+        {"name": "m", "forecast": {"bucket_seconds": 10}, "lead_times": {"serverless_cold_start_seconds": 60}}
+    )
+    ctl = ModelController(
+        policy=policy, forecaster=DemandForecaster.from_policy(policy), planner=plan, now=NOW
+    )
+    seen: list[LeadTimes] = []
+
+    def spy(**kwargs: object) -> object:
+        seen.append(kwargs["policy"].lead_times)  # type: ignore[attr-defined]
+        return plan(**kwargs)  # type: ignore[arg-type]
+
+    ctl.planner = spy  # type: ignore[assignment]
+    # three warm-ups of 150 s, read back every 30 s (each read-back is seen at the next decision)
+    t = NOW
+    for level in (1, 2, 3):
+        for ready in [level - 1] * 5 + [level]:
+            back = ReadBack(serverless_provisioned=level, serverless_ready=ready, read_at=t)
+            step = ctl.decide(now=t + 30.0, readback=back)
+            t += 30.0
+    assert seen[0].serverless_cold_start_seconds == 60.0  # the prior, until three were seen
+    assert seen[-1].serverless_cold_start_seconds == 150.0
+    assert (step.lead_times[1].seconds, step.lead_times[1].source) == (150.0, "learned")
 
 
 @settings(max_examples=100, deadline=None)

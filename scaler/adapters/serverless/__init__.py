@@ -21,7 +21,7 @@ import boto3
 from scaler.adapters.serverless import bedrock, lambda_, sagemaker
 from scaler.adapters.serverless._aws import Connection
 from scaler.core.policy import ServerlessTarget
-from scaler.ports import PermanentError, ServerlessPort, TrafficWeightsPort
+from scaler.ports import PermanentError, ServerlessPort, ServerlessState, TrafficWeightsPort
 
 __all__ = ["IAM_ACTIONS", "REGISTRY", "Connection", "QuotaPort", "ServerlessBackends"]
 
@@ -71,8 +71,9 @@ class ServerlessBackends:
             self._adapters[backend] = factory(self.connection)
         return self._adapters[backend]
 
-    async def read(self, target: ServerlessTarget, *, max_concurrency: int) -> int:
-        """Return the provisioned instances of ``target``; raise TransientError or PermanentError."""
+    async def read(self, target: ServerlessTarget, *, max_concurrency: int) -> ServerlessState:
+        """Return the provisioned and ready instances of ``target``; raise TransientError or
+        PermanentError."""
         return await self.adapter(target).read(target, max_concurrency=max_concurrency)
 
     async def set_provisioned(

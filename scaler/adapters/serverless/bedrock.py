@@ -20,7 +20,7 @@ from typing import Final
 
 from scaler.adapters.serverless._aws import Connection
 from scaler.core.policy import BedrockTarget, ServerlessTarget
-from scaler.ports import PermanentError
+from scaler.ports import PermanentError, ServerlessState
 
 IAM_ACTIONS: Final[tuple[str, ...]] = ()  # the gateway invokes the model; Spillway calls nothing
 
@@ -41,10 +41,10 @@ class BedrockServerless:
         self.connection = connection
         self.requested: dict[str, Requested] = {}
 
-    async def read(self, target: ServerlessTarget, *, max_concurrency: int) -> int:
-        """Return 0: on-demand Bedrock provisions nothing. Raises PermanentError for another backend."""
+    async def read(self, target: ServerlessTarget, *, max_concurrency: int) -> ServerlessState:
+        """Return none provisioned: on-demand Bedrock provisions nothing. PermanentError: another backend."""
         _own(target)
-        return 0
+        return ServerlessState(provisioned=0, ready=0)
 
     async def set_provisioned(
         self, target: ServerlessTarget, *, instances: int, quota: int, max_concurrency: int

@@ -18,7 +18,7 @@ from scaler.adapters.serverless import _aws
 from scaler.adapters.serverless._aws import AwsClients, Connection
 from scaler.core import actuation
 from scaler.core.policy import LambdaTarget, ServerlessTarget
-from scaler.ports import PermanentError
+from scaler.ports import PermanentError, ServerlessState
 
 IAM_ACTIONS: Final[tuple[str, ...]] = (
     "lambda:GetProvisionedConcurrencyConfig",
@@ -42,11 +42,16 @@ class LambdaServerless:
         """Create the adapter; clients are made on first use."""
         self.aws = AwsClients(connection)
 
-    async def read(self, target: ServerlessTarget, *, max_concurrency: int) -> int:
-        """Return the provisioned instances of the alias; raise TransientError or PermanentError."""
+    async def read(self, target: ServerlessTarget, *, max_concurrency: int) -> ServerlessState:
+        """Return the alias's provisioned instances (requested) and those available; raise TransientError or
+        PermanentError."""
         own = _own(target)
-        units = await _aws.call(lambda: self._provisioned(own), what=f"read {own.key}")
-        return actuation.instances_from_units(units=units, max_concurrency=max_concurrency)
+        requested, available = await _aws.call(lambda: self._provisioned(own), what=f"read {own.key}")
+        instances = actuation.instances_from_units
+        return ServerlessState(
+            provisioned=instances(units=requested, max_concurrency=max_concurrency),
+            ready=instances(units=min(available, requested), max_concurrency=max_concurrency),
+        )
 
     async def set_provisioned(
         self, target: ServerlessTarget, *, instances: int, quota: int, max_concurrency: int
@@ -66,7 +71,8 @@ class LambdaServerless:
             what=f"quota {quota} on {own.key}",
         )
 
-    def _provisioned(self, target: LambdaTarget) -> int:
+    def _provisioned(self, target: LambdaTarget) -> tuple[int, int]:
+        """Return the alias's (requested, available) provisioned concurrent executions."""
         lam = self.aws.client("lambda", target.region)
         try:
             config = lam.get_provisioned_concurrency_config(
@@ -74,9 +80,10 @@ class LambdaServerless:
             )
         except ClientError as exc:
             if _aws.error_code(exc) == "ProvisionedConcurrencyConfigNotFoundException":
-                return 0
+                return 0, 0
             raise
-        return int(config.get("RequestedProvisionedConcurrentExecutions", 0))
+        requested = int(config.get("RequestedProvisionedConcurrentExecutions", 0))
+        return requested, int(config.get("AvailableProvisionedConcurrentExecutions", 0))
 
     def _set(self, target: LambdaTarget, *, instances: int, quota: int, max_concurrency: int) -> None:
         lam = self.aws.client("lambda", target.region)

@@ -29,7 +29,7 @@ from scaler.adapters.serverless import _aws
 from scaler.adapters.serverless._aws import AwsClients, Connection
 from scaler.core import actuation
 from scaler.core.policy import SageMakerTarget, ServerlessTarget
-from scaler.ports import PermanentError
+from scaler.ports import PermanentError, ServerlessState
 
 IAM_ACTIONS: Final[tuple[str, ...]] = (
     "sagemaker:DescribeEndpoint",
@@ -60,18 +60,27 @@ class SageMakerServerless:
         """Create the adapter; clients are made on first use."""
         self.aws = AwsClients(connection)
 
-    async def read(self, target: ServerlessTarget, *, max_concurrency: int) -> int:
-        """Return the variant's provisioned instances; raise TransientError or PermanentError."""
+    async def read(self, target: ServerlessTarget, *, max_concurrency: int) -> ServerlessState:
+        """Return the variant's provisioned instances (desired) and those in service (current); raise
+        TransientError or PermanentError."""
         own = _own(target)
         _, variants = await _aws.call(lambda: self._variants(own), what=f"read {own.key}")
         variant = variants.get(own.variant_name)
         if variant is None:
             raise PermanentError(f"{own.key}: no variant {own.variant_name!r} on the endpoint")
-        serverless = variant.get("CurrentServerlessConfig") or variant.get("DesiredServerlessConfig")
-        if serverless is not None:
-            units = int(serverless.get("ProvisionedConcurrency", 0))
-            return actuation.instances_from_units(units=units, max_concurrency=max_concurrency)
-        return int(variant.get("DesiredInstanceCount", variant.get("CurrentInstanceCount", 0)))
+        desired_sl = variant.get("DesiredServerlessConfig") or variant.get("CurrentServerlessConfig")
+        if desired_sl is not None:
+            current_sl = variant.get("CurrentServerlessConfig") or {}
+            units = int(desired_sl.get("ProvisionedConcurrency", 0))
+            ready = min(int(current_sl.get("ProvisionedConcurrency", 0)), units)
+            return ServerlessState(
+                provisioned=actuation.instances_from_units(units=units, max_concurrency=max_concurrency),
+                ready=actuation.instances_from_units(units=ready, max_concurrency=max_concurrency),
+            )
+        desired = int(variant.get("DesiredInstanceCount", variant.get("CurrentInstanceCount", 0)))
+        return ServerlessState(
+            provisioned=desired, ready=min(int(variant.get("CurrentInstanceCount", 0)), desired)
+        )
 
     async def set_provisioned(
         self, target: ServerlessTarget, *, instances: int, quota: int, max_concurrency: int
