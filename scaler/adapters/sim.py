@@ -4,9 +4,10 @@
 :class:`SimServerless` (a :class:`~scaler.adapters.actuator.TrafficWeightsPort`) keep the capacity
 of the targets a policy names in memory and model its lead times on the sandbox's virtual clock:
 
-* a new serving replica is ready ``lead_times.cold_start_seconds`` after it was requested, or
-  ``standby_promotion_seconds`` while the workload's warm standby pool has that many ready pods
-  (the pool keeps nodes and images warm); a standby replica takes the cold start too. Scaling down
+* a new pod, serving or standby, is ready ``lead_times.cold_start_seconds`` after it was requested:
+  a standby workload (``standby_name``) is promoted by scaling the serving workload up, whose new
+  pods start cold, as in a real cluster (the planner knows: ``ModelPolicy.standby_promotion_seconds``).
+  Scaling down
   removes the pods that are not ready first. :meth:`SimKubernetes.read` reports ready and starting
   pods back, as a real cluster does, so the planner sees cold starts through the same port.
 * pre-warmed serverless instances are provisioned at once (the count a real API reports back) and
@@ -112,12 +113,7 @@ class SimKubernetes:
             pods.sort()
             del pods[replicas:]  # the latest to be ready go first
         else:
-            warm = 0
-            if name == target.name and target.standby_name is not None:
-                warm = self._ready(_key(target.namespace, target.standby_name), now=now)
-            for k in range(replicas - len(pods)):
-                delay = lead.standby_promotion_seconds if k < warm else lead.cold_start_seconds
-                pods.append(now + delay)
+            pods.extend([now + lead.cold_start_seconds] * (replicas - len(pods)))
         self.changes.append(SimChange(at=now, target=key, value=replicas, reason=reason))
 
 

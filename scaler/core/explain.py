@@ -201,8 +201,17 @@ def _lead_times(policy: ModelPolicy) -> list[str]:
         if bounds.max_standby > 0
         else "this policy keeps none (max_standby 0)"
     )
+    promotion = policy.standby_promotion_seconds
+    kube = policy.targets.kubernetes if policy.targets is not None else None
+    mechanism = (
+        "a second workload: promotion scales the serving workload up, whose new pods start cold"
+        if kube is not None and kube.standby_name is not None
+        else "a Ready pod of the serving workload kept out of the Service by its label"
+    )
     pays = (
-        "cheaper than a replica, so the planner keeps standby for what replicas and serverless cannot "
+        "promoted no faster than a replica starts, so the planner keeps only min_standby"
+        if promotion >= cold
+        else "cheaper than a replica, so the planner keeps standby for what replicas and serverless cannot "
         "cover within a cold start"
         if standby < replica
         else "no cheaper than a replica, so the planner keeps only min_standby: a serving replica is as "
@@ -222,9 +231,8 @@ def _lead_times(policy: ModelPolicy) -> list[str]:
     return [
         f"a cold replica takes {cold / 60:.1f} min to serve, so the forecast must see at least "
         f"{cold / 60:.1f} min ahead (forecast.horizon_seconds = {horizon}, {horizon / 60:.1f} min)",
-        f"a warm standby (a Ready pod of the serving workload kept out of the Service by its label) costs "
-        f"{_money(standby)}/h each and serves in {lead.standby_promotion_seconds:g} s instead of {cold:g} s, "
-        f"{pays}; {standby_cost}",
+        f"a warm standby ({mechanism}) costs {_money(standby)}/h each and serves in "
+        f"{promotion:g} s instead of {cold:g} s, {pays}; {standby_cost}",
         f"bounds: {bounds.min_replicas}-{bounds.max_replicas} replicas, {serverless}; {floor}",
     ]
 

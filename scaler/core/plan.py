@@ -33,9 +33,11 @@
    counted as that many instances (rounded down) wherever the quota sizes replicas and standby; its
    per-token prices set ``c_s`` at the forecast's request size.
    Two replica lead times (:class:`scaler.core.policy.LeadTimes`): the lifetime begins at the
-   *typical* cold start (``typical_cold_start_seconds``, the learned median), so replicas are sized
-   for the demand they most likely meet; the cold-start coverage below spans the *coverage* lead
-   (``cold_start_seconds``, the learned p90), so what serves while replicas start covers the slow ones.
+   *typical* cold start (``typical_cold_start_seconds``: the learned ``lifetime_quantile``, by
+   default the fastest start seen), where a new replica's cost begins; the cold-start coverage below
+   spans the *coverage* lead (``cold_start_seconds``, the learned p90), so what serves while replicas
+   start covers the slow ones. A standby promoted no faster than a replica starts (a second standby
+   workload: :attr:`scaler.core.policy.ModelPolicy.standby_promotion_seconds`) never pays either.
 5. Warm standby covers what neither replicas nor serverless can within a replica cold start, where
    it pays: only when ``prices.standby_per_hour`` is below ``replica_per_hour``. A standby priced as
    a replica (the default: a Ready pod out of the Service holds its GPU) is dominated by a serving
@@ -137,9 +139,11 @@ def plan(
     in_place = 0
     if kubernetes_ok:
         standby = needs.slo_cold - replicas - (quota if serverless_ok else 0)
-        if policy.prices.standby >= policy.prices.replica_per_hour:
-            # A standby no cheaper than a replica never pays: a serving replica is as warm and takes
-            # traffic. Up to max_standby of the gap is served by replicas instead.
+        slow = policy.standby_promotion_seconds >= policy.lead_times.cold_start_seconds
+        if slow or policy.prices.standby >= policy.prices.replica_per_hour:
+            # A standby no cheaper than a replica, or promoted no faster than a replica starts (a second
+            # standby workload), never pays: a serving replica is as warm and takes traffic. Up to
+            # max_standby of the gap is served by replicas instead.
             gap = min(max(standby, 0), bounds.max_standby)
             most = min(bounds.max_replicas, base + policy.behavior.max_step_up)
             in_place = max(min(replicas + gap, most) - replicas, 0)
@@ -235,7 +239,7 @@ def _serverless(
         return 0, 0.0
     profile = policy.serverless_profile
     wait = queueing.wait_budget(policy, mean_prompt=forecast.mean_prompt_tokens)
-    fast_standby = policy.lead_times.standby_promotion_seconds <= profile.cold_start_seconds
+    fast_standby = policy.standby_promotion_seconds <= profile.cold_start_seconds
     ready = observed.replicas_ready + (observed.standby_ready if fast_standby else 0)
     provisioned = 0
     if profile.provisionable and profile.cold_start_seconds > wait:

@@ -646,6 +646,20 @@ class ModelPolicy(_Strict):
         return target.backend if target is not None else "generic"
 
     @property
+    def standby_promotion_seconds(self) -> float:
+        """Return how long promoting a warm standby takes under this policy's standby mechanism.
+
+        Standby pods of the serving workload (``standby_label``, and the simulator's model) are promoted
+        in ``lead_times.standby_promotion_seconds``. A second standby workload (``standby_name``) is
+        promoted by scaling the serving workload up, whose new pods start cold: a replica cold start.
+        """
+        lead = self.lead_times
+        kube = self.targets.kubernetes if self.targets is not None else None
+        if kube is not None and kube.standby_name is not None:
+            return max(lead.standby_promotion_seconds, lead.cold_start_seconds)
+        return lead.standby_promotion_seconds
+
+    @property
     def serverless_profile(self) -> backends.BackendProfile:
         """Return the backend's profile, with ``lead_times.serverless_cold_start_seconds`` if set."""
         profile = backends.PROFILES[self.serverless_backend]

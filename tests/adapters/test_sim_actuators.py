@@ -55,7 +55,7 @@ def _policy(**extra: object) -> ModelPolicy:
     )
 
 
-def test_new_pods_start_cold_and_standby_makes_promotion_fast() -> None:
+def test_new_pods_start_cold_even_with_a_ready_standby_workload() -> None:
     clock = ManualClock()
     kube = SimKubernetes(clock=clock, lead_times={"llm/chat": LEADS})
     asyncio.run(kube.set_replicas(TARGET, name="chat-standby", replicas=2, reason="refill"))
@@ -65,7 +65,7 @@ def test_new_pods_start_cold_and_standby_makes_promotion_fast() -> None:
     asyncio.run(kube.set_replicas(TARGET, name="chat", replicas=3, reason="burst"))
     clock.t += 15.0
     state = asyncio.run(kube.read(TARGET, name="chat"))
-    assert (state.desired, state.ready, state.starting) == (3, 2, 1)  # two promoted, one cold
+    assert (state.desired, state.ready, state.starting) == (3, 0, 3)  # promotion is a scale-up: all cold
     clock.t += 285.0
     assert asyncio.run(kube.read(TARGET, name="chat")).ready == 3
     asyncio.run(kube.set_replicas(TARGET, name="chat", replicas=1, reason="calm"))

@@ -98,6 +98,12 @@ def test_warm_standby_and_floor_costs_per_hour() -> None:
     cheap = text_of(policy(prices={"replica_per_hour": 3.0, "standby_per_hour": 1.0}, bounds=bounds))
     assert "costs $1.00/h each" in cheap
     assert "cheaper than a replica, so the planner keeps standby" in cheap
+    workload = {"kubernetes": {"namespace": "llm", "name": "chat", "standby_name": "chat-standby"}}
+    second = text_of(
+        policy(prices={"replica_per_hour": 3.0, "standby_per_hour": 1.0}, bounds=bounds, targets=workload)
+    )
+    assert "a second workload: promotion scales the serving workload up" in second
+    assert "serves in 300 s instead of 300 s, promoted no faster than a replica starts" in second
 
 
 def test_learned_lead_times_are_shown_beside_the_configured_ones() -> None:

@@ -428,6 +428,15 @@ def test_standby_covers_what_replicas_and_serverless_cannot_within_a_cold_start_
     assert same.replicas == tight.replicas + 3
     assert same.bound_by == "cold_start"
     assert "3 serving replicas cover the cold start" in same.reason
+    # a second standby workload is promoted by a scale-up of the serving one (new pods start cold): however
+    # cheap, its standby covers nothing, so serving replicas take the gap too
+    workload = {"kubernetes": {"namespace": "llm", "name": "chat", "standby_name": "chat-standby"}}
+    bounds = {"serverless_quota": 1, "max_standby": 3}
+    p = policy(bounds=bounds, prices={"standby_per_hour": 1.0}, targets=workload)
+    assert p.standby_promotion_seconds == p.lead_times.cold_start_seconds
+    second = plan(policy=p, forecast=forecast(falling, start=0.0), observed=observed(rate=40.0),
+                  previous=None, now=0.0)
+    assert (second.standby, second.replicas, second.bound_by) == (0, same.replicas, "cold_start")
 
 
 # --- the mixture over a window ---------------------------------------------------------------
