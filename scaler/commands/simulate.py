@@ -20,6 +20,7 @@ from scaler.settings import SettingsError
 from scaler.sim import as_run, events_trace, report, servegen, synthetic, traces
 from scaler.sim import workload as wl
 from scaler.sim.baselines import BASELINES, peak_instances, warm_replicas
+from scaler.sim.coldstart import ColdStarts
 from scaler.sim.engine import simulate
 from scaler.sim.feasibility import feasibility
 from scaler.sim.oracle import hindsight_oracle
@@ -57,6 +58,9 @@ Examples:
 
   # Two weeks of ServeGen rates (fluid model), your own policy file, one of its models
   scaler simulate --trace ../shared/traces/servegen-m-large --policy my.yaml --model llama-70b
+
+  # Replica cold starts drawn between 1.5 and 8 minutes (5th-95th percentiles) instead of fixed
+  scaler simulate --scenario diurnal --cold-start-range 90,480
 
   # Your own traffic: events exported by `scaler export`, or read straight from the topics
   scaler simulate --trace yesterday.jsonl --trace-format events --policy policies/prod.yaml
@@ -143,7 +147,26 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="start every policy from min_replicas (default: warm, with the replicas the opening "
         "minute keeps busy, as a trace cut from a running service would)",
     )
+    parser.add_argument(
+        "--cold-start-range",
+        type=cold_start_range,
+        metavar="P5,P95",
+        help="draw each replica's cold start from a lognormal whose 5th-95th percentiles are P5-P95 "
+        "seconds, seeded by --seed (e.g. 90,480: the published 1.5-8 minutes), so the daemon's "
+        "learned lead times are exercised (default: the policy's cold_start_seconds for every replica)",
+    )
     parser.set_defaults(func=run)
+
+
+def cold_start_range(text: str) -> tuple[float, float]:
+    """Return (p5, p95) seconds from ``P5,P95``; raise argparse.ArgumentTypeError if it is not that."""
+    try:
+        p5, p95 = (float(part) for part in text.split(","))
+        ColdStarts.between(p5, p95)
+    except ValueError as exc:
+        detail = str(exc) if "cold starts" in str(exc) else "need two numbers of seconds"
+        raise argparse.ArgumentTypeError(f"{text!r}: {detail} (e.g. 90,480)") from None
+    return p5, p95
 
 
 def load_policies(path: Path | None) -> PolicyFile:
@@ -438,13 +461,22 @@ def run_policies(
     """Return the runs of Spillway and the baselines ``names`` on ``workload``, and the relaxed oracle's."""
     check_capacity(workload, policy=policy, warn=warn)
     initial = None if args.cold_start else warm_replicas(workload, policy=policy)
+    spread = args.cold_start_range
+    draws = None if spread is None else ColdStarts.between(*spread, seed=args.seed)
     show = not args.no_progress and err.is_terminal and workload.requests >= PROGRESS_MIN_REQUESTS
     results: list[SimResult] = []
     with _progress(show, err) as progress:
         for controller in controllers(policy, workload, names):
             hook = progress(controller.name) if progress is not None else None
             results.append(
-                simulate(workload, controller, policy=policy, on_progress=hook, initial_replicas=initial)
+                simulate(
+                    workload,
+                    controller,
+                    policy=policy,
+                    on_progress=hook,
+                    initial_replicas=initial,
+                    cold_starts=draws,
+                )
             )
         oracle = hindsight_oracle(workload, policy=policy, initial_replicas=initial)
     return results, oracle
