@@ -122,7 +122,10 @@ def test_promotion_is_one_label_patch_and_the_service_follows(kube: KubeCluster,
     promoted = asyncio.run(actuator.set_standby_pods(target, name="chat", standby=0))
     assert promoted == {next(iter(demoted)): "serving"}  # one patch, the same (warm) pod
     until(lambda: len(_endpoints(kube, kube_namespace)) == 3, seconds=30, what="the promoted pod serving")
-    assert time.monotonic() - started < 30
+    promotion = time.monotonic() - started
+    # the README's promotion figure; a new pod would take its cold start (the policy's 300 s by default)
+    print(f"standby promotion, label patch to the Service's endpoints: {promotion:.2f} s")
+    assert promotion < 30
     assert [e for e in kube.audit(namespace=kube_namespace, user="scaler") if e["verb"] == "delete"] == []
 
 
