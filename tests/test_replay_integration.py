@@ -202,3 +202,21 @@ def test_a_replay_from_the_topics_equals_one_from_an_exported_file_and_moves_no_
     assert not nothing.exists()
     assert cli.main(["simulate", "--from-kafka", *kafka, *later, "--policy", str(policy)]) == 1
     assert "no arrival events of small, big from 2025-12-01T00:00:00Z" in capsys.readouterr().err
+
+
+def test_a_topic_that_does_not_exist_is_a_one_line_error(
+    broker: Broker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    window = ["--since", "2025-11-30T00:30:00Z", "--until", str(UNTIL)]
+    missing = [
+        "--bootstrap-servers",
+        broker.bootstrap,
+        "--topic",
+        "no.such.topic",
+        "--metrics-topic",
+        "none.either",
+    ]
+    assert cli.main(["export", *missing, *window, "--out", str(tmp_path / "x.jsonl")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "topic 'no.such.topic' does not exist" in err
+    assert "Traceback" not in err

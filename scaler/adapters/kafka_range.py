@@ -69,7 +69,7 @@ async def _seek(consumer: AIOKafkaConsumer, *, topics: Sequence[str], since: flo
     for topic in topics:
         found = consumer.partitions_for_topic(topic)
         if not found:
-            await consumer.force_metadata_update()
+            await consumer.topics()  # fetches the cluster's metadata afresh
             found = consumer.partitions_for_topic(topic)
         if not found:
             raise LookupError(f"topic {topic!r} does not exist")
