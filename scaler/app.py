@@ -456,7 +456,7 @@ def build_kafka_daemon(
     keda = _keda_server(  # -- KEDA external scaler: an observer of the executor, when keda_listen is set --
         settings.keda,
         intervals=lambda: {m: p.behavior.interval_seconds for m, p in runtime.policies.items()},
-        owned=lambda: [m for m in runtime.owned if gate.reason(m) is None],  # fenced: not served
+        owned=lambda: [m for m in runtime.owned if gate.reason(m) is None],  # fenced: from the topic
         metrics=metrics,
     )
     runtime = Runtime(

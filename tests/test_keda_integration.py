@@ -321,6 +321,26 @@ def test_two_daemons_in_one_group_answer_every_model_with_its_owners_decision(
                 await asyncio.sleep(0.02)
             burst.cancel()
             found["base"], found["rose"] = base, rose
+            # the first daemon dies: the other answers its models from the topic, then as their new owner
+            sending = asyncio.create_task(traffic(60))
+            daemons[0].process.kill()
+            killed, killed_at = time.monotonic(), time.time()
+            calls = 0
+            refused: list[str] = []
+            took_over: float | None = None
+            while took_over is None and time.monotonic() - killed < 40:
+                got = {m: await _metric(stubs[1], m) for m in models}
+                calls += len(got)
+                refused += [a[1] for a in got.values() if not isinstance(a, int)]
+                await topic.read()
+                members = {topic.newest[m][2] for m in models if topic.newest[m][0] > killed_at}
+                if len(members) == 1 and all(topic.newest[m][0] > killed_at for m in models):
+                    took_over = time.monotonic() - killed  # every model decided by the survivor
+                await asyncio.sleep(0.1)
+            found["calls"], found["refused"], found["took_over"] = calls, refused, took_over
+            found["after"] = {m: await _metric(stubs[1], m) for m in models}
+            await topic.read()
+            found["newest_after"] = dict(topic.newest)
         finally:
             sending.cancel()
             for channel in channels:
@@ -334,7 +354,7 @@ def test_two_daemons_in_one_group_answer_every_model_with_its_owners_decision(
         found = asyncio.run(run())
     finally:
         logs = [d.stop() for d in daemons]
-    assert [d.process.returncode for d in daemons] == [0, 0], [log[-2000:] for log in logs]
+    assert [d.process.returncode for d in daemons] == [-signal.SIGKILL, 0], [log[-2000:] for log in logs]
     answers = found["answers"]
     newest = found["newest"]
     assert isinstance(answers, dict)
@@ -350,6 +370,20 @@ def test_two_daemons_in_one_group_answer_every_model_with_its_owners_decision(
     rose = found["rose"]
     assert isinstance(rose, list)
     assert None not in rose, (found["base"], rose)
+    took_over = found["took_over"]
+    assert isinstance(took_over, float), found["refused"]
+    after, newest_after = found["after"], found["newest_after"]
+    assert isinstance(after, dict)
+    assert isinstance(newest_after, dict)
+    # the survivor owns every model now and answers each with its own, newest decision
+    assert after == {m: newest_after[m][1] for m in after}, (after, newest_after)
+    refused = found["refused"]
+    assert isinstance(refused, list)
+    assert all("fresh" in why or "no decision yet" in why for why in refused), refused
+    print(
+        f"owner killed: the survivor decided every model {took_over:.1f} s later; meanwhile it refused"
+        f" {len(refused)} of {found['calls']} GetMetrics calls {sorted({w.split(':')[0] for w in refused})}"
+    )
     print(
         f"two daemons: both answered {len(answers)} of {len(answers)} models with the owner's decision"
         f" ({ {m: r for m, (_, r, _) in sorted(newest.items())} } replicas)"
