@@ -16,9 +16,10 @@ connection per ``scalerAddress`` and a Service balances connections, not calls: 
 owns a model answers from its own decisions; any other from the newest decision it read on the
 decisions topic (:mod:`scaler.adapters.decision_feed`, fed through :meth:`KedaScaler.heard`) while
 that is fresh, younger than ``STALE_INTERVALS`` of the model's decision intervals. Otherwise the
-call is refused with ``UNAVAILABLE`` saying why (stale, or no decision yet), which KEDA retries; a
-model of no policy is ``NOT_FOUND``, a trigger without ``model`` ``INVALID_ARGUMENT``. A stream ends
-with ``UNAVAILABLE`` when its model's answer turns stale, so KEDA reconnects.
+call is refused with ``UNAVAILABLE`` saying why (stale, or no decision yet), and KEDA asks again at
+its next poll; a model of no policy is ``NOT_FOUND``, a trigger without ``model``
+``INVALID_ARGUMENT``. A stream ends with ``UNAVAILABLE`` when its model's answer turns stale, so KEDA
+reconnects.
 
 The server is a :class:`scaler.ports.DecisionObserver` of the executor: it only reads decisions, and
 holds no lock of the daemon's. Generated code: ``externalscaler_pb2*.py`` beside this file (the
