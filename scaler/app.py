@@ -10,7 +10,9 @@ Tasks of the main loop, all stopped by one event:
   save its state;
 * leases (with Kubernetes fencing): acquire the assigned partitions' Leases and renew them;
 * policy watch: re-read the policy files when their mtime or size changes; a broken edit is logged
-  and counted, and the last good policies stay in force.
+  and counted, and the last good policies stay in force;
+* decision feed (with the KEDA external scaler): tail the decisions topic, so that KEDA gets every
+  model's newest decision from any process.
 
 The first SIGTERM/SIGINT stops consuming, commits and writes final checkpoints, then returns 0;
 a second signal exits at once.
@@ -24,7 +26,7 @@ import dataclasses
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,6 +48,7 @@ from scaler.settings import CheckpointSettings, KedaSettings, Settings
 
 if TYPE_CHECKING:
     from scaler.adapters import kafka as kafka_types
+    from scaler.adapters.decision_feed import DecisionFeed
     from scaler.adapters.keda import KedaServer
     from scaler.adapters.lease import LeaseKeeper
 
@@ -115,6 +118,7 @@ class Daemon:
         self.history: prometheus.PrometheusHistory | None = None  # seeds new models' forecasters
         self.signals: prometheus.PrometheusSignal | None = None  # fallback when a model's events stop
         self.keda: KedaServer | None = None  # KEDA external scaler (gRPC), when keda_listen is set
+        self.feed: DecisionFeed | None = None  # the decisions topic, tailed for the KEDA scaler
         self.leases: LeaseKeeper | None = None  # fencing Leases, when on (scaler.adapters.lease)
 
     # -- readiness and ownership callbacks ------------------------------------------------------
@@ -252,6 +256,13 @@ class Daemon:
             return
         await self.leases.run(self.stopping)
 
+    async def _decision_feed(self) -> None:
+        """Tail the decisions topic for the KEDA scaler (idle without it)."""
+        if self.feed is None:
+            await self.stopping.wait()
+            return
+        await self.feed.run(self.stopping)
+
     async def _watch_policies(self) -> None:
         while not self.stopping.is_set():
             await self._pause(self.settings.policy_poll_seconds)
@@ -323,6 +334,7 @@ class Daemon:
                 self._watch_policies,
                 self._fallback,
                 self._leases,
+                self._decision_feed,
             )
         ]
         stopper = asyncio.create_task(self.stopping.wait())
@@ -403,7 +415,7 @@ def build_kafka_daemon(
     *, settings: Settings, policies: dict[str, ModelPolicy], planner: Planner | None = None
 ) -> Daemon:
     """Return a daemon on Kafka as ``settings`` say; ``planner`` defaults to the real planner."""
-    from scaler.adapters import kafka, lease  # noqa: PLC0415  # keeps aiokafka out of the sandbox's imports
+    from scaler.adapters import decision_feed, kafka, lease  # noqa: PLC0415  # aiokafka: not in the sandbox
     from scaler.forecast.models import DemandForecaster  # noqa: PLC0415  # compiles numba kernels
 
     metrics = DaemonMetrics()
@@ -443,8 +455,8 @@ def build_kafka_daemon(
     sink.headers = gate.headers
     keda = _keda_server(  # -- KEDA external scaler: an observer of the executor, when keda_listen is set --
         settings.keda,
-        known=lambda: runtime.policies,
-        owned=lambda: [m for m in runtime.owned if gate.reason(m) is None],  # fenced: not served
+        intervals=lambda: {m: p.behavior.interval_seconds for m, p in runtime.policies.items()},
+        owned=lambda: [m for m in runtime.owned if gate.reason(m) is None],  # fenced: from the topic
         metrics=metrics,
     )
     runtime = Runtime(
@@ -479,6 +491,10 @@ def build_kafka_daemon(
         host=settings.http.host, port=settings.http.port, metrics=metrics, ready=daemon.not_ready
     )
     daemon.keda = keda
+    if keda is not None:  # other processes' decisions, for the models this one does not own
+        daemon.feed = decision_feed.DecisionFeed(
+            kafka=settings.kafka, on_decision=keda.scaler.heard, registry=metrics.registry
+        )
     daemon.leases = leases
     daemon.history = prometheus.reader_from_settings(settings.prometheus)  # None: no URL, no seeding
     daemon.signals = prometheus.signal_from_settings(settings.prometheus)  # None: no fallback signal
@@ -513,7 +529,7 @@ def _checkpoint_store(
 def _keda_server(
     settings: KedaSettings,
     *,
-    known: Callable[[], Collection[str]],
+    intervals: Callable[[], Mapping[str, float]],
     owned: Callable[[], Collection[str]],
     metrics: DaemonMetrics,
 ) -> KedaServer | None:
@@ -530,7 +546,7 @@ def _keda_server(
             keyfile=settings.tls_keyfile,
             client_cafile=settings.tls_client_cafile,
         )
-    scaler = keda.KedaScaler(known=known, owned=owned, registry=metrics.registry)
+    scaler = keda.KedaScaler(intervals=intervals, owned=owned, registry=metrics.registry)
     return keda.KedaServer(scaler=scaler, host=host.strip("[]"), port=int(port), tls=tls)
 
 

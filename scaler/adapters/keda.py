@@ -3,17 +3,23 @@
 A trigger of ``type: external-push`` (or ``external``) with ``metadata: {scalerAddress: ..., model: NAME}``
 asks this server about one model:
 
-* ``GetMetricSpec``: one metric, ``spillway-replicas-<model>``, target size 1, so that the HPA KEDA
-  makes wants exactly as many replicas as the metric's value;
+* ``GetMetricSpec``: one metric, ``spillway-replicas-<model>``, target size 1 (an ``AverageValue`` of
+  1 per replica), so the HPA KEDA makes computes Spillway's count as its desired replicas; the HPA
+  still leaves changes within its tolerance (10% by default) alone and holds scale-downs for its
+  stabilization window (300 s by default) unless the ScaledObject's ``behavior`` says otherwise;
 * ``GetMetrics``: the replicas of Spillway's newest decision for the model;
 * ``IsActive``: False only when that decision is zero replicas (KEDA then scales the workload to zero);
-* ``StreamIsActive``: the same, pushed at once and then on every decision for the model.
+* ``StreamIsActive``: the same, pushed at once and then on every new decision for the model.
 
-Only the process that owns a model answers for it. A model of the policies that another process owns
-(or nobody owns, mid-rebalance) is refused with ``UNAVAILABLE`` "not owner", a model this process owns
-but has not decided yet with ``UNAVAILABLE`` too: KEDA retries both. A model of no policy is
-``NOT_FOUND``, a trigger without ``model`` ``INVALID_ARGUMENT``. A stream ends with "not owner" when
-the model moves away, so KEDA reconnects (through the Service) and finds its new owner.
+Every process answers for every model of the policies, because KEDA's operator keeps one long-lived
+connection per ``scalerAddress`` and a Service balances connections, not calls: the process that
+owns a model answers from its own decisions; any other from the newest decision it read on the
+decisions topic (:mod:`scaler.adapters.decision_feed`, fed through :meth:`KedaScaler.heard`) while
+that is fresh, younger than ``STALE_INTERVALS`` of the model's decision intervals. Otherwise the
+call is refused with ``UNAVAILABLE`` saying why (stale, or no decision yet), and KEDA asks again at
+its next poll; a model of no policy is ``NOT_FOUND``, a trigger without ``model``
+``INVALID_ARGUMENT``. A stream ends with ``UNAVAILABLE`` when its model's answer turns stale, so KEDA
+reconnects.
 
 The server is a :class:`scaler.ports.DecisionObserver` of the executor: it only reads decisions, and
 holds no lock of the daemon's. Generated code: ``externalscaler_pb2*.py`` beside this file (the
@@ -23,11 +29,14 @@ command that makes them is at the top of ``externalscaler.proto``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import math
 import re
+import time
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import grpc
 import structlog
@@ -35,11 +44,13 @@ from prometheus_client import CollectorRegistry, Counter
 
 from scaler.adapters import externalscaler_pb2 as pb
 from scaler.adapters import externalscaler_pb2_grpc as pb_grpc
+from scaler.control.payload import PublishedDecision
 from scaler.core.types import Decision
 
 log = structlog.get_logger("scaler.keda")
 
 METRIC_PREFIX = "spillway-replicas-"
+STALE_INTERVALS = 3.0  # a decision read from the topic answers for this many of its model's intervals
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -50,6 +61,24 @@ class Refusal:
     message: str
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Seen:
+    """A decision known for a model: its desired replicas and when it was made (unix seconds)."""
+
+    replicas: int
+    at: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Answer:
+    """The replicas to answer for ``model``, from this process's decision or the decisions topic's."""
+
+    model: str
+    replicas: int
+    source: Literal["own", "topic"]
+    stale_at: float | None  # unix time the answer turns stale (None: this process's own decision)
+
+
 def metric_name(model: str) -> str:
     """Return the metric name of ``model``: lower case, runs of other characters than [a-z0-9] as '-'."""
     return METRIC_PREFIX + (re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-") or "model")
@@ -58,42 +87,68 @@ def metric_name(model: str) -> str:
 def resolve(
     metadata: Mapping[str, str],
     *,
-    known: Collection[str],
+    intervals: Mapping[str, float],
     owned: Collection[str],
-    desired: Mapping[str, int],
-) -> tuple[str, int] | Refusal:
-    """Return (model, desired replicas) for a trigger's ``metadata``, or the Refusal to answer with.
+    own: Mapping[str, Seen],
+    topic: Mapping[str, Seen],
+    now: float,
+    stale_intervals: float = STALE_INTERVALS,
+) -> Answer | Refusal:
+    """Return the Answer for a trigger's ``metadata`` at unix time ``now``, or the Refusal to give.
 
-    ``known`` are the models of the policies, ``owned`` those this process acts for, ``desired`` the
-    replicas of each owned model's newest decision.
+    ``intervals`` maps the policies' models to their decision intervals (seconds), ``owned`` lists
+    the models this process acts for, ``own`` their newest decisions made here and ``topic`` the
+    newest decision of each model read on the decisions topic. An owned model is answered from its
+    own decision; any other (or an owned one not decided here yet) from ``topic`` while that is
+    younger than ``stale_intervals`` intervals.
     """
     model = metadata.get("model", "").strip()
     if not model:
         return Refusal("INVALID_ARGUMENT", "the trigger's metadata has no 'model' (e.g. model: llama-8b)")
-    if model not in known:
+    interval = intervals.get(model)
+    if interval is None:
         return Refusal("NOT_FOUND", f"model {model!r} is in no Spillway policy")
-    if model not in owned:
-        return Refusal("UNAVAILABLE", f"not owner: this Spillway process does not own model {model!r}")
-    replicas = desired.get(model)
-    if replicas is None:
-        return Refusal("UNAVAILABLE", f"model {model!r} has no decision yet")
-    return model, replicas
+    mine = own.get(model) if model in owned else None
+    if mine is not None:
+        return Answer(model, mine.replicas, "own", None)
+    seen = topic.get(model)
+    if seen is None:
+        why = "this process owns it and has not decided it"
+        if model not in owned:
+            why = "none of its owner's decisions was read from the decisions topic"
+        return Refusal("UNAVAILABLE", f"model {model!r} has no decision yet: {why}")
+    bound = stale_intervals * interval
+    age = now - seen.at
+    if age >= bound:
+        return Refusal(
+            "UNAVAILABLE",
+            f"model {model!r} has no fresh decision: the newest on the decisions topic is {age:.1f} s old,"
+            f" stale after {bound:g} s ({stale_intervals:g} decision intervals); is any Spillway process"
+            " deciding it?",
+        )
+    return Answer(model, seen.replicas, "topic", seen.at + bound)
 
 
 class KedaScaler(pb_grpc.ExternalScalerServicer):  # the generated base: gRPC finds the methods by name
-    """Serves KEDA's external scaler interface from the decisions it observes (a DecisionObserver)."""
+    """Serves KEDA's external scaler interface from the decisions it observes (a DecisionObserver)
+    and those of other processes read on the decisions topic (:meth:`heard`)."""
 
     def __init__(
         self,
         *,
-        known: Callable[[], Collection[str]],
+        intervals: Callable[[], Mapping[str, float]],
         owned: Callable[[], Collection[str]],
+        clock: Callable[[], float] = time.time,
         registry: CollectorRegistry | None = None,
     ) -> None:
-        """Create an observer; ``known``/``owned`` return the policies' models and this process's."""
-        self.known = known
+        """Create an observer; ``intervals`` returns the policies' models and their decision intervals,
+        ``owned`` this process's models, ``clock`` unix time."""
+        self.intervals = intervals
         self.owned = owned
-        self.desired: dict[str, int] = {}
+        self.clock = clock
+        self.own: dict[str, Seen] = {}  # the newest decision made here, per owned model
+        self.topic: dict[str, Seen] = {}  # the newest decision read on the decisions topic, per model
+        self._newest: dict[str, float] = {}  # the time of the newest decision pushed, per model
         self._changed: dict[str, asyncio.Event] = {}
         self.requests = Counter(
             "scaler_keda_requests",
@@ -106,14 +161,32 @@ class KedaScaler(pb_grpc.ExternalScalerServicer):  # the generated base: gRPC fi
 
     def decided(self, *, model: str, decision: Decision, payload: Mapping[str, object]) -> None:
         """Keep ``decision``'s replicas as ``model``'s metric and wake its streams."""
-        self.desired[model] = decision.replicas
+        self.own[model] = Seen(decision.replicas, decision.at)
+        self._newest[model] = max(self._newest.get(model, -math.inf), decision.at)
         self._wake(model)
 
     def released(self, models: frozenset[str]) -> None:
-        """Forget ``models``; their streams end with "not owner"."""
+        """Forget this process's decisions of ``models``; their streams go on from the topic's."""
         for model in models:
-            self.desired.pop(model, None)
+            self.own.pop(model, None)
             self._wake(model)
+
+    # -- the decisions topic ------------------------------------------------------------------------
+
+    def heard(self, decision: PublishedDecision) -> bool:
+        """Keep ``decision`` if it is newer than the topic's newest of its model; return whether it was.
+
+        Its model's streams are woken when no newer decision was pushed to them already (this
+        process's own decisions come back from the topic after they were pushed).
+        """
+        current = self.topic.get(decision.model)
+        if current is not None and decision.at <= current.at:
+            return False
+        self.topic[decision.model] = Seen(decision.replicas, decision.at)
+        if decision.at > self._newest.get(decision.model, -math.inf):
+            self._newest[decision.model] = decision.at
+            self._wake(decision.model)
+        return True
 
     def _wake(self, model: str) -> None:
         event = self._changed.pop(model, None)
@@ -125,40 +198,52 @@ class KedaScaler(pb_grpc.ExternalScalerServicer):  # the generated base: gRPC fi
 
     # -- the gRPC methods ---------------------------------------------------------------------------
 
-    def _lookup(self, ref: Any, method: str) -> tuple[str, int] | Refusal:
-        metadata = dict(ref.scalerMetadata)
-        found = resolve(metadata, known=self.known(), owned=self.owned(), desired=self.desired)
+    def _lookup(self, ref: Any, method: str) -> Answer | Refusal:
+        found = resolve(
+            dict(ref.scalerMetadata),
+            intervals=self.intervals(),
+            owned=self.owned(),
+            own=self.own,
+            topic=self.topic,
+            now=self.clock(),
+        )
         self.requests.labels(method=method, code=found.code if isinstance(found, Refusal) else "OK").inc()
         return found
 
-    async def _answer(self, ref: Any, context: Any, method: str) -> tuple[str, int]:
+    async def _answer(self, ref: Any, context: Any, method: str) -> Answer:
         found = self._lookup(ref, method)
         if isinstance(found, Refusal):
             await _abort(context, found)
-        assert not isinstance(found, Refusal)  # abort raised
+        assert isinstance(found, Answer)  # abort raised
         return found
 
     async def IsActive(self, request: Any, context: Any) -> Any:  # noqa: N802  # gRPC's method name
         """Return whether the model's newest decision wants any replicas."""
-        _, replicas = await self._answer(request, context, "IsActive")
-        return pb.IsActiveResponse(result=replicas > 0)
+        found = await self._answer(request, context, "IsActive")
+        return pb.IsActiveResponse(result=found.replicas > 0)
 
     async def StreamIsActive(self, request: Any, context: Any) -> AsyncIterator[Any]:  # noqa: N802
-        """Yield whether the model is active now, then again after every decision for it."""
+        """Yield whether the model is active now, then again after every new decision for it.
+
+        The stream ends with the refusal when the model's answer turns stale or unknown.
+        """
         while True:
             found = self._lookup(request, "StreamIsActive")
             if isinstance(found, Refusal):
                 await _abort(context, found)
                 return
-            model, replicas = found
-            change = self._next_change(model)  # taken with the answer: a decision made meanwhile wakes it
-            yield pb.IsActiveResponse(result=replicas > 0)
-            await change.wait()
+            # taken with the answer: a decision made meanwhile wakes it
+            change = self._next_change(found.model)
+            yield pb.IsActiveResponse(result=found.replicas > 0)
+            # a topic answer is looked at again once stale (a little after, so that it is)
+            wait = None if found.stale_at is None else max(found.stale_at - self.clock(), 0.0) + 0.05
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(change.wait(), wait)
 
     async def GetMetricSpec(self, request: Any, context: Any) -> Any:  # noqa: N802
-        """Return the model's one metric with target size 1 (the HPA's desired count = Spillway's)."""
+        """Return the model's one metric with target size 1 (per replica: the HPA computes Spillway's)."""
         model = dict(request.scalerMetadata).get("model", "").strip()
-        if not model or model not in self.known():  # any process answers for a known model
+        if not model or model not in self.intervals():  # any process answers for a known model
             await self._answer(request, context, "GetMetricSpec")  # refuses with the reason
         else:
             self.requests.labels(method="GetMetricSpec", code="OK").inc()
@@ -167,11 +252,11 @@ class KedaScaler(pb_grpc.ExternalScalerServicer):  # the generated base: gRPC fi
 
     async def GetMetrics(self, request: Any, context: Any) -> Any:  # noqa: N802
         """Return the replicas of the model's newest decision as the metric's value."""
-        model, replicas = await self._answer(request.scaledObjectRef, context, "GetMetrics")
+        found = await self._answer(request.scaledObjectRef, context, "GetMetrics")
         value = pb.MetricValue(
-            metricName=request.metricName or metric_name(model),
-            metricValue=replicas,
-            metricValueFloat=float(replicas),
+            metricName=request.metricName or metric_name(found.model),
+            metricValue=found.replicas,
+            metricValueFloat=float(found.replicas),
         )
         return pb.GetMetricsResponse(metricValues=[value])
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import math
 from collections.abc import Mapping
 
 from scaler.control.ledger import LedgerInterval
@@ -70,3 +73,36 @@ def ledger_payload(interval: LedgerInterval) -> dict[str, object]:
         "total_dollars": round(interval.total.total, 6),
         "total_slo": interval.total_slo.summary(),
     }
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PublishedDecision:
+    """What a reader of the decisions topic needs of one message: whose, when, and how many replicas."""
+
+    model: str
+    at: float  # unix seconds the decision was made (the publisher's clock)
+    replicas: int
+
+
+def read_decision(value: bytes) -> PublishedDecision:
+    """Return the model, time and desired replicas of a message made by :func:`decision_payload`.
+
+    Raises ValueError naming what is wrong when ``value`` is not such a message.
+    """
+    try:
+        message = json.loads(value)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(message, dict):
+        raise ValueError(f"not a JSON object but {type(message).__name__}")
+    model = message.get("model")
+    if not isinstance(model, str) or not model:
+        raise ValueError("no 'model' string")
+    at = message.get("at")
+    if isinstance(at, bool) or not isinstance(at, int | float) or not math.isfinite(at):
+        raise ValueError(f"'at' is not a finite number: {at!r}"[:200])
+    desired = message.get("desired")
+    replicas = desired.get("replicas") if isinstance(desired, dict) else None
+    if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
+        raise ValueError(f"'desired.replicas' is not a count: {replicas!r}"[:200])
+    return PublishedDecision(model=model, at=float(at), replicas=replicas)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,33 +19,96 @@ from cryptography.x509.oid import NameOID
 
 from scaler.adapters import externalscaler_pb2 as pb
 from scaler.adapters import externalscaler_pb2_grpc as pb_grpc
-from scaler.adapters.keda import KedaScaler, KedaServer, Refusal, Tls, metric_name, resolve
+from scaler.adapters.keda import Answer, KedaScaler, KedaServer, Refusal, Seen, Tls, metric_name, resolve
+from scaler.control.payload import PublishedDecision
 from scaler.core.types import Decision
 
-KNOWN = {"llama-8b", "mistral-7b"}
+KNOWN = {"llama-8b": 10.0, "mistral-7b": 10.0}  # model -> decision interval (s)
+NOW = 1_000_000.0
+
+
+def _seen(replicas: int, age: float) -> Seen:
+    return Seen(replicas=replicas, at=NOW - age)
 
 
 @pytest.mark.parametrize(
-    ("metadata", "owned", "desired", "expected"),
+    ("metadata", "owned", "own", "topic", "expected"),
     [
-        ({"model": "llama-8b"}, {"llama-8b"}, {"llama-8b": 3}, ("llama-8b", 3)),
-        ({"model": " llama-8b "}, {"llama-8b"}, {"llama-8b": 0}, ("llama-8b", 0)),
-        ({}, {"llama-8b"}, {}, Refusal("INVALID_ARGUMENT", "")),
-        ({"model": "gpt-9"}, {"llama-8b"}, {}, Refusal("NOT_FOUND", "")),
-        ({"model": "mistral-7b"}, {"llama-8b"}, {"llama-8b": 3}, Refusal("UNAVAILABLE", "not owner")),
-        ({"model": "llama-8b"}, {"llama-8b"}, {}, Refusal("UNAVAILABLE", "no decision yet")),
+        # the owner answers from its own decision, whatever the topic says
+        ({"model": "llama-8b"}, {"llama-8b"}, {"llama-8b": _seen(3, 1)}, {}, ("llama-8b", 3, "own")),
+        ({"model": " llama-8b "}, {"llama-8b"}, {"llama-8b": _seen(0, 1)}, {}, ("llama-8b", 0, "own")),
+        (
+            {"model": "llama-8b"},
+            {"llama-8b"},
+            {"llama-8b": _seen(3, 100)},
+            {"llama-8b": _seen(5, 1)},
+            ("llama-8b", 3, "own"),
+        ),
+        # any other process answers from the topic while its newest is younger than 3 intervals (30 s)
+        ({"model": "mistral-7b"}, {"llama-8b"}, {}, {"mistral-7b": _seen(4, 0)}, ("mistral-7b", 4, "topic")),
+        (
+            {"model": "mistral-7b"},
+            {"llama-8b"},
+            {},
+            {"mistral-7b": _seen(4, 29.9)},
+            ("mistral-7b", 4, "topic"),
+        ),
+        ({"model": "mistral-7b"}, {"llama-8b"}, {}, {"mistral-7b": _seen(0, -5)}, ("mistral-7b", 0, "topic")),
+        ({"model": "mistral-7b"}, {}, {}, {"mistral-7b": _seen(4, 30)}, Refusal("UNAVAILABLE", "30.0 s old")),
+        # a model released here: its own decision is not used any more
+        ({"model": "llama-8b"}, {}, {"llama-8b": _seen(3, 1)}, {}, Refusal("UNAVAILABLE", "no decision yet")),
+        # owned but not decided here yet (just assigned): the previous owner's, while fresh
+        ({"model": "llama-8b"}, {"llama-8b"}, {}, {"llama-8b": _seen(2, 5)}, ("llama-8b", 2, "topic")),
+        ({"model": "llama-8b"}, {"llama-8b"}, {}, {}, Refusal("UNAVAILABLE", "has not decided it")),
+        ({"model": "mistral-7b"}, {"llama-8b"}, {}, {}, Refusal("UNAVAILABLE", "none of its owner's")),
+        ({}, {"llama-8b"}, {}, {}, Refusal("INVALID_ARGUMENT", "no 'model'")),
+        (
+            {"model": "gpt-9"},
+            {"llama-8b"},
+            {},
+            {"gpt-9": _seen(1, 0)},
+            Refusal("NOT_FOUND", "no Spillway policy"),
+        ),
     ],
 )
-def test_resolve_answers_only_owned_decided_models(
-    metadata: dict[str, str], owned: set[str], desired: dict[str, int], expected: object
+def test_resolve_answers_the_owners_decision_or_a_fresh_one_from_the_topic(
+    metadata: dict[str, str],
+    owned: set[str],
+    own: dict[str, Seen],
+    topic: dict[str, Seen],
+    expected: object,
 ) -> None:
-    found = resolve(metadata, known=KNOWN, owned=owned, desired=desired)
+    found = resolve(metadata, intervals=KNOWN, owned=owned, own=own, topic=topic, now=NOW)
     if isinstance(expected, Refusal):
         assert isinstance(found, Refusal)
         assert found.code == expected.code
         assert expected.message in found.message
     else:
-        assert found == expected
+        assert isinstance(found, Answer)
+        assert (found.model, found.replicas, found.source) == expected
+
+
+def test_a_topic_answer_says_when_it_turns_stale() -> None:
+    found = resolve(
+        {"model": "mistral-7b"},
+        intervals=KNOWN,
+        owned=(),
+        own={},
+        topic={"mistral-7b": _seen(2, 12)},
+        now=NOW,
+    )
+    assert isinstance(found, Answer)
+    assert found.stale_at == NOW - 12 + 30
+    longer = resolve(
+        {"model": "mistral-7b"},
+        intervals=KNOWN,
+        owned=(),
+        own={},
+        topic={"mistral-7b": _seen(2, 35)},
+        now=NOW,
+        stale_intervals=4,
+    )
+    assert isinstance(longer, Answer)
 
 
 @pytest.mark.parametrize(
@@ -60,9 +124,9 @@ def test_metric_names_are_valid_kubernetes_metric_names(model: str, name: str) -
     assert metric_name(model) == name
 
 
-def _decision(replicas: int) -> Decision:
+def _decision(replicas: int, at: float = 0.0) -> Decision:
     return Decision(
-        at=0.0,
+        at=at,
         replicas=replicas,
         standby=0,
         serverless_provisioned=0,
@@ -78,8 +142,10 @@ def _ref(model: str) -> pb.ScaledObjectRef:
     return pb.ScaledObjectRef(name="so", namespace="inference", scalerMetadata={"model": model})
 
 
-async def _served(owned: set[str]) -> AsyncIterator[tuple[KedaScaler, pb_grpc.ExternalScalerStub]]:
-    scaler = KedaScaler(known=lambda: KNOWN, owned=lambda: owned)
+async def _served(
+    owned: set[str], intervals: dict[str, float] = KNOWN
+) -> AsyncIterator[tuple[KedaScaler, pb_grpc.ExternalScalerStub]]:
+    scaler = KedaScaler(intervals=lambda: intervals, owned=lambda: owned)
     server = KedaServer(scaler=scaler, host="127.0.0.1", port=0)
     await server.start()
     try:
@@ -109,7 +175,8 @@ def test_the_server_answers_metric_spec_metrics_and_activity_from_decisions() ->
                 scaledObjectRef=_ref("llama-8b"), metricName="spillway-replicas-llama-8b"
             )
             code, why = await _code(stub.GetMetrics(request))
-            assert (code, why) == (grpc.StatusCode.UNAVAILABLE, "model 'llama-8b' has no decision yet")
+            assert code == grpc.StatusCode.UNAVAILABLE
+            assert why == "model 'llama-8b' has no decision yet: this process owns it and has not decided it"
             scaler.decided(model="llama-8b", decision=_decision(3), payload={})
             values = (await stub.GetMetrics(request)).metricValues
             assert [(v.metricName, v.metricValue, v.metricValueFloat) for v in values] == [
@@ -118,9 +185,14 @@ def test_the_server_answers_metric_spec_metrics_and_activity_from_decisions() ->
             assert (await stub.IsActive(_ref("llama-8b"))).result is True
             scaler.decided(model="llama-8b", decision=_decision(0), payload={})
             assert (await stub.IsActive(_ref("llama-8b"))).result is False
+            # a model another process owns: answered from the decisions topic once one was read
             code, why = await _code(stub.IsActive(_ref("mistral-7b")))
             assert code == grpc.StatusCode.UNAVAILABLE
-            assert why.startswith("not owner")
+            assert "none of its owner's decisions was read" in why
+            assert scaler.heard(PublishedDecision(model="mistral-7b", at=time.time(), replicas=4))
+            other = pb.GetMetricsRequest(scaledObjectRef=_ref("mistral-7b"))
+            assert [v.metricValue for v in (await stub.GetMetrics(other)).metricValues] == [4]
+            assert (await stub.IsActive(_ref("mistral-7b"))).result is True
             assert (await _code(stub.GetMetricSpec(_ref("gpt-9"))))[0] == grpc.StatusCode.NOT_FOUND
             empty = pb.ScaledObjectRef(name="so", namespace="inference")
             assert (await _code(stub.GetMetrics(pb.GetMetricsRequest(scaledObjectRef=empty))))[
@@ -130,34 +202,65 @@ def test_the_server_answers_metric_spec_metrics_and_activity_from_decisions() ->
     asyncio.run(run())
 
 
-def test_the_stream_pushes_every_decision_and_ends_when_the_model_moves_away() -> None:
+def test_the_stream_pushes_every_decision_and_goes_on_from_the_topic_when_the_model_moves_away() -> None:
     async def run() -> None:
         owned = {"llama-8b"}
         async for scaler, stub in _served(owned):
             scaler.decided(model="llama-8b", decision=_decision(2), payload={})
             stream = stub.StreamIsActive(_ref("llama-8b"))
             pushed = [(await stream.read()).result]
+            at = time.time()
             for replicas in (0, 0, 4):  # every decision is pushed, a repeated one too
-                scaler.decided(model="llama-8b", decision=_decision(replicas), payload={})
+                scaler.decided(model="llama-8b", decision=_decision(replicas, at), payload={})
                 pushed.append((await asyncio.wait_for(stream.read(), 5)).result)
             assert pushed == [True, False, False, True]
+            # the own decision comes back from the topic: kept, not pushed again (it is not newer)
+            assert scaler.heard(PublishedDecision(model="llama-8b", at=at, replicas=4))
+            # the model moves to another process, whose decision the topic carries
             owned.clear()
             scaler.released(frozenset({"llama-8b"}))
+            assert (await asyncio.wait_for(stream.read(), 5)).result is True
+            assert scaler.heard(PublishedDecision(model="llama-8b", at=time.time(), replicas=0))
+            assert (await asyncio.wait_for(stream.read(), 5)).result is False
+            assert scaler.heard(PublishedDecision(model="llama-8b", at=time.time() + 1, replicas=5))
+            assert (await asyncio.wait_for(stream.read(), 5)).result is True
+
+    asyncio.run(run())
+
+
+def test_a_stream_from_the_topic_skips_older_decisions_and_ends_once_stale() -> None:
+    async def run() -> tuple[list[bool], float, grpc.StatusCode, str]:
+        async for scaler, stub in _served(set(), intervals={"llama-8b": 0.2}):  # stale after 0.6 s
+            at = time.time()
+            assert scaler.heard(PublishedDecision(model="llama-8b", at=at, replicas=2))
+            stream = stub.StreamIsActive(_ref("llama-8b"))
+            pushed = [(await asyncio.wait_for(stream.read(), 5)).result]
+            assert not scaler.heard(PublishedDecision(model="llama-8b", at=at - 5, replicas=0))  # older
+            for k, replicas in enumerate((0, 3), start=1):
+                assert scaler.heard(PublishedDecision(model="llama-8b", at=at + 0.01 * k, replicas=replicas))
+                pushed.append((await asyncio.wait_for(stream.read(), 5)).result)
+            waited = time.monotonic()
             with pytest.raises(grpc.aio.AioRpcError) as ended:
                 await asyncio.wait_for(stream.read(), 5)
-            assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
-            assert "not owner" in (ended.value.details() or "")
+            return pushed, time.monotonic() - waited, ended.value.code(), ended.value.details() or ""
+        raise AssertionError("not served")
+
+    pushed, ended_after, code, why = asyncio.run(run())
+    assert pushed == [True, False, True]  # the older decision was neither kept nor pushed
+    assert code == grpc.StatusCode.UNAVAILABLE
+    assert "no fresh decision" in why
+    assert ended_after < 2.0  # at about 0.6 s after the newest decision, not never
 
     asyncio.run(run())
 
 
 def test_a_taken_port_is_an_oserror_naming_the_address() -> None:
     async def run() -> None:
-        first = KedaServer(scaler=KedaScaler(known=lambda: KNOWN, owned=set), host="127.0.0.1", port=0)
+        first = KedaServer(scaler=KedaScaler(intervals=lambda: KNOWN, owned=set), host="127.0.0.1", port=0)
         await first.start()
         try:
             second = KedaServer(
-                scaler=KedaScaler(known=lambda: KNOWN, owned=set), host="127.0.0.1", port=first.port
+                scaler=KedaScaler(intervals=lambda: KNOWN, owned=set), host="127.0.0.1", port=first.port
             )
             with pytest.raises(OSError, match=f"127.0.0.1:{first.port}"):
                 await second.start()
@@ -215,7 +318,7 @@ def test_mutual_tls_admits_only_clients_with_a_certificate_of_the_ca(tmp_path: P
     pki = _pki(tmp_path)
 
     async def run() -> tuple[bool, grpc.StatusCode]:
-        scaler = KedaScaler(known=lambda: KNOWN, owned=lambda: {"llama-8b"})
+        scaler = KedaScaler(intervals=lambda: KNOWN, owned=lambda: {"llama-8b"})
         scaler.decided(model="llama-8b", decision=_decision(2), payload={})
         tls = Tls(certfile=pki["server.crt"], keyfile=pki["server.key"], client_cafile=pki["ca.crt"])
         server = KedaServer(scaler=scaler, host="127.0.0.1", port=0, tls=tls)
@@ -249,7 +352,7 @@ def test_unreadable_tls_files_are_an_oserror_naming_the_file(tmp_path: Path) -> 
     async def run() -> None:
         tls = Tls(certfile=tmp_path / "missing.crt", keyfile=tmp_path / "missing.key")
         server = KedaServer(
-            scaler=KedaScaler(known=lambda: KNOWN, owned=set), host="127.0.0.1", port=0, tls=tls
+            scaler=KedaScaler(intervals=lambda: KNOWN, owned=set), host="127.0.0.1", port=0, tls=tls
         )
         with pytest.raises(OSError, match=r"missing\.crt"):
             await server.start()
@@ -263,7 +366,7 @@ def test_calls_are_counted_by_method_and_status() -> None:
     registry = CollectorRegistry()
 
     async def run() -> None:
-        scaler = KedaScaler(known=lambda: KNOWN, owned=lambda: {"llama-8b"}, registry=registry)
+        scaler = KedaScaler(intervals=lambda: KNOWN, owned=lambda: {"llama-8b"}, registry=registry)
         scaler.decided(model="llama-8b", decision=_decision(1), payload={})
         server = KedaServer(scaler=scaler, host="127.0.0.1", port=0)
         await server.start()

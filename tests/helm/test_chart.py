@@ -626,6 +626,16 @@ def test_keda_notes_and_readme_show_a_scaled_object_for_the_service() -> None:
     readme = (CHART / "README.md").read_text(encoding="utf-8")
     assert "kind: ScaledObject" in readme
     assert "scalerAddress: spillway.spillway.svc:9090" in readme
+    # both examples are ScaledObjects that can be applied as they are, without the HPA's 300 s
+    # scale-down window on top of Spillway's own cooldown
+    lines = notes.split("apiVersion: keda.sh/v1alpha1", 1)[1].split("\n\n", 1)[0]
+    in_notes = yaml.safe_load("apiVersion: keda.sh/v1alpha1" + "\n".join(x[2:] for x in lines.split("\n")))
+    in_readme = yaml.safe_load(readme.split("```yaml\napiVersion: keda.sh/v1alpha1", 1)[1].split("```", 1)[0])
+    for example in (in_notes, {"apiVersion": "keda.sh/v1alpha1", **in_readme}):
+        assert example["kind"] == "ScaledObject"
+        behavior = example["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+        assert behavior["scaleDown"]["stabilizationWindowSeconds"] == 0
+        assert example["spec"]["triggers"][0]["metadata"]["model"] == "llama-8b"
 
 
 @pytest.mark.parametrize(
