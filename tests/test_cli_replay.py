@@ -68,6 +68,49 @@ def test_model_picks_one_model(tmp_path: Path, policy: Path, capsys: pytest.Capt
     assert "warning" not in captured.err  # the other model's events are valid, only not simulated
 
 
+# (models with arrivals, models with replica events only, extra flags, models named as without events)
+SILENT_MODELS = [
+    pytest.param((("small", "big", "idle"), (), (), []), id="every-model-has-events"),
+    pytest.param((("small", "big"), (), (), ["idle"]), id="one-model-silent"),
+    pytest.param((("big",), ("small",), (), ["small", "idle"]), id="replica-events-are-no-arrivals"),
+    pytest.param((("small",), (), ("--model", "small"), []), id="model-asks-for-one"),
+]
+
+
+@pytest.mark.parametrize("case", SILENT_MODELS)
+def test_policy_models_without_events_in_the_range_are_named_on_stderr_and_in_the_log(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    case: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], list[str]],
+) -> None:
+    arrivals, metrics_only, extra, missing = case
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("models:\n  - name: small\n  - name: big\n  - name: idle\n", encoding="utf-8")
+    lines = [line for model in arrivals for line in many_arrivals(model, 120)]
+    lines += [metric(model, T0 + t, "r1", ready=True) for model in metrics_only for t in range(0, 120, 30)]
+    assert simulate(events_file(tmp_path, lines), policy, *extra) == 0
+    captured = capsys.readouterr()
+    for model in arrivals if not extra else extra[1:]:
+        assert f"events:{model}: 120 requests" in captured.out
+    warnings = [line for line in captured.err.splitlines() if line.startswith("warning: no arrival events")]
+    logged = [json.loads(line) for line in captured.err.splitlines() if line.startswith("{")]
+    assert not any(line.startswith("{") for line in captured.out.splitlines())  # stdout holds tables only
+    if not missing:
+        assert warnings == []
+        assert logged == []
+        return
+    assert warnings == [
+        "warning: no arrival events from 2025-12-01 00:00:00 UTC to 2025-12-01 00:02:00 UTC for "
+        f"{', '.join(missing)}: not simulated"
+    ]
+    assert [(entry["event"], entry["level"], entry["models"]) for entry in logged] == [
+        ("replay_models_without_events", "warning", missing)
+    ]
+    assert (logged[0]["since"], logged[0]["until"]) == (T0, T0 + 120)
+    for model in missing:
+        assert f"events:{model}" not in captured.out
+
+
 def test_a_few_bad_lines_are_warnings_naming_their_lines(
     tmp_path: Path, policy: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -8,13 +8,14 @@ import asyncio
 import itertools
 
 import pytest
-from integration_fixtures import make_runtime
+from integration_fixtures import decide_now, make_runtime
 
 from scaler.adapters.memory import MemorySink, MemoryStore
 from scaler.app import build_sandbox_daemon, run_for
 from scaler.control import checkpoint
 from scaler.control.controller import ReadBack
 from scaler.core.policy import ModelPolicy
+from scaler.runtime import RuntimeOptions
 from scaler.settings import Settings
 
 VIRTUAL_SECONDS = 900.0
@@ -100,3 +101,35 @@ def test_a_policy_reload_that_resets_the_forecaster_keeps_the_ledger() -> None:
     controller = runtime.owned["m"]
     assert controller.aggregator.bucket_seconds == 30  # a fresh controller: new buckets, new forecaster
     assert controller.ledger.cost.replicas == pytest.approx(3 * 60 * policy.prices.replica_per_hour / 3600)
+
+
+def test_a_dry_run_without_actuators_exports_its_advised_serverless_as_unknown_not_as_cost() -> None:
+    """The stand-in planner advises 2 provisioned serverless instances at every decision; nothing acts on
+    them and nothing reads them back, so the bill has none and /metrics says how long it did not know."""
+    policy = ModelPolicy.model_validate({"name": "m", "forecast": {"bucket_seconds": 10}})
+    sink = MemorySink()
+    runtime = make_runtime({"m": policy}, sink=sink, options=RuntimeOptions(dry_run=True))
+    now = 1_750_000_000.0
+
+    async def run() -> None:
+        runtime.assign(frozenset({"m"}), checkpoints={}, now=now)
+        for at in (now, now + 60):
+            await decide_now(runtime, "m", now=at)
+        runtime.account(now=now + 90)
+        await runtime.executor.idle()
+
+    asyncio.run(run())
+    published = [p for m, p in sink.decisions if m == "m"]
+    assert [p["desired"]["serverless_provisioned"] for p in published] == [2, 2]  # type: ignore[index]
+    block = published[-1]["ledger"]
+    assert block["realized_by_kind"]["serverless_provisioned"] == 0.0  # type: ignore[index]
+    assert block["serverless_unobserved_seconds"] == 60.0  # type: ignore[index]
+    registry = runtime.metrics.registry
+    provisioned = registry.get_sample_value(
+        "scaler_cost_dollars_total", {"model": "m", "kind": "serverless_provisioned"}
+    )
+    assert provisioned is None  # no series: nothing was billed
+    unobserved = registry.get_sample_value(
+        "scaler_ledger_unobserved_seconds_total", {"model": "m", "kind": "serverless_provisioned"}
+    )
+    assert unobserved == 90.0

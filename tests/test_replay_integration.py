@@ -143,7 +143,8 @@ def test_a_replay_from_the_topics_equals_one_from_an_exported_file_and_moves_no_
     asyncio.run(produce_stream(settings, stream))
     before = asyncio.run(commit_some(settings))
     policy = tmp_path / "policy.yaml"
-    policy.write_text("models:\n  - name: small\n  - name: big\n", encoding="utf-8")
+    # idle: a model of the policy file with no events at all, named rather than skipped silently
+    policy.write_text("models:\n  - name: small\n  - name: big\n  - name: idle\n", encoding="utf-8")
     kafka = [
         "--bootstrap-servers",
         broker.bootstrap,
@@ -165,6 +166,8 @@ def test_a_replay_from_the_topics_equals_one_from_an_exported_file_and_moves_no_
     )  # the truncated record, named by topic[partition]@offset
     assert "not_json" in err
     assert out.count("as run") == 2  # a table per model, each with the recorded cluster's row
+    assert "for idle: not simulated" in err
+    assert '"event": "replay_models_without_events"' in err
 
     exported = tmp_path / "range.jsonl"
     assert cli.main(["export", *kafka, *window, "--out", str(exported)]) == 0
@@ -184,6 +187,7 @@ def test_a_replay_from_the_topics_equals_one_from_an_exported_file_and_moves_no_
         )
         == 0
     )
+    assert "for idle: not simulated" in capsys.readouterr().err
 
     from_kafka = json.loads((tmp_path / "kafka.json").read_text())
     from_file = json.loads((tmp_path / "file.json").read_text())
@@ -201,7 +205,7 @@ def test_a_replay_from_the_topics_equals_one_from_an_exported_file_and_moves_no_
     assert "error: no events from" in capsys.readouterr().err
     assert not nothing.exists()
     assert cli.main(["simulate", "--from-kafka", *kafka, *later, "--policy", str(policy)]) == 1
-    assert "no arrival events of small, big from 2025-12-01T00:00:00Z" in capsys.readouterr().err
+    assert "no arrival events of small, big, idle from 2025-12-01T00:00:00Z" in capsys.readouterr().err
 
 
 def test_a_topic_that_does_not_exist_is_a_one_line_error(

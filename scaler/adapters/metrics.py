@@ -245,6 +245,14 @@ class DaemonMetrics:
             ["model"],
             registry=r,
         )
+        self.unobserved_seconds = ModelSeries(
+            "counter",
+            "scaler_ledger_unobserved_seconds",
+            "Seconds the shadow ledger priced without a read-back of this kind (serverless_provisioned: "
+            "billed as 0 then, unknown, as in dry-run).",
+            ["model", "kind"],
+            registry=r,
+        )
         self.slo_requests = ModelSeries(
             "counter",
             "scaler_slo_requests",
@@ -272,6 +280,10 @@ class DaemonMetrics:
                 self.cost_dollars.labels(model=model, kind=kind).inc(amount)
         if accrued.predicted > 0:
             self.predicted_cost_dollars.labels(model=model).inc(accrued.predicted)
+        if accrued.serverless_unobserved_seconds > 0:
+            self.unobserved_seconds.labels(model=model, kind="serverless_provisioned").inc(
+                accrued.serverless_unobserved_seconds
+            )
         for outcome, source, count in accrued.slo.labelled():
             if count > 0:
                 self.slo_requests.labels(model=model, outcome=outcome, source=source).inc(count)

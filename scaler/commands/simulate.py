@@ -7,10 +7,13 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import structlog
 
 from scaler.adapters.kafka_range import replay_from_kafka
 from scaler.commands.export import add_range_flags, parse_time, range_settings
@@ -426,6 +429,39 @@ def load_replay(
     return replay
 
 
+def warn_models_without_events(
+    replay: events_trace.EventsReplay, *, models: Sequence[str], warn: Callable[[str], None]
+) -> list[str]:
+    """Warn (a line for ``warn`` and a structured log line on stderr) about the policy models with no
+    arrival in the replay, which get no table; return them, in policy-file order."""
+    missing = [m for m in dict.fromkeys(models) if m not in replay.models]
+    if missing:
+        span = f"{_stamp(replay.origin)} to {_stamp(replay.origin + replay.duration)}"
+        warn(f"warning: no arrival events from {span} for {', '.join(missing)}: not simulated")
+        _stderr_log().warning(
+            "replay_models_without_events",
+            models=missing,
+            since=replay.origin,
+            until=replay.origin + replay.duration,
+        )
+    return missing
+
+
+def _stderr_log() -> structlog.typing.FilteringBoundLogger:
+    """Return a structlog logger writing JSON lines to the current stderr, as the daemon logs, without
+    configuring structlog for the process (stdout holds the tables)."""
+    logger: structlog.typing.FilteringBoundLogger = structlog.wrap_logger(
+        structlog.PrintLogger(sys.stderr),
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+    )
+    return logger.bind(command="simulate")
+
+
 def _stamp(unix: float) -> str:
     return dt.datetime.fromtimestamp(unix, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
@@ -495,6 +531,7 @@ def run_events(args: argparse.Namespace) -> int:
     except (PolicyError, UsageError) as exc:
         return _input_error(exc, policy=args.policy)
     by_name = {m.name: m for m in policies.models}
+    warn_models_without_events(replay, models=[args.model] if args.model else known, warn=warn)
     several = len(replay.models) > 1
     docs: dict[str, object] = {}
     span = f"{_stamp(replay.origin)} to {_stamp(replay.origin + replay.duration)}"

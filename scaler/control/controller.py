@@ -33,6 +33,9 @@ per request, with made-up ids, sizes and finish events, to say what four numbers
 
 Beside the decision, the shadow ledger (:mod:`scaler.control.ledger`) takes every request event and,
 at each decision, the capacity observed: it closes the interval the previous decision priced.
+Provisioned serverless is observed only in a read-back (no event carries it): without one it is 0
+and the ledger is told it is unknown, so advice is never billed as capacity that ran. The planner
+reads the previous decision's serverless from the decision itself, so this changes no decision.
 
 Like Knative's ``Scale(now)``, nothing here performs I/O; what :meth:`decide` returns carries
 everything the caller logs, exports and applies.
@@ -350,6 +353,7 @@ class ModelController:
             policy=self.policy,
             capacity=observed,
             predicted_per_hour=previous.cost_per_hour.get("chosen") if previous is not None else None,
+            serverless_observed=_serverless_read(readback),
         )
         state = (readback or ReadBack()).operators
         if "replicas" in state.paused:  # its replicas cannot change: serverless covers what they cannot
@@ -394,7 +398,12 @@ class ModelController:
 
     def account(self, *, now: float, readback: ReadBack | None = None) -> None:
         """Bring the ledger up to ``now`` on the capacity observed now, between decisions."""
-        self.ledger.observe(now=now, policy=self.policy, capacity=self._observed(now=now, readback=readback))
+        self.ledger.observe(
+            now=now,
+            policy=self.policy,
+            capacity=self._observed(now=now, readback=readback),
+            serverless_observed=_serverless_read(readback),
+        )
 
     def _lead_in_force(self) -> LeadTimes:
         """Return the policy's lead times in force, computed once per policy object (policies are frozen)."""
@@ -438,19 +447,19 @@ class ModelController:
         return self.policy.model_copy(update={"lead_times": learned}), leads
 
     def _observed(self, *, now: float, readback: ReadBack | None) -> Observed:
-        """Return what is observed now: event-derived counts, replaced by the read-back where known."""
+        """Return what is observed now: event-derived counts, replaced by the read-back where known.
+
+        Standby and provisioned serverless are in no event: 0 unless read back.
+        """
         summary = self.aggregator.replicas(now=now)
         last = self.aggregator.last_closed
-        previous = self.previous
         back = readback or ReadBack()
         return Observed(
             replicas_ready=_known(back.replicas_ready, summary.ready),
             replicas_starting=_known(back.replicas_starting, summary.starting),
             standby_ready=_known(back.standby_ready, 0),
             standby_starting=_known(back.standby_starting, 0),
-            serverless_provisioned=_known(
-                back.serverless_provisioned, previous.serverless_provisioned if previous else 0
-            ),
+            serverless_provisioned=_known(back.serverless_provisioned, 0),
             request_rate=last.rate if last is not None else None,
             unavailable=back.unavailable,
             burst_factor=self.burst.factor,
@@ -505,6 +514,11 @@ def _spread(
 
 def _known(value: int | None, otherwise: int) -> int:
     return otherwise if value is None else value
+
+
+def _serverless_read(readback: ReadBack | None) -> bool:
+    """Return True when ``readback`` shows the provisioned serverless capacity."""
+    return readback is not None and readback.serverless_provisioned is not None
 
 
 def _clamp(policy: ModelPolicy, decision: Decision, *, now: float) -> tuple[Decision, tuple[str, ...]]:

@@ -8,10 +8,14 @@ starting, standby ready or starting, provisioned serverless: the executor's read
 one, else the replica metric events). The capacity seen at ``t_k`` prices the time since the
 previous observation ``t_{k-1}``: a read-back at a decision shows what the previous decision put in
 force. A gap longer than :data:`MAX_GAP_SECONDS` (a daemon that was down) is left unpriced and
-counted in ``unpriced_seconds``. Serverless work is priced per request at its ``finish`` event when
-that event, or an earlier one of the request, says ``backend: serverless``: its busy
-instance-seconds ``S/C`` and its prompt and output tokens. Replicas draining after a scale-down are
-not in any read-back, so unlike the simulator the ledger does not bill their drain.
+counted in ``unpriced_seconds``. Provisioned serverless is billed only as a read-back shows it (no
+event carries it): priced without one (dry-run, no serverless target, a failed read) it is billed
+as 0 and, where the policy prices provisioned instances, the seconds count in
+``serverless_unobserved_seconds``, so that 0 reads "unknown", not "none ran". Serverless work is
+priced per request at its ``finish`` event when that event, or an earlier one of the request, says
+``backend: serverless``: its busy instance-seconds ``S/C`` and its prompt and output tokens.
+Replicas draining after a scale-down are not in any read-back, so unlike the simulator the ledger
+does not bill their drain.
 
 **SLO.** Requests are matched by ``request_id``:
 
@@ -124,7 +128,8 @@ class LedgerInterval:
     """One interval between decisions: what the previous decision predicted, what the ledger measured.
 
     ``predicted`` is None when there was no previous decision (or it priced nothing); ``total`` and
-    ``total_slo`` are the ledger's running totals at ``end``.
+    ``total_slo`` are the ledger's running totals at ``end``; ``serverless_unobserved_seconds`` the
+    priced seconds in it whose provisioned serverless no read-back showed (billed as 0: unknown).
     """
 
     start: float
@@ -135,6 +140,7 @@ class LedgerInterval:
     unpriced_seconds: float
     total: CostBreakdown
     total_slo: SloCounts
+    serverless_unobserved_seconds: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -144,6 +150,7 @@ class Unexported:
     cost: CostBreakdown
     slo: SloCounts
     predicted: float
+    serverless_unobserved_seconds: float = 0.0
 
 
 class Ledger:
@@ -155,9 +162,11 @@ class Ledger:
         "_exported_cost",
         "_exported_predicted",
         "_exported_slo",
+        "_exported_unobserved",
         "_interval_cost",
         "_interval_slo",
         "_interval_start",
+        "_interval_unobserved",
         "_interval_unpriced",
         "_judged",
         "_observed_at",
@@ -170,6 +179,7 @@ class Ledger:
         "_sv_prompt",
         "_tp",
         "_ttft_target",
+        "_unobserved",
         "_unpriced",
         "_wait_target",
         "max_pending",
@@ -196,16 +206,19 @@ class Ledger:
         self._cost = NO_COST
         self._observed_at: float | None = None
         self._unpriced = 0.0
+        self._unobserved = 0.0  # priced seconds without a read-back of provisioned serverless
         self._predicted = 0.0
         # -- the interval since the last decision
         self._interval_start: float | None = None
         self._interval_cost = NO_COST
         self._interval_slo = SloCounts()
         self._interval_unpriced = 0.0
+        self._interval_unobserved = 0.0
         # -- what the exporter has not seen (per process: never checkpointed)
         self._exported_cost = NO_COST
         self._exported_slo = SloCounts()
         self._exported_predicted = 0.0
+        self._exported_unobserved = 0.0
 
     # -- requests (called per event: keep it cheap) --------------------------------------------------
 
@@ -302,10 +315,14 @@ class Ledger:
 
     # -- capacity -----------------------------------------------------------------------------------
 
-    def observe(self, *, now: float, policy: ModelPolicy, capacity: Observed) -> None:
+    def observe(
+        self, *, now: float, policy: ModelPolicy, capacity: Observed, serverless_observed: bool = True
+    ) -> None:
         """Price the time since the previous observation at ``capacity``; expire stale open requests.
 
-        An observation earlier than the previous one prices nothing.
+        An observation earlier than the previous one prices nothing. Without ``serverless_observed``
+        (no read-back showed provisioned serverless) none is billed, whatever ``capacity`` says, and
+        the seconds count in :attr:`serverless_unobserved_seconds` where the policy prices it.
         """
         self._settle(policy)
         last = self._observed_at
@@ -318,12 +335,15 @@ class Ledger:
             else:
                 replicas = capacity.replicas_ready + capacity.replicas_starting
                 standby = capacity.standby_ready + capacity.standby_starting
+                provisioned = capacity.serverless_provisioned if serverless_observed else 0
+                if not serverless_observed and policy.serverless_provisioned_price > 0:
+                    self._unobserved += seconds
                 self._cost = self._cost.plus(
                     accounting.bill(
                         policy,
                         replica_seconds=replicas * seconds,
                         standby_seconds=standby * seconds,
-                        provisioned_seconds=capacity.serverless_provisioned * seconds,
+                        provisioned_seconds=provisioned * seconds,
                     )
                 )
         self._expire(now=now)
@@ -342,13 +362,20 @@ class Ledger:
             self._sv_busy = self._sv_prompt = self._sv_output = 0.0
 
     def close_interval(
-        self, *, now: float, policy: ModelPolicy, capacity: Observed, predicted_per_hour: float | None
+        self,
+        *,
+        now: float,
+        policy: ModelPolicy,
+        capacity: Observed,
+        predicted_per_hour: float | None,
+        serverless_observed: bool = True,
     ) -> LedgerInterval:
         """Observe ``capacity``, end the interval at ``now`` and return it; the next one starts at ``now``.
 
-        ``predicted_per_hour`` is the previous decision's $/h for its chosen mix (None: none made).
+        ``predicted_per_hour`` is the previous decision's $/h for its chosen mix (None: none made);
+        ``serverless_observed`` as for :meth:`observe`.
         """
-        self.observe(now=now, policy=policy, capacity=capacity)
+        self.observe(now=now, policy=policy, capacity=capacity, serverless_observed=serverless_observed)
         start = self._interval_start if self._interval_start is not None else now
         seconds = max(0.0, now - start)
         predicted = None
@@ -365,10 +392,11 @@ class Ledger:
             unpriced_seconds=self._unpriced - self._interval_unpriced,
             total=self._cost,
             total_slo=total_slo,
+            serverless_unobserved_seconds=self._unobserved - self._interval_unobserved,
         )
         self._interval_start = max(now, start)
         self._interval_cost, self._interval_slo = self._cost, total_slo
-        self._interval_unpriced = self._unpriced
+        self._interval_unpriced, self._interval_unobserved = self._unpriced, self._unobserved
         return interval
 
     # -- totals -------------------------------------------------------------------------------------
@@ -401,6 +429,11 @@ class Ledger:
         """Return the seconds left unpriced (gaps longer than :data:`MAX_GAP_SECONDS`)."""
         return self._unpriced
 
+    @property
+    def serverless_unobserved_seconds(self) -> float:
+        """Return the priced seconds whose provisioned serverless no read-back showed (billed as 0)."""
+        return self._unobserved
+
     def take_unexported(self, policy: ModelPolicy) -> Unexported:
         """Return what accrued since the last call (or since the ledger was made or restored), as taken."""
         cost, slo = self.settled_cost(policy), self.slo
@@ -408,8 +441,10 @@ class Ledger:
             cost=cost.minus(self._exported_cost),
             slo=slo.minus(self._exported_slo),
             predicted=self._predicted - self._exported_predicted,
+            serverless_unobserved_seconds=self._unobserved - self._exported_unobserved,
         )
         self._exported_cost, self._exported_slo, self._exported_predicted = cost, slo, self._predicted
+        self._exported_unobserved = self._unobserved
         return out
 
     # -- checkpoint ---------------------------------------------------------------------------------
@@ -428,6 +463,8 @@ class Ledger:
             "interval_cost": self._interval_cost.as_dict(),
             "interval_slo": dataclasses.asdict(self._interval_slo),
             "interval_unpriced_seconds": self._interval_unpriced,
+            "serverless_unobserved_seconds": self._unobserved,
+            "interval_serverless_unobserved_seconds": self._interval_unobserved,
         }
 
     @classmethod
@@ -446,11 +483,17 @@ class Ledger:
         ledger._predicted = _amount(data.get("predicted"), "predicted")
         ledger._unpriced = _amount(data.get("unpriced_seconds"), "unpriced_seconds")
         ledger._interval_unpriced = _amount(data.get("interval_unpriced_seconds"), "interval_unpriced")
+        # absent from checkpoints written before the ledger counted them: none counted then
+        ledger._unobserved = _amount(data.get("serverless_unobserved_seconds", 0.0), "serverless_unobserved")
+        ledger._interval_unobserved = _amount(
+            data.get("interval_serverless_unobserved_seconds", 0.0), "interval_serverless_unobserved"
+        )
         ledger._observed_at = _time(data.get("observed_at"), "observed_at")
         ledger._interval_start = _time(data.get("interval_start"), "interval_start")
         # this process exports only what it measures itself: its counters start from zero
         ledger._exported_cost, ledger._exported_slo = ledger._cost, slo
         ledger._exported_predicted = ledger._predicted
+        ledger._exported_unobserved = ledger._unobserved
         return ledger
 
 

@@ -58,8 +58,9 @@ def ledger_payload(interval: LedgerInterval) -> dict[str, object]:
     ``from``/``to`` bound the interval (unix seconds); ``predicted_dollars`` is what the previous
     decision's ``cost_per_hour.chosen`` comes to over it (null without one); ``realized_dollars`` and
     ``realized_by_kind`` what the ledger priced; ``unpriced_seconds`` the part of it left unpriced (a
-    gap in the observations); ``slo`` the requests judged in it; ``total_*`` the ledger's running
-    totals (they survive restarts through the checkpoint).
+    gap in the observations); ``serverless_unobserved_seconds`` the part whose provisioned serverless
+    no read-back showed (billed as 0: unknown, as in dry-run); ``slo`` the requests judged in it;
+    ``total_*`` the ledger's running totals (they survive restarts through the checkpoint).
     """
     predicted = interval.predicted
     return {
@@ -69,6 +70,7 @@ def ledger_payload(interval: LedgerInterval) -> dict[str, object]:
         "realized_dollars": round(interval.realized.total, 6),
         "realized_by_kind": {k: round(v, 6) for k, v in interval.realized.as_dict().items()},
         "unpriced_seconds": round(interval.unpriced_seconds, 3),
+        "serverless_unobserved_seconds": round(interval.serverless_unobserved_seconds, 3),
         "slo": interval.slo.summary(),
         "total_dollars": round(interval.total.total, 6),
         "total_slo": interval.total_slo.summary(),

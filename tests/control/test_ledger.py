@@ -16,7 +16,7 @@ from scaler.control import checkpoint
 from scaler.control.controller import ModelController, ReadBack
 from scaler.control.ledger import MAX_GAP_SECONDS, Ledger, SloCounts
 from scaler.control.payload import decision_payload
-from scaler.core.events import RequestEvent
+from scaler.core.events import MetricEvent, RequestEvent
 from scaler.core.plan import plan
 from scaler.core.policy import ModelPolicy
 from scaler.core.types import Observed
@@ -90,6 +90,80 @@ def test_a_gap_longer_than_the_limit_is_left_unpriced_and_time_going_back_prices
     assert ledger.cost.total == 0.0
     ledger.observe(now=T0 + MAX_GAP_SECONDS + 11, policy=POLICY, capacity=_capacity(1))
     assert ledger.cost.replicas == pytest.approx(10 * 0.001)
+
+
+def test_provisioned_serverless_no_read_back_showed_is_billed_as_unknown_not_as_the_capacity_says() -> None:
+    ledger = Ledger()
+    advised = _capacity(1, provisioned=2)
+    ledger.observe(now=T0, policy=POLICY, capacity=advised, serverless_observed=False)
+    ledger.observe(now=T0 + 100, policy=POLICY, capacity=advised, serverless_observed=False)
+    assert ledger.cost.serverless_provisioned == 0.0
+    assert ledger.cost.replicas == pytest.approx(100 * 0.001)
+    assert ledger.serverless_unobserved_seconds == 100.0
+    # a read-back shows it again: billed from then on, and the unknown seconds stay as counted
+    ledger.observe(now=T0 + 150, policy=POLICY, capacity=_capacity(1, provisioned=2))
+    assert ledger.cost.serverless_provisioned == pytest.approx(2 * 50 * 0.0001)
+    assert ledger.serverless_unobserved_seconds == 100.0
+    assert ledger.take_unexported(POLICY).serverless_unobserved_seconds == 100.0
+    restored = Ledger.from_state(ledger.state(POLICY))
+    assert restored.serverless_unobserved_seconds == 100.0
+    # a policy that prices no provisioned serverless has nothing unknown to bill
+    prices = POLICY.prices.model_copy(update={"serverless_provisioned_per_hour": 0.0})
+    unpriced = POLICY.model_copy(update={"prices": prices})
+    free = Ledger()
+    free.observe(now=T0, policy=unpriced, capacity=_capacity(1), serverless_observed=False)
+    free.observe(now=T0 + 100, policy=unpriced, capacity=_capacity(1), serverless_observed=False)
+    assert free.serverless_unobserved_seconds == 0.0
+
+
+def _dry_run(readback: ReadBack | None) -> tuple[ModelController, list[int], dict[str, object]]:
+    """Run a controller for 30 min of a trickle (a request every 4 s, one replica's metric events) with
+    ``readback`` at every decision; return it, the serverless each decision advised and the last ledger
+    block published."""
+    ctl = _controller()
+    advised: list[int] = []
+    block: dict[str, object] = {}
+    for s in range(1800):
+        now = T0 + s
+        if s % 4 == 0:
+            for kind, after in (("arrival", 0.0), ("first_token", 0.5), ("finish", 1.5)):
+                ctl.ingest_request(_event(kind, f"r{s}", s + after), now=now)
+        if s % 15 == 0:
+            metric = MetricEvent(
+                model="m", ts=now, replica="p0", waiting=0, running=1, kv_cache_usage=0.1, ready=True
+            )
+            ctl.ingest_metric(metric, now=now)
+        trigger = ctl.due(now=now)
+        if trigger is not None:
+            step = ctl.decide(now=now, trigger=trigger, readback=readback)
+            advised.append(step.decision.serverless_provisioned)
+            payload = decision_payload(
+                model="m", decision=step.decision, trigger=trigger, dry_run=True, ledger=step.ledger
+            )
+            block = payload["ledger"]  # type: ignore[assignment]
+    ctl.account(now=T0 + 1800, readback=readback)
+    return ctl, advised, block
+
+
+def test_in_dry_run_the_ledger_bills_no_advised_serverless_and_says_it_is_unknown() -> None:
+    # advisory: no actuators, no read-back; the replica metric events show one replica all along
+    ctl, advised, block = _dry_run(None)
+    assert max(advised) >= 1, "the trickle should be advised onto provisioned serverless"
+    cost = ctl.ledger.settled_cost(POLICY)
+    assert cost.serverless_provisioned == 0.0  # nothing was ever provisioned: advice is not a bill
+    assert cost.replicas == pytest.approx(1800 * 0.001)  # the replica the events show, priced
+    assert ctl.ledger.serverless_unobserved_seconds == 1800.0  # and the serverless part said unknown
+    assert block["serverless_unobserved_seconds"] == pytest.approx(
+        float(block["to"]) - float(block["from"])  # type: ignore[arg-type]
+    )
+    realized = block["realized_by_kind"]
+    assert isinstance(realized, dict)
+    assert realized["serverless_provisioned"] == 0.0
+    # with a read-back that shows one provisioned instance, that instance is billed and nothing is unknown
+    shown, _, block = _dry_run(ReadBack(replicas_ready=1, replicas_starting=0, serverless_provisioned=1))
+    assert shown.ledger.cost.serverless_provisioned == pytest.approx(1800 * 0.0001)
+    assert shown.ledger.serverless_unobserved_seconds == 0.0
+    assert block["serverless_unobserved_seconds"] == 0.0
 
 
 def test_serverless_work_is_priced_per_finished_request_the_events_place_on_serverless() -> None:
