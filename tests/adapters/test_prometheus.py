@@ -137,13 +137,27 @@ def test_an_unreachable_or_refusing_prometheus_is_a_connection_error(tmp_path: P
 
 
 @pytest.mark.integration
+class _Frozen:
+    """A clock that stays at one instant."""
+
+    def __init__(self, now: float) -> None:
+        self.t = now
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(0)
+
+
 def test_the_daemon_seeds_newly_owned_models_without_a_checkpoint(tmp_path: Path) -> None:
     from scaler.adapters.memory import MemorySink, MemoryStore  # noqa: PLC0415
-    from scaler.app import Daemon, SystemClock  # noqa: PLC0415
+    from scaler.app import Daemon  # noqa: PLC0415
     from scaler.settings import Settings  # noqa: PLC0415
 
     n = 1440
-    end = math.floor(time.time() / B) * B - 120.0
+    now = time.time()  # the daemon's clock stays here: a minute passing mid-test moves no window
+    end = math.floor(now / B) * B - 120.0
     start = end - n * B
     requests, prompt, output = synthetic(n, seed=3)
     series = {}
@@ -175,7 +189,7 @@ def test_the_daemon_seeds_newly_owned_models_without_a_checkpoint(tmp_path: Path
         source=None,  # type: ignore[arg-type]  # on_assigned only
         sink=sink,
         store=MemoryStore(),
-        clock=SystemClock(),
+        clock=_Frozen(now),
         metrics=metrics,
         http=None,
     )
@@ -186,7 +200,7 @@ def test_the_daemon_seeds_newly_owned_models_without_a_checkpoint(tmp_path: Path
     # the day of history up to now; its last two minutes have no samples (missing, not zero)
     assert runtime.owned["llama"].forecaster.observed_buckets == n - 2  # type: ignore[attr-defined]
     assert runtime.owned["quiet"].forecaster.observed_buckets == 0  # type: ignore[attr-defined]
-    decision = asyncio.run(decide_now(runtime, "llama", now=time.time()))
+    decision = asyncio.run(decide_now(runtime, "llama", now=now))
     assert decision is not None
     assert not decision.held  # a forecast from history at once: no waiting for buckets to fill
     assert decision.replicas + decision.serverless_provisioned >= 1  # capacity for the forecast load
