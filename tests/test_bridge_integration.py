@@ -122,6 +122,18 @@ def endpoints() -> Iterator[Endpoints]:
         found.stop(name)
 
 
+def _scrape_once(bridge: VllmBridge) -> tuple[list[Any], float]:
+    """Return the events of one scrape of every target by ``bridge``, and the seconds it took."""
+
+    async def run() -> tuple[list[Any], float]:
+        async with aiohttp.ClientSession() as session:
+            started = time.monotonic()
+            events = await bridge.scrape_once(session, now=time.time())
+            return list(events), time.monotonic() - started
+
+    return asyncio.run(run())
+
+
 def test_malformed_targets_are_counted_and_never_hold_up_the_others(
     endpoints: dict[str, str], tmp_path: Path
 ) -> None:
@@ -133,14 +145,8 @@ def test_malformed_targets_are_counted_and_never_hold_up_the_others(
         registry=registry,
     )
 
-    async def run() -> tuple[list[object], float]:
-        async with aiohttp.ClientSession() as session:
-            started = time.monotonic()
-            events = await bridge.scrape_once(session, now=time.time())
-            return list(events), time.monotonic() - started
-
-    events, elapsed = asyncio.run(run())
-    by_replica = {e.replica: e for e in events}  # type: ignore[attr-defined]
+    events, elapsed = _scrape_once(bridge)
+    by_replica = {e.replica: e for e in events}
     new, old = (endpoints[k].split("/")[2] for k in ("new", "old"))
     assert sorted(by_replica) == sorted([new, old])
     assert (by_replica[new].running, by_replica[new].waiting, by_replica[new].kv_cache_usage) == (7, 3, 0.42)
@@ -166,13 +172,7 @@ def test_a_big_valid_scrape_does_not_hold_up_a_healthy_target(endpoints: Endpoin
         registry=registry,
     )
 
-    async def run() -> tuple[list[Any], float]:
-        async with aiohttp.ClientSession() as session:
-            started = time.monotonic()
-            events = await bridge.scrape_once(session, now=time.time())
-            return list(events), time.monotonic() - started
-
-    events, elapsed = asyncio.run(run())
+    events, elapsed = _scrape_once(bridge)
     # both read, neither counted as failed: the big body is read off the event loop, skipping what the
     # bridge does not use, while the other target's answer arrives
     assert counts(registry) == {}

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
+from clocks import FixedClock
 from integration_fixtures import decide_now, fake_plan, make_runtime, sample
 from structlog.testing import capture_logs
 
@@ -292,17 +293,6 @@ class DictStore:
 
     async def save(self, checkpoints: Mapping[str, bytes]) -> None:
         self.saved.update(checkpoints)
-
-
-class FixedClock:
-    def __init__(self, now: float) -> None:
-        self.t = now
-
-    def now(self) -> float:
-        return self.t
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(0)
 
 
 def _daemon(

@@ -11,19 +11,9 @@ from scaler.adapters.actuator import ActuatorMetrics, Actuators, RetryPolicy
 from scaler.adapters.sim import SimFaults, SimKubernetes
 from scaler.core.policy import KubernetesTarget
 from tests.adapters.actuator_fixtures import decision, policy
+from tests.clocks import ManualClock
 
 TARGET = KubernetesTarget(namespace="llm", name="chat")
-
-
-class ManualClock:
-    def __init__(self) -> None:
-        self.t = 1_700_000_000.0
-
-    def now(self) -> float:
-        return self.t
-
-    async def sleep(self, seconds: float) -> None:
-        self.t += seconds
 
 
 @pytest.mark.parametrize(("answers", "written"), [([True, True], [1, 3]), ([True, False], [1])])

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from clocks import FixedClock
 from integration_fixtures import decide_now, make_runtime
 from prometheus_fixtures import create_blocks, openmetrics_counters, prometheus
 
@@ -137,19 +138,6 @@ def test_an_unreachable_or_refusing_prometheus_is_a_connection_error(tmp_path: P
 
 
 @pytest.mark.integration
-class _Frozen:
-    """A clock that stays at one instant."""
-
-    def __init__(self, now: float) -> None:
-        self.t = now
-
-    def now(self) -> float:
-        return self.t
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(0)
-
-
 def test_the_daemon_seeds_newly_owned_models_without_a_checkpoint(tmp_path: Path) -> None:
     from scaler.adapters.memory import MemorySink, MemoryStore  # noqa: PLC0415
     from scaler.app import Daemon  # noqa: PLC0415
@@ -189,7 +177,7 @@ def test_the_daemon_seeds_newly_owned_models_without_a_checkpoint(tmp_path: Path
         source=None,  # type: ignore[arg-type]  # on_assigned only
         sink=sink,
         store=MemoryStore(),
-        clock=_Frozen(now),
+        clock=FixedClock(now),
         metrics=metrics,
         http=None,
     )

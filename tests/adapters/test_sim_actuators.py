@@ -22,24 +22,12 @@ from scaler.core.types import Decision, Observed, Unavailable
 from scaler.ports import ServerlessState
 from scaler.settings import Settings
 from tests.adapters.actuator_fixtures import decision
+from tests.clocks import ManualClock
 
 LEADS = LeadTimes(
     cold_start_seconds=300.0, standby_promotion_seconds=15.0, serverless_cold_start_seconds=20.0
 )
 TARGET = KubernetesTarget(namespace="llm", name="chat", standby_name="chat-standby")
-
-
-class ManualClock:
-    """A clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.t = 1_700_000_000.0
-
-    def now(self) -> float:
-        return self.t
-
-    async def sleep(self, seconds: float) -> None:
-        self.t += seconds
 
 
 def _policy(**extra: object) -> ModelPolicy:
