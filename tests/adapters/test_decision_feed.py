@@ -18,27 +18,13 @@ from scaler.adapters import kafka
 from scaler.adapters.decision_feed import DecisionFeed
 from scaler.adapters.keda import KedaScaler, Seen
 from scaler.control.payload import PublishedDecision, decision_payload, read_decision
-from scaler.core.types import Decision
-
-
-def _decision(replicas: int, at: float) -> Decision:
-    return Decision(
-        at=at,
-        replicas=replicas,
-        standby=0,
-        serverless_provisioned=0,
-        spill_fraction=0.1,
-        reason="test",
-        bound_by="none",
-        quantile=0.9,
-        cost_per_hour={"chosen": 1.0},
-    )
+from tests.adapters.actuator_fixtures import decision
 
 
 def _published(model: str, replicas: int, at: float) -> bytes:
     """Return a decision message as the daemon's sink writes it."""
     payload = decision_payload(
-        model=model, decision=_decision(replicas, at), trigger="interval", dry_run=False
+        model=model, decision=decision(replicas=replicas, at=at), trigger="interval", dry_run=False
     )
     return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
 

@@ -21,7 +21,7 @@ from scaler.adapters import externalscaler_pb2 as pb
 from scaler.adapters import externalscaler_pb2_grpc as pb_grpc
 from scaler.adapters.keda import Answer, KedaScaler, KedaServer, Refusal, Seen, Tls, metric_name, resolve
 from scaler.control.payload import PublishedDecision
-from scaler.core.types import Decision
+from tests.adapters.actuator_fixtures import decision
 
 KNOWN = {"llama-8b": 10.0, "mistral-7b": 10.0}  # model -> decision interval (s)
 NOW = 1_000_000.0
@@ -124,19 +124,6 @@ def test_metric_names_are_valid_kubernetes_metric_names(model: str, name: str) -
     assert metric_name(model) == name
 
 
-def _decision(replicas: int, at: float = 0.0) -> Decision:
-    return Decision(
-        at=at,
-        replicas=replicas,
-        standby=0,
-        serverless_provisioned=0,
-        spill_fraction=0.0,
-        reason="test",
-        bound_by="none",
-        quantile=0.9,
-        cost_per_hour={},
-    )
-
 
 def _ref(model: str) -> pb.ScaledObjectRef:
     return pb.ScaledObjectRef(name="so", namespace="inference", scalerMetadata={"model": model})
@@ -177,13 +164,13 @@ def test_the_server_answers_metric_spec_metrics_and_activity_from_decisions() ->
             code, why = await _code(stub.GetMetrics(request))
             assert code == grpc.StatusCode.UNAVAILABLE
             assert why == "model 'llama-8b' has no decision yet: this process owns it and has not decided it"
-            scaler.decided(model="llama-8b", decision=_decision(3), payload={})
+            scaler.decided(model="llama-8b", decision=decision(replicas=3, at=0.0), payload={})
             values = (await stub.GetMetrics(request)).metricValues
             assert [(v.metricName, v.metricValue, v.metricValueFloat) for v in values] == [
                 ("spillway-replicas-llama-8b", 3, 3.0)
             ]
             assert (await stub.IsActive(_ref("llama-8b"))).result is True
-            scaler.decided(model="llama-8b", decision=_decision(0), payload={})
+            scaler.decided(model="llama-8b", decision=decision(replicas=0, at=0.0), payload={})
             assert (await stub.IsActive(_ref("llama-8b"))).result is False
             # a model another process owns: answered from the decisions topic once one was read
             code, why = await _code(stub.IsActive(_ref("mistral-7b")))
@@ -206,12 +193,12 @@ def test_the_stream_pushes_every_decision_and_goes_on_from_the_topic_when_the_mo
     async def run() -> None:
         owned = {"llama-8b"}
         async for scaler, stub in _served(owned):
-            scaler.decided(model="llama-8b", decision=_decision(2), payload={})
+            scaler.decided(model="llama-8b", decision=decision(replicas=2, at=0.0), payload={})
             stream = stub.StreamIsActive(_ref("llama-8b"))
             pushed = [(await stream.read()).result]
             at = time.time()
             for replicas in (0, 0, 4):  # every decision is pushed, a repeated one too
-                scaler.decided(model="llama-8b", decision=_decision(replicas, at), payload={})
+                scaler.decided(model="llama-8b", decision=decision(replicas=replicas, at=at), payload={})
                 pushed.append((await asyncio.wait_for(stream.read(), 5)).result)
             assert pushed == [True, False, False, True]
             # the own decision comes back from the topic: kept, not pushed again (it is not newer)
@@ -319,7 +306,7 @@ def test_mutual_tls_admits_only_clients_with_a_certificate_of_the_ca(tmp_path: P
 
     async def run() -> tuple[bool, grpc.StatusCode]:
         scaler = KedaScaler(intervals=lambda: KNOWN, owned=lambda: {"llama-8b"})
-        scaler.decided(model="llama-8b", decision=_decision(2), payload={})
+        scaler.decided(model="llama-8b", decision=decision(replicas=2, at=0.0), payload={})
         tls = Tls(certfile=pki["server.crt"], keyfile=pki["server.key"], client_cafile=pki["ca.crt"])
         server = KedaServer(scaler=scaler, host="127.0.0.1", port=0, tls=tls)
         await server.start()
@@ -367,7 +354,7 @@ def test_calls_are_counted_by_method_and_status() -> None:
 
     async def run() -> None:
         scaler = KedaScaler(intervals=lambda: KNOWN, owned=lambda: {"llama-8b"}, registry=registry)
-        scaler.decided(model="llama-8b", decision=_decision(1), payload={})
+        scaler.decided(model="llama-8b", decision=decision(replicas=1, at=0.0), payload={})
         server = KedaServer(scaler=scaler, host="127.0.0.1", port=0)
         await server.start()
         try:
