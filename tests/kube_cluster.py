@@ -1,6 +1,7 @@
 """A real Kubernetes control plane for the tests: etcd, kube-apiserver and kube-controller-manager.
 
-The binaries are built and cached by ``.ci/setup-kube`` (upstream v1.20.2); etcd is Debian's. Every
+The binaries are built and cached by ``.ci/setup-kube`` (upstream v1.20.2 with our pod-deletion-cost
+backport in the controller-manager, patch level :data:`KUBE_PATCH_LEVEL`); etcd is Debian's. Every
 process listens on 127.0.0.1 on free ports and is stopped by its own PID (SIGTERM, then wait). The
 apiserver serves TLS with a certificate of a throwaway CA, authenticates bearer tokens from a token
 file (``admin`` in ``system:masters``, ``plain`` with no bindings, and spare identities that tests
@@ -31,8 +32,9 @@ import yaml
 from kubernetes import client
 
 KUBE_VERSION = "v1.20.2"
+KUBE_PATCH_LEVEL = "dc1"  # .ci/setup-kube's PATCH_LEVEL: the cache directory of the patched build
 CACHE_BIN = Path(
-    os.environ.get("SPILLWAY_KUBE_CACHE", f"/var/cache/spillway/kube-{KUBE_VERSION}")
+    os.environ.get("SPILLWAY_KUBE_CACHE", f"/var/cache/spillway/kube-{KUBE_VERSION}-{KUBE_PATCH_LEVEL}")
 ) / "bin"
 TOKENS = {
     "admin": "admin-token",
@@ -46,13 +48,18 @@ until a test binds a Role."""
 
 
 def binaries() -> dict[str, Path]:
-    """Return the paths of etcd, kube-apiserver and kube-controller-manager; raise FileNotFoundError."""
+    """Return the paths of etcd, kube-apiserver and kube-controller-manager; raise FileNotFoundError.
+
+    The cache must hold setup-kube's ``PATCHES`` marker (written once the patched build is complete).
+    """
     found = {
         "kube-apiserver": CACHE_BIN / "kube-apiserver",
         "kube-controller-manager": CACHE_BIN / "kube-controller-manager",
         "etcd": Path(shutil.which("etcd") or "/usr/bin/etcd"),
     }
     missing = [str(path) for path in found.values() if not os.access(path, os.X_OK)]
+    if not (CACHE_BIN / "PATCHES").is_file():
+        missing.append(str(CACHE_BIN / "PATCHES"))
     if missing:
         raise FileNotFoundError(f"missing {', '.join(missing)}: run `bash .ci/setup-kube` (or .ci/setup)")
     return found
@@ -178,8 +185,11 @@ class KubeCluster:
             client.CoreV1Api(api).read_namespaced_config_map(marker, namespace)
 
         def read() -> list[dict[str, Any]]:
-            with self.audit_log.open(encoding="utf-8") as lines:
-                return [json.loads(line) for line in lines if namespace in line]
+            # complete lines only: reading while the apiserver appends can catch an event half-written (seen
+            # once as a line starting '"level":...' without its '{', which json.loads refused)
+            text = self.audit_log.read_text(encoding="utf-8")
+            lines = text[: text.rfind("\n") + 1].splitlines()
+            return [json.loads(line) for line in lines if namespace in line]
 
         until(
             lambda: any((e.get("objectRef") or {}).get("name") == marker for e in read()),

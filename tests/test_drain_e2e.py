@@ -3,7 +3,9 @@
 A tansu broker carries a trickle of requests and replica metric events naming each pod (one pod has
 requests in flight); the daemon reaches a real kube-apiserver (+ controller-manager) through a
 kubeconfig bound only to the actuator's RBAC rules. What the daemon wrote is read from the audit log:
-the idle pods get the low pod-deletion-cost before the scale write, the busy pod never does.
+the idle pods get the low pod-deletion-cost before the scale write, the busy pod never does, and the
+pod the ReplicaSet keeps is the busy one (the controller-manager carries our backport of the 1.21
+pod-deletion-cost ordering, .ci/kube-patches/pod-deletion-cost.patch).
 """
 
 from __future__ import annotations
@@ -145,4 +147,11 @@ def test_the_daemon_marks_the_idle_pods_before_it_scales_in(
             except client.ApiException:
                 continue  # already removed by the ReplicaSet
             assert annotations.get(DELETION_COST_ANNOTATION) == "-1000"
-    print(f"daemon scale-in 3 -> 1 in {took:.1f} s; marked {sorted(marked)}, busy {busy} unmarked")
+
+        def live() -> list[str]:
+            items = core.list_namespaced_pod(kube_namespace, label_selector="app=chat").items
+            return [p.metadata.name for p in items if p.metadata.deletion_timestamp is None]
+
+        until(lambda: len(live()) == 1, seconds=30, what="the ReplicaSet to remove 2 pods")
+        assert live() == [busy], "the ReplicaSet removed the idle pods and kept the busy one"
+    print(f"daemon scale-in 3 -> 1 in {took:.1f} s; marked {sorted(marked)}, busy {busy} unmarked and kept")
