@@ -302,7 +302,7 @@ class FixedClock:
         return self.t
 
     async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(0)
+        await asyncio.sleep(seconds)  # the daemon pauses on it: a pause must take time
 
 
 def _daemon(
