@@ -21,7 +21,6 @@ a second signal exits at once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import os
 import signal
@@ -292,8 +291,15 @@ class Daemon:
         return True
 
     async def _pause(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stopping.wait(), seconds)
+        """Return after ``seconds`` of the daemon's clock (virtual in the sandbox) or once stopping is set."""
+        pause = asyncio.ensure_future(self.clock.sleep(seconds))
+        stop = asyncio.ensure_future(self.stopping.wait())
+        try:
+            await asyncio.wait((pause, stop), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            pause.cancel()
+            stop.cancel()
+            await asyncio.gather(pause, stop, return_exceptions=True)
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -583,9 +589,9 @@ def build_sandbox_daemon(
                 bucket_start=k * policy.forecast.bucket_seconds, requests=1, prompt_tokens=1, output_tokens=1
             )
         warm.forecast(now=4.0 * policy.forecast.bucket_seconds)
-    # the daemon's task pauses are wall-clock time: scale the burst/tick check to virtual time
+    # the daemon's pauses are virtual time: keep burst/tick checks at least 2 ms of wall time apart
     settings = settings.model_copy(
-        update={"burst_check_seconds": max(0.002, settings.burst_check_seconds / max(speed, 1.0))}
+        update={"burst_check_seconds": max(0.002 * speed, settings.burst_check_seconds)}
     )
     clock = VirtualClock(speed=speed)
     metrics = DaemonMetrics()

@@ -19,7 +19,8 @@ class ManualClock:
 
 
 class FixedClock(ManualClock):
-    """A clock that stays where the test put it; sleeping only yields to the event loop."""
+    """A clock that stays where the test put it; sleeping waits that long on the event loop (a daemon's
+    pauses sleep on its clock, so a pause must take time)."""
 
     async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(0)
+        await asyncio.sleep(seconds)

@@ -43,6 +43,19 @@ def test_a_sandbox_run_replays_the_workload_and_decides_on_the_policy_interval()
     assert sink.letters == []
 
 
+def test_the_sandbox_checkpoints_on_its_virtual_clock() -> None:
+    policies = {n: _policy(n) for n in ("alpha", "beta")}
+    settings = Settings(http_listen="127.0.0.1:0", burst_check_seconds=0.01, checkpoint_interval_seconds=120)
+    daemon, _, _ = build_sandbox_daemon(
+        settings=settings, policies=policies, speed=600.0, base_rate=5.0, planner=fake_plan
+    )
+    assert asyncio.run(run_for(daemon, virtual_seconds=900.0, install_signals=False)) == 0
+    saved = daemon.metrics.registry.get_sample_value("scaler_checkpoints_saved_total") or 0.0
+    # every 120 virtual seconds of 900 (1.5 s of wall time), then one or two on stopping: up to 9 of each
+    # model (a wall-clock pause would have saved those on stopping only)
+    assert 2 * 6 <= saved <= 2 * 9
+
+
 @pytest.mark.parametrize(
     ("offset", "factor"), [(0.0, 1.0), (779.0, 1.0), (780.0, 4.0), (899.0, 4.0), (900.0, 1.0)]
 )

@@ -132,11 +132,12 @@ def weights_differ(
     return any(name not in current or abs(current[name] - w) > tolerance for name, w in desired.items())
 
 
-def lambda_units(*, instances: int, max_concurrency: int) -> int:
-    """Return the Lambda concurrent executions for ``instances`` serverless instances.
+def units_from_instances(*, instances: int, max_concurrency: int) -> int:
+    """Return the backend's concurrency units for ``instances`` serverless instances (0 for fewer than 0).
 
-    A Lambda execution environment serves one request at a time, so one instance (the capacity of
-    one replica, ``replica.max_concurrency`` concurrent sequences) is that many executions.
+    A unit (a Lambda execution environment, a unit of SageMaker Serverless concurrency) serves one
+    request at a time, so one instance (the capacity of one replica, ``replica.max_concurrency``
+    concurrent sequences) is that many units. :func:`instances_from_units` goes back.
     """
     return max(instances, 0) * max_concurrency
 

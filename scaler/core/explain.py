@@ -15,7 +15,7 @@ import numpy as np
 import yaml
 
 from scaler.core import queueing
-from scaler.core.policy import ModelPolicy, Schedule
+from scaler.core.policy import ModelPolicy, Schedule, cost_optimal_fractile
 
 TYPICAL_PROMPT_TOKENS = 1_000
 TYPICAL_OUTPUT_TOKENS = 200
@@ -96,7 +96,7 @@ def _economics(policy: ModelPolicy) -> list[str]:
             f"a replica pays off above {_pct(ratio)} utilisation "
             f"(replica {replica}/h vs serverless {_money(busy_hour)} per busy hour)"
         )
-    optimal = 1.0 - ratio if ratio < 1.0 else None
+    optimal = cost_optimal_fractile(ratio)
     quantile = policy.forecast.quantile
     if quantile is not None:
         best = f"; cost-optimal fractile 1 - c_k/c_s is {optimal:.2f}" if optimal is not None else ""
@@ -153,7 +153,8 @@ def _token_economics(policy: ModelPolicy, *, prompt_tokens: int, output_tokens: 
     per_input, per_output = policy.serverless_token_prices
     busy_hour = policy.serverless_request_price(**size, work_seconds=work) * rate * 3600.0
     prices = f"{_money(per_input)}/M input, {_money(per_output)}/M output tokens"
-    if ratio >= 1.0:
+    optimal = cost_optimal_fractile(ratio)
+    if optimal is None:
         return [
             f"replicas never pay off: {prices} is {_money(busy_hour)} per busy replica-hour of such "
             f"requests, below a replica's {_money(policy.prices.replica_per_hour)}/h"
@@ -162,7 +163,7 @@ def _token_economics(policy: ModelPolicy, *, prompt_tokens: int, output_tokens: 
         f"a replica pays off above {_pct(ratio)} utilisation (replica "
         f"{_money(policy.prices.replica_per_hour)}/h vs {prices} = {_money(busy_hour)} per busy hour of "
         "such requests)",
-        f"replicas are sized to the {1.0 - ratio:.2f} quantile of forecast demand; the rest spills per token",
+        f"replicas are sized to the {optimal:.2f} quantile of forecast demand; the rest spills per token",
     ]
 
 

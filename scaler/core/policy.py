@@ -742,7 +742,16 @@ class ModelPolicy(_Strict):
         """
         if self.forecast.quantile is not None:
             return self.forecast.quantile
-        return 1.0 - ratio if ratio < 1.0 else None
+        return cost_optimal_fractile(ratio)
+
+
+def cost_optimal_fractile(ratio: float) -> float | None:
+    """Return the cost-optimal sizing quantile ``1 - ratio`` at break-even ``ratio`` = c_k/c_s.
+
+    None when replicas never pay off (``ratio >= 1``). :meth:`ModelPolicy.sizing_quantile_for`
+    returns it unless ``forecast.quantile`` overrides it.
+    """
+    return 1.0 - ratio if ratio < 1.0 else None
 
 
 class PolicyFile(_Strict):

@@ -106,12 +106,21 @@ def request_work(
 ) -> FloatArray | float:
     """Return ``P/Tp + O/Td`` per request: instance-seconds of work of requests of these token counts.
 
-    The one place the work formula is written; the simulator's slot time is ``C`` times it. Arrays
-    give an array; one request's counts as floats give a float (the daemon's ledger, per event).
+    The simulator's slot time is ``C`` times it. Arrays give an array; one request's counts as
+    floats give a float (the daemon's ledger, per event).
     """
     replica = policy.replica
-    work = prompt / replica.prefill_tokens_per_second + output / replica.decode_tokens_per_second
+    work = _work(
+        prompt, output, prefill=replica.prefill_tokens_per_second, decode=replica.decode_tokens_per_second
+    )
     return work if isinstance(work, float) else np.asarray(work, dtype=np.float64)
+
+
+def _work(
+    prompt: FloatArray | float, output: FloatArray | float, *, prefill: float, decode: float
+) -> FloatArray | float:
+    """Return ``P/Tp + O/Td`` at prefill ``Tp`` and decode ``Td`` tokens/s: the one place it is written."""
+    return prompt / prefill + output / decode
 
 
 def work_seconds(policy: ModelPolicy, *, mean_prompt: float, mean_output: float) -> float:
@@ -223,7 +232,7 @@ def _table(
     output: float,
     initial: int,
 ) -> SizingTable:
-    work = prompt / prefill + output / decode
+    work = float(_work(prompt, output, prefill=prefill, decode=decode))
     wait = _budget(ttft=ttft, queue_wait=queue_wait, prefill=prompt / prefill)
     return SizingTable(slots=slots, work=work, wait=wait, eps=1.0 - attainment, initial=min(initial, 512))
 

@@ -30,11 +30,12 @@ import math
 
 import numpy as np
 
-from scaler.core.accounting import CostBreakdown, hold_seconds
+from scaler.core.accounting import bill, hold_seconds
 from scaler.core.policy import ModelPolicy
 from scaler.sim import oracle_kernels as ok
 from scaler.sim.cluster import Outcome, percentiles, timeline_edges
 from scaler.sim.engine import summarise
+from scaler.sim.feasibility import prefill_seconds
 from scaler.sim.fluid import bin_sums
 from scaler.sim.results import FloatArray, SimResult, Timeline
 from scaler.sim.workload import RateWorkload, Workload
@@ -96,30 +97,16 @@ def hindsight_oracle(
     if not timeline_step > 0:
         raise ValueError(f"timeline_step must be > 0, got {timeline_step}")
     c = policy.replica.max_concurrency
-    tp = policy.replica.prefill_tokens_per_second
-    if isinstance(workload, Workload):
-        prompt = workload.prompt_tokens.astype(np.float64)
-        output = workload.output_tokens.astype(np.float64)
-        starts = np.asarray(workload.arrivals, dtype=np.float64)
-        holds = hold_seconds(policy, prompt, output)
-        weights = np.ones(starts.shape[0])
-        token_dollars = _token_dollars(policy, prompt=float(prompt.sum()), output=float(output.sum()))
-        ttft = percentiles(prompt / tp)
-        model = "per-request"
-    else:
-        counts = np.asarray(workload.counts, dtype=np.float64)
-        if not np.all(np.isfinite(counts)) or np.any(counts < 0):
-            raise ValueError(f"workload {workload.name!r}: counts must be finite and non-negative")
-        mean_p, mean_o = float(workload.mean_prompt_tokens), float(workload.mean_output_tokens)
-        starts = np.arange(counts.shape[0], dtype=np.float64) + 0.5
-        holds = np.full(
-            counts.shape[0], float(hold_seconds(policy, np.array([mean_p]), np.array([mean_o]))[0])
-        )
-        weights = counts
-        n_requests = float(counts.sum())
-        token_dollars = _token_dollars(policy, prompt=n_requests * mean_p, output=n_requests * mean_o)
-        ttft = (mean_p / tp,) * 3
-        model = "fluid"
+    rows = workload.rows()  # a rate workload's seconds are rows of mean-sized requests
+    weights = rows.weights
+    if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+        raise ValueError(f"workload {workload.name!r}: counts must be finite and non-negative")
+    starts = rows.arrivals
+    holds = hold_seconds(policy, rows.prompt_tokens, rows.output_tokens)
+    tokens = (float(weights @ rows.prompt_tokens), float(weights @ rows.output_tokens))
+    token_dollars = bill(policy, prompt_tokens=tokens[0], output_tokens=tokens[1]).serverless_tokens
+    ttft = percentiles(prefill_seconds(workload, policy=policy))  # all alike in a rate workload's rows
+    model = "per-request" if isinstance(workload, Workload) else "fluid"  # as engine.simulate names it
     seconds = max(1, math.ceil(workload.duration))
     full = requirement(starts, holds, weights, seconds=seconds) / c
     total_work = float(full.sum())
@@ -148,7 +135,8 @@ def hindsight_oracle(
         sv_work=sv_work,
         unserved=unserved,
         totals=totals,
-        per_work_tokens=per_work_tokens,
+        tokens=tokens,
+        total_work=total_work,
         step=timeline_step,
     )
 
@@ -165,23 +153,28 @@ def _result(
     sv_work: FloatArray,
     unserved: FloatArray,
     totals: FloatArray,
-    per_work_tokens: float,
+    tokens: tuple[float, float],
+    total_work: float,
     step: float,
 ) -> SimResult:
-    """Return the oracle's SimResult from its per-second schedule."""
-    prices = policy.prices
+    """Return the oracle's SimResult from its per-second schedule.
+
+    ``tokens`` are the workload's (prompt, output) tokens; serverless is billed its share of them,
+    its share of ``total_work`` (the work of the whole workload, before the peaks were shaved).
+    """
     paid_seconds = float(totals[ok.ON_SECONDS] + totals[ok.STARTING_SECONDS])
     sv_total = float(sv_work.sum())
     work = float(k8s_work.sum()) + sv_total + float(unserved.sum())  # the shaved work counts as served late
     n = workload.requests
     served_sv = round(n * sv_total / work) if work else 0
     dropped = round(n * float(unserved.sum()) / work) if work else 0
-    cost = CostBreakdown(
-        replicas=paid_seconds * prices.replica_per_hour / 3600.0,
-        standby=0.0,
-        serverless_busy=sv_total * policy.serverless_gpu_second_price,
-        serverless_provisioned=0.0,
-        serverless_tokens=sv_total * per_work_tokens,
+    share = sv_total / total_work if total_work else 0.0
+    cost = bill(
+        policy,
+        replica_seconds=paid_seconds,
+        serverless_busy_seconds=sv_total,
+        prompt_tokens=tokens[0] * share,
+        output_tokens=tokens[1] * share,
     )
     edges = timeline_edges(workload.duration, step)
     widths = np.diff(edges)
@@ -217,9 +210,3 @@ def _result(
         outcome, policy=POLICY_NAME, workload=workload.name, actions=actions, model=model, note=note
     )
     return SimResult(summary=summary, timeline=outcome.timeline)
-
-
-def _token_dollars(policy: ModelPolicy, *, prompt: float, output: float) -> float:
-    """Return $ of serving ``prompt`` input and ``output`` output tokens on serverless."""
-    per_input, per_output = policy.serverless_token_prices
-    return (prompt * per_input + output * per_output) / 1e6

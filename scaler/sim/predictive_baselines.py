@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 
 from scaler.core.policy import ModelPolicy
-from scaler.core.queueing import instances_needed
+from scaler.core.queueing import instances_needed, request_work
 from scaler.sim.protocol import CapacityTarget, TickObservation
 
 DYNAMO_ADJUSTMENT_SECONDS = 180.0
@@ -155,11 +155,7 @@ class AwsPredictive:
     def decide(self, obs: TickObservation) -> CapacityTarget:
         """Return max(forecast capacity ahead, target tracking), within the bounds."""
         now = obs.now
-        rep = self._policy.replica
-        work = (
-            obs.prompt_tokens / rep.prefill_tokens_per_second
-            + obs.output_tokens / rep.decode_tokens_per_second
-        )
+        work = request_work(self._policy, obs.prompt_tokens, obs.output_tokens)
         start = int(max(0.0, now - obs.interval) // HOUR)
         self._hourly[start] = self._hourly.get(start, 0.0) + work
         if now >= AWS_HISTORY_MIN_SECONDS and now - self._refreshed_at >= AWS_FORECAST_REFRESH_SECONDS:

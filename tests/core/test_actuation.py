@@ -114,9 +114,9 @@ def test_changes_lists_only_differences_on_named_targets_in_promotion_order(
     assert [(c.kind, c.current, c.desired) for c in result] == expected
 
 
-def test_lambda_units_are_instances_times_max_concurrency() -> None:
-    assert actuation.lambda_units(instances=3, max_concurrency=32) == 96
-    assert actuation.lambda_units(instances=-1, max_concurrency=32) == 0
+def test_units_from_instances_are_instances_times_max_concurrency() -> None:
+    assert actuation.units_from_instances(instances=3, max_concurrency=32) == 96
+    assert actuation.units_from_instances(instances=-1, max_concurrency=32) == 0
     assert actuation.instances_from_units(units=95, max_concurrency=32) == 2
 
 

@@ -88,7 +88,8 @@ class LambdaServerless:
     def _set(self, target: LambdaTarget, *, instances: int, quota: int, max_concurrency: int) -> None:
         lam = self.aws.client("lambda", target.region)
         reserved = self._quota(target, quota=quota, max_concurrency=max_concurrency)
-        units = min(actuation.lambda_units(instances=instances, max_concurrency=max_concurrency), reserved)
+        wanted = actuation.units_from_instances(instances=instances, max_concurrency=max_concurrency)
+        units = min(wanted, reserved)
         if units == 0:
             try:
                 lam.delete_provisioned_concurrency_config(
@@ -105,7 +106,7 @@ class LambdaServerless:
     def _quota(self, target: LambdaTarget, *, quota: int, max_concurrency: int) -> int:
         """Set the function's reserved concurrency to the quota if it differs; return it (executions)."""
         lam = self.aws.client("lambda", target.region)
-        reserved = actuation.lambda_units(instances=quota, max_concurrency=max_concurrency)
+        reserved = actuation.units_from_instances(instances=quota, max_concurrency=max_concurrency)
         current = lam.get_function_concurrency(FunctionName=target.function_name)
         if current.get("ReservedConcurrentExecutions") != reserved:
             lam.put_function_concurrency(

@@ -202,9 +202,8 @@ class SageMakerServerless:
             if variant.get("VariantName") == target.variant_name:
                 serverless = dict(variant.get("ServerlessConfig", {}))
                 ceiling = int(serverless.get("MaxConcurrency", 1))
-                units = min(
-                    actuation.lambda_units(instances=instances, max_concurrency=max_concurrency), ceiling
-                )
+                wanted = actuation.units_from_instances(instances=instances, max_concurrency=max_concurrency)
+                units = min(wanted, ceiling)
                 if units > 0:
                     serverless["ProvisionedConcurrency"] = units
                 else:
