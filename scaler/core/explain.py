@@ -97,15 +97,9 @@ def _economics(policy: ModelPolicy) -> list[str]:
             f"(replica {replica}/h vs serverless {_money(busy_hour)} per busy hour)"
         )
     optimal = cost_optimal_fractile(ratio)
-    quantile = policy.forecast.quantile
-    if quantile is not None:
-        best = f"; cost-optimal fractile 1 - c_k/c_s is {optimal:.2f}" if optimal is not None else ""
-        facts.append(f"replicas are sized to the {quantile:.2f} quantile of demand (forecast.quantile){best}")
-    elif optimal is not None:
-        facts.append(
-            f"replicas are sized to the {optimal:.2f} quantile of forecast demand "
-            f"(cost-optimal fractile 1 - c_k/c_s = 1 - {ratio:.2f}); serverless takes the rest"
-        )
+    if policy.forecast.quantile is not None or optimal is not None:
+        cost_optimal = f" (cost-optimal fractile 1 - c_k/c_s = 1 - {ratio:.2f}); serverless takes the rest"
+        facts.append(_sized(policy, optimal, rest=cost_optimal))
     provisioned = prices.serverless_provisioned_per_hour
     if busy_hour > 0:
         versus = (prices.replica_per_hour - provisioned) / busy_hour
@@ -163,8 +157,19 @@ def _token_economics(policy: ModelPolicy, *, prompt_tokens: int, output_tokens: 
         f"a replica pays off above {_pct(ratio)} utilisation (replica "
         f"{_money(policy.prices.replica_per_hour)}/h vs {prices} = {_money(busy_hour)} per busy hour of "
         "such requests)",
-        f"replicas are sized to the {optimal:.2f} quantile of forecast demand; the rest spills per token",
+        _sized(policy, optimal, rest="; the rest spills per token"),
     ]
+
+
+def _sized(policy: ModelPolicy, optimal: float | None, *, rest: str) -> str:
+    """Return the sentence naming the quantile replicas are sized to: ``forecast.quantile`` when set (the
+    planner's override), else the cost-optimal ``optimal`` followed by ``rest``."""
+    quantile = policy.forecast.quantile
+    if quantile is not None:
+        best = f"; cost-optimal fractile 1 - c_k/c_s is {optimal:.2f}" if optimal is not None else ""
+        return f"replicas are sized to the {quantile:.2f} quantile of demand (forecast.quantile){best}"
+    assert optimal is not None
+    return f"replicas are sized to the {optimal:.2f} quantile of forecast demand{rest}"
 
 
 def _capacity(policy: ModelPolicy, *, prompt_tokens: int, output_tokens: int) -> list[str]:

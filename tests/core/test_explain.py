@@ -192,3 +192,16 @@ def test_how_out_of_band_scaling_is_handled_is_stated() -> None:
     assert "spillway.io/paused" in respect
     correct = text_of(policy(behavior={"external_changes": "correct"}))
     assert "overwritten at the next decision (behavior.external_changes: correct)" in correct
+
+
+def test_a_per_token_backend_names_the_quantile_the_planner_uses() -> None:
+    bedrock = {
+        "prices": {"serverless_per_million_input_tokens": 0.22, "serverless_per_million_output_tokens": 0.22},
+        "targets": {"serverless": {"backend": "bedrock", "model_id": "m", "tokens_per_minute": 300000}},
+    }
+    assert "replicas are sized to the 0.31 quantile of forecast demand; the rest spills per token" in text_of(
+        policy(**bedrock)
+    )
+    overridden = text_of(policy(**bedrock, forecast={"quantile": 0.8}))
+    assert "replicas are sized to the 0.80 quantile of demand (forecast.quantile)" in overridden
+    assert "0.31 quantile" not in overridden
