@@ -223,10 +223,10 @@ class Daemon:
         ``scaler_publish_errors_total`` and logged with its record's topic, partition and offset.
         Returns at once while another task delivers them; raises nothing but CancelledError.
         """
-        if not self._owed or self._delivering.locked():
+        if self._delivering.locked():
             return
         loop = asyncio.get_running_loop()
-        if not retry_now and loop.time() < self._retry_at:
+        if self._owed and not retry_now and loop.time() < self._retry_at:
             return
         async with self._delivering:
             queued: list[tuple[str, int, int]] = []
