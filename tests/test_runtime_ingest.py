@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from integration_fixtures import make_runtime, sample
@@ -117,15 +118,15 @@ def test_a_decoder_that_raises_costs_only_its_record_a_dead_letter_and_the_rest_
     boom = b'{"boom": true}'  # the batch decoder leaves it to the one-record decoders, which raise
     real_request, real_metric = events.decode_request, events.decode_metric
 
-    def request(raw: bytes, **context: object) -> RequestEvent:
+    def request(raw: bytes, **context: Any) -> RequestEvent:
         if raw == boom:
             raise OverflowError("int too large to convert to float")
-        return real_request(raw, **context)  # type: ignore[arg-type]
+        return real_request(raw, **context)
 
-    def metric(raw: bytes, **context: object) -> MetricEvent:
+    def metric(raw: bytes, **context: Any) -> MetricEvent:
         if raw == boom:
             raise RuntimeError("a decoder bug")
-        return real_metric(raw, **context)  # type: ignore[arg-type]
+        return real_metric(raw, **context)
 
     monkeypatch.setattr(events, "decode_request", request)
     monkeypatch.setattr(events, "decode_metric", metric)
