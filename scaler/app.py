@@ -3,7 +3,9 @@
 Tasks of the main loop, all stopped by one event:
 
 * consume: poll a batch, decode and aggregate it under the runtime lock, dead-letter the invalid
-  events, flush, then commit (offsets only ever cover aggregated or dead-lettered events);
+  events, flush, then commit. Offsets only ever cover aggregated events and events whose dead
+  letter the broker acknowledged: a letter that fails stays owed (retried, counted, logged) and
+  nothing read is settled until none is owed;
 * tick: every ``burst_check_seconds``, plan every owned model whose interval is due or that sees a
   burst, and export the consumer lag;
 * checkpoint: every ``checkpoint_interval_seconds``, bring each owned model's ledger up to now and
@@ -41,7 +43,15 @@ from scaler.core import plan
 from scaler.core.policy import ModelPolicy
 from scaler.core.policy_file import PolicyError, load_policies
 from scaler.executor import Executor
-from scaler.ports import CheckpointStore, Clock, DecisionSink, EventSource, Planner
+from scaler.ports import (
+    CheckpointStore,
+    Clock,
+    DeadLetterError,
+    DecisionSink,
+    EventSource,
+    Planner,
+    RawRecord,
+)
 from scaler.runtime import Runtime, RuntimeOptions, refresh_fallback, settle_collector
 from scaler.settings import CheckpointSettings, KedaSettings, Settings
 
@@ -52,6 +62,10 @@ if TYPE_CHECKING:
     from scaler.adapters.lease import LeaseKeeper
 
 log = structlog.get_logger("scaler.app")
+
+MAX_OWED_LETTERS = 10_000  # dead letters not yet acknowledged: at this many, no more is read until some are
+LETTER_RETRY_SECONDS = 1.0  # after a failed delivery, owed letters are sent again no sooner than this
+_LOGGED_LETTERS = 20  # failed letters logged one by one per attempt (the rest in one line)
 
 
 class SystemClock:
@@ -114,6 +128,12 @@ class Daemon:
         self.assigned = False
         self._signals = 0
         self._policy_sig = policy_signature(settings.policy_files)
+        # dead letters not yet acknowledged, by their record's (topic, partition, offset): while any is
+        # owed, nothing read is settled (so no commit covers it); the one task delivering them holds the lock
+        self._owed: dict[tuple[str, int, int], tuple[RawRecord, str, str]] = {}
+        self._delivering = asyncio.Lock()
+        self._retry_at = 0.0  # monotonic: owed letters are not sent again before (after a failure)
+        self._read_counted = True  # every record polled so far was ingested
         self.history: prometheus.PrometheusHistory | None = None  # seeds new models' forecasters
         self.signals: prometheus.PrometheusSignal | None = None  # fallback when a model's events stop
         self.keda: KedaServer | None = None  # KEDA external scaler (gRPC), when keda_listen is set
@@ -183,12 +203,80 @@ class Daemon:
         except ConnectionError as exc:
             log.error("checkpoint_not_saved", error=str(exc), models=len(checkpoints))
 
-    async def _flush_and_commit(self) -> None:
+    async def _flush_and_commit(self, *, retry_now: bool = False) -> None:
+        """Deliver the owed dead letters, settle what was read once none is owed, commit; never raises."""
+        self._forget_moved()
+        await self._deliver_letters(retry_now=retry_now)
+        if not self._owed and self._read_counted:
+            self.source.settle()  # counted, or dead-lettered and acknowledged: a commit may cover them now
         try:
-            await self.sink.flush()
             await self.source.commit()
         except (ConnectionError, TimeoutError) as exc:
             log.warning("commit_skipped", error=str(exc) or type(exc).__name__)
+
+    async def _deliver_letters(self, *, retry_now: bool = False) -> None:
+        """Send every dead letter owed and wait for the broker: those acknowledged are owed no more.
+
+        A letter not queued or not delivered stays owed: it is sent again on a later call (no sooner
+        than LETTER_RETRY_SECONDS after a failure, unless ``retry_now``), counted in
+        ``scaler_publish_errors_total`` and logged with its record's topic, partition and offset.
+        Returns at once while another task delivers them; raises nothing but CancelledError.
+        """
+        if self._delivering.locked():
+            return
+        loop = asyncio.get_running_loop()
+        if self._owed and not retry_now and loop.time() < self._retry_at:
+            return
+        async with self._delivering:
+            queued: list[tuple[str, int, int]] = []
+            failed: dict[tuple[str, int, int], str] = {}
+            for origin, (record, reason, detail) in list(self._owed.items()):
+                try:
+                    await self.sink.dead_letter(record=record, reason=reason, detail=detail)
+                except ConnectionError as exc:
+                    failed[origin] = str(exc)
+                    break  # the next ones would wait as long: they stay owed, sent next time
+                queued.append(origin)
+            try:
+                await self.sink.flush()
+            except DeadLetterError as exc:
+                failed.update(dict.fromkeys(exc.origins.intersection(queued), str(exc)))
+            except ConnectionError as exc:  # which ones failed is unknown: all are sent again
+                failed.update(dict.fromkeys(queued, str(exc)))
+            for origin in queued:
+                if origin not in failed:
+                    self._owed.pop(origin, None)
+            if failed:
+                self._retry_at = loop.time() + LETTER_RETRY_SECONDS
+                self.metrics.publish_errors.inc(len(failed))
+                self._log_undelivered(failed)
+
+    def _log_undelivered(self, failed: Mapping[tuple[str, int, int], str]) -> None:
+        for (topic, partition, offset), error in list(failed.items())[:_LOGGED_LETTERS]:
+            log.error(
+                "dead_letter_not_delivered",
+                topic=topic,
+                partition=partition,
+                offset=offset,
+                error=error,
+                effect="kept: sent again, and no commit covers its record until the broker acknowledges it",
+            )
+        if len(failed) > _LOGGED_LETTERS:
+            log.error("dead_letters_not_delivered", more=len(failed) - _LOGGED_LETTERS, owed=len(self._owed))
+
+    def _forget_moved(self) -> None:
+        """Forget the letters owed for records of partitions revoked since the last poll (no I/O).
+
+        Those records were never settled, so never committed: their partition's next owner reads
+        them again and dead-letters them itself.
+        """
+        if not self._owed:
+            return
+        records = [record for record, _, _ in self._owed.values()]
+        kept = {(r.topic, r.partition, r.offset) for r in self.source.still_assigned(records)}
+        for topic, partition, offset in [origin for origin in self._owed if origin not in kept]:
+            del self._owed[(topic, partition, offset)]
+            log.warning("dead_letter_left_to_next_owner", topic=topic, partition=partition, offset=offset)
 
     async def _consume(self) -> None:
         # what start-up made (modules, policies, controllers) lives as long as the process: out of the
@@ -196,23 +284,30 @@ class Daemon:
         # full collections rarer: each walks every model's state (scaler.runtime.settle_collector)
         settle_collector()
         while not self.stopping.is_set():
+            if len(self._owed) >= MAX_OWED_LETTERS:  # the dead letters keep failing: read no more for now
+                await self._flush_and_commit()
+                await self._pause(LETTER_RETRY_SECONDS)
+                continue
             records = await self.source.poll(wait_seconds=0.2)
             if not records:
+                if self._owed:
+                    await self._flush_and_commit()  # send the owed letters again
                 continue
+            self._read_counted = False
             async with self.lock:
                 kept = self.source.still_assigned(records)  # a rebalance may have moved some meanwhile
                 if len(kept) < len(records):
                     self.metrics.events_dropped.labels(why="revoked").inc(len(records) - len(kept))
                 now = self.clock.now()
                 rejected = self.runtime.ingest(kept, now=now)
+                self._read_counted = True
+                for record, error in rejected:  # owed until the broker acknowledges them
+                    self._owed[(record.topic, record.partition, record.offset)] = (
+                        record,
+                        error.reason,
+                        error.detail,
+                    )
                 self._decide(self.runtime.due(now=now, fed=True))  # a burst is decided as soon as it is read
-            for record, error in rejected:
-                try:
-                    await self.sink.dead_letter(record=record, reason=error.reason, detail=error.detail)
-                except ConnectionError as exc:
-                    self.metrics.publish_errors.inc()
-                    log.error("dead_letter_failed", error=str(exc), topic=record.topic, offset=record.offset)
-            self.source.settle()  # counted and dead-lettered: a commit may cover them now
             await self._flush_and_commit()
             await asyncio.sleep(0)  # a source that always has a batch ready must not starve the other tasks
 
@@ -382,7 +477,7 @@ class Daemon:
         steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
             ("executor_close", self.runtime.executor.close),
             ("leases_close", self._close_leases),  # nothing acts any more: the next owners take over at once
-            ("flush_and_commit", self._flush_and_commit),
+            ("flush_and_commit", self._final_commit),
             ("source_stop", self.source.stop),
             ("sink_stop", self.sink.stop),
             ("servers_stop", self._stop_servers),
@@ -400,6 +495,10 @@ class Daemon:
                 log.warning("shutdown_step_failed", step=name, error="CancelledError")  # a client's own
             except Exception as exc:  # one step failing must not keep the others from running
                 log.warning("shutdown_step_failed", step=name, error=repr(exc))
+
+    async def _final_commit(self) -> None:
+        """Deliver the owed dead letters once more (no waiting out the retry pause), then commit."""
+        await self._flush_and_commit(retry_now=True)
 
     async def _close(self) -> None:
         await self.source.stop()

@@ -21,6 +21,7 @@ __all__ = [
     "Capacity",
     "CheckpointStore",
     "Clock",
+    "DeadLetterError",
     "DecisionObserver",
     "DecisionSink",
     "EventSource",
@@ -56,6 +57,14 @@ class RawRecord(NamedTuple):
 OwnershipCallback = Callable[[frozenset[str]], Awaitable[None]]
 
 
+class DeadLetterError(ConnectionError):
+    """Queued dead letters were not acknowledged; ``origins``: their records' (topic, partition, offset)."""
+
+    def __init__(self, message: str, origins: frozenset[tuple[str, int, int]]) -> None:
+        super().__init__(message)
+        self.origins = origins
+
+
 class EventSource(Protocol):
     """Batches of raw records from the request and metric topics, with ownership of models.
 
@@ -73,7 +82,10 @@ class EventSource(Protocol):
         """Return ``records`` without those of partitions revoked since the last poll (no I/O)."""
 
     def settle(self) -> None:
-        """Mark every record of the last poll as counted or dead-lettered (commit may cover it)."""
+        """Mark every record polled so far as counted or dead-lettered (commit may cover it).
+
+        The caller settles only once every dead letter it queued was acknowledged.
+        """
 
     async def commit(self) -> None:
         """Commit the position after every settled record; raise TimeoutError if it cannot."""
@@ -101,7 +113,10 @@ class DecisionSink(Protocol):
         """Deliver what is queued and close; never raises."""
 
     async def flush(self) -> None:
-        """Wait until every queued dead letter is delivered; raise ConnectionError if one was not."""
+        """Wait until every queued dead letter is delivered; raise ConnectionError if one was not.
+
+        :class:`DeadLetterError` names the letters that failed (the others were delivered).
+        """
 
     async def publish(self, *, model: str, payload: Mapping[str, object]) -> None:
         """Publish a decision for ``model``; raise ConnectionError if it could not be delivered."""

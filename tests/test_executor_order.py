@@ -68,3 +68,7 @@ def test_decisions_made_during_an_outage_are_published_in_the_order_they_were_ma
         assert seen == sorted(seen), f"{model}: {seen}"
     assert len(sink.decisions) == 11  # the one that failed is counted, not retried out of order
     assert sample(metrics, "scaler_publish_errors_total") == 1
+    # 12 made, 11 acknowledged: the failed one leaves scaler_decisions_published_total flat
+    published = {m: sample(metrics, "scaler_decisions_published_total", model=m) for m in ("chat", "code")}
+    assert sum(published.values()) == 11
+    assert published == {m: sum(1 for d, _ in sink.decisions if d == m) for m in ("chat", "code")}

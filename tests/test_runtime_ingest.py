@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
+import pytest
 from integration_fixtures import make_runtime, sample
 from test_daemon_loop import RecordingSink, _policies
 
+from scaler.core import events
 from scaler.core.events import (
     InvalidEvent,
     MetricEvent,
@@ -107,3 +110,46 @@ def test_one_batch_rejects_counts_and_drops_as_the_records_one_at_a_time() -> No
         policy = controller.policy
         assert controller.ledger.state(policy) == single.owned[model].ledger.state(policy)
         assert controller.last_request_at == single.owned[model].last_request_at
+
+
+def test_a_decoder_that_raises_costs_only_its_record_a_dead_letter_and_the_rest_is_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    boom = b'{"boom": true}'  # the batch decoder leaves it to the one-record decoders, which raise
+    real_request, real_metric = events.decode_request, events.decode_metric
+
+    def request(raw: bytes, **context: Any) -> RequestEvent:
+        if raw == boom:
+            raise OverflowError("int too large to convert to float")
+        return real_request(raw, **context)
+
+    def metric(raw: bytes, **context: Any) -> MetricEvent:
+        if raw == boom:
+            raise RuntimeError("a decoder bug")
+        return real_metric(raw, **context)
+
+    monkeypatch.setattr(events, "decode_request", request)
+    monkeypatch.setattr(events, "decode_metric", metric)
+    values: list[tuple[str, bytes]] = [
+        (REQ, _request("a", T0 + 1)),
+        (REQ, boom),
+        (MET, boom),
+        (REQ, _request("a", T0 + 2)),
+        (REQ, b"not json"),
+        (REQ, _request("a", T0 + 3)),
+    ]
+    records = [RawRecord(topic, 0, offset, None, value) for offset, (topic, value) in enumerate(values)]
+    rt = _runtime()
+    rejected = rt.ingest(records, now=T0 + 5)
+    # each raising record is returned (the daemon dead-letters it), naming the exception
+    found = [(r.offset, e.reason) for r, e in rejected]
+    assert found == [(1, "bad_value"), (2, "bad_value"), (4, "not_json")]
+    assert "OverflowError" in rejected[0][1].detail
+    assert "RuntimeError" in rejected[1][1].detail
+    # the rest of the batch, before and after them, is counted: consumed = valid + rejected
+    assert sample(rt.metrics, "scaler_events_consumed_total", topic=REQ) == 5
+    assert sample(rt.metrics, "scaler_events_consumed_total", topic=MET) == 1
+    assert sample(rt.metrics, "scaler_events_rejected_total", reason="bad_value") == 2
+    rows = rt.owned["a"].aggregator.open_state()["rows"]
+    assert isinstance(rows, list)
+    assert sum(row[0] for row in rows) == 3  # the three valid arrivals

@@ -6,9 +6,10 @@
   The rebalance listener awaits ``on_revoked`` BEFORE partitions move (the caller stops acting,
   checkpoints and commits there) and ``on_assigned`` after the new assignment.
   Commits name their offsets: only records the caller has settled (:meth:`~KafkaEventSource.settle`:
-  counted or dead-lettered) are ever committed, never what a poll returned and a rebalance
-  interrupted; records of a partition revoked after they were polled are not the caller's to count
-  (:meth:`~KafkaEventSource.still_assigned`): the partition's next owner reads them again.
+  counted, or dead-lettered and the letter acknowledged) are ever committed, never what a poll
+  returned and a rebalance interrupted; records of a partition revoked after they were polled are
+  not the caller's to count (:meth:`~KafkaEventSource.still_assigned`): the partition's next owner
+  reads them again.
 * :class:`KafkaDecisionSink` publishes decisions (key = model) and dead letters.
 * :class:`KafkaCheckpointStore` keeps per-model checkpoints on a compacted topic (key = model) and
   reads them back by scanning it to its high-water mark.
@@ -43,7 +44,7 @@ from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import murmur2
 
 from scaler.control.fencing import GroupView
-from scaler.ports import OwnershipCallback, PartitionListener, RawRecord
+from scaler.ports import DeadLetterError, OwnershipCallback, PartitionListener, RawRecord
 from scaler.settings import KafkaSettings
 
 log = structlog.get_logger("scaler.kafka")
@@ -322,7 +323,11 @@ class KafkaEventSource:
         return [r for r in records if (r.topic, r.partition) not in moved]
 
     def settle(self) -> None:
-        """Mark every record polled (and still assigned) as counted or dead-lettered: commit may cover it."""
+        """Mark every record polled (and still assigned) as accounted for: commit may cover it.
+
+        The daemon calls it only once every record polled was counted or its dead letter acknowledged:
+        until then, commits stay at the positions settled before.
+        """
         self._settled.update(self._polled)
         self._polled.clear()
 
@@ -416,7 +421,7 @@ class KafkaDecisionSink:
         """Create a stopped sink."""
         self.kafka = kafka
         self.producer: AIOKafkaProducer | None = None
-        self._pending: list[asyncio.Future[Any]] = []
+        self._pending: list[tuple[tuple[str, int, int], asyncio.Future[Any]]] = []  # (origin, ack)
         # headers of each decision record, e.g. the publishing member and its generation (fencing)
         self.headers: Callable[[str], list[tuple[str, bytes]]] | None = None
 
@@ -459,17 +464,24 @@ class KafkaDecisionSink:
             future = await self.producer.send(topic, value=value, key=key)
         except KafkaError as exc:
             raise ConnectionError(f"dead letter not queued: {exc}") from exc
-        self._pending.append(future)
+        self._pending.append(((record.topic, record.partition, record.offset), future))
 
     async def flush(self) -> None:
-        """Wait until every queued dead letter is acknowledged; raise ConnectionError if one failed."""
+        """Wait until every queued dead letter is acknowledged.
+
+        Raises :class:`~scaler.ports.DeadLetterError` naming the records whose letters failed.
+        """
         pending, self._pending = self._pending, []
         if not pending:
             return
-        results = await asyncio.gather(*pending, return_exceptions=True)
-        failed = [r for r in results if isinstance(r, BaseException)]
+        results = await asyncio.gather(*(future for _, future in pending), return_exceptions=True)
+        outcomes = zip((origin for origin, _ in pending), results, strict=True)
+        failed = [(origin, r) for origin, r in outcomes if isinstance(r, BaseException)]
         if failed:
-            raise ConnectionError(f"{len(failed)} dead letters not delivered: {failed[0]}")
+            raise DeadLetterError(
+                f"{len(failed)} dead letters not delivered: {failed[0][1]!r}",
+                frozenset(origin for origin, _ in failed),
+            )
 
     async def stop(self) -> None:
         """Flush and close; never raises."""

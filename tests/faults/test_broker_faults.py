@@ -25,9 +25,10 @@ from fault_fixtures import (
     fault_policy,
     twice_decided,
 )
-from integration_fixtures import kafka_settings
+from integration_fixtures import kafka_settings, read_topic
 
 from scaler.adapters import kafka
+from scaler.adapters.checkpoint_spool import spool_path
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.slow]
 
@@ -140,12 +141,19 @@ def test_a_broker_restarted_empty_is_survived(own_broker: Broker, tmp_path: Path
         )
         found = decisions(own_broker.bootstrap, daemon.settings.kafka_decisions_topic)
         assert daemon.alive()
+        stopped_at = time.time()
+        code, seconds = daemon.sigterm(timeout=30)
     finally:
         daemon.stop()
+    assert code == 0, daemon.log_path.read_text()[-3000:]
+    assert not daemon.events("shutdown_timed_out")
+    final = _final_checkpoints(own_broker, daemon, since=stopped_at)
+    assert final == set(MODELS), f"final checkpoints of {sorted(final)} only"
     skipped = before + second.acked - consumed
     print(
         f"empty restart: {before} records before, {second.acked} after, consumed {consumed:.0f}: "
-        f"{skipped:.0f} of the new log skipped, {len(twice_decided(found))} decisions out of order"
+        f"{skipped:.0f} of the new log skipped, {len(twice_decided(found))} decisions out of order; "
+        f"SIGTERM: exit {code} in {seconds:.1f} s, final checkpoints of {len(final)} models"
     )
     # The old log's positions, committed as the partitions were revoked (tansu 0.6 takes a commit
     # of the dead broker's group generation), skip the new log's first records: bounded by the old
@@ -155,6 +163,16 @@ def test_a_broker_restarted_empty_is_survived(own_broker: Broker, tmp_path: Path
     assert 503 in ready
     assert {d["model"] for d in found if d["at"] > restarted} == set(MODELS)  # deciding again, every model
     assert beyond_bounds(found, BOUNDS) == []
+
+
+def _final_checkpoints(broker: Broker, daemon: ScalerProcess, *, since: float) -> set[str]:
+    """Return the models with a checkpoint written at or after ``since``: on the state topic, or spooled."""
+    settings = daemon.settings
+    records = asyncio.run(read_topic(broker.bootstrap, settings.kafka_state_topic, at_least=10**9, seconds=3))
+    found = {r.key.decode() for r in records if r.timestamp / 1000 >= since - 0.001}
+    assert settings.checkpoint_dir is not None
+    paths = {m: spool_path(settings.checkpoint_dir, m) for m in MODELS}
+    return found | {m for m, p in paths.items() if p.is_file() and p.stat().st_mtime >= since - 0.001}
 
 
 def _consumed(daemon: ScalerProcess) -> float:

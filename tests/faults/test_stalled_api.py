@@ -4,8 +4,9 @@
 stall (TLS passes through): connections are accepted and bytes sit in the proxy, unanswered, for
 as long as the stall lasts. Two models: ``slow`` (a Deployment behind the stalled API) and ``free``
 (no target). While the API hangs, events are consumed as fast as they are produced, both models
-are decided and published every interval, and once the API answers again the newest decision
-reaches the Deployment: nothing is lost.
+are decided and published every interval, the daemon logs the failure naming the Deployment and
+the timeout, no decision leaves the policy's bounds, and once the API answers again the newest
+decision reaches the Deployment: nothing is lost.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ MODEL_SPEC = """
 """
 TARGETS = "\n    targets:\n      kubernetes: {namespace: NAMESPACE, kind: Deployment, name: slow}"
 STALL_SECONDS = 15.0
+BOUNDS = (1, 6)  # min_replicas, max_replicas of both models (MODEL_SPEC)
 
 
 def _consumed(port: int) -> float:
@@ -156,10 +158,35 @@ def test_a_hung_kubernetes_api_delays_only_its_own_models_actions(
             return bool(slow) and spec == slow[-1]["desired"]["replicas"]
 
         recovered = _until(applied, seconds=30, what="the newest decision applied after the stall")
+        every = [
+            json.loads(r.value)
+            for r in asyncio.run(read_topic(broker.bootstrap, decisions_topic, at_least=10**9, seconds=2))
+        ]
+        outside = [
+            d
+            for d in every
+            if not BOUNDS[0] <= d["desired"]["replicas"] <= BOUNDS[1]
+            or d["desired"]["standby"] != 0
+            or not 0 <= d["desired"]["serverless_provisioned"] <= 4
+        ]
+        assert every
+        assert outside == [], outside[:3]  # the bounds hold, the API hanging or not
+        raw_lines = (tmp_path / "daemon.log").read_bytes().splitlines()
+        lines = [json.loads(raw) for raw in raw_lines if raw.startswith(b"{")]
+        named = [
+            line
+            for line in lines
+            if line.get("model") == "slow"
+            and line.get("event") in ("actuation_failed", "capacity_unavailable")
+            and "slow" in line.get("error", "")
+            and "timed out" in line.get("error", "")
+        ]
+        assert named, "no log line names the Deployment and the timeout"
         print(
             f"stall {window + 1:.0f} s: decisions slow={len(during['slow'])} free={len(during['free'])}, "
             f"events caught up {lag_seconds:.1f} s after the last one, newest decision "
-            f"(replicas {wanted_during} at the end of the stall) applied {recovered:.1f} s after it"
+            f"(replicas {wanted_during} at the end of the stall) applied {recovered:.1f} s after it; "
+            f"{len(every)} decisions within bounds; {len(named)} failures named, e.g. {named[0]['error']!r}"
         )
     finally:
         if process is not None:
