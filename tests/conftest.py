@@ -66,15 +66,14 @@ class Broker:
 
     def start(self) -> None:
         """Start the broker and wait until it accepts connections."""
-        url = f"tcp://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(  # fixed binary, fixed arguments
             [
                 str(self.binary),
                 "broker",
                 "--listener-url",
-                url,
+                f"tcp://127.0.0.1:{self.port}",
                 "--advertised-listener-url",
-                url,
+                f"tcp://{self.bootstrap}",  # what clients are told to connect to
                 "--storage-engine",
                 "memory://tansu/",
                 "--silent",

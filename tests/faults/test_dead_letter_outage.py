@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -120,22 +119,7 @@ class ProxiedBroker(Broker):
     def start(self) -> None:
         """Start the proxy, then the broker advertising it, and wait until both accept connections."""
         self.proxy.start()
-        self.process = subprocess.Popen(  # fixed binary, fixed arguments
-            [
-                str(self.binary),
-                "broker",
-                "--listener-url",
-                f"tcp://127.0.0.1:{self.port}",
-                "--advertised-listener-url",
-                f"tcp://{self.bootstrap}",
-                "--storage-engine",
-                "memory://tansu/",
-                "--silent",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for_tcp(self.port)
+        super().start()
         wait_for_tcp(self.proxy.port)
 
 
@@ -188,19 +172,29 @@ def _rejected(daemon: ScalerProcess) -> float:
     return daemon.metric("scaler_events_rejected_total")
 
 
+def _poison_while_letters_are_refused(
+    broker: ProxiedBroker, settings: Settings, daemon: ScalerProcess
+) -> tuple[tuple[str, int, int], float]:
+    """Start ``daemon``, let it consume 20 valid events, then refuse dead letters and produce a poison
+    record and 10 valid events after it; return the poison's (topic, partition, offset) and the daemon's
+    publish errors before the refusal."""
+    topic = settings.kafka_requests_topic
+    daemon.start()
+    asyncio.run(_produce(broker.bootstrap, topic, _valid(20, 0)))
+    until(lambda: _consumed(daemon) >= 20, seconds=30, what="the first valid events consumed")
+    errors = daemon.metric("scaler_publish_errors_total")
+    broker.proxy.refuse(settings.kafka_deadletter_topic)
+    placed = asyncio.run(_produce(broker.bootstrap, topic, [b"{not json", *_valid(10, 20)]))
+    return placed[0], errors
+
+
 def test_a_restart_while_dead_letters_are_refused_reads_the_poison_again(
     proxied_broker: ProxiedBroker, tmp_path: Path
 ) -> None:
     settings = _settings(proxied_broker, tmp_path)
-    topic = settings.kafka_requests_topic
     first = ScalerProcess(settings, log_path=tmp_path / "first.log")
     try:
-        first.start()
-        asyncio.run(_produce(proxied_broker.bootstrap, topic, _valid(20, 0)))
-        until(lambda: _consumed(first) >= 20, seconds=30, what="the first valid events consumed")
-        proxied_broker.proxy.refuse(settings.kafka_deadletter_topic)
-        placed = asyncio.run(_produce(proxied_broker.bootstrap, topic, [b"{not json", *_valid(10, 20)]))
-        poison = placed[0]
+        poison, _ = _poison_while_letters_are_refused(proxied_broker, settings, first)
         until(lambda: _consumed(first) >= 31, seconds=30, what="the poison batch read")
         until(lambda: proxied_broker.proxy.refused > 0, seconds=30, what="its dead letter refused")
         first_counts = (_consumed(first), _rejected(first))
@@ -240,13 +234,7 @@ def test_a_dead_letter_refused_until_it_fails_is_retried_and_nothing_is_committe
     topic = settings.kafka_requests_topic
     first = ScalerProcess(settings, log_path=tmp_path / "first.log")
     try:
-        first.start()
-        asyncio.run(_produce(proxied_broker.bootstrap, topic, _valid(20, 0)))
-        until(lambda: _consumed(first) >= 20, seconds=30, what="the first valid events consumed")
-        errors_before = first.metric("scaler_publish_errors_total")
-        proxied_broker.proxy.refuse(settings.kafka_deadletter_topic)
-        placed = asyncio.run(_produce(proxied_broker.bootstrap, topic, [b"{not json", *_valid(10, 20)]))
-        poison = placed[0]
+        poison, errors_before = _poison_while_letters_are_refused(proxied_broker, settings, first)
         # the producer gives up on the letter after its request timeout (aiokafka: 40 s)
         until(
             lambda: bool(first.events("dead_letter_not_delivered")),
