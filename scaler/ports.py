@@ -11,16 +11,19 @@ import dataclasses
 from collections.abc import Awaitable, Callable, Mapping
 from typing import NamedTuple, Protocol, runtime_checkable
 
+from scaler.backends.base import ServerlessPort, ServerlessState, TrafficWeightsPort
 from scaler.control.controller import Forecaster, Planner
 from scaler.control.leadtime import ColdStart
+from scaler.core.errors import ConflictError, PermanentError, TransientError
 from scaler.core.operators import ExternalChange
-from scaler.core.policy import KubernetesTarget, ModelPolicy, ServerlessTarget
+from scaler.core.policy import KubernetesTarget, ModelPolicy
 from scaler.core.types import Decision
 
 __all__ = [
     "Capacity",
     "CheckpointStore",
     "Clock",
+    "ConflictError",
     "DeadLetterError",
     "DecisionObserver",
     "DecisionSink",
@@ -38,6 +41,7 @@ __all__ = [
     "PodInfo",
     "RawRecord",
     "ServerlessPort",
+    "ServerlessState",
     "Superseded",
     "TrafficWeightsPort",
     "TransientError",
@@ -179,18 +183,6 @@ ForecasterFactory = Callable[[ModelPolicy], Forecaster]
 ForecasterLoader = Callable[[bytes], Forecaster]
 
 
-class TransientError(Exception):
-    """An API call failed in a way worth retrying (throttled, 5xx, conflict, connection)."""
-
-
-class ConflictError(TransientError):
-    """The object changed between read and write (HTTP 409): the API is alive, a re-read and retry will do."""
-
-
-class PermanentError(Exception):
-    """An API call failed in a way a retry cannot fix (not found, forbidden, invalid)."""
-
-
 class Superseded(Exception):  # noqa: N818  # not an error: someone else changed the target first
     """The target changed since it was read back, so the change was not made (the next read sees why)."""
 
@@ -288,41 +280,3 @@ class LabelStandbyPort(KubernetesPort, Protocol):
         """Run ``replicas + standby`` pods, ``standby`` of them labelled standby; raise on failure."""
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class ServerlessState:
-    """Pre-warmed serverless instances as read back: those provisioned (requested), and of them the ones
-    ready to serve (a Lambda alias's available provisioned concurrency, a SageMaker variant's current
-    instances). ``ready`` below ``provisioned`` is a warm-up in progress: the lead-time learner times it."""
-
-    provisioned: int
-    ready: int
-
-
-class ServerlessPort(Protocol):
-    """Pre-warmed serverless instances of the target a policy names (:mod:`scaler.adapters.serverless`)."""
-
-    async def read(self, target: ServerlessTarget, *, max_concurrency: int) -> ServerlessState:
-        """Return the provisioned instances and how many are ready; raise TransientError or PermanentError."""
-
-    async def set_provisioned(
-        self, target: ServerlessTarget, *, instances: int, quota: int, max_concurrency: int
-    ) -> None:
-        """Provision ``instances`` (within ``quota``); raise TransientError or PermanentError."""
-
-
-@runtime_checkable
-class TrafficWeightsPort(ServerlessPort, Protocol):
-    """A serverless port that also sets the traffic weights of the SageMaker variants a policy names."""
-
-    async def read_weights(self, target: ServerlessTarget) -> dict[str, float]:
-        """Return the DesiredWeight of each named variant; raise TransientError or PermanentError."""
-
-    async def set_weights(
-        self,
-        target: ServerlessTarget,
-        *,
-        weights: dict[str, float],
-        instances: int | None,
-        max_concurrency: int,
-    ) -> None:
-        """Set ``weights`` (and ``instances``, unless None) in one update; raise on failure."""

@@ -30,15 +30,15 @@ from collections.abc import Mapping
 from prometheus_client import CollectorRegistry
 
 from scaler.adapters.actuator import ActuatorMetrics, Actuators, KubeState, RetryPolicy, TransientError
-from scaler.core import backends
+from scaler.backends.lambda_ import LambdaTarget
 from scaler.core.policy import (
     KubernetesTarget,
-    LambdaTarget,
     LeadTimes,
     ModelPolicy,
     ServerlessTarget,
     Targets,
 )
+from scaler.core.profile import GENERIC
 from scaler.ports import Clock, ServerlessState
 from scaler.settings import ActuatorSettings
 
@@ -135,7 +135,7 @@ class SimServerless:
     def _cold_start(name: str, lead: LeadTimes) -> float:
         """Return the serverless cold start of the target ``name`` (the generic profile's if unset)."""
         cold = lead.serverless_cold_start_seconds
-        return backends.GENERIC.cold_start_seconds if cold is None else cold
+        return GENERIC.cold_start_seconds if cold is None else cold
 
     async def read(self, target: ServerlessTarget, *, max_concurrency: int) -> ServerlessState:
         """Return the provisioned instances of ``target`` and those warm; raise TransientError in an

@@ -132,21 +132,6 @@ def weights_differ(
     return any(name not in current or abs(current[name] - w) > tolerance for name, w in desired.items())
 
 
-def units_from_instances(*, instances: int, max_concurrency: int) -> int:
-    """Return the backend's concurrency units for ``instances`` serverless instances (0 for fewer than 0).
-
-    A unit (a Lambda execution environment, a unit of SageMaker Serverless concurrency) serves one
-    request at a time, so one instance (the capacity of one replica, ``replica.max_concurrency``
-    concurrent sequences) is that many units. :func:`instances_from_units` goes back.
-    """
-    return max(instances, 0) * max_concurrency
-
-
-def instances_from_units(*, units: int, max_concurrency: int) -> int:
-    """Return the whole serverless instances that ``units`` concurrent executions make (rounded down)."""
-    return max(units, 0) // max_concurrency
-
-
 def backoff_delay(*, attempt: int, base: float, cap: float, jitter: float) -> float:
     """Return the delay before retry ``attempt`` (1-based): equal jitter, uniform in [c/2, c) of
     ``c = min(cap, base * 2**(a-1))`` (never a near-zero retry storm, still spread out).

@@ -28,7 +28,7 @@
    arrivals). When the cold start fits in W, provisioning only adds cost: none.
    Provisioning falls only past a deadband (a quarter of what is provisioned) to avoid churn.
    ``spill_fraction`` is the share of the current rate above what ready replicas sustain. The cold
-   start is the backend's profile (:mod:`scaler.core.backends`); a per-token backend (Bedrock) is
+   start is the backend's profile (:mod:`scaler.backends`); a per-token backend (Bedrock) is
    never provisioned and its spill share is capped at the rate its ``tokens_per_minute`` admits,
    counted as that many instances (rounded down) wherever the quota sizes replicas and standby; its
    per-token prices set ``c_s`` at the forecast's request size.
@@ -59,8 +59,9 @@ import dataclasses
 
 import numpy as np
 
-from scaler.core import backends, queueing, schedule, sizing
+from scaler.core import queueing, schedule, sizing
 from scaler.core.policy import Bounds, ModelPolicy
+from scaler.core.profile import requests_per_second_within
 from scaler.core.types import BoundBy, Decision, DemandForecast, Observed, Reason, Unavailable, by_schedule
 
 TOLERANCE = 0.1  # demand deadband for adding or letting go of a replica (HPA's tolerance is 10% too)
@@ -270,7 +271,7 @@ def _quota_rate(policy: ModelPolicy, *, forecast: DemandForecast) -> float | Non
     if tpm is None:
         return None
     tokens = max(forecast.mean_prompt_tokens, 0.0) + max(forecast.mean_output_tokens, 0.0)
-    return backends.requests_per_second_within(tokens_per_minute=tpm, tokens_per_request=tokens)
+    return requests_per_second_within(tokens_per_minute=tpm, tokens_per_request=tokens)
 
 
 def _quota_instances(policy: ModelPolicy, *, bounds: Bounds, forecast: DemandForecast) -> int:

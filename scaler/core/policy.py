@@ -23,7 +23,7 @@ Default figures and their reasoning (see also README "Policy defaults"):
   ``replica_per_hour``), and the planner only buys standby where it is cheaper than a serving replica
   (a serving replica is as warm and takes traffic). vLLM's sleep mode frees GPU memory but not the
   GPU the pod was scheduled on, so it saves nothing on a dedicated GPU.
-* The serverless cold start defaults to the backend's profile (:mod:`scaler.core.backends`): minutes
+* The serverless cold start defaults to the backend's profile (:mod:`scaler.backends`): minutes
   for Lambda and SageMaker capacity from zero, none for Bedrock, 15 s without a serverless target.
 """
 
@@ -34,12 +34,16 @@ import datetime as dt
 import re
 import weakref
 import zoneinfo
-from typing import Annotated, Any, Literal, Self
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, TypeAdapter, field_validator, model_validator
 
-from scaler.core import backends
+from scaler.backends import BACKENDS
+from scaler.backends.base import ServerlessBase
 from scaler.core.operators import ExternalChanges
+from scaler.core.profile import GENERIC, BackendProfile
+from scaler.core.strict import Strict as _Strict
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -54,12 +58,6 @@ WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun"
 EXTENSION_PREFIX = "x-"  # top-level keys a policy file may add and the loader ignores (YAML anchors)
 SCHEMA_URL = "https://json-schema.org/draft/2020-12/schema"
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
-
-
-class _Strict(BaseModel):
-    """Base for every policy section: unknown keys are errors, values are never coerced across types."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
 class Slo(_Strict):
@@ -202,7 +200,7 @@ class LeadTimes(_Strict):
         if kind == "replica":
             return self.cold_start_seconds
         cold = self.serverless_cold_start_seconds  # unset: the backend's (ModelPolicy.lead_times_in_force)
-        return backends.GENERIC.cold_start_seconds if cold is None else cold
+        return GENERIC.cold_start_seconds if cold is None else cold
 
     def bounds(self, kind: LeadKind) -> tuple[float, float]:
         """Return (floor, ceiling) of the learned lead time of ``kind``."""
@@ -393,7 +391,6 @@ def _to_minutes(hhmm: str) -> int:
 
 K8S_NAME_RE = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 K8S_NAMESPACE_RE = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
-AWS_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,139}$"
 
 
 class KubernetesTarget(_Strict):
@@ -436,120 +433,37 @@ class KubernetesTarget(_Strict):
         return f"{self.key}#standby" if self.standby_label else None
 
 
-_AWS_REGION_RE = r"^[a-z]{2}(-[a-z]+)+-\d$"
-BEDROCK_MODEL_RE = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,255}$"
-
-
-class _ServerlessBase(_Strict):
-    """Fields every serverless backend has; each backend's model adds only its own."""
-
-    region: str | None = Field(
-        default=None, pattern=_AWS_REGION_RE, description="AWS region, if not the default."
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _fields_of_other_backends(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            own = cls.model_fields
-            for key in data:
-                owner = _FIELD_BACKEND.get(key)
-                if owner is not None and key not in own:
-                    raise ValueError(f"field {key} is for backend {owner}, not {data.get('backend')}")
-        return data
-
-    @property
-    def key(self) -> str:
-        """Return ``backend/<resource>``: how logs, metrics and the pacer name this target."""
-        raise NotImplementedError
-
-    @property
-    def weighted(self) -> tuple[str, str] | None:
-        """Return (primary, burst) variants whose traffic weights this target governs, or None."""
-        return None
-
-
-class LambdaTarget(_ServerlessBase):
-    """A Lambda function alias carrying provisioned concurrency; its reserved concurrency is the quota."""
-
-    backend: Literal["lambda"] = Field(description="AWS Lambda.")
-    function_name: str = Field(pattern=AWS_NAME_RE, description="Lambda function name.")
-    alias: str = Field(pattern=AWS_NAME_RE, description="Lambda alias carrying provisioned concurrency.")
-
-    @property
-    def key(self) -> str:
-        """Return ``lambda/function:alias``."""
-        return f"lambda/{self.function_name}:{self.alias}"
-
-
-class SageMakerTarget(_ServerlessBase):
-    """A SageMaker endpoint variant (instances, or a serverless variant's provisioned concurrency)."""
-
-    backend: Literal["sagemaker"] = Field(description="Amazon SageMaker real-time endpoints.")
-    endpoint_name: str = Field(pattern=AWS_NAME_RE, description="SageMaker endpoint name.")
-    variant_name: str = Field(pattern=AWS_NAME_RE, description="SageMaker production variant name.")
-    primary_variant: str | None = Field(
-        default=None,
-        pattern=AWS_NAME_RE,
-        description=(
-            "SageMaker variant serving the rest of the endpoint's traffic: when set, variant_name gets "
-            "DesiredWeight spill_fraction and this one 1 - spill_fraction."
-        ),
-    )
-
-    @model_validator(mode="after")
-    def _distinct(self) -> Self:
-        if self.primary_variant == self.variant_name:
-            raise ValueError("primary_variant must differ from variant_name")
-        return self
-
-    @property
-    def key(self) -> str:
-        """Return ``sagemaker/endpoint/variant``."""
-        return f"sagemaker/{self.endpoint_name}/{self.variant_name}"
-
-    @property
-    def weighted(self) -> tuple[str, str] | None:
-        """Return (primary_variant, variant_name), or None without a primary variant."""
-        return None if self.primary_variant is None else (self.primary_variant, self.variant_name)
-
-
-class BedrockTarget(_ServerlessBase):
-    """On-demand (per-token) inference of a model Amazon Bedrock hosts: nothing is provisioned.
-
-    The spill share reaches it through the decision's routing weights (``spill_fraction`` on the
-    decisions topic, applied by the gateway); the planner spills only within ``tokens_per_minute``.
-    """
-
-    backend: Literal["bedrock"] = Field(description="Amazon Bedrock on-demand inference.")
-    model_id: str = Field(
-        pattern=BEDROCK_MODEL_RE, description="Bedrock model id or inference profile the gateway calls."
-    )
-    tokens_per_minute: PositiveInt = Field(
-        le=10**10,
-        description="Tokens per minute (input + output) this model may use: the account's on-demand "
-        "quota for the model in the region (Service Quotas), or the share of it left to spill-over.",
-    )
-
-    @property
-    def key(self) -> str:
-        """Return ``bedrock/model_id``."""
-        return f"bedrock/{self.model_id}"
-
-
-ServerlessTarget = Annotated[LambdaTarget | SageMakerTarget | BedrockTarget, Field(discriminator="backend")]
-SERVERLESS_TARGETS: dict[str, type[_ServerlessBase]] = {
-    "lambda": LambdaTarget,
-    "sagemaker": SageMakerTarget,
-    "bedrock": BedrockTarget,
-}
-SERVERLESS_TARGET: TypeAdapter[LambdaTarget | SageMakerTarget | BedrockTarget] = TypeAdapter(ServerlessTarget)
+SERVERLESS_TARGETS: Mapping[str, type[ServerlessBase]] = {name: b.target for name, b in BACKENDS.items()}
+_WITH_INSTANCES = ", ".join(name for name, b in BACKENDS.items() if not b.profile.per_token)
 _FIELD_BACKEND: dict[str, str] = {
     name: backend
     for backend, model in SERVERLESS_TARGETS.items()
     for name in model.model_fields
-    if name not in _ServerlessBase.model_fields and name != "backend"
+    if name not in ServerlessBase.model_fields
 }
+
+
+def _fields_of_other_backends(data: Any) -> Any:
+    """Return ``data``; raise ValueError naming the backend a stray field belongs to (the backend's own
+    model would only call it extra)."""
+    if isinstance(data, dict):
+        own = SERVERLESS_TARGETS.get(str(data.get("backend")))
+        for key in data:
+            owner = _FIELD_BACKEND.get(key)
+            if owner is not None and own is not None and key not in own.model_fields:
+                raise ValueError(f"field {key} is for backend {owner}, not {data.get('backend')}")
+    return data
+
+
+if TYPE_CHECKING:
+    ServerlessTarget = ServerlessBase  # any backend's target: the union below, as the type checker sees it
+else:
+    ServerlessTarget = Annotated[
+        Union[tuple(SERVERLESS_TARGETS.values())],  # noqa: UP007  # the registry's backends, tagged
+        Field(discriminator="backend"),
+        BeforeValidator(_fields_of_other_backends),
+    ]
+SERVERLESS_TARGET: TypeAdapter[ServerlessBase] = TypeAdapter(ServerlessTarget)
 
 
 class Targets(_Strict):
@@ -623,13 +537,13 @@ class ModelPolicy(_Strict):
         backend = self.serverless_backend
         if self.lead_times.serverless_cold_start_seconds is not None:
             raise ValueError(
-                f"lead_times.serverless_cold_start_seconds is for backends with instances (lambda, "
-                f"sagemaker): backend {backend} has no cold start"
+                f"lead_times.serverless_cold_start_seconds is for backends with instances "
+                f"({_WITH_INSTANCES}): backend {backend} has no cold start"
             )
         for name in ("serverless_per_gpu_second", "serverless_provisioned_per_hour"):
             if name in self.prices.model_fields_set:
                 raise ValueError(
-                    f"prices.{name} is for backends with instances (lambda, sagemaker): backend {backend} "
+                    f"prices.{name} is for backends with instances ({_WITH_INSTANCES}): backend {backend} "
                     "bills per token (prices.serverless_per_million_input_tokens / _output_tokens)"
                 )
         per_input, per_output = self.serverless_token_prices
@@ -660,9 +574,10 @@ class ModelPolicy(_Strict):
         return lead.standby_promotion_seconds
 
     @property
-    def serverless_profile(self) -> backends.BackendProfile:
+    def serverless_profile(self) -> BackendProfile:
         """Return the backend's profile, with ``lead_times.serverless_cold_start_seconds`` if set."""
-        profile = backends.PROFILES[self.serverless_backend]
+        target = self.targets.serverless if self.targets is not None else None
+        profile = target.PROFILE if target is not None else GENERIC
         cold = self.lead_times.serverless_cold_start_seconds
         return profile if cold is None else dataclasses.replace(profile, cold_start_seconds=cold)
 
@@ -679,7 +594,7 @@ class ModelPolicy(_Strict):
     def serverless_tokens_per_minute(self) -> int | None:
         """Return the tokens-per-minute quota of a per-token backend, None for backends with instances."""
         target = self.targets.serverless if self.targets is not None else None
-        return target.tokens_per_minute if isinstance(target, BedrockTarget) else None
+        return target.tokens_per_minute_quota if target is not None else None
 
     @property
     def serverless_token_prices(self) -> tuple[float, float]:

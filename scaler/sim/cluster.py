@@ -38,9 +38,9 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-from scaler.core import backends
 from scaler.core.accounting import CostBreakdown, bill, hold_seconds, wait_limit
 from scaler.core.policy import ModelPolicy
+from scaler.core.profile import GENERIC
 from scaler.sim import kernels
 from scaler.sim.coldstart import ColdStarts
 from scaler.sim.fleet import Fleet, mean_coverage, replica_series
@@ -49,7 +49,7 @@ from scaler.sim.results import FloatArray, Timeline
 from scaler.sim.workload import Workload
 
 GIVE_UP_SECONDS = 60.0  # a request waiting longer than this for a replica slot is dropped
-KEEPALIVE_SECONDS = backends.GENERIC.keep_warm_seconds  # an idle instance stays warm this long (generic)
+KEEPALIVE_SECONDS = GENERIC.keep_warm_seconds  # an idle instance stays warm this long (generic)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

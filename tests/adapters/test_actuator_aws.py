@@ -17,9 +17,9 @@ from prometheus_client import CollectorRegistry
 
 from scaler.adapters.actuator import ActuatorMetrics, Actuators, PermanentError, RetryPolicy, TransientError
 from scaler.adapters.aws import AwsServerless
-from scaler.adapters.serverless import Connection
-from scaler.adapters.serverless.lambda_ import LambdaServerless
-from scaler.adapters.serverless.sagemaker import SageMakerServerless
+from scaler.adapters.serverless import AwsApi, Connection
+from scaler.backends.lambda_ import LambdaServerless
+from scaler.backends.sagemaker import SageMakerServerless
 from scaler.core.types import Unavailable
 from scaler.ports import ServerlessState
 from tests.adapters.actuator_fixtures import (
@@ -218,8 +218,8 @@ def test_lambda_reserved_concurrency_is_the_quota_and_other_functions_are_untouc
 
 
 def test_lambda_provisioned_concurrency_calls_match_the_service_model() -> None:
-    adapter = LambdaServerless(Connection(region=REGION))
-    lam = adapter.aws.client("lambda", None)
+    adapter = LambdaServerless(AwsApi(Connection(region=REGION)))
+    lam = adapter.api.client("lambda", None)
     pol = policy(serverless={"backend": "lambda", "function_name": "chat-burst", "alias": "live"})
     target = pol.targets.serverless
     with Stubber(lam) as stub:
@@ -255,8 +255,8 @@ def test_lambda_provisioned_concurrency_calls_match_the_service_model() -> None:
 
 
 def test_sagemaker_serverless_provisioned_concurrency_goes_through_a_new_endpoint_config() -> None:
-    adapter = SageMakerServerless(Connection(region=REGION))
-    sm = adapter.aws.client("sagemaker", None)
+    adapter = SageMakerServerless(AwsApi(Connection(region=REGION)))
+    sm = adapter.api.client("sagemaker", None)
     target = policy(serverless=SAGEMAKER).targets.serverless
     serverless_variant = {
         "VariantName": "burst",

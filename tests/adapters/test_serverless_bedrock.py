@@ -8,9 +8,9 @@ import dataclasses
 from prometheus_client import CollectorRegistry
 
 from scaler.adapters.actuator import ActuatorMetrics, Actuators, RetryPolicy
-from scaler.adapters.serverless import Connection, ServerlessBackends
-from scaler.adapters.serverless.bedrock import BedrockServerless, Requested
-from scaler.core.policy import BedrockTarget, ModelPolicy
+from scaler.adapters.serverless import AwsApi, Connection, ServerlessBackends
+from scaler.backends.bedrock import BedrockServerless, BedrockTarget, Requested
+from scaler.core.policy import ModelPolicy
 from scaler.core.types import Unavailable
 from scaler.ports import ServerlessState
 from tests.adapters.actuator_fixtures import decision
@@ -54,7 +54,7 @@ def test_a_bedrock_target_reads_nothing_provisioned_and_changes_nothing() -> Non
 
 
 def test_the_bedrock_port_records_what_it_was_asked() -> None:
-    port = BedrockServerless(Connection())
+    port = BedrockServerless(AwsApi(Connection()))
     target = BedrockTarget.model_validate(BEDROCK)
     asyncio.run(port.set_provisioned(target, instances=0, quota=16, max_concurrency=64))
     assert port.requested == {target.key: Requested(instances=0, tokens_per_minute=300_000)}

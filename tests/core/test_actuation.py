@@ -114,12 +114,6 @@ def test_changes_lists_only_differences_on_named_targets_in_promotion_order(
     assert [(c.kind, c.current, c.desired) for c in result] == expected
 
 
-def test_units_from_instances_are_instances_times_max_concurrency() -> None:
-    assert actuation.units_from_instances(instances=3, max_concurrency=32) == 96
-    assert actuation.units_from_instances(instances=-1, max_concurrency=32) == 0
-    assert actuation.instances_from_units(units=95, max_concurrency=32) == 2
-
-
 @given(st.integers(1, 30), st.floats(0, 1, exclude_max=True))
 def test_backoff_grows_to_its_cap_with_jitter(attempt: int, jitter: float) -> None:
     delay = actuation.backoff_delay(attempt=attempt, base=0.1, cap=5.0, jitter=jitter)

@@ -9,17 +9,12 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from scaler.core import backends
-from scaler.core.policy import (
-    SERVERLESS_TARGET,
-    SERVERLESS_TARGETS,
-    BedrockTarget,
-    LambdaTarget,
-    ModelPolicy,
-    SageMakerTarget,
-    policy_json_schema,
-)
+from scaler.backends.bedrock import BedrockTarget
+from scaler.backends.lambda_ import LambdaTarget
+from scaler.backends.sagemaker import SageMakerTarget
+from scaler.core.policy import SERVERLESS_TARGET, SERVERLESS_TARGETS, ModelPolicy, policy_json_schema
 from scaler.core.policy_file import PolicyError, parse_policy_text
+from scaler.core.profile import requests_per_second_within
 
 LAMBDA = {"backend": "lambda", "function_name": "chat-burst", "alias": "live"}
 SAGEMAKER = {"backend": "sagemaker", "endpoint_name": "chat", "variant_name": "burst"}
@@ -49,24 +44,24 @@ def test_each_backend_plans_with_its_own_profile(
 
 
 def test_gpu_capacity_from_zero_on_aws_takes_minutes_and_only_bedrock_is_instant() -> None:
-    assert backends.LAMBDA.cold_start_seconds >= 60
-    assert backends.SAGEMAKER.cold_start_seconds >= 180  # "several minutes" (scale from zero)
-    assert backends.BEDROCK.cold_start_seconds == 0.0
-    assert math.isinf(backends.BEDROCK.keep_warm_seconds)
-    assert "tokens per minute" in backends.BEDROCK.quota_unit
+    assert LambdaTarget.PROFILE.cold_start_seconds >= 60
+    assert SageMakerTarget.PROFILE.cold_start_seconds >= 180  # "several minutes" (scale from zero)
+    assert BedrockTarget.PROFILE.cold_start_seconds == 0.0
+    assert math.isinf(BedrockTarget.PROFILE.keep_warm_seconds)
+    assert "tokens per minute" in BedrockTarget.PROFILE.quota_unit
 
 
 def test_a_configured_cold_start_overrides_the_profile() -> None:
     pol = policy(LAMBDA, lead_times={"serverless_cold_start_seconds": 5})
     assert pol.serverless_profile.cold_start_seconds == 5.0
-    assert pol.serverless_profile.keep_warm_seconds == backends.LAMBDA.keep_warm_seconds
+    assert pol.serverless_profile.keep_warm_seconds == LambdaTarget.PROFILE.keep_warm_seconds
 
 
 def test_every_backend_the_schema_accepts_has_a_target_model_and_a_profile() -> None:
     schema = policy_json_schema()
     targets = schema["$defs"]["Targets"]["properties"]["serverless"]["anyOf"][0]
     assert set(targets["discriminator"]["mapping"]) == set(SERVERLESS_TARGETS)
-    assert set(SERVERLESS_TARGETS) <= set(backends.PROFILES)
+    assert all(model.PROFILE.name == name for name, model in SERVERLESS_TARGETS.items())
 
 
 @pytest.mark.parametrize(
@@ -103,13 +98,13 @@ def _problems(text: str) -> list[str]:
 
 def test_policy_files_name_a_wrong_or_missing_backend_and_its_line() -> None:
     head = "models:\n  - name: m\n    targets:\n      serverless:\n"
+    known = ", ".join(map(repr, SERVERLESS_TARGETS))  # 'lambda', 'sagemaker', ... in registry order
+    assert known.startswith("'lambda', 'sagemaker', 'bedrock'")
     assert _problems(head + "        backend: modal\n") == [
-        "p.yaml:5: models[0].targets.serverless.backend: must be one of 'lambda', 'sagemaker', 'bedrock', "
-        "got 'modal'"
+        f"p.yaml:5: models[0].targets.serverless.backend: must be one of {known}, got 'modal'"
     ]
     assert _problems(head + "        function_name: f\n") == [
-        "p.yaml:4: models[0].targets.serverless: required, but missing: backend, one of 'lambda', "
-        "'sagemaker', 'bedrock'"
+        f"p.yaml:4: models[0].targets.serverless: required, but missing: backend, one of {known}"
     ]
     typo = head + "        backend: sagemaker\n        endpoint_nam: e\n        variant_name: v\n"
     assert (
@@ -156,8 +151,8 @@ def test_instance_backends_keep_the_break_even_of_their_gpu_second_price() -> No
 
 
 def test_requests_within_a_token_quota() -> None:
-    assert backends.requests_per_second_within(tokens_per_minute=72_000, tokens_per_request=1_200) == 1.0
-    assert math.isinf(backends.requests_per_second_within(tokens_per_minute=1, tokens_per_request=0))
+    assert requests_per_second_within(tokens_per_minute=72_000, tokens_per_request=1_200) == 1.0
+    assert math.isinf(requests_per_second_within(tokens_per_minute=1, tokens_per_request=0))
 
 
 def test_every_example_policy_still_validates() -> None:

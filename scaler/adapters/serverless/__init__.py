@@ -1,14 +1,10 @@
-"""Serverless backends: one adapter module per backend, and the registry that picks one per target.
+"""The serverless port of the actuators: each target goes to the adapter of its backend.
 
-``REGISTRY`` maps each value of a policy's ``targets.serverless.backend`` to the factory of its
+The backends are the modules of :mod:`scaler.backends` (one each, listed in
+:data:`scaler.backends.BACKENDS`); ``REGISTRY`` maps each backend's name to the factory of its
 adapter (a :class:`~scaler.ports.ServerlessPort`; SageMaker's is also a
-:class:`~scaler.ports.TrafficWeightsPort`). :class:`ServerlessBackends` is the one port the
-actuators hold: it hands each target to its backend's adapter, made on first use.
-
-Adding a backend (say Cloud Run) is one module here implementing the port, one line in
-``REGISTRY``, a model class in :data:`scaler.core.policy.SERVERLESS_TARGETS` with its profile in
-:mod:`scaler.core.backends`, and one test file; ``tests/adapters/test_serverless_registry.py``
-fails until the registry covers every backend the policy schema accepts.
+:class:`~scaler.ports.TrafficWeightsPort`). :class:`ServerlessBackends` hands each target to its
+backend's adapter, made on first use with the one :class:`~._aws.AwsApi` all of them share.
 """
 
 from __future__ import annotations
@@ -18,20 +14,17 @@ from typing import Final, Protocol, runtime_checkable
 
 import boto3
 
-from scaler.adapters.serverless import bedrock, lambda_, sagemaker
-from scaler.adapters.serverless._aws import Connection
+from scaler.adapters.serverless._aws import AwsApi, Connection
+from scaler.backends import BACKENDS
+from scaler.backends.base import Api
 from scaler.core.policy import ServerlessTarget
 from scaler.ports import PermanentError, ServerlessPort, ServerlessState, TrafficWeightsPort
 
-__all__ = ["IAM_ACTIONS", "REGISTRY", "Connection", "QuotaPort", "ServerlessBackends"]
+__all__ = ["IAM_ACTIONS", "REGISTRY", "AwsApi", "Connection", "QuotaPort", "ServerlessBackends"]
 
-BackendFactory = Callable[[Connection], ServerlessPort]
-REGISTRY: Final[Mapping[str, BackendFactory]] = {
-    "lambda": lambda_.LambdaServerless,
-    "sagemaker": sagemaker.SageMakerServerless,
-    "bedrock": bedrock.BedrockServerless,
-}
-IAM_ACTIONS: Final[tuple[str, ...]] = lambda_.IAM_ACTIONS + sagemaker.IAM_ACTIONS + bedrock.IAM_ACTIONS
+BackendFactory = Callable[[Api], ServerlessPort]
+REGISTRY: Final[Mapping[str, BackendFactory]] = {name: b.adapter for name, b in BACKENDS.items()}
+IAM_ACTIONS: Final[tuple[str, ...]] = tuple(a for b in BACKENDS.values() for a in b.iam_actions)
 
 
 @runtime_checkable
@@ -58,6 +51,7 @@ class ServerlessBackends:
         self.connection = Connection(
             endpoint_url=endpoint_url, region=region, timeout_seconds=timeout_seconds, session=session
         )
+        self.api = AwsApi(self.connection)
         self.registry = registry
         self._adapters: dict[str, ServerlessPort] = {}
 
@@ -68,7 +62,7 @@ class ServerlessBackends:
             factory = self.registry.get(backend)
             if factory is None:
                 raise PermanentError(f"{target.key}: no adapter for backend {backend!r}")
-            self._adapters[backend] = factory(self.connection)
+            self._adapters[backend] = factory(self.api)
         return self._adapters[backend]
 
     async def read(self, target: ServerlessTarget, *, max_concurrency: int) -> ServerlessState:

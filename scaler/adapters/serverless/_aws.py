@@ -1,10 +1,11 @@
-"""What the AWS backends share: the connection settings, cached boto3 clients, and error classification.
+"""The AWS wire of every serverless backend: connection settings, cached boto3 clients, error classes.
 
+:class:`AwsApi` is the :class:`scaler.backends.base.Api` the backend modules are given.
 Credentials come from the standard boto3 chain; ``endpoint_url`` and ``region`` are settings.
-boto3 is synchronous: the backends run every call through :func:`call`, which runs it in
-:func:`asyncio.to_thread` and turns botocore's errors into the ports' TransientError or
-PermanentError (:func:`classify`, the one place that decides which is which). botocore's own
-retries are off: :mod:`scaler.adapters.actuator` retries with backoff and counts every retry.
+boto3 is synchronous: the backends run every call through :meth:`AwsApi.call`, which runs it in
+:func:`asyncio.to_thread` and turns botocore's errors into TransientError or PermanentError
+(:func:`classify`, the one place that decides which is which). botocore's own retries are off:
+:mod:`scaler.adapters.actuator` retries with backoff and counts every retry.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from scaler.ports import PermanentError, TransientError
+from scaler.core.errors import PermanentError, TransientError
 
 _TRANSIENT_CODES: Final = frozenset(
     {
@@ -35,6 +36,9 @@ _TRANSIENT_CODES: Final = frozenset(
 )
 
 
+_T = TypeVar("_T")
+
+
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Connection:
     """How a backend adapter reaches its API: endpoint, default region, timeout, boto3 session."""
@@ -45,8 +49,11 @@ class Connection:
     session: boto3.session.Session | None = None
 
 
-class AwsClients:
-    """boto3 clients per (service, region), made on first use, with botocore's retries off."""
+class AwsApi:
+    """boto3 clients per (service, region), made on first use, with botocore's retries off; and the
+    threaded, classified call (the :class:`scaler.backends.base.Api` of the AWS backends)."""
+
+    error = ClientError
 
     def __init__(self, connection: Connection) -> None:
         """Create the cache for ``connection``; no client is made yet."""
@@ -67,6 +74,18 @@ class AwsClients:
                 service, region_name=key[1], endpoint_url=self.connection.endpoint_url, config=self.config
             )
         return self._clients[key]
+
+    async def call(self, work: Callable[[], _T], *, what: str) -> _T:
+        """Return what ``work`` returns; see :func:`call`."""
+        return await call(work, what=what)
+
+    def error_code(self, exc: Exception) -> str:
+        """Return the error code of a boto ClientError ('' for anything else)."""
+        return error_code(exc) if isinstance(exc, ClientError) else ""
+
+    def error_message(self, exc: Exception) -> str:
+        """Return the error message of a boto ClientError ('' for anything else)."""
+        return error_message(exc) if isinstance(exc, ClientError) else ""
 
 
 def classify(exc: Exception, *, what: str) -> Exception:
@@ -89,9 +108,6 @@ def error_code(exc: ClientError) -> str:
 def error_message(exc: ClientError) -> str:
     """Return the error message of a boto ClientError ('' if it has none)."""
     return str(exc.response.get("Error", {}).get("Message", ""))
-
-
-_T = TypeVar("_T")
 
 
 async def call(work: Callable[[], _T], *, what: str) -> _T:

@@ -14,22 +14,33 @@
   a request. A named instance variant whose count is not being changed has its count restated as
   described (an update that omits it may reset it, as the moto emulator does).
 
-GPU instances scaled to zero take minutes to come back (:data:`scaler.core.backends.SAGEMAKER`):
-instances kept in service are what make this backend fast.
+The profile: an endpoint that scaled its GPU instances to zero (only possible with inference
+components) cannot answer until it has provisioned an instance again, which AWS says takes several
+minutes (360 s is assumed), with invocations failing meanwhile. Instances kept in service
+(``DesiredInstanceCount``) or provisioned concurrency of a serverless variant (CPU only, no GPUs)
+are what make it fast. Scale-in after a burst is assumed 300 s later (a typical scale-in cooldown).
+Quota: instances of the variant; price: per instance-hour.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Final
+from typing import Any, Final, Literal, Self
 
-from botocore.exceptions import ClientError
+from pydantic import Field, model_validator
 
-from scaler.adapters.serverless import _aws
-from scaler.adapters.serverless._aws import AwsClients, Connection
-from scaler.core import actuation
-from scaler.core.policy import SageMakerTarget, ServerlessTarget
-from scaler.ports import PermanentError, ServerlessState
+from scaler.backends.base import (
+    AWS_NAME_RE,
+    Api,
+    Backend,
+    ServerlessBase,
+    ServerlessState,
+    instances_from_units,
+    narrow,
+    units_from_instances,
+)
+from scaler.core.errors import PermanentError
+from scaler.core.profile import BackendProfile
 
 IAM_ACTIONS: Final[tuple[str, ...]] = (
     "sagemaker:DescribeEndpoint",
@@ -40,10 +51,48 @@ IAM_ACTIONS: Final[tuple[str, ...]] = (
 )
 
 
-def _own(target: ServerlessTarget) -> SageMakerTarget:
-    if not isinstance(target, SageMakerTarget):
-        raise PermanentError(f"{target.key}: not a sagemaker target")
-    return target
+class SageMakerTarget(ServerlessBase):
+    """A SageMaker endpoint variant (instances, or a serverless variant's provisioned concurrency)."""
+
+    PROFILE = BackendProfile(
+        name="sagemaker",
+        cold_start_seconds=360.0,
+        keep_warm_seconds=300.0,
+        provisionable=True,
+        per_token=False,
+        quota_unit="instances of the variant (serverless variant: concurrency)",
+        price_unit="instance-hour (serverless variant: per second of compute)",
+        adapter_calls="DescribeEndpoint(Config), UpdateEndpointWeightsAndCapacities, CreateEndpointConfig, "
+        "UpdateEndpoint",
+    )
+
+    backend: Literal["sagemaker"] = Field(description="Amazon SageMaker real-time endpoints.")
+    endpoint_name: str = Field(pattern=AWS_NAME_RE, description="SageMaker endpoint name.")
+    variant_name: str = Field(pattern=AWS_NAME_RE, description="SageMaker production variant name.")
+    primary_variant: str | None = Field(
+        default=None,
+        pattern=AWS_NAME_RE,
+        description=(
+            "SageMaker variant serving the rest of the endpoint's traffic: when set, variant_name gets "
+            "DesiredWeight spill_fraction and this one 1 - spill_fraction."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Self:
+        if self.primary_variant == self.variant_name:
+            raise ValueError("primary_variant must differ from variant_name")
+        return self
+
+    @property
+    def key(self) -> str:
+        """Return ``sagemaker/endpoint/variant``."""
+        return f"sagemaker/{self.endpoint_name}/{self.variant_name}"
+
+    @property
+    def weighted(self) -> tuple[str, str] | None:
+        """Return (primary_variant, variant_name), or None without a primary variant."""
+        return None if self.primary_variant is None else (self.primary_variant, self.variant_name)
 
 
 def _is_serverless(variant: dict[str, Any]) -> bool:
@@ -56,15 +105,15 @@ def _is_serverless(variant: dict[str, Any]) -> bool:
 class SageMakerServerless:
     """Capacity and traffic weights of the SageMaker endpoint variant a policy names (weights port too)."""
 
-    def __init__(self, connection: Connection) -> None:
-        """Create the adapter; clients are made on first use."""
-        self.aws = AwsClients(connection)
+    def __init__(self, api: Api) -> None:
+        """Create the adapter; ``api``'s clients are made on first use."""
+        self.api = api
 
-    async def read(self, target: ServerlessTarget, *, max_concurrency: int) -> ServerlessState:
+    async def read(self, target: ServerlessBase, *, max_concurrency: int) -> ServerlessState:
         """Return the variant's provisioned instances (desired) and those in service (current); raise
         TransientError or PermanentError."""
-        own = _own(target)
-        _, variants = await _aws.call(lambda: self._variants(own), what=f"read {own.key}")
+        own = narrow(target, SageMakerTarget)
+        _, variants = await self.api.call(lambda: self._variants(own), what=f"read {own.key}")
         variant = variants.get(own.variant_name)
         if variant is None:
             raise PermanentError(f"{own.key}: no variant {own.variant_name!r} on the endpoint")
@@ -74,8 +123,8 @@ class SageMakerServerless:
             units = int(desired_sl.get("ProvisionedConcurrency", 0))
             ready = min(int(current_sl.get("ProvisionedConcurrency", 0)), units)
             return ServerlessState(
-                provisioned=actuation.instances_from_units(units=units, max_concurrency=max_concurrency),
-                ready=actuation.instances_from_units(units=ready, max_concurrency=max_concurrency),
+                provisioned=instances_from_units(units=units, max_concurrency=max_concurrency),
+                ready=instances_from_units(units=ready, max_concurrency=max_concurrency),
             )
         desired = int(variant.get("DesiredInstanceCount", variant.get("CurrentInstanceCount", 0)))
         return ServerlessState(
@@ -83,18 +132,19 @@ class SageMakerServerless:
         )
 
     async def set_provisioned(
-        self, target: ServerlessTarget, *, instances: int, quota: int, max_concurrency: int
+        self, target: ServerlessBase, *, instances: int, quota: int, max_concurrency: int
     ) -> None:
         """Set the variant's instances (or provisioned concurrency); raise on failure."""
-        await self._update(_own(target), weights=None, instances=instances, max_concurrency=max_concurrency)
+        own = narrow(target, SageMakerTarget)
+        await self._update(own, weights=None, instances=instances, max_concurrency=max_concurrency)
 
-    async def read_weights(self, target: ServerlessTarget) -> dict[str, float]:
+    async def read_weights(self, target: ServerlessBase) -> dict[str, float]:
         """Return the DesiredWeight (else CurrentWeight) of the variants ``target`` names.
 
         Raises PermanentError if a named variant is missing, TransientError on throttling and 5xx.
         """
-        own = _own(target)
-        _, by_name = await _aws.call(lambda: self._variants(own), what=f"read weights of {own.key}")
+        own = narrow(target, SageMakerTarget)
+        _, by_name = await self.api.call(lambda: self._variants(own), what=f"read weights of {own.key}")
         result: dict[str, float] = {}
         for name in own.weighted or ():
             variant = by_name.get(name)
@@ -105,7 +155,7 @@ class SageMakerServerless:
 
     async def set_weights(
         self,
-        target: ServerlessTarget,
+        target: ServerlessBase,
         *,
         weights: dict[str, float],
         instances: int | None,
@@ -117,7 +167,7 @@ class SageMakerServerless:
         burst variant whose capacity changes). Raises PermanentError for a weight on a variant the
         target does not name, TransientError or PermanentError when the API fails.
         """
-        own = _own(target)
+        own = narrow(target, SageMakerTarget)
         stray = sorted(set(weights) - set(own.weighted or ()))
         if stray:
             raise PermanentError(f"{own.key}: weights for variants the policy does not name: {stray}")
@@ -126,7 +176,7 @@ class SageMakerServerless:
 
     def _variants(self, target: SageMakerTarget) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
         """Return the endpoint description and its variants by name."""
-        endpoint = self.aws.client("sagemaker", target.region).describe_endpoint(
+        endpoint = self.api.client("sagemaker", target.region).describe_endpoint(
             EndpointName=target.endpoint_name
         )
         return endpoint, {str(v.get("VariantName")): dict(v) for v in endpoint.get("ProductionVariants", [])}
@@ -176,11 +226,11 @@ class SageMakerServerless:
                     elif count is not None:  # restated as read: an omitted field may be reset
                         entry["DesiredInstanceCount"] = count
                     entries.append(entry)
-            self.aws.client("sagemaker", target.region).update_endpoint_weights_and_capacities(
+            self.api.client("sagemaker", target.region).update_endpoint_weights_and_capacities(
                 EndpointName=target.endpoint_name, DesiredWeightsAndCapacities=entries
             )
 
-        await _aws.call(run, what=what)
+        await self.api.call(run, what=what)
 
     def _serverless_set(
         self,
@@ -192,7 +242,7 @@ class SageMakerServerless:
         weights: dict[str, float] | None = None,
     ) -> None:
         """Copy the endpoint config with the variant's ProvisionedConcurrency changed, and switch to it."""
-        sm = self.aws.client("sagemaker", target.region)
+        sm = self.api.client("sagemaker", target.region)
         config = sm.describe_endpoint_config(EndpointConfigName=config_name)
         variants: list[dict[str, Any]] = []
         for original in config["ProductionVariants"]:
@@ -202,7 +252,7 @@ class SageMakerServerless:
             if variant.get("VariantName") == target.variant_name:
                 serverless = dict(variant.get("ServerlessConfig", {}))
                 ceiling = int(serverless.get("MaxConcurrency", 1))
-                wanted = actuation.units_from_instances(instances=instances, max_concurrency=max_concurrency)
+                wanted = units_from_instances(instances=instances, max_concurrency=max_concurrency)
                 units = min(wanted, ceiling)
                 if units > 0:
                     serverless["ProvisionedConcurrency"] = units
@@ -216,8 +266,8 @@ class SageMakerServerless:
         if new_name != config_name:
             try:
                 sm.create_endpoint_config(EndpointConfigName=new_name, ProductionVariants=variants)
-            except ClientError as exc:  # made by an earlier attempt: same content, same name
-                if "already exist" not in _aws.error_message(exc):
+            except self.api.error as exc:  # made by an earlier attempt: same content, same name
+                if "already exist" not in self.api.error_message(exc):
                     raise
             sm.update_endpoint(EndpointName=target.endpoint_name, EndpointConfigName=new_name)
 
@@ -228,3 +278,6 @@ def _instance_count(variant: dict[str, Any] | None) -> int | None:
         return None
     count = variant.get("DesiredInstanceCount", variant.get("CurrentInstanceCount"))
     return None if count is None else int(count)
+
+
+BACKEND: Final = Backend(target=SageMakerTarget, adapter=SageMakerServerless, iam_actions=IAM_ACTIONS)
