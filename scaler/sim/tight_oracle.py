@@ -48,6 +48,7 @@ import contextlib
 import dataclasses
 import math
 from collections.abc import Callable
+from typing import Final
 
 import numpy as np
 import scipy.optimize as so
@@ -317,6 +318,9 @@ def _programme(pb: Problem) -> tuple[FloatArray, so.Bounds, so.LinearConstraint]
     return cost, so.Bounds(lo, hi), rows.constraint()
 
 
+MIP_REL_GAP: Final = 1e-4  # HiGHS stops once its schedule costs at most this much (relative) above its bound
+
+
 def solve(pb: Problem, *, integral: bool = True, time_limit: float = 60.0) -> Solution:
     """Return the cheapest schedule of the coarse model (its LP relaxation when not ``integral``).
 
@@ -334,7 +338,7 @@ def solve(pb: Problem, *, integral: bool = True, time_limit: float = 60.0) -> So
         integrality=kinds,
         bounds=var_bounds,
         constraints=cons,
-        options={"time_limit": time_limit, "mip_rel_gap": 1e-4, "disp": False},
+        options={"time_limit": time_limit, "mip_rel_gap": MIP_REL_GAP, "disp": False},
     )
     if res.x is None:
         raise ValueError(

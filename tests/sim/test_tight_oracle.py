@@ -7,14 +7,23 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from scaler.core.policy import Bounds, LeadTimes, ModelPolicy, Prices, Replica, Slo
 from scaler.sim import synthetic
 from scaler.sim.engine import simulate
 from scaler.sim.oracle import requirement
-from scaler.sim.tight_oracle import Playback, Problem, build_problem, playback, solve, tight_oracle
+from scaler.sim.tight_oracle import (
+    MIP_REL_GAP,
+    Playback,
+    Problem,
+    Solution,
+    build_problem,
+    playback,
+    solve,
+    tight_oracle,
+)
 from scaler.sim.workload import RateWorkload, Workload
 
 C_K = 0.001  # replica price per second
@@ -146,6 +155,13 @@ CASES = {
 }
 
 
+def assert_within_the_gap(sol: Solution, best: float) -> None:
+    """Check HiGHS's contract against the brute-force optimum: bound <= best <= cost <= best + gap."""
+    slack = 1e-9 * (1.0 + best)  # float noise only
+    assert sol.bound <= best + slack  # a proven lower bound is never above the optimum
+    assert best - slack <= sol.cost <= best * (1.0 + MIP_REL_GAP) + slack  # e.g. 0.035 against 0.0349999
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_milp_matches_brute_force_on_tiny_horizons(case: str) -> None:
     workload, overrides = CASES[case]
@@ -153,8 +169,7 @@ def test_milp_matches_brute_force_on_tiny_horizons(case: str) -> None:
     pb = build_problem(workload, policy=policy, step=10.0, initial_replicas=overrides.get("warm"))  # type: ignore[arg-type]
     sol = solve(pb)
     assert sol.optimal
-    assert sol.cost == pytest.approx(brute_force(pb), rel=1e-6, abs=1e-9)
-    assert sol.bound <= sol.cost + 1e-9
+    assert_within_the_gap(sol, brute_force(pb))
 
 
 def test_steady_cold_case_costs_what_a_hand_schedule_costs() -> None:
@@ -174,6 +189,8 @@ def test_steady_cold_case_costs_what_a_hand_schedule_costs() -> None:
     prov=st.sampled_from([0.36, 3.6, 36.0]),
     sv_cold=st.sampled_from([0.5, 5.0]),
 )
+# HiGHS stopped at its gap here: 0.035 against the optimum 0.0349999 (a seed of a CI run found it)
+@example(arrivals=[0.0, 2.00001, 1.0, 10.5, 10.0, 20.0], attainment=0.75, cold=0.0, prov=0.36, sv_cold=0.5)
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_milp_matches_brute_force_on_random_tiny_workloads(
     arrivals: list[float], attainment: float, cold: float, prov: float, sv_cold: float
@@ -185,7 +202,7 @@ def test_milp_matches_brute_force_on_random_tiny_workloads(
         with pytest.raises(ValueError, match="no schedule meets the SLO"):
             solve(pb)
     else:
-        assert solve(pb).cost == pytest.approx(best, rel=1e-6, abs=1e-9)
+        assert_within_the_gap(solve(pb), best)
 
 
 def test_late_tables_are_the_late_work_of_the_per_second_requirement() -> None:
