@@ -30,6 +30,8 @@ from scaler.forecast import checkpoint, kernels
 from scaler.forecast.kernels import Float32Array
 
 if TYPE_CHECKING:
+    import numpy.typing as npt
+
     from scaler.core.policy import ModelPolicy
 
 DEFAULT_LEVELS: tuple[float, ...] = (
@@ -421,6 +423,21 @@ class DemandForecaster:
         arrays = {name: getattr(self, name) for name in checkpoint.ARRAYS}
         return checkpoint.dump(checkpoint.Saved(header=header, arrays=arrays))
 
+    def _missing_allowed(self, name: str, state: FloatArray | Float32Array) -> npt.NDArray[np.bool_]:
+        """Return where array ``name`` may hold NaN (a missing bucket), given the saved ``state``.
+
+        The history marks missing buckets with NaN, and so does a season's first cycle, which holds
+        the raw counts until it is complete (:func:`scaler.forecast.kernels.step`). Nothing else may.
+        """
+        shape = getattr(self, name).shape
+        if name == "hist":
+            return np.ones(shape, dtype=np.bool_)
+        allowed = np.zeros(shape, dtype=np.bool_)
+        if name == "seas" and np.isfinite(state).all():
+            allowed[:, : self.m1] = state[:, [kernels.READY1]] == 0.0
+            allowed[:, self.m1 :] = state[:, [kernels.READY2]] == 0.0
+        return allowed
+
     @classmethod
     def from_bytes(cls, data: bytes) -> DemandForecaster:
         """Return the forecaster saved by :meth:`to_bytes`; raises ValueError on corrupt or foreign data."""
@@ -445,7 +462,9 @@ class DemandForecaster:
             shape, expected = arrays[name].shape, getattr(fc, name).shape
             if shape != expected:
                 raise ValueError(f"forecaster checkpoint: array {name} has shape {shape}, not {expected}")
-            if np.isinf(arrays[name]).any() or (name != "hist" and np.isnan(arrays[name]).any()):
+        for name in checkpoint.ARRAYS:
+            values = arrays[name]
+            if (np.isinf(values) | (np.isnan(values) & ~fc._missing_allowed(name, arrays["state"]))).any():
                 raise ValueError(f"forecaster checkpoint: array {name} holds non-finite values")
         fc.params = np.asarray(arrays["params"], dtype=np.float64)
         fc.state = np.asarray(arrays["state"], dtype=np.float64)

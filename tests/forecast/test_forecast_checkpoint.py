@@ -61,6 +61,27 @@ def test_round_trip_of_an_empty_forecaster() -> None:
     assert restored.anchor is None
 
 
+def test_round_trip_inside_the_first_cycle_with_a_missing_bucket() -> None:
+    """The raw first cycle marks a missing bucket with NaN: a model handed over young keeps its state."""
+    start = 1_700_000_000.0
+    original = DemandForecaster(bucket_seconds=1, horizon_buckets=30, season_buckets=[60], min_buckets=1)
+    for k, y in enumerate([3.0, np.nan, 2.0, 4.0, 1.0, 3.0]):
+        original.observe(bucket_start=start + k, requests=y, prompt_tokens=y * 300, output_tokens=y * 40)
+    assert np.isnan(original.seas).any()  # what the checkpoint must carry
+    restored = DemandForecaster.from_bytes(original.to_bytes())
+    _same(original, restored, start + 6)
+    for k in range(6, 70):  # the first cycle completes on both
+        for fc in (original, restored):
+            fc.observe(bucket_start=start + k, requests=2.0, prompt_tokens=600.0, output_tokens=80.0)
+    _same(original, restored, start + 70)
+
+
+def _ready_season_with_a_nan() -> bytes:
+    seas = np.array(_trained().seas)
+    seas[0, 3] = np.nan
+    return _with_array("seas", seas)
+
+
 def _header_and_payload(data: bytes) -> tuple[dict[str, object], bytes]:
     at = len(checkpoint.MAGIC)
     (size,) = struct.unpack(">I", data[at : at + 4])
@@ -109,12 +130,14 @@ def _pickled_object_array() -> bytes:
         (_with_header(horizon_buckets=30), "shape"),
         (_trained().to_bytes()[:-40], "corrupt"),
         (_with_array("state", np.full((3, 8), np.inf)), "non-finite"),
+        (_ready_season_with_a_nan(), "array seas holds non-finite"),
         (_with_array("hist", np.zeros(4)), "shape"),
         (_pickled_object_array(), "corrupt"),
     ],
     ids=[
         "empty", "garbage", "short", "bad-json", "json-not-object", "future-version", "bad-config",
-        "config-mismatch", "truncated", "non-finite-state", "wrong-shape", "pickled-object",
+        "config-mismatch", "truncated", "non-finite-state", "nan-in-a-ready-season", "wrong-shape",
+        "pickled-object",
     ],
 )  # fmt: skip
 def test_bad_checkpoint_raises_value_error(data: bytes, message: str) -> None:
