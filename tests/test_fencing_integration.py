@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import math
 import os
 import re
 import signal
@@ -86,6 +87,29 @@ class Member:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as answer:
             text = answer.read().decode()
         return sum(float(v) for v in re.findall(rf"^{name}\{{.*\}} (\S+)$", text, re.MULTILINE))
+
+    def pause(self) -> None:
+        """SIGSTOP, and return once every thread of the process is stopped (state T in /proc)."""
+        self.process.send_signal(signal.SIGSTOP)
+        until(self._all_threads_stopped, seconds=10, what=f"{self.name} stopped")
+
+    def wake(self) -> int:
+        """SIGCONT; return the wake time in whole epoch milliseconds, read while the process is still stopped.
+
+        A record stamped before it was created before the pause; one stamped at or after it, after the wake.
+        """
+        assert self._all_threads_stopped(), f"{self.name} was not stopped"
+        woken_ms = math.floor(time.time() * 1000)
+        self.process.send_signal(signal.SIGCONT)
+        return woken_ms
+
+    def _all_threads_stopped(self) -> bool:
+        tasks = Path(f"/proc/{self.process.pid}/task")
+        states = []
+        for stat in tasks.glob("*/stat"):
+            with contextlib.suppress(OSError):  # a thread may end between the listing and the read
+                states.append(stat.read_text().rsplit(")", 1)[1].split()[0])
+        return bool(states) and all(state in ("T", "t") for state in states)
 
     def stop(self) -> int:
         """SIGTERM (and SIGCONT, in case it is stopped); return the exit code."""
@@ -167,15 +191,17 @@ def decisions_by_model(records: list[Any]) -> dict[str, list[tuple[int, str, int
 
 
 def stale_decisions(
-    by_model: dict[str, list[tuple[int, str, int, int]]], *, paused_ms: float
+    by_model: dict[str, list[tuple[int, str, int, int]]], *, woken_ms: int
 ) -> tuple[list[str], list[str]]:
     """Return the decisions published in an older generation after a newer one, for the same model:
-    (those created after the pause, those created before it).
+    (those created after the paused member woke, those created before it was paused).
 
     A record's timestamp is when the daemon handed it to its producer, right after the fencing check.
-    One created before the SIGSTOP passed the check while the member still owned the model and was
-    only sent after it woke: the window the README documents (Kafka has no fencing token for a send
-    already in the producer). One created after the pause is a member acting for a model it lost.
+    The member creates nothing while stopped, so a record stamped before ``woken_ms`` (see
+    :meth:`Member.wake`) was created before the SIGSTOP: it passed the check while the member still
+    owned the model and was only sent after it woke, the window the README documents (Kafka has no
+    fencing token for a send already in the producer). One created after the wake is a member acting
+    for a model it lost.
     """
     stale: list[str] = []
     in_flight: list[str] = []
@@ -184,7 +210,7 @@ def stale_decisions(
         for offset, member, generation, stamp in rows:
             if generation < newest:
                 what = f"{model}@{offset}: {member} in generation {generation} after {newest}"
-                (in_flight if stamp < paused_ms else stale).append(what)
+                (in_flight if stamp < woken_ms else stale).append(what)
             newest = max(newest, generation)
     return stale, in_flight
 
@@ -262,13 +288,12 @@ def test_a_member_paused_past_its_session_never_publishes_for_the_models_it_lost
             b = start("b")
             until(lambda: split(owned(), 2), seconds=60, what="a and b split the models")
             time.sleep(1.0)  # both publish for a while
-            paused_ms = time.time() * 1000
-            a.process.send_signal(signal.SIGSTOP)
+            a.pause()
             figures["takeover_seconds"] = until(
                 lambda: b.metric("scaler_owned_models") == len(models), seconds=30, what="b takes every model"
             )
             time.sleep(max(0.0, 7.0 - figures["takeover_seconds"]))  # a stays paused 7 s (session 3 s)
-            a.process.send_signal(signal.SIGCONT)
+            woken_ms = a.wake()
             until(lambda: split(owned(), 2), seconds=30, what="a rejoins and gets models back")
             time.sleep(1.0)
             c = start("c")  # forced rebalances: a third member joins ...
@@ -288,7 +313,7 @@ def test_a_member_paused_past_its_session_never_publishes_for_the_models_it_lost
     publishers = {member for rows in by_model.values() for _, member, _, _ in rows}
     assert set(by_model) == set(models)
     assert len(publishers) == 3  # a, b and c all published
-    stale, in_flight = stale_decisions(by_model, paused_ms=paused_ms)
+    stale, in_flight = stale_decisions(by_model, woken_ms=woken_ms)
     assert stale == []
     assert at_most_one_each(in_flight), in_flight  # per model, one send the pause caught in the producer
     assert shared_generations(by_model) == []
@@ -404,13 +429,12 @@ def test_with_leases_no_target_is_written_by_a_member_that_lost_its_lease(
             b = start("b")
             until(lambda: min(held()) > 0 and sum(held()) == len(models), seconds=60, what="a and b split")
             time.sleep(1.0)
-            paused_ms = time.time() * 1000
-            a.process.send_signal(signal.SIGSTOP)
+            a.pause()
             figures["failover_seconds"] = until(
                 lambda: b.metric("scaler_leases_held") == len(models), seconds=40, what="b takes every Lease"
             )
             time.sleep(1.0)
-            a.process.send_signal(signal.SIGCONT)
+            woken_ms = a.wake()
             until(lambda: min(held()) > 0 and sum(held()) == len(models), seconds=40, what="a back in")
             time.sleep(1.0)
         fenced_a = a.total("scaler_decisions_fenced_total")
@@ -430,7 +454,7 @@ def test_with_leases_no_target_is_written_by_a_member_that_lost_its_lease(
     assert per_user.get("chart", 0) >= 1, per_user
     records = asyncio.run(read_all(broker.bootstrap, settings.kafka_decisions_topic, at_least=int(published)))
     by_model = decisions_by_model(records)
-    stale, in_flight = stale_decisions(by_model, paused_ms=paused_ms)
+    stale, in_flight = stale_decisions(by_model, woken_ms=woken_ms)
     assert stale == []
     assert at_most_one_each(in_flight), in_flight  # per model, one send the pause caught in the producer
     assert shared_generations(by_model) == []
