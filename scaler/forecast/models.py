@@ -433,7 +433,7 @@ class DemandForecaster:
         if name == "hist":
             return np.ones(shape, dtype=np.bool_)
         allowed = np.zeros(shape, dtype=np.bool_)
-        if name == "seas" and np.isfinite(state).all():
+        if name == "seas":  # a NaN or inf ready flag is not 0, so it allows nothing
             allowed[:, : self.m1] = state[:, [kernels.READY1]] == 0.0
             allowed[:, self.m1 :] = state[:, [kernels.READY2]] == 0.0
         return allowed
